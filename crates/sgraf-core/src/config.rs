@@ -1,0 +1,147 @@
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Which reasoning module sits on top of the similarity graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Module {
+    /// Similarity Graph Reasoning: `sgr_step` rounds of attention over the graph nodes.
+    #[serde(rename = "SGR")]
+    Sgr,
+    /// Similarity Attention Filtration: a gated, L1-normalised sum of the nodes.
+    #[serde(rename = "SAF")]
+    Saf,
+}
+
+impl std::fmt::Display for Module {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Module::Sgr => "SGR",
+            Module::Saf => "SAF",
+        })
+    }
+}
+
+impl std::str::FromStr for Module {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "SGR" => Ok(Module::Sgr),
+            "SAF" => Ok(Module::Saf),
+            other => Err(Error::Config(format!(
+                "module must be \"SGR\" or \"SAF\", found {other:?}"
+            ))),
+        }
+    }
+}
+
+fn default_regions() -> usize {
+    36
+}
+
+/// The shape of one SGR or SAF model: the model fields of the official
+/// `opts.py` options, written as `config.json` in a model folder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// Region feature size (2048 for the bottom-up-attention features).
+    pub img_dim: usize,
+    /// Word embedding size.
+    pub word_dim: usize,
+    /// Joint embedding size `d`.
+    pub embed_size: usize,
+    /// Similarity vector size `m`.
+    pub sim_dim: usize,
+    /// GRU layers.
+    pub num_layers: usize,
+    /// Bidirectional GRU (the two directions are averaged).
+    pub bi_gru: bool,
+    /// Skip the l2 normalisation of region embeddings.
+    pub no_imgnorm: bool,
+    /// Skip the l2 normalisation of word embeddings.
+    pub no_txtnorm: bool,
+    /// `module_name` in the official options.
+    #[serde(alias = "module_name")]
+    pub module: Module,
+    /// Graph reasoning steps (SGR only, but always present in the official options).
+    pub sgr_step: usize,
+    /// Vocabulary size, special tokens included.
+    pub vocab_size: usize,
+    /// Regions per image. Part of the weights: the visual self-attention
+    /// has a `BatchNorm1d` over the region axis.
+    #[serde(default = "default_regions")]
+    pub num_regions: usize,
+    /// Dataset the model was trained on (`f30k_precomp`, `coco_precomp`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_name: Option<String>,
+    /// The remaining training options of the source checkpoint, kept verbatim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<serde_json::Value>,
+}
+
+impl Config {
+    /// The released Flickr30K / COCO shape with the given module and vocabulary.
+    pub fn released(module: Module, vocab_size: usize) -> Self {
+        Self {
+            img_dim: 2048,
+            word_dim: 300,
+            embed_size: 1024,
+            sim_dim: 256,
+            num_layers: 1,
+            bi_gru: true,
+            no_imgnorm: false,
+            no_txtnorm: false,
+            module,
+            sgr_step: 3,
+            vocab_size,
+            num_regions: 36,
+            data_name: None,
+            training: None,
+        }
+    }
+
+    /// Reads and validates a `config.json`.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cfg: Self = serde_json::from_str(&text).map_err(|source| Error::ConfigParse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks that every size is usable.
+    pub fn validate(&self) -> Result<()> {
+        let sizes = [
+            ("img_dim", self.img_dim),
+            ("word_dim", self.word_dim),
+            ("embed_size", self.embed_size),
+            ("sim_dim", self.sim_dim),
+            ("num_layers", self.num_layers),
+            ("num_regions", self.num_regions),
+        ];
+        for (name, value) in sizes {
+            if value == 0 {
+                return Err(Error::Config(format!("{name} must be positive, found 0")));
+            }
+        }
+        if self.vocab_size < 4 {
+            return Err(Error::Config(format!(
+                "vocab_size must be at least 4 (<pad> <start> <end> <unk>), found {}",
+                self.vocab_size
+            )));
+        }
+        if self.module == Module::Sgr && self.sgr_step == 0 {
+            return Err(Error::Config(
+                "an SGR model needs sgr_step >= 1, found 0".into(),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,26 @@
+//! SGRAF (Similarity Graph Reasoning and Attention Filtration, AAAI 2021)
+//! in candle, computing what the published PyTorch implementation computes.
+//!
+//! - [`SgrafModel`]: one SGR or SAF model loaded from a model folder
+//!   (`config.json` + `model.safetensors`).
+//! - [`Ensemble`]: the mean of several models' scores (SGRAF = SGR + SAF).
+//!
+//! Shapes: region features `[n_img, R, img_dim]`, token ids `[n_cap, L]`
+//! with true lengths, scores `[n_img, n_cap]`.
+
+pub mod attention;
+pub mod config;
+pub mod error;
+pub mod image_encoder;
+pub mod model;
+pub mod ops;
+pub mod saf;
+pub mod self_attention;
+pub mod sgr;
+pub mod similarity;
+pub mod text_encoder;
+
+pub use config::{Config, Module};
+pub use error::{Error, Result};
+pub use model::{Ensemble, SgrafModel, ShardPlan, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
+pub use similarity::{CaptionSide, ImageSide, SimilarityHead};

@@ -1,0 +1,299 @@
+//! One SGR or SAF model, and the SGRAF ensemble that averages several.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::image_encoder::ImageEncoder;
+use crate::similarity::{CaptionSide, ImageSide, SimilarityHead};
+use crate::text_encoder::TextEncoder;
+use crate::{Config, Error, Result};
+
+/// File names inside a model folder.
+pub const CONFIG_FILE: &str = "config.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// How the image x caption score matrix is cut into blocks. The largest
+/// intermediate of a block holds `images * captions * words * d` floats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardPlan {
+    /// Upper bound on `images * captions * words * d` per block.
+    pub max_block_elems: usize,
+    /// Captions per block, at most.
+    pub max_captions: usize,
+}
+
+impl Default for ShardPlan {
+    fn default() -> Self {
+        // 16M floats: 64 MiB per block-sized tensor, a few of them alive at once.
+        Self {
+            max_block_elems: 1 << 24,
+            max_captions: 128,
+        }
+    }
+}
+
+impl ShardPlan {
+    /// `(images, captions)` per block for captions padded to `len` words of size `d`.
+    pub fn block(&self, n_img: usize, n_cap: usize, len: usize, d: usize) -> (usize, usize) {
+        let per_pair = (len * d).max(1);
+        let pairs = (self.max_block_elems / per_pair).max(1);
+        let caps = n_cap.min(self.max_captions).min(pairs).max(1);
+        let imgs = (pairs / caps).clamp(1, n_img.max(1));
+        (imgs, caps)
+    }
+}
+
+/// One SGR or SAF model: image encoder, text encoder and similarity head.
+#[derive(Clone, Debug)]
+pub struct SgrafModel {
+    cfg: Config,
+    img_enc: ImageEncoder,
+    txt_enc: TextEncoder,
+    sim_enc: SimilarityHead,
+    device: Device,
+    plan: ShardPlan,
+}
+
+impl SgrafModel {
+    /// Loads from a `VarBuilder` over the model folder's tensors:
+    /// `img_enc.*`, `txt_enc.*` and `sim_enc.*` + the official names.
+    pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        cfg.validate()?;
+        Ok(Self {
+            img_enc: ImageEncoder::load(vb.pp("img_enc"), cfg)?,
+            txt_enc: TextEncoder::load(vb.pp("txt_enc"), cfg)?,
+            sim_enc: SimilarityHead::load(vb.pp("sim_enc"), cfg)?,
+            device: vb.device().clone(),
+            cfg: cfg.clone(),
+            plan: ShardPlan::default(),
+        })
+    }
+
+    /// Loads `config.json` and `model.safetensors` (memory-mapped) from a model folder.
+    pub fn from_folder(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        let cfg = Config::from_file(dir.join(CONFIG_FILE))?;
+        let weights = dir.join(WEIGHTS_FILE);
+        if !weights.is_file() {
+            return Err(Error::Io {
+                path: weights,
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            });
+        }
+        // SAFETY: the file is mapped read-only; like every safetensors
+        // loader we rely on it not being truncated while the model lives.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device)? };
+        Self::load(vb, &cfg).map_err(|e| match e {
+            Error::Candle(err) => Error::Config(format!(
+                "{} does not match {}: {err}",
+                weights.display(),
+                dir.join(CONFIG_FILE).display()
+            )),
+            other => other,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Changes how the score matrix is sharded (results are unchanged).
+    pub fn with_shard_plan(mut self, plan: ShardPlan) -> Self {
+        self.plan = plan;
+        self
+    }
+
+    pub fn image_encoder(&self) -> &ImageEncoder {
+        &self.img_enc
+    }
+
+    pub fn text_encoder(&self) -> &TextEncoder {
+        &self.txt_enc
+    }
+
+    pub fn similarity_head(&self) -> &SimilarityHead {
+        &self.sim_enc
+    }
+
+    /// Sets the dropout probability used in training mode everywhere
+    /// (the published models use 0.4).
+    pub fn set_dropout(&mut self, p: f32) {
+        self.txt_enc.set_dropout(p);
+        self.sim_enc.set_dropout(p);
+    }
+
+    fn check_images(&self, images: &Tensor, width: usize, what: &str) -> Result<()> {
+        let expected = [self.cfg.num_regions, width];
+        match images.dims() {
+            [_, r, w] if [*r, *w] == expected => Ok(()),
+            dims => Err(Error::Input(format!(
+                "{what} must be [n_images, {}, {}], found {dims:?}",
+                expected[0], expected[1]
+            ))),
+        }
+    }
+
+    /// Region features `[n_img, R, img_dim]` -> region embeddings `[n_img, R, d]`.
+    pub fn encode_images(&self, images: &Tensor) -> Result<Tensor> {
+        self.check_images(images, self.cfg.img_dim, "region features")?;
+        Ok(self.img_enc.forward(&images.to_dtype(DType::F32)?)?)
+    }
+
+    /// Token ids `[n_cap, L]` and true lengths -> word embeddings
+    /// `[n_cap, max(lengths), d]`, zero past each caption's end.
+    pub fn encode_captions(&self, ids: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        self.txt_enc.forward_t(ids, lengths, false)
+    }
+
+    /// Images ready for scoring against any captions, computed in blocks.
+    pub fn image_side(&self, img_emb: &Tensor) -> Result<ImageSide> {
+        self.check_images(img_emb, self.cfg.embed_size, "image embeddings")?;
+        let n = img_emb.dim(0)?;
+        let block = 256;
+        let globals = (0..n)
+            .step_by(block)
+            .map(|s| {
+                let part = img_emb.narrow(0, s, block.min(n - s))?;
+                Ok(self.sim_enc.image_side(&part, false)?.global)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let global = if globals.is_empty() {
+            Tensor::zeros((0, self.cfg.embed_size), DType::F32, &self.device)?
+        } else {
+            Tensor::cat(&globals, 0)?
+        };
+        Ok(ImageSide {
+            regions: img_emb.clone(),
+            global,
+        })
+    }
+
+    /// Captions ready for scoring against any images.
+    pub fn caption_side(&self, cap_emb: &Tensor, lengths: &[usize]) -> Result<CaptionSide> {
+        let d = self.cfg.embed_size;
+        match cap_emb.dims() {
+            [c, l, w] if *w == d && *c == lengths.len() => {
+                if let Some(&n) = lengths.iter().find(|&&n| n == 0 || n > *l) {
+                    return Err(Error::Input(format!(
+                        "caption length {n} is outside 1..={l} (the padded length)"
+                    )));
+                }
+            }
+            dims => {
+                return Err(Error::Input(format!(
+                    "caption embeddings must be [{}, L, {d}] for {} lengths, found {dims:?}",
+                    lengths.len(),
+                    lengths.len()
+                )))
+            }
+        }
+        Ok(self.sim_enc.caption_side(cap_emb, lengths, false)?)
+    }
+
+    /// Scores `[n_img, n_cap]` of prepared images and captions, in blocks
+    /// bounded by the shard plan whatever `n_img * n_cap` is.
+    pub fn score_sides(&self, img: &ImageSide, cap: &CaptionSide) -> Result<Tensor> {
+        let (n_img, n_cap) = (img.len(), cap.len());
+        if n_img == 0 || n_cap == 0 {
+            return Ok(Tensor::zeros((n_img, n_cap), DType::F32, &self.device)?);
+        }
+        let (_, caps) = self
+            .plan
+            .block(n_img, n_cap, cap.max_len(), self.cfg.embed_size);
+        let mut columns = Vec::with_capacity(n_cap.div_ceil(caps));
+        for c0 in (0..n_cap).step_by(caps) {
+            let cap_block = cap.narrow(c0, caps.min(n_cap - c0))?;
+            let (imgs, _) = self.plan.block(
+                n_img,
+                cap_block.len(),
+                cap_block.max_len(),
+                self.cfg.embed_size,
+            );
+            let rows = (0..n_img)
+                .step_by(imgs)
+                .map(|i0| {
+                    let img_block = img.narrow(i0, imgs.min(n_img - i0))?;
+                    Ok(self.sim_enc.score_block(&img_block, &cap_block, false)?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            columns.push(Tensor::cat(&rows, 0)?);
+        }
+        Ok(Tensor::cat(&columns, 1)?)
+    }
+
+    /// Scores `[n_img, n_cap]` of image embeddings `[n_img, R, d]` with
+    /// caption embeddings `[n_cap, L, d]` of the given true lengths.
+    pub fn similarity(
+        &self,
+        img_emb: &Tensor,
+        cap_emb: &Tensor,
+        lengths: &[usize],
+    ) -> Result<Tensor> {
+        let img = self.image_side(img_emb)?;
+        let cap = self.caption_side(cap_emb, lengths)?;
+        self.score_sides(&img, &cap)
+    }
+
+    /// Region features `[n_img, R, img_dim]` x token ids `[n_cap, L]` -> scores `[n_img, n_cap]`.
+    pub fn score(&self, images: &Tensor, ids: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        let img = self.encode_images(images)?;
+        let cap = self.encode_captions(ids, lengths)?;
+        self.similarity(&img, &cap, lengths)
+    }
+}
+
+/// Several models whose scores are averaged: SGRAF is one SGR model and one
+/// SAF model, trained independently.
+#[derive(Clone, Debug)]
+pub struct Ensemble {
+    models: Vec<SgrafModel>,
+}
+
+impl Ensemble {
+    /// Checks that the models read the same inputs (vocabulary size, region
+    /// count and feature size).
+    pub fn new(models: Vec<SgrafModel>) -> Result<Self> {
+        let Some(first) = models.first() else {
+            return Err(Error::Ensemble("no models given".into()));
+        };
+        let key = |m: &SgrafModel| {
+            let c = m.config();
+            (c.vocab_size, c.num_regions, c.img_dim)
+        };
+        for (i, m) in models.iter().enumerate().skip(1) {
+            if key(m) != key(first) {
+                let (a, b) = (key(first), key(m));
+                return Err(Error::Ensemble(format!(
+                    "model 0 reads vocab_size {}, {} regions of {} features but model {i} reads vocab_size {}, {} regions of {} features",
+                    a.0, a.1, a.2, b.0, b.1, b.2
+                )));
+            }
+        }
+        Ok(Self { models })
+    }
+
+    pub fn models(&self) -> &[SgrafModel] {
+        &self.models
+    }
+
+    /// Mean of the models' `[n_img, n_cap]` scores.
+    pub fn score(&self, images: &Tensor, ids: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        let mut sum: Option<Tensor> = None;
+        for m in &self.models {
+            let s = m.score(images, ids, lengths)?;
+            sum = Some(match sum {
+                None => s,
+                Some(acc) => (acc + s)?,
+            });
+        }
+        let sum = sum.expect("an ensemble has at least one model");
+        Ok((sum / self.models.len() as f64)?)
+    }
+}

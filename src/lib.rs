@@ -1,0 +1,1 @@
+pub use sgraf_core as core;

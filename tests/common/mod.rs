@@ -1,0 +1,81 @@
+//! Loading the fixtures written by `tests/reference/make_fixtures.py`.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+
+/// Parity tolerance on float32 outputs (absolute).
+pub const TOL: f32 = 1e-5;
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub struct Fixture {
+    pub dir: PathBuf,
+    pub images: Tensor,
+    pub ids: Tensor,
+    pub lengths: Vec<usize>,
+    pub expected: HashMap<String, Tensor>,
+}
+
+impl Fixture {
+    pub fn load(dir: &Path) -> Fixture {
+        let dev = Device::Cpu;
+        let inputs = candle_core::safetensors::load(dir.join("inputs.safetensors"), &dev)
+            .expect("inputs.safetensors");
+        let expected = candle_core::safetensors::load(dir.join("expected.safetensors"), &dev)
+            .expect("expected.safetensors");
+        let lengths = inputs["lengths"]
+            .to_vec1::<i64>()
+            .unwrap()
+            .into_iter()
+            .map(|n| n as usize)
+            .collect();
+        Fixture {
+            dir: dir.to_path_buf(),
+            images: inputs["images"].clone(),
+            ids: inputs["ids"].clone(),
+            lengths,
+            expected,
+        }
+    }
+
+    pub fn tiny() -> Fixture {
+        Self::load(&fixtures())
+    }
+
+    pub fn expected(&self, name: &str) -> &Tensor {
+        self.expected
+            .get(name)
+            .unwrap_or_else(|| panic!("fixture has no tensor {name}"))
+    }
+
+    pub fn model(&self, tag: &str) -> sgraf_core::SgrafModel {
+        sgraf_core::SgrafModel::from_folder(self.dir.join(tag), &Device::Cpu)
+            .unwrap_or_else(|e| panic!("loading {tag}: {e}"))
+    }
+}
+
+/// Largest absolute difference of two same-shape tensors.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+#[track_caller]
+pub fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
+    let diff = max_abs_diff(got, want);
+    assert!(diff <= TOL, "{what}: max abs difference {diff:e} > {TOL:e}");
+}
