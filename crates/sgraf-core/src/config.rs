@@ -104,13 +104,13 @@ impl Config {
     /// Reads and validates a `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        let text = std::fs::read_to_string(path).map_err(|err| Error::Io {
             path: path.to_path_buf(),
-            source,
+            err,
         })?;
-        let cfg: Self = serde_json::from_str(&text).map_err(|source| Error::ConfigParse {
+        let cfg: Self = serde_json::from_str(&text).map_err(|err| Error::ConfigParse {
             path: path.to_path_buf(),
-            source,
+            err,
         })?;
         cfg.validate()?;
         Ok(cfg)

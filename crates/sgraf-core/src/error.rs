@@ -6,18 +6,13 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
-    #[error("cannot read {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read {}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
 
-    #[error("{} is not a valid model config: {source}", path.display())]
+    #[error("{} is not a valid model config: {err}", path.display())]
     ConfigParse {
         path: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        err: serde_json::Error,
     },
 
     /// A config whose values cannot describe an SGRAF model.

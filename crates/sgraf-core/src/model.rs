@@ -80,7 +80,7 @@ impl SgrafModel {
         if !weights.is_file() {
             return Err(Error::Io {
                 path: weights,
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+                err: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
             });
         }
         // SAFETY: the file is mapped read-only; like every safetensors
