@@ -161,3 +161,26 @@ fn swapped_gru_gates_are_detected() {
     );
     assert!(max_abs_diff(&got, fx.expected("sgr_scores")) > 1000.0 * TOL);
 }
+
+/// `parameter_shapes` is the converter's checklist: it must name exactly the
+/// tensors the loaders read, with their shapes.
+#[test]
+fn parameter_shapes_match_the_fixture_weights() {
+    let fx = Fixture::tiny();
+    for tag in ["sgr", "saf"] {
+        let cfg = sgraf_core::Config::from_file(fx.dir.join(tag).join("config.json")).unwrap();
+        let tensors = candle_core::safetensors::load(
+            fx.dir.join(tag).join("model.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let mut want: Vec<(String, Vec<usize>)> = tensors
+            .iter()
+            .map(|(k, t)| (k.clone(), t.dims().to_vec()))
+            .collect();
+        want.sort();
+        let mut got = sgraf_core::parameter_shapes(&cfg);
+        got.sort();
+        assert_eq!(got, want, "{tag}");
+    }
+}

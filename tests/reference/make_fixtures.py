@@ -11,6 +11,7 @@ Layout of the output folder:
     sgr/, saf/                  model folders: config.json + model.safetensors
     sgr/model_best.legacy.pth.tar, sgr/model_best.zip.pth.tar (and saf/)
                                 the same weights as the released checkpoints store them
+    bad/                        broken checkpoints the converter must refuse
     vocab.json                  the vocabulary in the published JSON format
     inputs.safetensors          images [n_img, R, img_dim] f32, ids [n_cap, L] i64, lengths [n_cap] i64
     expected.safetensors        {sgr,saf}_img_emb, {sgr,saf}_cap_emb, {sgr,saf,sgraf}_scores,
@@ -89,14 +90,18 @@ def opt_namespace(cfg, module, data_name):
         vocab_size=cfg["vocab_size"])
 
 
-def save_checkpoints(model, cfg, module, folder):
-    state = {
+def checkpoint_state(model, cfg, module):
+    return {
         "epoch": 17,
         "model": [model.img_enc.state_dict(), model.txt_enc.state_dict(), model.sim_enc.state_dict()],
         "best_rsum": 512.25,
         "opt": opt_namespace(cfg, module, "f30k_precomp"),
         "Eiters": 12345,
     }
+
+
+def save_checkpoints(model, cfg, module, folder):
+    state = checkpoint_state(model, cfg, module)
     torch.save(state, os.path.join(folder, "model_best.zip.pth.tar"))
     # The released files were written by PyTorch 1.1 from GPU tensors: legacy
     # format, storages tagged cuda:0. A tagger registered ahead of the built-in
@@ -109,6 +114,34 @@ def save_checkpoints(model, cfg, module, folder):
         torch.serialization._package_registry.pop(0)
     with open(os.path.join(folder, "model_best.legacy.pth.tar"), "wb") as f:
         f.write(buf.getvalue())
+
+
+def save_bad_checkpoints(model, cfg, folder):
+    """Checkpoints that look right but must be refused, each for one reason."""
+    os.makedirs(folder, exist_ok=True)
+
+    state = checkpoint_state(model, cfg, "SAF")
+    del state["model"][2]["sim_eval_w.bias"]
+    torch.save(state, os.path.join(folder, "missing_tensor.pth.tar"))
+
+    state = checkpoint_state(model, cfg, "SAF")
+    state["model"][0]["fc.weight"] = state["model"][0]["fc.weight"].T.contiguous()
+    torch.save(state, os.path.join(folder, "wrong_shape.pth.tar"))
+
+    state = checkpoint_state(model, cfg, "SAF")
+    state["opt"].module_name = "AVE"
+    torch.save(state, os.path.join(folder, "unknown_module.pth.tar"))
+
+    # The legacy header, then a pickle that calls os.system("echo pwned")
+    # when Python unpickles it.
+    import pickle
+    with open(os.path.join(folder, "os_system.pth.tar"), "wb") as f:
+        pickle.dump(0x1950a86a20f9469cfc6c, f, protocol=2)
+        pickle.dump(1001, f, protocol=2)
+        pickle.dump({"protocol_version": 1001, "little_endian": True,
+                     "type_sizes": {"short": 2, "int": 4, "long": 4}}, f, protocol=2)
+        f.write(b"\x80\x02cos\nsystem\nq\x00X\x0a\x00\x00\x00echo pwnedq\x01\x85q\x02Rq\x03.")
+        pickle.dump([], f, protocol=2)
 
 
 # --- deliberately wrong computations -----------------------------------------
@@ -174,6 +207,8 @@ def main():
                 json.dump(dict(cfg, module=module), f, indent=2)
             if not args.full:
                 save_checkpoints(model, cfg, module, folder)
+                if module == "SAF":
+                    save_bad_checkpoints(model, cfg, os.path.join(out, "bad"))
 
             img, cap, sims = model.scores(images, ids, lens.tolist())
             expected[f"{tag}_img_emb"] = img.contiguous()

@@ -4,15 +4,45 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
 
-const HELP: &str = "\
-cargo xtask <task>
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "sgraf project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
 
-Tasks:
-  fixtures [--full DIR]   regenerate tests/fixtures/ with the PyTorch reference
-                          (needs python3 with torch, numpy, safetensors); with
-                          --full, write the full-size check into DIR instead
-";
+#[derive(Subcommand)]
+enum Task {
+    /// Convert a released SGRAF checkpoint (model_best.pth.tar, legacy or zip
+    /// format) and its vocabulary JSON into a model folder: config.json,
+    /// model.safetensors, tokenizer.json and a model card (README.md).
+    ConvertWeights {
+        /// The PyTorch checkpoint, e.g. runs/f30k_SGR/model_best.pth.tar.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// The vocabulary it was trained with, e.g. vocab/f30k_precomp_vocab.json.
+        #[arg(long)]
+        vocab: PathBuf,
+        /// The model folder to create, e.g. weights/f30k_sgr.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace OUT if it already exists.
+        #[arg(long)]
+        force: bool,
+        /// Load the result with sgraf-core and score pseudo-random inputs.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Regenerate tests/fixtures/ with the PyTorch reference (needs python3
+    /// with torch, numpy and safetensors).
+    Fixtures {
+        /// Write the full-size check (d 1024, m 256, vocab 8481) into DIR instead.
+        #[arg(long, value_name = "DIR")]
+        full: Option<PathBuf>,
+    },
+}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -21,11 +51,14 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-fn fixtures(args: &[String]) -> Result<()> {
+fn fixtures(full: Option<PathBuf>) -> Result<()> {
     let script = root().join("tests/reference/make_fixtures.py");
-    let status = Command::new("python3")
-        .arg(&script)
-        .args(args)
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script);
+    if let Some(dir) = full {
+        cmd.arg("--full").arg(dir);
+    }
+    let status = cmd
         .status()
         .with_context(|| format!("running python3 {}", script.display()))?;
     if !status.success() {
@@ -34,14 +67,47 @@ fn fixtures(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+fn convert_weights(
+    checkpoint: &Path,
+    vocab: &Path,
+    out: &Path,
+    force: bool,
+    verify: bool,
+) -> Result<()> {
+    let done = sgraf_convert::convert(checkpoint, vocab, out, force)
+        .with_context(|| format!("converting {}", checkpoint.display()))?;
+    let cfg = &done.config;
+    println!(
+        "wrote {}: {} model ({}), {} tensors, epoch {}, best_rsum {}",
+        out.display(),
+        cfg.module,
+        cfg.data_name.as_deref().unwrap_or("unknown data"),
+        done.tensors,
+        done.epoch.map_or("?".into(), |e| e.to_string()),
+        done.best_rsum.map_or("?".into(), |r| format!("{r:.2}")),
+    );
+    println!("source sha256 {}", done.sha256);
+    if verify {
+        let scores =
+            sgraf_convert::verify(out).with_context(|| format!("verifying {}", out.display()))?;
+        println!(
+            "verified: loaded with sgraf-core, {} x {} scores on pseudo-random inputs, all in [0, 1]",
+            scores.len(),
+            scores.first().map_or(0, Vec::len)
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("fixtures") => fixtures(&args[1..]),
-        Some("-h" | "--help" | "help") | None => {
-            print!("{HELP}");
-            Ok(())
-        }
-        Some(other) => bail!("unknown task {other:?}\n\n{HELP}"),
+    match Cli::parse().task {
+        Task::ConvertWeights {
+            checkpoint,
+            vocab,
+            out,
+            force,
+            verify,
+        } => convert_weights(&checkpoint, &vocab, &out, force, verify),
+        Task::Fixtures { full } => fixtures(full),
     }
 }

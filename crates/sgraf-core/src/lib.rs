@@ -22,5 +22,7 @@ pub mod text_encoder;
 
 pub use config::{Config, Module};
 pub use error::{Error, Result};
-pub use model::{Ensemble, SgrafModel, ShardPlan, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
+pub use model::{
+    parameter_shapes, Ensemble, SgrafModel, ShardPlan, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE,
+};
 pub use similarity::{CaptionSide, ImageSide, SimilarityHead};

@@ -297,3 +297,95 @@ impl Ensemble {
         Ok((sum / self.models.len() as f64)?)
     }
 }
+
+/// Every tensor a model folder's `model.safetensors` holds for `cfg`, with
+/// its shape, in the official order (`num_batches_tracked` excluded).
+pub fn parameter_shapes(cfg: &Config) -> Vec<(String, Vec<usize>)> {
+    let (d, m, r) = (cfg.embed_size, cfg.sim_dim, cfg.num_regions);
+    let mut out: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut push = |name: String, shape: &[usize]| out.push((name, shape.to_vec()));
+    let linear = |push: &mut dyn FnMut(String, &[usize]), name: &str, i: usize, o: usize| {
+        push(format!("{name}.weight"), &[o, i]);
+        push(format!("{name}.bias"), &[o]);
+    };
+    let bn = |push: &mut dyn FnMut(String, &[usize]), name: &str, c: usize| {
+        for p in ["weight", "bias", "running_mean", "running_var"] {
+            push(format!("{name}.{p}"), &[c]);
+        }
+    };
+    linear(&mut push, "img_enc.fc", cfg.img_dim, d);
+    push(
+        "txt_enc.embed.weight".into(),
+        &[cfg.vocab_size, cfg.word_dim],
+    );
+    let dirs: &[&str] = if cfg.bi_gru { &["", "_reverse"] } else { &[""] };
+    for layer in 0..cfg.num_layers {
+        let input = match layer {
+            0 => cfg.word_dim,
+            _ => d * dirs.len(),
+        };
+        for sfx in dirs {
+            let p = |k: &str| format!("txt_enc.cap_rnn.{k}_l{layer}{sfx}");
+            push(p("weight_ih"), &[3 * d, input]);
+            push(p("weight_hh"), &[3 * d, d]);
+            push(p("bias_ih"), &[3 * d]);
+            push(p("bias_hh"), &[3 * d]);
+        }
+    }
+    let s = "sim_enc";
+    linear(
+        &mut push,
+        &format!("{s}.v_global_w.embedding_local.0"),
+        d,
+        d,
+    );
+    bn(&mut push, &format!("{s}.v_global_w.embedding_local.1"), r);
+    linear(
+        &mut push,
+        &format!("{s}.v_global_w.embedding_global.0"),
+        d,
+        d,
+    );
+    bn(&mut push, &format!("{s}.v_global_w.embedding_global.1"), d);
+    linear(
+        &mut push,
+        &format!("{s}.v_global_w.embedding_common.0"),
+        d,
+        1,
+    );
+    linear(
+        &mut push,
+        &format!("{s}.t_global_w.embedding_local.0"),
+        d,
+        d,
+    );
+    linear(
+        &mut push,
+        &format!("{s}.t_global_w.embedding_global.0"),
+        d,
+        d,
+    );
+    linear(
+        &mut push,
+        &format!("{s}.t_global_w.embedding_common.0"),
+        d,
+        1,
+    );
+    linear(&mut push, &format!("{s}.sim_tranloc_w"), d, m);
+    linear(&mut push, &format!("{s}.sim_tranglo_w"), d, m);
+    linear(&mut push, &format!("{s}.sim_eval_w"), m, 1);
+    match cfg.module {
+        crate::Module::Sgr => {
+            for i in 0..cfg.sgr_step {
+                for w in ["graph_query_w", "graph_key_w", "sim_graph_w"] {
+                    linear(&mut push, &format!("{s}.SGR_module.{i}.{w}"), m, m);
+                }
+            }
+        }
+        crate::Module::Saf => {
+            linear(&mut push, &format!("{s}.SAF_module.attn_sim_w"), m, 1);
+            bn(&mut push, &format!("{s}.SAF_module.bn"), 1);
+        }
+    }
+    out
+}

@@ -1,0 +1,399 @@
+//! Checkpoint + vocabulary -> model folder.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use serde_json::Value as Json;
+use sgraf_core::{parameter_shapes, Config, Module, SgrafModel};
+use sgraf_text::Vocab;
+use sha2::{Digest, Sha256};
+
+use crate::checkpoint::{read_checkpoint, Checkpoint, Format};
+use crate::error::{ConvertError, Result};
+
+/// The three encoders of `model`, in checkpoint order, and their name prefixes.
+pub const ENCODERS: [&str; 3] = ["img_enc", "txt_enc", "sim_enc"];
+
+/// Options of the official `opts.py` that describe the model's shape;
+/// the others go to `config.json`'s `training`.
+const MODEL_KEYS: [&str; 12] = [
+    "img_dim",
+    "word_dim",
+    "embed_size",
+    "sim_dim",
+    "num_layers",
+    "bi_gru",
+    "no_imgnorm",
+    "no_txtnorm",
+    "module_name",
+    "sgr_step",
+    "vocab_size",
+    "data_name",
+];
+
+/// What [`convert`] wrote.
+#[derive(Clone, Debug)]
+pub struct Converted {
+    pub dir: PathBuf,
+    pub config: Config,
+    pub format: Format,
+    pub epoch: Option<i64>,
+    pub best_rsum: Option<f64>,
+    /// sha256 of the source checkpoint, hex.
+    pub sha256: String,
+    pub tensors: usize,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|err| ConvertError::Read {
+        path: path.to_path_buf(),
+        err,
+    })
+}
+
+fn config_from_opt(ckpt: &Checkpoint) -> Result<Config> {
+    let missing = |k: &str| ConvertError::Contents(format!("the options ('opt') have no {k}"));
+    let int = |k: &str| -> Result<usize> {
+        let v = ckpt.opt(k).ok_or_else(|| missing(k))?;
+        v.as_u64().map(|n| n as usize).ok_or_else(|| {
+            ConvertError::Contents(format!("opt.{k} is {v}, expected a non-negative integer"))
+        })
+    };
+    let flag = |k: &str| -> Result<bool> {
+        let v = ckpt.opt(k).ok_or_else(|| missing(k))?;
+        v.as_bool().ok_or_else(|| {
+            ConvertError::Contents(format!("opt.{k} is {v}, expected true or false"))
+        })
+    };
+    let module_name = ckpt
+        .opt("module_name")
+        .ok_or_else(|| missing("module_name"))?;
+    let module: Module = match module_name.as_str() {
+        Some(name) => name.parse().map_err(|_| {
+            ConvertError::Contents(format!(
+                "unknown module name {name:?}: SGRAF checkpoints are \"SGR\" or \"SAF\""
+            ))
+        })?,
+        None => {
+            return Err(ConvertError::Contents(format!(
+                "opt.module_name is {module_name}, expected a string"
+            )))
+        }
+    };
+    // The region count is fixed by the weights (a BatchNorm over regions).
+    let num_regions = ckpt
+        .state_dicts
+        .get(2)
+        .and_then(|sd| {
+            sd.iter()
+                .find(|(k, _)| k == "v_global_w.embedding_local.1.weight")
+                .map(|(_, t)| t.shape.first().copied().unwrap_or(0))
+        })
+        .unwrap_or(36);
+    let training: serde_json::Map<String, Json> = ckpt
+        .opt
+        .iter()
+        .filter(|(k, _)| !MODEL_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let cfg = Config {
+        img_dim: int("img_dim")?,
+        word_dim: int("word_dim")?,
+        embed_size: int("embed_size")?,
+        sim_dim: int("sim_dim")?,
+        num_layers: int("num_layers")?,
+        bi_gru: flag("bi_gru")?,
+        no_imgnorm: flag("no_imgnorm")?,
+        no_txtnorm: flag("no_txtnorm")?,
+        module,
+        sgr_step: int("sgr_step")?,
+        vocab_size: int("vocab_size")?,
+        num_regions,
+        data_name: ckpt
+            .opt("data_name")
+            .and_then(Json::as_str)
+            .map(str::to_string),
+        training: Some(Json::Object(training)),
+    };
+    cfg.validate()
+        .map_err(|e| ConvertError::Contents(format!("the options describe no valid model: {e}")))?;
+    Ok(cfg)
+}
+
+/// Checks every tensor against the config and returns them as f32 candle
+/// tensors under the model-folder names.
+fn weights(ckpt: &Checkpoint, cfg: &Config) -> Result<HashMap<String, Tensor>> {
+    let mut found: HashMap<String, &crate::checkpoint::RawTensor> = HashMap::new();
+    for (prefix, sd) in ENCODERS.iter().zip(&ckpt.state_dicts) {
+        for (name, t) in sd {
+            if name.ends_with("num_batches_tracked") {
+                continue;
+            }
+            found.insert(format!("{prefix}.{name}"), t);
+        }
+    }
+    let expected = parameter_shapes(cfg);
+    let mut out = HashMap::with_capacity(expected.len());
+    for (name, shape) in &expected {
+        let t = found.remove(name).ok_or_else(|| {
+            ConvertError::StateDict(format!(
+                "missing tensor {name} (expected shape {shape:?} for a {} model)",
+                cfg.module
+            ))
+        })?;
+        if &t.shape != shape {
+            return Err(ConvertError::StateDict(format!(
+                "{name} has shape {:?}, the options say {shape:?}",
+                t.shape
+            )));
+        }
+        let data = t.to_f32().ok_or_else(|| {
+            ConvertError::StateDict(format!("{name} holds {:?} values, expected floats", t.kind))
+        })?;
+        out.insert(
+            name.clone(),
+            Tensor::from_vec(data, shape.as_slice(), &Device::Cpu)?,
+        );
+    }
+    if let Some(extra) = found.keys().min() {
+        return Err(ConvertError::StateDict(format!(
+            "unexpected tensor {extra} for a {} model with these options",
+            cfg.module
+        )));
+    }
+    Ok(out)
+}
+
+fn model_card(conv: &Converted, source: &Path) -> String {
+    let cfg = &conv.config;
+    let data = cfg.data_name.as_deref().unwrap_or("unknown");
+    let dataset = match data {
+        "f30k_precomp" => "Flickr30K",
+        "coco_precomp" => "MS-COCO",
+        other => other,
+    };
+    let format = match conv.format {
+        Format::Legacy => "legacy (PyTorch < 1.6)",
+        Format::Zip => "zip (PyTorch >= 1.6)",
+    };
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "unknown".into());
+    format!(
+        "---\nlibrary_name: sgraf\ntags:\n- image-text-matching\n- sgraf\n- candle\nlicense: apache-2.0\n---\n\n\
+# SGRAF {module} ({dataset})\n\n\
+The {module} model of SGRAF (Similarity Graph Reasoning and Attention Filtration,\n\
+Diao et al., AAAI 2021), trained on {dataset} (`{data}`), converted from the\n\
+published PyTorch checkpoint for [sgraf](https://github.com/sgraf-rs/sgraf).\n\
+SGRAF is the mean of the scores of an SGR model and a SAF model.\n\n\
+| | |\n| --- | --- |\n\
+| module | {module} |\n| dataset | {data} |\n| epoch | {epoch} |\n| best_rsum (validation) | {rsum} |\n\
+| source file | `{source}` |\n| source sha256 | `{sha}` |\n| source format | {format} |\n\
+| converted by | sgraf-convert {version} |\n\n\
+## Files\n\n\
+- `config.json`: the model's shape; `training` keeps the checkpoint's other options\n\
+- `model.safetensors`: float32 weights, the official names prefixed by `img_enc.`, `txt_enc.`, `sim_enc.`\n\
+- `tokenizer.json`: the vocabulary ({vocab} words) for the `tokenizers` library\n\n\
+Inputs: {regions} bottom-up-attention region features of {img_dim} values per image\n\
+(the SCAN precomputed features); captions lowercased and split as NLTK's `word_tokenize`.\n\n\
+## Conversion\n\n\
+```\ncargo xtask convert-weights --checkpoint {source} --vocab VOCAB.json --out DIR\n```\n\n\
+## Citation\n\n\
+```\n@inproceedings{{diao2021similarity,\n  title={{Similarity Reasoning and Filtration for Image-Text Matching}},\n  \
+author={{Diao, Haiwen and Zhang, Ying and Ma, Lin and Lu, Huchuan}},\n  booktitle={{AAAI}},\n  year={{2021}}\n}}\n```\n",
+        module = cfg.module,
+        epoch = opt(conv.epoch.map(|e| e.to_string())),
+        rsum = opt(conv.best_rsum.map(|r| format!("{r:.2}"))),
+        source = source.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        sha = conv.sha256,
+        version = env!("CARGO_PKG_VERSION"),
+        vocab = cfg.vocab_size,
+        regions = cfg.num_regions,
+        img_dim = cfg.img_dim,
+    )
+}
+
+/// A sibling of `out` that is removed on drop unless kept.
+struct TempDir(Option<PathBuf>);
+
+impl TempDir {
+    fn beside(out: &Path, tag: &str) -> Result<Self> {
+        let parent = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        let dir = parent.join(format!(".{name}.{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|err| ConvertError::Write {
+            path: dir.clone(),
+            err,
+        })?;
+        Ok(Self(Some(dir)))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.as_deref().expect("not yet kept")
+    }
+
+    fn keep(mut self) -> PathBuf {
+        self.0.take().expect("not yet kept")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|err| ConvertError::Write {
+        path: path.to_path_buf(),
+        err,
+    })
+}
+
+/// Moves the finished folder `tmp` to `out`, replacing an old one only when `force`.
+fn publish(tmp: TempDir, out: &Path, force: bool) -> Result<()> {
+    let rename = |from: &Path, to: &Path| {
+        std::fs::rename(from, to).map_err(|err| ConvertError::Write {
+            path: to.to_path_buf(),
+            err,
+        })
+    };
+    if out.exists() {
+        if !force {
+            return Err(ConvertError::OutputExists(out.to_path_buf()));
+        }
+        let old = TempDir::beside(out, "old")?;
+        std::fs::remove_dir(old.path()).ok();
+        rename(out, old.path())?;
+        if let Err(e) = rename(tmp.path(), out) {
+            let _ = std::fs::rename(old.path(), out);
+            return Err(e);
+        }
+        drop(old); // removes the replaced folder
+    } else {
+        rename(tmp.path(), out)?;
+    }
+    tmp.keep();
+    Ok(())
+}
+
+/// Converts a released `model_best.pth.tar` and its vocabulary into a model
+/// folder at `out` (`config.json`, `model.safetensors`, `tokenizer.json`,
+/// `README.md`). Everything is written into a temporary sibling folder and
+/// renamed into place at the end: on any error nothing is left behind.
+pub fn convert(checkpoint: &Path, vocab: &Path, out: &Path, force: bool) -> Result<Converted> {
+    if out.exists() && !force {
+        return Err(ConvertError::OutputExists(out.to_path_buf()));
+    }
+    let bytes = read(checkpoint)?;
+    let sha256 = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    let ckpt = read_checkpoint(&bytes)?;
+    drop(bytes);
+    let cfg = config_from_opt(&ckpt)?;
+    let vocab_err = |msg: String| ConvertError::Vocab {
+        path: vocab.to_path_buf(),
+        msg,
+    };
+    let words = Vocab::from_file(vocab).map_err(|e| vocab_err(e.to_string()))?;
+    if words.len() != cfg.vocab_size {
+        return Err(vocab_err(format!(
+            "has {} words but the checkpoint was trained with vocab_size {}",
+            words.len(),
+            cfg.vocab_size
+        )));
+    }
+    let tensors = weights(&ckpt, &cfg)?;
+
+    let tmp = TempDir::beside(out, "tmp")?;
+    let conv = Converted {
+        dir: out.to_path_buf(),
+        config: cfg.clone(),
+        format: ckpt.format,
+        epoch: ckpt.epoch,
+        best_rsum: ckpt.best_rsum,
+        sha256,
+        tensors: tensors.len(),
+    };
+    let json = serde_json::to_string_pretty(&cfg).expect("a config serializes");
+    write(&tmp.path().join(sgraf_core::CONFIG_FILE), json.as_bytes())?;
+    candle_core::safetensors::save(&tensors, tmp.path().join(sgraf_core::WEIGHTS_FILE))?;
+    let tok = serde_json::to_string_pretty(&words.tokenizer_json()).expect("JSON serializes");
+    write(&tmp.path().join(sgraf_core::TOKENIZER_FILE), tok.as_bytes())?;
+    write(
+        &tmp.path().join("README.md"),
+        model_card(&conv, checkpoint).as_bytes(),
+    )?;
+    publish(tmp, out, force)?;
+    Ok(conv)
+}
+
+/// Loads a model folder with sgraf-core and scores deterministic pseudo-random
+/// inputs (3 images x 4 captions); returns the scores after checking that
+/// each is a probability.
+pub fn verify(dir: &Path) -> Result<Vec<Vec<f32>>> {
+    let model = SgrafModel::from_folder(dir, &Device::Cpu)?;
+    let cfg = model.config().clone();
+    let tok_path = dir.join(sgraf_core::TOKENIZER_FILE);
+    let tok = tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| ConvertError::Vocab {
+        path: tok_path.clone(),
+        msg: e.to_string(),
+    })?;
+    let vocab = Vocab::from_tokenizer(&tok).map_err(|e| ConvertError::Vocab {
+        path: tok_path.clone(),
+        msg: e.to_string(),
+    })?;
+    if vocab.len() != cfg.vocab_size {
+        return Err(ConvertError::Vocab {
+            path: tok_path,
+            msg: format!(
+                "has {} words, config.json says {}",
+                vocab.len(),
+                cfg.vocab_size
+            ),
+        });
+    }
+    // A fixed LCG: the check is reproducible without a random crate.
+    let mut state = 0x2545f4914f6cdd1du64;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as u32
+    };
+    let n_img = 3;
+    let feats: Vec<f32> = (0..n_img * cfg.num_regions * cfg.img_dim)
+        .map(|_| (next() % 1000) as f32 / 500.0)
+        .collect();
+    let images = Tensor::from_vec(feats, (n_img, cfg.num_regions, cfg.img_dim), &Device::Cpu)?;
+    let lengths = [3usize, 7, 12, 5];
+    let max = 12;
+    let mut ids = vec![0u32; lengths.len() * max];
+    for (c, &n) in lengths.iter().enumerate() {
+        for j in 0..n {
+            ids[c * max + j] = match j {
+                0 => 1,
+                _ if j == n - 1 => 2,
+                _ => 4 + next() % (cfg.vocab_size as u32 - 4),
+            };
+        }
+    }
+    let ids = Tensor::from_vec(ids, (lengths.len(), max), &Device::Cpu)?;
+    let scores = model.score(&images, &ids, &lengths)?.to_vec2::<f32>()?;
+    if let Some(bad) = scores.iter().flatten().find(|s| !(0.0..=1.0).contains(*s)) {
+        return Err(ConvertError::StateDict(format!(
+            "the converted model produced the score {bad}, expected a value in [0, 1]"
+        )));
+    }
+    Ok(scores)
+}
