@@ -306,3 +306,23 @@ fn existing_output_is_kept_unless_forced() {
     assert!(out.join("model.safetensors").is_file() && !out.join("keep.txt").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn tensors_stored_as_views_convert_exactly() {
+    // GRU tensors at offsets into one shared storage, fc.weight strided.
+    let fx = Fixture::tiny();
+    let dir = scratch("views");
+    for format in ["legacy", "zip"] {
+        let out = dir.join(format);
+        let src = fixtures().join(format!("views/sgr.{format}.pth.tar"));
+        convert(&src, &vocab(), &out, false).unwrap_or_else(|e| panic!("{format}: {e}"));
+        let model = SgrafModel::from_folder(&out, &Device::Cpu).unwrap();
+        let scores = model.score(&fx.images, &fx.ids, &fx.lengths).unwrap();
+        assert_close(
+            &format!("views {format}"),
+            &scores,
+            fx.expected("sgr_scores"),
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

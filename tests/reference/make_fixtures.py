@@ -11,6 +11,7 @@ Layout of the output folder:
     sgr/, saf/                  model folders: config.json + model.safetensors
     sgr/model_best.legacy.pth.tar, sgr/model_best.zip.pth.tar (and saf/)
                                 the same weights as the released checkpoints store them
+    views/                      the SGR checkpoint with tensors stored as offset and strided views
     bad/                        broken checkpoints the converter must refuse
     vocab.json                  the vocabulary in the published JSON format
     inputs.safetensors          images [n_img, R, img_dim] f32, ids [n_cap, L] i64, lengths [n_cap] i64
@@ -100,20 +101,45 @@ def checkpoint_state(model, cfg, module):
     }
 
 
-def save_checkpoints(model, cfg, module, folder):
-    state = checkpoint_state(model, cfg, module)
-    torch.save(state, os.path.join(folder, "model_best.zip.pth.tar"))
-    # The released files were written by PyTorch 1.1 from GPU tensors: legacy
-    # format, storages tagged cuda:0. A tagger registered ahead of the built-in
-    # ones makes a CPU-only torch write that tag.
+def save_legacy_cuda(state, path):
+    """The released files were written by PyTorch 1.1 from GPU tensors: legacy
+    format, storages tagged cuda:0. A tagger registered ahead of the built-in
+    ones makes a CPU-only torch write that tag."""
     torch.serialization.register_package(-100, lambda storage: "cuda:0", lambda s, loc: None)
     try:
         buf = io.BytesIO()
         torch.save(state, buf, _use_new_zipfile_serialization=False)
     finally:
         torch.serialization._package_registry.pop(0)
-    with open(os.path.join(folder, "model_best.legacy.pth.tar"), "wb") as f:
+    with open(path, "wb") as f:
         f.write(buf.getvalue())
+
+
+def save_checkpoints(model, cfg, module, folder):
+    state = checkpoint_state(model, cfg, module)
+    torch.save(state, os.path.join(folder, "model_best.zip.pth.tar"))
+    save_legacy_cuda(state, os.path.join(folder, "model_best.legacy.pth.tar"))
+
+
+def save_view_checkpoints(model, cfg, module, folder):
+    """The same weights stored as views: the GRU tensors slices of one shared
+    storage (non-zero offsets) and the image projection non-contiguous."""
+    os.makedirs(folder, exist_ok=True)
+    state = checkpoint_state(model, cfg, module)
+    txt = state["model"][1]
+    rnn = [k for k in txt if k.startswith("cap_rnn.")]
+    flat = torch.cat([txt[k].reshape(-1) for k in rnn])
+    off = 0
+    for k in rnn:
+        n = txt[k].numel()
+        txt[k] = flat[off:off + n].view(txt[k].shape)
+        off += n
+    img = state["model"][0]
+    img["fc.weight"] = img["fc.weight"].T.contiguous().T
+    assert not img["fc.weight"].is_contiguous()
+    tag = module.lower()
+    torch.save(state, os.path.join(folder, f"{tag}.zip.pth.tar"))
+    save_legacy_cuda(state, os.path.join(folder, f"{tag}.legacy.pth.tar"))
 
 
 def save_bad_checkpoints(model, cfg, folder):
@@ -209,6 +235,8 @@ def main():
                 save_checkpoints(model, cfg, module, folder)
                 if module == "SAF":
                     save_bad_checkpoints(model, cfg, os.path.join(out, "bad"))
+                else:
+                    save_view_checkpoints(model, cfg, module, os.path.join(out, "views"))
 
             img, cap, sims = model.scores(images, ids, lens.tolist())
             expected[f"{tag}_img_emb"] = img.contiguous()
