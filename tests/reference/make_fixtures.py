@@ -13,7 +13,10 @@ Layout of the output folder:
                                 the same weights as the released checkpoints store them
     views/                      the SGR checkpoint with tensors stored as offset and strided views
     bad/                        broken checkpoints the converter must refuse
-    vocab.json                  the vocabulary in the published JSON format
+    vocab.json                  the vocabulary in the published JSON format (also as
+                                sgr/tokenizer.json and saf/tokenizer.json)
+    precomp/                    a SCAN precomp folder (test_ims.npy, test_caps.txt) with the
+                                reference's SGR/SAF/SGRAF scores and retrieval metrics
     inputs.safetensors          images [n_img, R, img_dim] f32, ids [n_cap, L] i64, lengths [n_cap] i64
     expected.safetensors        {sgr,saf}_img_emb, {sgr,saf}_cap_emb, {sgr,saf,sgraf}_scores,
                                 and mutant_* score matrices (deliberately wrong computations)
@@ -170,6 +173,132 @@ def save_bad_checkpoints(model, cfg, folder):
         pickle.dump([], f, protocol=2)
 
 
+def tokenizer_json(vocab):
+    """The tokenizer.json that sgraf writes for a vocabulary (WordLevel)."""
+    words = [vocab["idx2word"][str(i)] for i in range(vocab["idx"])]
+    special = ["<pad>", "<start>", "<end>", "<unk>"]
+    tok = lambda t: {"SpecialToken": {"id": t, "type_id": 0}}
+    seq = lambda i: {"Sequence": {"id": i, "type_id": 0}}
+    return {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [{"id": i, "content": t, "single_word": False, "lstrip": False,
+                          "rstrip": False, "normalized": False, "special": True}
+                         for i, t in enumerate(special)],
+        "normalizer": {"type": "Lowercase"},
+        "pre_tokenizer": {"type": "WhitespaceSplit"},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [tok("<start>"), seq("A"), tok("<end>")],
+            "pair": [tok("<start>"), seq("A"), tok("<end>"), seq("B"), tok("<end>")],
+            "special_tokens": {"<start>": {"id": "<start>", "ids": [1], "tokens": ["<start>"]},
+                               "<end>": {"id": "<end>", "ids": [2], "tokens": ["<end>"]}},
+        },
+        "decoder": None,
+        "model": {"type": "WordLevel", "vocab": {w: i for i, w in enumerate(words)},
+                  "unk_token": "<unk>"},
+    }
+
+
+# --- retrieval metrics, from SPEC.md "Data and evaluation" ---------------------
+
+def i2t_ranks(sims):
+    """sims [N_img, 5 N_img]: best rank of each image's five captions."""
+    ranks = []
+    for i, row in enumerate(sims):
+        order = sorted(range(len(row)), key=lambda c: -row[c])
+        ranks.append(min(order.index(c) for c in range(5 * i, 5 * i + 5)))
+    return ranks
+
+
+def t2i_ranks(sims):
+    ranks = []
+    for c in range(sims.shape[1]):
+        col = sims[:, c]
+        order = sorted(range(len(col)), key=lambda i: -col[i])
+        ranks.append(order.index(c // 5))
+    return ranks
+
+
+def summarize(ranks):
+    import numpy as np
+    r = np.asarray(ranks)
+    return [100.0 * (r < k).mean() for k in (1, 5, 10)] + \
+        [float(np.floor(np.median(r)) + 1), float(r.mean() + 1)]
+
+
+def metrics(sims):
+    i2t = summarize(i2t_ranks(sims))
+    t2i = summarize(t2i_ranks(sims))
+    return {"i2t": i2t, "t2i": t2i, "rsum": sum(i2t[:3]) + sum(t2i[:3])}
+
+
+def folds(sims, n_folds, per_fold):
+    """Metrics averaged over folds of `per_fold` images (COCO 1K has 5 of 1000)."""
+    parts = [metrics(sims[f * per_fold:(f + 1) * per_fold, 5 * f * per_fold:5 * (f + 1) * per_fold])
+             for f in range(n_folds)]
+    mean = lambda key: [sum(p[key][k] for p in parts) / n_folds for k in range(5)]
+    i2t, t2i = mean("i2t"), mean("t2i")
+    return {"i2t": i2t, "t2i": t2i, "rsum": sum(i2t[:3]) + sum(t2i[:3])}
+
+
+PRECOMP_CAPTIONS = [
+    "A man riding a bike on the street.", "Two dogs playing in the snow.",
+    "A young girl in a red dress is running.", "People standing near a building in the city.",
+    "A boy jumping into the water at the beach!", "An old woman sitting on a bench in the park.",
+    "A group of children playing soccer on a field.", "A black dog with a ball in the grass.",
+    "Two men in blue shirts walking down the road.", "A woman holding a camera near the ocean.",
+    "The surfer is riding a wave.", "A little child climbing a rock, smiling.",
+    "A team player with the football.", "A person on a skateboard in the street.",
+    "A crowd of people at the stage.", "Three young men sitting at a table with food.",
+    "A white horse running through the field.", "A girl's hat on the sidewalk.",
+    "Two women walking in the snow wearing jackets.", "A man's guitar on the stage.",
+    "Kids jumping on the grass near trees.", "A cat sitting in the window.",
+    "A man and a woman riding bicycles.", "An orange car on the road in the city.",
+    "Men climbing a mountain; the snow is white.", "A brown dog running on the beach.",
+    "A young boy with a yellow shirt and a green hat.", "Children in the water, playing.",
+    "A woman walking her dog on the street.", "Four people playing basketball.",
+    "A man wearing a black jacket is standing.", "The game: two teams on a field.",
+    "An old man with a phone near a wall.", "A group of people walking through a park.",
+    "A girl is holding a little cat.", "Two boys riding a skateboard.",
+    "A woman in a white dress at the beach.", "A dog jumping over a bench.",
+    "People sitting at tables with food.", "A player running with the ball.",
+    "A man climbing a tree.", "Three dogs running in the grass.",
+    "A child looking at the ocean.", "Two young girls wearing red.",
+    "A crowd in the street of the city.", "A man with a camera on a mountain.",
+    "A boy and a girl on the sidewalk.", "A surfer with a board near the waves.",
+    "Women playing soccer in the rain?", "A man on a horse in a field.",
+]
+
+
+def save_precomp(models, vocab, gen, cfg, folder):
+    import numpy as np
+    from make_tokenizer_fixtures import tokenize
+    os.makedirs(folder, exist_ok=True)
+    n_img = len(PRECOMP_CAPTIONS) // 5
+    images = torch.rand(n_img, cfg["num_regions"], cfg["img_dim"], generator=gen) * 2.0
+    np.save(os.path.join(folder, "test_ims.npy"), images.numpy().astype(np.float32))
+    with open(os.path.join(folder, "test_caps.txt"), "w") as f:
+        f.write("\n".join(PRECOMP_CAPTIONS) + "\n")
+    w2i = vocab["word2idx"]
+    seqs = [[1] + [w2i.get(t, 3) for t in tokenize(c)] + [2] for c in PRECOMP_CAPTIONS]
+    lengths = [len(s) for s in seqs]
+    ids = torch.zeros(len(seqs), max(lengths), dtype=torch.int64)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+    out, summary = {}, {}
+    for tag, model in models.items():
+        out[f"{tag}_scores"] = model.scores(images, ids, lengths)[2]
+    out["sgraf_scores"] = (out["sgr_scores"] + out["saf_scores"]) / 2
+    out["ids"], out["lengths"] = ids, torch.tensor(lengths)
+    for tag in ("sgr", "saf", "sgraf"):
+        sims = out[f"{tag}_scores"].double().numpy()
+        summary[tag] = metrics(sims)
+        summary[f"{tag}_folds_of_2"] = folds(sims, 5, 2)
+    save_file({k: v.contiguous() for k, v in out.items()}, os.path.join(folder, "expected.safetensors"))
+    with open(os.path.join(folder, "expected_metrics.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+
+
 # --- deliberately wrong computations -----------------------------------------
 
 def scores_with_swapped_gates(model, images, ids, lengths):
@@ -216,8 +345,10 @@ def main():
 
     images, ids, lens = make_inputs(cfg, n_img, lengths, gen)
     save_file({"images": images, "ids": ids, "lengths": lens}, os.path.join(out, "inputs.safetensors"))
+    vocab = make_vocab(cfg["vocab_size"])
     with open(os.path.join(out, "vocab.json"), "w") as f:
-        json.dump(make_vocab(cfg["vocab_size"]), f)
+        json.dump(vocab, f)
+    models = {}
 
     expected = {}
     with torch.no_grad():
@@ -231,6 +362,9 @@ def main():
             save_file(flat_state(model), os.path.join(folder, "model.safetensors"))
             with open(os.path.join(folder, "config.json"), "w") as f:
                 json.dump(dict(cfg, module=module), f, indent=2)
+            with open(os.path.join(folder, "tokenizer.json"), "w") as f:
+                json.dump(tokenizer_json(vocab), f, indent=1)
+            models[tag] = model
             if not args.full:
                 save_checkpoints(model, cfg, module, folder)
                 if module == "SAF":
@@ -249,6 +383,9 @@ def main():
                                                                      images, ids, lens)
             print(f"{module}: scores in [{sims.min():.4f}, {sims.max():.4f}], std {sims.std():.4f}")
     expected["sgraf_scores"] = (expected["sgr_scores"] + expected["saf_scores"]) / 2
+    if not args.full:
+        with torch.no_grad():
+            save_precomp(models, vocab, gen, cfg, os.path.join(out, "precomp"))
     save_file({k: v.contiguous() for k, v in expected.items()}, os.path.join(out, "expected.safetensors"))
     print(f"wrote {os.path.abspath(out)}")
 

@@ -1,44 +1,476 @@
 //! `sgraf-cli`: a thin command line over the sgraf crates.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
 use sgraf_core::SgrafModel;
+use sgraf_data::{list_features, load_features, Npy, Precomp};
+use sgraf_retrieval::index::{self, IndexedImages};
+use sgraf_retrieval::metrics::{metrics, Metrics};
+use sgraf_retrieval::Scorer;
+use sgraf_text::CaptionTokenizer;
 
 #[derive(Parser)]
-#[command(name = "sgraf-cli", version, about = "SGRAF image-text matching")]
+#[command(
+    name = "sgraf-cli",
+    version,
+    about = "SGRAF image-text matching: score, evaluate and rank with SGR, SAF and SGRAF models",
+    long_about = "SGRAF image-text matching on precomputed region features (the SCAN release \
+format: 36 bottom-up-attention regions of 2048 values per image).\n\n\
+Every command takes --model one or more times: a model folder (config.json, \
+model.safetensors, tokenizer.json) or a Hugging Face Hub repository id \
+owner/name[@revision]. Two or more models are averaged: one SGR and one SAF \
+model make SGRAF. HF_HOME sets the Hub cache, HF_HUB_OFFLINE=1 reads only the cache."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Args)]
+struct ModelArgs {
+    /// Model folder or Hub id owner/name[@revision]; repeat to average models (SGRAF).
+    #[arg(long = "model", short = 'm', required = true, value_name = "MODEL")]
+    models: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Load a model folder (config.json + model.safetensors) and describe it.
-    Info {
-        /// Model folder.
+    /// Score every image of a features array against every caption of a text file.
+    Score {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Region features, [n_images, 36, img_dim] float32 .npy.
         #[arg(long)]
-        model: PathBuf,
-        /// Print JSON instead of text.
+        features: PathBuf,
+        /// Captions, one per line.
+        #[arg(long)]
+        captions: PathBuf,
+        /// Write the [n_images, n_captions] float32 scores to this .npy instead of printing them.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the scores as JSON.
+        #[arg(long, conflicts_with = "out")]
+        json: bool,
+    },
+    /// The standard Flickr30K/COCO evaluation on a SCAN precomp folder.
+    Eval {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Folder with {split}_ims.npy and {split}_caps.txt (five captions per image).
+        #[arg(long)]
+        data: PathBuf,
+        /// Split to evaluate: test, dev, testall (COCO).
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// Average over five folds of the images (COCO 1K: testall in folds of 1000).
+        #[arg(long)]
+        fold5: bool,
+        /// Print {"i2t": [r1, r5, r10, medr, meanr], "t2i": [...], "rsum": x}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rank the images of a folder for a query, or the captions of a file for an image.
+    Rank {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Folder of region-feature files, one per image (NAME.npy [36, img_dim], .npz, .safetensors).
+        #[arg(long, requires = "query", conflicts_with_all = ["image", "captions"])]
+        images: Option<PathBuf>,
+        /// The text to search the images for.
+        #[arg(long)]
+        query: Option<String>,
+        /// One image's region features (caption retrieval).
+        #[arg(long, requires = "captions")]
+        image: Option<PathBuf>,
+        /// Captions to rank for --image, one per line.
+        #[arg(long)]
+        captions: Option<PathBuf>,
+        /// Show only the best K.
+        #[arg(long, value_name = "K")]
+        top: Option<usize>,
+        /// Print JSON.
+        #[arg(long, conflicts_with = "paths_only")]
+        json: bool,
+        /// Print only the ranked files (or captions), one per line.
+        #[arg(long)]
+        paths_only: bool,
+        /// Skip files or folders matching this glob (* and ?), on top of hidden ones; repeatable.
+        #[arg(long, value_name = "GLOB")]
+        exclude: Vec<String>,
+    },
+    /// Encode every image of a features folder once into DIR/.sgraf-index.safetensors,
+    /// which rank then uses; updated incrementally.
+    Index {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Folder of region-feature files.
+        #[arg(long)]
+        images: PathBuf,
+        /// Skip files or folders matching this glob; repeatable.
+        #[arg(long, value_name = "GLOB")]
+        exclude: Vec<String>,
+    },
+    /// Describe a model.
+    Info {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
-        Command::Info { model, json } => info(&model, json),
+/// Loaded models with their folders.
+struct Loaded {
+    scorer: Scorer,
+    folders: Vec<PathBuf>,
+}
+
+fn load(args: &ModelArgs) -> Result<Loaded> {
+    let mut models = Vec::new();
+    let mut tokenizers = Vec::new();
+    let mut folders = Vec::new();
+    for spec in &args.models {
+        let dir = sgraf_hub::resolve(spec)?;
+        let model = SgrafModel::from_folder(&dir, &Device::Cpu)
+            .with_context(|| format!("loading the model {spec}"))?;
+        let tok = CaptionTokenizer::from_file(dir.join(sgraf_core::TOKENIZER_FILE))?;
+        models.push(model);
+        tokenizers.push(tok);
+        folders.push(dir);
+    }
+    Ok(Loaded {
+        scorer: Scorer::new(models, tokenizers)?,
+        folders,
+    })
+}
+
+fn progress(len: u64, msg: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg:>10} [{bar:30}] {human_pos}/{human_len} {per_sec} ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(msg.to_string());
+    bar
+}
+
+/// Caption lines of a file; empty lines and empty files are errors.
+fn read_captions(path: &Path) -> Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let lines: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
+    if lines.is_empty() {
+        bail!("{} holds no captions", path.display());
+    }
+    if let Some(i) = lines.iter().position(String::is_empty) {
+        bail!(
+            "{} line {} is empty; put one caption on each line",
+            path.display(),
+            i + 1
+        );
+    }
+    Ok(lines)
+}
+
+fn score(
+    model: &ModelArgs,
+    features: &Path,
+    captions: &Path,
+    out: Option<&Path>,
+    as_json: bool,
+) -> Result<()> {
+    let Loaded { scorer, .. } = load(model)?;
+    let feats = Npy::open(features)?;
+    if feats.shape().len() != 3 {
+        bail!(
+            "{} has shape {:?}; expected [n_images, {}, {}]",
+            features.display(),
+            feats.shape(),
+            scorer.config().num_regions,
+            scorer.config().img_dim
+        );
+    }
+    scorer.check_features(feats.shape(), &features.display().to_string())?;
+    let caps = read_captions(captions)?;
+    let n_img = feats.shape()[0];
+    let bar = progress((n_img + n_img * caps.len()) as u64, "scoring");
+    let images = scorer.encode_images(n_img, |s, n| Ok(feats.rows(s, n)?), &mut |n| {
+        bar.inc(n as u64)
+    })?;
+    let scores = scorer.score_captions(&images, &caps, &mut |n| bar.inc(n as u64))?;
+    bar.finish_and_clear();
+    let n_cap = caps.len();
+    if let Some(out) = out {
+        sgraf_data::npy::write_f32(out, &[n_img, n_cap], &scores)?;
+        eprintln!("wrote {}: [{n_img}, {n_cap}] float32 scores", out.display());
+    } else if as_json {
+        let rows: Vec<&[f32]> = scores.chunks(n_cap.max(1)).collect();
+        println!("{}", json!({ "captions": caps, "scores": rows }));
+    } else {
+        print!("{:>8}", "");
+        for c in 0..n_cap {
+            print!(" {:>7}", format!("c{c}"));
+        }
+        println!();
+        for i in 0..n_img {
+            print!("{:>8}", format!("image {i}"));
+            for s in &scores[i * n_cap..(i + 1) * n_cap] {
+                print!(" {s:>7.4}");
+            }
+            println!();
+        }
+        println!();
+        for (c, cap) in caps.iter().enumerate() {
+            println!("c{c}: {cap}");
+        }
+    }
+    Ok(())
+}
+
+fn eval(model: &ModelArgs, data: &Path, split: &str, fold5: bool, as_json: bool) -> Result<()> {
+    let Loaded { scorer, .. } = load(model)?;
+    let pre = Precomp::open(data, split)?;
+    scorer.check_features(pre.images.shape(), &pre.images.path().display().to_string())?;
+    let n_img = pre.n_images();
+    let folds = if fold5 { 5 } else { 1 };
+    if n_img % folds != 0 {
+        bail!(
+            "--fold5 needs the images to split into five equal folds; {split} has {n_img} images"
+        );
+    }
+    let per = n_img / folds;
+    let pairs = (per * per * 5 * folds) as u64;
+    let bar = progress(pairs, "pairs");
+    let start = Instant::now();
+    let mut parts = Vec::with_capacity(folds);
+    for f in 0..folds {
+        let images =
+            scorer.encode_images(per, |s, n| Ok(pre.image_rows(f * per + s, n)?), &mut |_| {})?;
+        let caps = &pre.captions[f * per * 5..(f + 1) * per * 5];
+        let scores = scorer.score_captions(&images, caps, &mut |n| bar.inc(n as u64))?;
+        parts.push(metrics(&scores, per, per * 5));
+    }
+    bar.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    let m = Metrics::average(&parts);
+    if as_json {
+        println!("{}", m.to_json());
+    } else {
+        let what = if fold5 {
+            format!("{split}, 5 folds of {per} images")
+        } else {
+            format!("{split}, {n_img} images")
+        };
+        println!("{} ({what})", data.display());
+        for (name, r) in [("image -> text", m.i2t), ("text -> image", m.t2i)] {
+            println!(
+                "{name}: R@1 {:.1}  R@5 {:.1}  R@10 {:.1}  medr {:.1}  meanr {:.1}",
+                r.r1, r.r5, r.r10, r.medr, r.meanr
+            );
+        }
+        println!("rsum: {:.1}", m.rsum);
+    }
+    eprintln!(
+        "scored {pairs} pairs in {secs:.1} s ({:.0} pairs/s)",
+        pairs as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+fn fingerprints(loaded: &Loaded) -> Result<Vec<String>> {
+    loaded
+        .folders
+        .iter()
+        .map(|d| Ok(index::model_fingerprint(d)?))
+        .collect()
+}
+
+fn feature_names(dir: &Path, exclude: &[String]) -> Result<Vec<String>> {
+    let listing = list_features(dir, exclude)?;
+    if listing.features.is_empty() {
+        if !listing.photos.is_empty() {
+            bail!(
+                "{} holds photos ({}{}) but no region features: sgraf reads the {} bottom-up-attention \
+                 region features of each image (NAME.npy, .npz or .safetensors); computing them from photos \
+                 needs the region-feature extractor, which is not part of sgraf yet",
+                dir.display(),
+                listing.photos[..listing.photos.len().min(3)].join(", "),
+                if listing.photos.len() > 3 { ", ..." } else { "" },
+                36
+            );
+        }
+        bail!(
+            "{} holds no region-feature files (.npy, .npz, .safetensors)",
+            dir.display()
+        );
+    }
+    if !listing.photos.is_empty() {
+        eprintln!(
+            "note: skipping {} photo(s) in {}: they need the region-feature extractor",
+            listing.photos.len(),
+            dir.display()
+        );
+    }
+    Ok(listing.features)
+}
+
+fn index_cmd(model: &ModelArgs, dir: &Path, exclude: &[String]) -> Result<()> {
+    let loaded = load(model)?;
+    let names = feature_names(dir, exclude)?;
+    let prints = fingerprints(&loaded)?;
+    let bar = progress(names.len() as u64, "encoding");
+    let (done, report) = index::update(&loaded.scorer, &prints, dir, &names, &mut |n| {
+        bar.inc(n as u64)
+    })?;
+    bar.finish_and_clear();
+    if report.discarded {
+        eprintln!("the old index was built for other models; rebuilt it");
+    }
+    println!(
+        "indexed {} images in {}: {} new, {} changed, {} removed, {} unchanged",
+        done.names.len(),
+        sgraf_data::index::index_path(dir).display(),
+        report.added,
+        report.changed,
+        report.removed,
+        report.unchanged
+    );
+    Ok(())
+}
+
+struct Hit {
+    score: f32,
+    label: String,
+    extra: serde_json::Value,
+}
+
+fn print_hits(mut hits: Vec<Hit>, top: Option<usize>, as_json: bool, paths_only: bool, what: &str) {
+    hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+    hits.truncate(top.unwrap_or(usize::MAX));
+    if as_json {
+        let rows: Vec<serde_json::Value> = hits
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let mut v = json!({"rank": i + 1, "score": h.score, what: h.label});
+                if let (Some(obj), Some(extra)) = (v.as_object_mut(), h.extra.as_object()) {
+                    obj.extend(extra.clone());
+                }
+                v
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+    } else if paths_only {
+        for h in &hits {
+            println!("{}", h.label);
+        }
+    } else {
+        println!("{:>4}  {:>7}  {what}", "rank", "score");
+        for (i, h) in hits.iter().enumerate() {
+            println!("{:>4}  {:>7.4}  {}", i + 1, h.score, h.label);
+        }
     }
 }
 
-fn info(dir: &std::path::Path, json: bool) -> Result<()> {
-    let model = SgrafModel::from_folder(dir, &Device::Cpu)?;
-    let cfg = model.config();
-    if json {
-        println!("{}", serde_json::to_string_pretty(cfg)?);
-    } else {
+#[allow(clippy::too_many_arguments)]
+fn rank(
+    model: &ModelArgs,
+    images: Option<&Path>,
+    query: Option<&str>,
+    image: Option<&Path>,
+    captions: Option<&Path>,
+    top: Option<usize>,
+    as_json: bool,
+    paths_only: bool,
+    exclude: &[String],
+) -> Result<()> {
+    if top == Some(0) {
+        bail!("--top must be at least 1");
+    }
+    match (images, query, image, captions) {
+        (Some(dir), Some(query), None, None) => {
+            if query.trim().is_empty() {
+                bail!("the query is empty");
+            }
+            let loaded = load(model)?;
+            let names = feature_names(dir, exclude)?;
+            let prints = fingerprints(&loaded)?;
+            let IndexedImages { names, sides } = match index::load_current(&loaded.scorer, &prints, dir, &names)? {
+                Some(ix) => ix,
+                None => {
+                    if sgraf_data::index::index_path(dir).exists() {
+                        eprintln!(
+                            "note: the index in {} is out of date or for other models; encoding the images \
+                             (run sgraf-cli index to update it)",
+                            dir.display()
+                        );
+                    }
+                    let bar = progress(names.len() as u64, "encoding");
+                    let sides = index::encode_files(&loaded.scorer, dir, &names, &mut |n| bar.inc(n as u64))?;
+                    bar.finish_and_clear();
+                    IndexedImages { names, sides }
+                }
+            };
+            let caps = loaded.scorer.caption_sides(&[query])?;
+            let scores = loaded.scorer.score(&sides, &caps)?.flatten_all()?.to_vec1::<f32>()?;
+            let hits = names
+                .into_iter()
+                .zip(scores)
+                .map(|(name, score)| Hit {
+                    score,
+                    label: dir.join(&name).display().to_string(),
+                    extra: json!({}),
+                })
+                .collect();
+            print_hits(hits, top, as_json, paths_only, "file");
+        }
+        (None, None, Some(image), Some(captions)) => {
+            let loaded = load(model)?;
+            let (shape, feats) = load_features(image)?;
+            loaded.scorer.check_features(&shape, &image.display().to_string())?;
+            let caps = read_captions(captions)?;
+            let sides = loaded.scorer.image_sides(feats, 1)?;
+            let bar = progress(caps.len() as u64, "scoring");
+            let scores = loaded.scorer.score_captions(&sides, &caps, &mut |n| bar.inc(n as u64))?;
+            bar.finish_and_clear();
+            let hits = caps
+                .into_iter()
+                .zip(scores)
+                .enumerate()
+                .map(|(i, (caption, score))| Hit {
+                    score,
+                    label: caption,
+                    extra: json!({"line": i + 1}),
+                })
+                .collect();
+            print_hits(hits, top, as_json, paths_only, "caption");
+        }
+        _ => bail!(
+            "rank needs either --images DIR --query TEXT (image retrieval) or --image FILE --captions FILE (caption retrieval)"
+        ),
+    }
+    Ok(())
+}
+
+fn info(model: &ModelArgs, as_json: bool) -> Result<()> {
+    let Loaded { scorer, folders } = load(model)?;
+    let mut all = Vec::new();
+    for (m, dir) in scorer.models().iter().zip(&folders) {
+        let cfg = m.config();
+        if as_json {
+            all.push(json!({"folder": dir, "config": cfg}));
+            continue;
+        }
         println!("model      {}", dir.display());
         println!("module     {}", cfg.module);
         println!(
@@ -59,5 +491,54 @@ fn info(dir: &std::path::Path, json: bool) -> Result<()> {
         );
         println!("similarity m = {}, sgr_step {}", cfg.sim_dim, cfg.sgr_step);
     }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    }
     Ok(())
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Score {
+            model,
+            features,
+            captions,
+            out,
+            json,
+        } => score(&model, &features, &captions, out.as_deref(), json),
+        Command::Eval {
+            model,
+            data,
+            split,
+            fold5,
+            json,
+        } => eval(&model, &data, &split, fold5, json),
+        Command::Rank {
+            model,
+            images,
+            query,
+            image,
+            captions,
+            top,
+            json,
+            paths_only,
+            exclude,
+        } => rank(
+            &model,
+            images.as_deref(),
+            query.as_deref(),
+            image.as_deref(),
+            captions.as_deref(),
+            top,
+            json,
+            paths_only,
+            &exclude,
+        ),
+        Command::Index {
+            model,
+            images,
+            exclude,
+        } => index_cmd(&model, &images, &exclude),
+        Command::Info { model, json } => info(&model, json),
+    }
 }

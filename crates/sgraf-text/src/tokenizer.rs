@@ -8,7 +8,10 @@ use crate::Vocab;
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
     #[error("cannot load the tokenizer {}: {msg}", path.display())]
-    Load { path: std::path::PathBuf, msg: String },
+    Load {
+        path: std::path::PathBuf,
+        msg: String,
+    },
     #[error("tokenizing {caption:?}: {msg}")]
     Encode { caption: String, msg: String },
 }

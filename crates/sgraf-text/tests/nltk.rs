@@ -5,14 +5,23 @@
 use sgraf_text::{caption_words, CaptionTokenizer, Vocab};
 
 fn cases() -> Vec<(String, Vec<String>)> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tokenizer_cases.json");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/tokenizer_cases.json"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     v["cases"]
         .as_array()
         .unwrap()
         .iter()
         .map(|c| {
-            let tokens = c["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
+            let tokens = c["tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap().to_string())
+                .collect();
             (c["text"].as_str().unwrap().to_string(), tokens)
         })
         .collect()
@@ -29,19 +38,30 @@ fn matches_nltk_on_every_case() {
             (&got != want).then(|| format!("{text:?}\n  nltk: {want:?}\n  ours: {got:?}"))
         })
         .collect();
-    assert!(failures.is_empty(), "{} of {} differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn ids_follow_the_vocabulary() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/vocab.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/vocab.json"
+    );
     let vocab = Vocab::from_file(path).unwrap();
     let tok = CaptionTokenizer::from_vocab(&vocab);
     let ids = tok.encode("A dog's ball, on the BEACH.").unwrap();
-    let want: Vec<u32> = ["<start>", "a", "dog", "'s", "ball", ",", "on", "the", "beach", ".", "<end>"]
-        .iter()
-        .map(|w| vocab.id(w))
-        .collect();
+    let want: Vec<u32> = [
+        "<start>", "a", "dog", "'s", "ball", ",", "on", "the", "beach", ".", "<end>",
+    ]
+    .iter()
+    .map(|w| vocab.id(w))
+    .collect();
     assert_eq!(ids, want);
     assert_eq!(vocab.id("'s"), 3, "not in the fixture vocabulary: <unk>");
     assert_eq!(tok.encode("").unwrap(), vec![1, 2]);

@@ -1,0 +1,193 @@
+//! One model or an SGRAF ensemble, with its tokenizer, scoring images
+//! against captions in bounded memory.
+
+use candle_core::{Device, Tensor};
+use sgraf_core::{CaptionSide, Config, Ensemble, ImageSide, SgrafModel};
+use sgraf_text::CaptionTokenizer;
+
+use crate::{Error, Result};
+
+/// Images encoded per block when reading features.
+pub const IMAGE_CHUNK: usize = 128;
+/// Captions encoded and scored per block.
+pub const CAPTION_CHUNK: usize = 128;
+
+/// Scores are the mean over the models (SGRAF = an SGR and a SAF model).
+#[derive(Clone, Debug)]
+pub struct Scorer {
+    models: Vec<SgrafModel>,
+    tokenizer: CaptionTokenizer,
+    device: Device,
+}
+
+fn first_difference(a: &[String], b: &[String]) -> String {
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(i) => format!("id {i} is {:?} in one and {:?} in the other", a[i], b[i]),
+        None => format!("{} words against {}", a.len(), b.len()),
+    }
+}
+
+impl Scorer {
+    /// Models and their tokenizers; all must read the same vocabulary and features.
+    pub fn new(models: Vec<SgrafModel>, tokenizers: Vec<CaptionTokenizer>) -> Result<Self> {
+        assert_eq!(models.len(), tokenizers.len(), "one tokenizer per model");
+        let ensemble = Ensemble::new(models)?;
+        let first = tokenizers[0].vocab();
+        for (i, t) in tokenizers.iter().enumerate().skip(1) {
+            if t.vocab() != first {
+                return Err(Error::Invalid(format!(
+                    "model {i} uses a different vocabulary than model 0 ({}); an ensemble needs one vocabulary",
+                    first_difference(first.words(), t.vocab().words())
+                )));
+            }
+        }
+        for (i, m) in ensemble.models().iter().enumerate() {
+            if m.config().vocab_size != first.len() {
+                return Err(Error::Invalid(format!(
+                    "model {i} has vocab_size {} in config.json but its tokenizer.json holds {} words",
+                    m.config().vocab_size,
+                    first.len()
+                )));
+            }
+        }
+        let models = ensemble.models().to_vec();
+        let device = models[0].device().clone();
+        Ok(Self {
+            models,
+            tokenizer: tokenizers.into_iter().next().expect("at least one model"),
+            device,
+        })
+    }
+
+    pub fn models(&self) -> &[SgrafModel] {
+        &self.models
+    }
+
+    pub fn tokenizer(&self) -> &CaptionTokenizer {
+        &self.tokenizer
+    }
+
+    pub fn config(&self) -> &Config {
+        self.models[0].config()
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Checks that `shape` ends in `[num_regions, img_dim]`.
+    pub fn check_features(&self, shape: &[usize], what: &str) -> Result<()> {
+        let cfg = self.config();
+        let tail = &shape[shape.len().saturating_sub(2)..];
+        if shape.len() < 2 || tail != [cfg.num_regions, cfg.img_dim] {
+            return Err(Error::Invalid(format!(
+                "{what} has shape {shape:?}; the model reads {} regions of {} features per image ([..., {}, {}])",
+                cfg.num_regions, cfg.img_dim, cfg.num_regions, cfg.img_dim
+            )));
+        }
+        Ok(())
+    }
+
+    /// Region features of `n` images (row-major `[n, R, img_dim]`) -> one
+    /// [`ImageSide`] per model.
+    pub fn image_sides(&self, features: Vec<f32>, n: usize) -> Result<Vec<ImageSide>> {
+        let cfg = self.config();
+        let feats = Tensor::from_vec(features, (n, cfg.num_regions, cfg.img_dim), &self.device)?;
+        self.models
+            .iter()
+            .map(|m| Ok(m.image_side(&m.encode_images(&feats)?)?))
+            .collect()
+    }
+
+    /// Encodes `n_img` images read block by block through `rows(start, n)`.
+    pub fn encode_images(
+        &self,
+        n_img: usize,
+        mut rows: impl FnMut(usize, usize) -> Result<Vec<f32>>,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<ImageSide>> {
+        let mut parts: Vec<Vec<ImageSide>> = vec![Vec::new(); self.models.len()];
+        for start in (0..n_img).step_by(IMAGE_CHUNK) {
+            let n = IMAGE_CHUNK.min(n_img - start);
+            for (acc, side) in parts.iter_mut().zip(self.image_sides(rows(start, n)?, n)?) {
+                acc.push(side);
+            }
+            progress(n);
+        }
+        parts
+            .into_iter()
+            .map(|p| concat_sides(p, self.config()))
+            .collect()
+    }
+
+    /// Captions -> one [`CaptionSide`] per model.
+    pub fn caption_sides<S: AsRef<str>>(&self, captions: &[S]) -> Result<Vec<CaptionSide>> {
+        let batch = self.tokenizer.encode_batch(captions)?;
+        let ids = Tensor::from_vec(batch.ids, (captions.len(), batch.max_len), &self.device)?;
+        self.models
+            .iter()
+            .map(|m| {
+                let words = m.encode_captions(&ids, &batch.lengths)?;
+                Ok(m.caption_side(&words, &batch.lengths)?)
+            })
+            .collect()
+    }
+
+    /// Mean of the models' `[n_img, n_cap]` scores.
+    pub fn score(&self, images: &[ImageSide], captions: &[CaptionSide]) -> Result<Tensor> {
+        let mut sum: Option<Tensor> = None;
+        for ((m, img), cap) in self.models.iter().zip(images).zip(captions) {
+            let s = m.score_sides(img, cap)?;
+            sum = Some(match sum {
+                None => s,
+                Some(acc) => (acc + s)?,
+            });
+        }
+        Ok((sum.expect("at least one model") / self.models.len() as f64)?)
+    }
+
+    /// The row-major `[n_img, n_cap]` matrix of encoded images against
+    /// captions, captions taken [`CAPTION_CHUNK`] at a time; `progress`
+    /// gets the number of pairs done after each block.
+    pub fn score_captions<S: AsRef<str>>(
+        &self,
+        images: &[ImageSide],
+        captions: &[S],
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<f32>> {
+        let n_img = images.first().map_or(0, ImageSide::len);
+        let n_cap = captions.len();
+        let mut out = vec![0f32; n_img * n_cap];
+        for c0 in (0..n_cap).step_by(CAPTION_CHUNK) {
+            let n = CAPTION_CHUNK.min(n_cap - c0);
+            let caps = self.caption_sides(&captions[c0..c0 + n])?;
+            let block = self.score(images, &caps)?.to_vec2::<f32>()?;
+            for (i, row) in block.iter().enumerate() {
+                out[i * n_cap + c0..i * n_cap + c0 + n].copy_from_slice(row);
+            }
+            progress(n_img * n);
+        }
+        Ok(out)
+    }
+}
+
+/// Concatenates image blocks of one model.
+pub fn concat_sides(parts: Vec<ImageSide>, cfg: &Config) -> Result<ImageSide> {
+    if parts.is_empty() {
+        let dev = Device::Cpu;
+        return Ok(ImageSide {
+            regions: Tensor::zeros(
+                (0, cfg.num_regions, cfg.embed_size),
+                candle_core::DType::F32,
+                &dev,
+            )?,
+            global: Tensor::zeros((0, cfg.embed_size), candle_core::DType::F32, &dev)?,
+        });
+    }
+    let regions: Vec<&Tensor> = parts.iter().map(|p| &p.regions).collect();
+    let global: Vec<&Tensor> = parts.iter().map(|p| &p.global).collect();
+    Ok(ImageSide {
+        regions: Tensor::cat(&regions, 0)?,
+        global: Tensor::cat(&global, 0)?,
+    })
+}
