@@ -81,12 +81,14 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<Header> {
     let dtype = match descr {
         "<f4" | "=f4" => Dtype::F32,
         "<f8" | "=f8" => Dtype::F64,
-        other => return Err(format_err(
-            path,
-            format!(
+        other => {
+            return Err(format_err(
+                path,
+                format!(
                 "holds {other} values; sgraf reads little-endian float32 (<f4) or float64 (<f8)"
             ),
-        )),
+            ))
+        }
     };
     let fortran =
         field(text, "fortran_order").ok_or_else(|| bad("no 'fortran_order' in the header"))?;

@@ -192,8 +192,9 @@ pub fn update(
         });
     }
     report.removed = old_rows
-        .len()
-        .saturating_sub(reuse.iter().flatten().count());
+        .keys()
+        .filter(|name| !names.iter().any(|n| n == *name))
+        .count();
 
     let todo: Vec<String> = names
         .iter()
@@ -205,7 +206,7 @@ pub fn update(
     let fresh: Vec<ModelRows> = fresh.iter().map(rows_of).collect::<Result<_>>()?;
 
     let mut models = Vec::with_capacity(scorer.models().len());
-    for m in 0..scorer.models().len() {
+    for (m, fresh_rows) in fresh.iter().enumerate() {
         let mut regions = Vec::with_capacity(names.len() * r * d);
         let mut global = Vec::with_capacity(names.len() * d);
         let mut next_fresh = 0;
@@ -217,7 +218,7 @@ pub fn update(
                 ),
                 None => {
                     next_fresh += 1;
-                    (&fresh[m], next_fresh - 1)
+                    (fresh_rows, next_fresh - 1)
                 }
             };
             if src.regions_shape[1..] != [r, d] {

@@ -52,3 +52,17 @@ fn bad_vocabularies_are_refused() {
     );
     assert!(err("{").contains("invalid JSON"));
 }
+
+#[test]
+fn fixture_tokenizer_files_are_what_we_write() {
+    let v = fixture_vocab();
+    for tag in ["sgr", "saf"] {
+        let path = format!(
+            "{}/../../tests/fixtures/{tag}/tokenizer.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let committed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(committed, v.tokenizer_json(), "{tag}/tokenizer.json");
+    }
+}
