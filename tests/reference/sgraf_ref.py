@@ -162,6 +162,39 @@ class SimilarityHead(nn.Module):
             vec = self.SAF_module(nodes)
         return torch.sigmoid(self.sim_eval_w(vec))[0]
 
+    def caption_vs_images(self, img_emb, v_glo, t, t_glo):
+        """One caption (t [n, d]) against all images at once -> [n_img].
+
+        Training needs this form: the BatchNorm of SAF then sees one
+        caption's nodes over every image, as in the published training."""
+        a = torch.nn.functional.leaky_relu(img_emb @ t.T, 0.1)  # [I, R, n]
+        a = l2norm(a, dim=2)
+        alpha = torch.softmax(SMOOTH * a.transpose(1, 2), dim=2)  # [I, n, R]
+        attended = l2norm(alpha @ img_emb)  # [I, n, d]
+        s_loc = l2norm(self.sim_tranloc_w((attended - t[None]) ** 2))
+        s_glo = l2norm(self.sim_tranglo_w((v_glo - t_glo[None]) ** 2))
+        nodes = torch.cat([s_glo[:, None], s_loc], dim=1)  # [I, n+1, m]
+        if self.module == "SGR":
+            for step in self.SGR_module:
+                q, k = step.graph_query_w(nodes), step.graph_key_w(nodes)
+                edges = torch.softmax(q @ k.transpose(1, 2), dim=-1)
+                nodes = torch.relu(step.sim_graph_w(edges @ nodes))
+            vec = nodes[:, 0]
+        else:
+            f = self.SAF_module
+            gate = torch.sigmoid(f.bn(f.attn_sim_w(nodes).transpose(1, 2)))  # [I, 1, n+1]
+            vec = l2norm((l1norm(gate, dim=-1) @ nodes)[:, 0])
+        return torch.sigmoid(self.sim_eval_w(vec))[:, 0]
+
+    def forward_batched(self, img_emb, cap_emb, lengths):
+        """[n_img, R, d] x [n_cap, L, d] -> [n_img, n_cap], caption by caption."""
+        v_glo = self.v_global_w(img_emb)
+        cols = []
+        for c, n in enumerate(lengths):
+            t = cap_emb[c, :n]
+            cols.append(self.caption_vs_images(img_emb, v_glo, t, self.t_global_w(t)))
+        return torch.stack(cols, dim=1)
+
     def forward(self, img_emb, cap_emb, lengths):
         """[n_img, R, d] x [n_cap, L, d] -> [n_img, n_cap]"""
         v_glo = self.v_global_w(img_emb)

@@ -18,7 +18,7 @@ pub const LEAKY_SLOPE: f64 = 0.1;
 /// words already zeroed (a zero word adds nothing to a region's row norm).
 /// Returns `[n_img, n_cap, L, d]`; rows of padded words are finite but
 /// meaningless and must be masked by the caller.
-pub fn text_to_visual(v: &Tensor, t: &Tensor) -> Result<Tensor> {
+pub fn text_to_visual(v: &Tensor, t: &Tensor, train: bool) -> Result<Tensor> {
     let (n_img, regions, d) = v.dims3()?;
     let (n_cap, len, _) = t.dims3()?;
     // One GEMM for all pairs: [n_cap*L, n_img*R] -> [n_img, n_cap, L, R].
@@ -31,7 +31,7 @@ pub fn text_to_visual(v: &Tensor, t: &Tensor) -> Result<Tensor> {
     let affinity = candle_nn::ops::leaky_relu(&affinity, LEAKY_SLOPE)?;
     // Normalise each region's affinities across the words (axis L).
     let affinity = l2norm(&affinity, 2)?;
-    let alpha = candle_nn::ops::softmax_last_dim(&(affinity * SMOOTH)?)?;
+    let alpha = crate::ops::softmax_last(&(affinity * SMOOTH)?, train)?;
     // [n_img, n_cap*L, R] x [n_img, R, d]
     let attended = alpha
         .reshape((n_img, n_cap * len, regions))?

@@ -14,6 +14,7 @@ pub mod error;
 pub mod image_encoder;
 pub mod model;
 pub mod ops;
+pub mod rng;
 pub mod saf;
 pub mod self_attention;
 pub mod sgr;

@@ -54,6 +54,7 @@ pub struct SgrafModel {
     txt_enc: TextEncoder,
     sim_enc: SimilarityHead,
     device: Device,
+    dtype: DType,
     plan: ShardPlan,
 }
 
@@ -67,6 +68,7 @@ impl SgrafModel {
             txt_enc: TextEncoder::load(vb.pp("txt_enc"), cfg)?,
             sim_enc: SimilarityHead::load(vb.pp("sim_enc"), cfg)?,
             device: vb.device().clone(),
+            dtype: vb.dtype(),
             cfg: cfg.clone(),
             plan: ShardPlan::default(),
         })
@@ -143,7 +145,7 @@ impl SgrafModel {
     /// Region features `[n_img, R, img_dim]` -> region embeddings `[n_img, R, d]`.
     pub fn encode_images(&self, images: &Tensor) -> Result<Tensor> {
         self.check_images(images, self.cfg.img_dim, "region features")?;
-        Ok(self.img_enc.forward(&images.to_dtype(DType::F32)?)?)
+        Ok(self.img_enc.forward(&images.to_dtype(self.dtype)?)?)
     }
 
     /// Token ids `[n_cap, L]` and true lengths -> word embeddings
@@ -165,7 +167,7 @@ impl SgrafModel {
             })
             .collect::<Result<Vec<_>>>()?;
         let global = if globals.is_empty() {
-            Tensor::zeros((0, self.cfg.embed_size), DType::F32, &self.device)?
+            Tensor::zeros((0, self.cfg.embed_size), self.dtype, &self.device)?
         } else {
             Tensor::cat(&globals, 0)?
         };
@@ -202,7 +204,7 @@ impl SgrafModel {
     pub fn score_sides(&self, img: &ImageSide, cap: &CaptionSide) -> Result<Tensor> {
         let (n_img, n_cap) = (img.len(), cap.len());
         if n_img == 0 || n_cap == 0 {
-            return Ok(Tensor::zeros((n_img, n_cap), DType::F32, &self.device)?);
+            return Ok(Tensor::zeros((n_img, n_cap), self.dtype, &self.device)?);
         }
         let (_, caps) = self
             .plan

@@ -21,23 +21,38 @@ pub fn l1norm<Dim: candle_core::shape::Dim + Copy>(x: &Tensor, dim: Dim) -> Resu
     x.broadcast_div(&norm)
 }
 
+/// Softmax over the last axis. Inference uses candle's fused kernel, which
+/// has no backward pass; training composes differentiable ops.
+pub fn softmax_last(x: &Tensor, train: bool) -> Result<Tensor> {
+    if train {
+        candle_nn::ops::softmax(x, candle_core::D::Minus1)
+    } else {
+        candle_nn::ops::softmax_last_dim(x)
+    }
+}
+
 /// Softmax over the last axis where `keep` (same shape, or broadcastable to
 /// it, u8) is non-zero; masked entries get exactly zero weight.
-pub fn masked_softmax_last_dim(x: &Tensor, keep: &Tensor) -> Result<Tensor> {
+pub fn masked_softmax_last_dim(x: &Tensor, keep: &Tensor, train: bool) -> Result<Tensor> {
     let keep = keep.broadcast_as(x.shape())?;
     let neg_inf = Tensor::new(f32::NEG_INFINITY, x.device())?
         .to_dtype(x.dtype())?
         .broadcast_as(x.shape())?;
-    candle_nn::ops::softmax_last_dim(&keep.where_cond(x, &neg_inf)?)
+    softmax_last(&keep.where_cond(x, &neg_inf)?, train)
 }
 
-/// Applies dropout in training mode only.
+/// Applies dropout in training mode only, with masks from the seeded
+/// generator of [`crate::rng`].
 pub fn dropout_t(x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
-    if train && p > 0.0 {
-        candle_nn::ops::dropout(x, p)
-    } else {
-        Ok(x.clone())
+    if !(train && p > 0.0) {
+        return Ok(x.clone());
     }
+    if !(0.0..1.0).contains(&p) {
+        candle_core::bail!("dropout probability must be in [0, 1), found {p}");
+    }
+    let mask = crate::rng::dropout_mask(x.elem_count(), p);
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    x * mask
 }
 
 /// PyTorch's `BatchNorm1d`: the channel is axis 1 of a `[B, C]` or `[B, C, L]` input.
@@ -106,6 +121,29 @@ impl BatchNorm1d {
         Ok(shape)
     }
 
+    /// Folds one batch's statistics into the running ones, as PyTorch does:
+    /// `running = (1 - 0.1) running + 0.1 batch`, the variance unbiased.
+    /// `mean` and `var_unbiased` are `[C]`.
+    pub fn update_running(&self, mean: &Tensor, var_unbiased: &Tensor) -> Result<()> {
+        let m = Self::MOMENTUM;
+        self.running_mean
+            .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach() * m)?)?)?;
+        self.running_var
+            .set(&((self.running_var.as_tensor() * (1.0 - m))? + (var_unbiased.detach() * m)?)?)
+    }
+
+    /// Normalises with the given statistics (broadcastable to `x`), then
+    /// applies the affine weights along axis 1.
+    pub fn normalize(&self, x: &Tensor, mean: &Tensor, var: &Tensor) -> Result<Tensor> {
+        let shape = self.channel_shape(x)?;
+        let w = self.weight.reshape(shape.as_slice())?;
+        let b = self.bias.reshape(shape.as_slice())?;
+        x.broadcast_sub(mean)?
+            .broadcast_div(&(var + Self::EPS)?.sqrt()?)?
+            .broadcast_mul(&w)?
+            .broadcast_add(&b)
+    }
+
     /// Eval: running statistics. Train: batch statistics over every axis but
     /// the channel, and the running statistics are updated.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -122,12 +160,13 @@ impl BatchNorm1d {
             } else {
                 var.detach()
             };
-            let m = Self::MOMENTUM;
-            self.running_mean
-                .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach() * m)?)?)?;
-            self.running_var
-                .set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
-            (mean, var)
+            self.update_running(&mean, &unbiased)?;
+            let shape = self.channel_shape(x)?;
+            return self.normalize(
+                x,
+                &mean.reshape(shape.as_slice())?,
+                &var.reshape(shape.as_slice())?,
+            );
         } else {
             (
                 self.running_mean.as_tensor().clone(),

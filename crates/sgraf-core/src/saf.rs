@@ -21,13 +21,76 @@ impl AttentionFiltration {
         })
     }
 
-    /// `nodes [P, n+1, m]`, `keep [P, 1, n+1]` (u8: real nodes) -> `[P, m]`.
-    pub fn forward_t(&self, nodes: &Tensor, keep: &Tensor, train: bool) -> Result<Tensor> {
+    /// `nodes [P, n+1, m]`, `keep [P, 1, n+1]` (u8: real nodes), with
+    /// `P = n_img * n_cap` pairs image-major -> `[P, m]`.
+    ///
+    /// In training the published code runs this once per caption over all
+    /// images, so the BatchNorm's batch statistics are per caption (over its
+    /// images and real nodes) and the running statistics are updated once
+    /// per caption, in caption order; this does the same for all at once.
+    pub fn forward_t(
+        &self,
+        nodes: &Tensor,
+        keep: &Tensor,
+        n_img: usize,
+        train: bool,
+    ) -> Result<Tensor> {
         // [P, 1, n+1]: the layout PyTorch's BatchNorm1d(1) sees.
         let logits = self.attn.forward(nodes)?.transpose(1, 2)?;
-        let gate = candle_nn::ops::sigmoid(&self.bn.forward_t(&logits, train)?)?;
+        let normed = if train {
+            self.per_caption_batch_norm(&logits, keep, n_img)?
+        } else {
+            self.bn.forward_t(&logits, false)?
+        };
+        let gate = candle_nn::ops::sigmoid(&normed)?;
         let gate = gate.broadcast_mul(&keep.to_dtype(gate.dtype())?)?;
         let beta = l1norm(&gate, D::Minus1)?;
         l2norm(&beta.matmul(nodes)?.squeeze(1)?, D::Minus1)
+    }
+
+    fn per_caption_batch_norm(
+        &self,
+        logits: &Tensor,
+        keep: &Tensor,
+        n_img: usize,
+    ) -> Result<Tensor> {
+        let (p, _, len) = logits.dims3()?;
+        let n_cap = p / n_img;
+        // [n_img, n_cap, n+1] and the real-node mask [1, n_cap, n+1].
+        let x = logits.reshape((n_img, n_cap, len))?;
+        let mask = keep
+            .reshape((n_img, n_cap, len))?
+            .narrow(0, 0, 1)?
+            .to_dtype(x.dtype())?;
+        // Per caption [1, n_cap, 1]: element count, mean, biased variance.
+        let count = (mask.sum_keepdim(2)? * n_img as f64)?;
+        let mean = x
+            .broadcast_mul(&mask)?
+            .sum_keepdim(2)?
+            .sum_keepdim(0)?
+            .broadcast_div(&count)?;
+        let var = x
+            .broadcast_sub(&mean)?
+            .broadcast_mul(&mask)?
+            .sqr()?
+            .sum_keepdim(2)?
+            .sum_keepdim(0)?
+            .broadcast_div(&count)?;
+        let counts = count
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F64)?
+            .to_vec1::<f64>()?;
+        let (means, vars) = (mean.flatten_all()?, var.flatten_all()?);
+        for (c, &n) in counts.iter().enumerate() {
+            let correction = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
+            self.bn.update_running(
+                &means.narrow(0, c, 1)?,
+                &(vars.narrow(0, c, 1)? * correction)?,
+            )?;
+        }
+        // Every pair of caption c uses caption c's statistics: [P, 1, 1].
+        let per_pair = |t: &Tensor| t.broadcast_as((n_img, n_cap, 1))?.reshape((p, 1, 1));
+        self.bn
+            .normalize(logits, &per_pair(&mean)?, &per_pair(&var)?)
     }
 }

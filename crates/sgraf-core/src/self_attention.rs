@@ -54,7 +54,7 @@ impl VisualSelfAttention {
             .common
             .forward(&l.broadcast_mul(&g.unsqueeze(1)?)?)?
             .squeeze(2)?;
-        let w = candle_nn::ops::softmax_last_dim(&w)?;
+        let w = crate::ops::softmax_last(&w, train)?;
         let pooled = w.unsqueeze(2)?.broadcast_mul(v)?.sum(1)?;
         l2norm(&pooled, D::Minus1)
     }
@@ -97,7 +97,7 @@ impl TextSelfAttention {
             .common
             .forward(&l.broadcast_mul(&g.unsqueeze(1)?)?)?
             .squeeze(2)?;
-        let w = masked_softmax_last_dim(&w, keep)?;
+        let w = masked_softmax_last_dim(&w, keep, train)?;
         let pooled = w.unsqueeze(2)?.broadcast_mul(&t)?.sum(1)?;
         l2norm(&pooled, D::Minus1)
     }

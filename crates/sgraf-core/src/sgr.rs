@@ -24,10 +24,10 @@ impl GraphReasoning {
 
     /// `nodes [P, n+1, m]`, `keep [P, 1, n+1]` (u8: real nodes) -> `[P, n+1, m]`.
     /// Padded nodes receive no attention; their own rows stay finite.
-    pub fn forward(&self, nodes: &Tensor, keep: &Tensor) -> Result<Tensor> {
+    pub fn forward_t(&self, nodes: &Tensor, keep: &Tensor, train: bool) -> Result<Tensor> {
         let q = self.query.forward(nodes)?;
         let k = self.key.forward(nodes)?;
-        let edges = masked_softmax_last_dim(&q.matmul(&k.transpose(1, 2)?)?, keep)?;
+        let edges = masked_softmax_last_dim(&q.matmul(&k.transpose(1, 2)?)?, keep, train)?;
         self.graph.forward(&edges.matmul(nodes)?)?.relu()
     }
 }

@@ -157,7 +157,7 @@ impl SimilarityHead {
     pub fn score_block(&self, img: &ImageSide, cap: &CaptionSide, train: bool) -> Result<Tensor> {
         let (n_img, n_cap, len) = (img.len(), cap.len(), cap.max_len());
         // Local alignments: [n_img, n_cap, L, m].
-        let attended = text_to_visual(&img.regions, &cap.words)?;
+        let attended = text_to_visual(&img.regions, &cap.words, train)?;
         let diff = attended.broadcast_sub(&cap.words.unsqueeze(0)?)?.sqr()?;
         let local = l2norm(&self.local_proj.forward(&diff)?, D::Minus1)?;
         // Global alignment: [n_img, n_cap, m].
@@ -183,11 +183,11 @@ impl SimilarityHead {
             Head::Sgr(steps) => {
                 let mut nodes = nodes;
                 for step in steps {
-                    nodes = step.forward(&nodes, &keep)?;
+                    nodes = step.forward_t(&nodes, &keep, train)?;
                 }
                 nodes.narrow(1, 0, 1)?.squeeze(1)?
             }
-            Head::Saf(saf) => saf.forward_t(&nodes, &keep, train)?,
+            Head::Saf(saf) => saf.forward_t(&nodes, &keep, n_img, train)?,
         };
         candle_nn::ops::sigmoid(&self.eval.forward(&vec)?)?.reshape((n_img, n_cap))
     }

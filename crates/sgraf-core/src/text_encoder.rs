@@ -217,7 +217,11 @@ impl TextEncoder {
         if self.no_txtnorm {
             Ok(out)
         } else {
-            Ok(l2norm(&out, D::Minus1)?)
+            // Padded rows are zero; the gradient of a norm at zero is NaN
+            // (0 * inf) and would leak through the mask, so they are
+            // normalised as ones and zeroed afterwards.
+            let safe = out.broadcast_add(&(1.0 - &keep)?)?;
+            Ok(l2norm(&safe, D::Minus1)?.broadcast_mul(&keep)?)
         }
     }
 }

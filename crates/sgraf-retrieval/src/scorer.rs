@@ -143,7 +143,8 @@ impl Scorer {
                 Some(acc) => (acc + s)?,
             });
         }
-        Ok((sum.expect("at least one model") / self.models.len() as f64)?)
+        let mean = (sum.expect("at least one model") / self.models.len() as f64)?;
+        Ok(mean.to_dtype(candle_core::DType::F32)?)
     }
 
     /// The row-major `[n_img, n_cap]` matrix of encoded images against

@@ -208,3 +208,29 @@ impl Vocab {
         Self::from_words(words)
     }
 }
+
+impl Vocab {
+    /// The published vocabulary builder: every caption lowercased and split
+    /// with `word_tokenize`, words counted, those seen at least `threshold`
+    /// times kept in first-seen order after the four special tokens.
+    pub fn build<S: AsRef<str>>(captions: impl IntoIterator<Item = S>, threshold: usize) -> Self {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        let mut order: Vec<String> = Vec::new();
+        for caption in captions {
+            for word in crate::words::caption_words(caption.as_ref()) {
+                let n = counts.entry(word.clone()).or_insert(0);
+                if *n == 0 {
+                    order.push(word);
+                }
+                *n += 1;
+            }
+        }
+        let mut words: Vec<String> = SPECIAL_TOKENS.iter().map(|s| s.to_string()).collect();
+        words.extend(
+            order
+                .into_iter()
+                .filter(|w| counts[w] >= threshold && !SPECIAL_TOKENS.contains(&w.as_str())),
+        );
+        Self::from_words(words).expect("special tokens first, words unique")
+    }
+}

@@ -1,0 +1,15 @@
+//! Training SGRAF as the published recipe does (shared/SPEC.md, "Training
+//! recipe"): hardest-negative triplet loss, Adam, gradient clipping, a step
+//! learning-rate schedule, validation on `dev` after every epoch keeping the
+//! best rsum; from scratch or from any model folder (fine-tuning).
+
+pub mod adam;
+pub mod error;
+pub mod init;
+pub mod loss;
+pub mod trainer;
+
+pub use adam::Adam;
+pub use error::{Result, TrainError};
+pub use loss::contrastive_loss;
+pub use trainer::{Event, StepInfo, TrainOptions, Trainer};

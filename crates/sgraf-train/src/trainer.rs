@@ -1,0 +1,567 @@
+//! The training loop, its checkpoints and its log.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Module as _, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+use sgraf_core::{Config, Module, SgrafModel};
+use sgraf_data::Precomp;
+use sgraf_retrieval::metrics::metrics;
+use sgraf_retrieval::{Metrics, Scorer};
+use sgraf_text::{CaptionTokenizer, Vocab};
+
+use crate::adam::{clip_grad_norm, Adam};
+use crate::error::io;
+use crate::{contrastive_loss, Result, TrainError};
+
+/// Every option of a run, with the official defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    /// SCAN precomp folder.
+    pub data: PathBuf,
+    /// SGR or SAF; taken from `init` when fine-tuning.
+    pub module: Option<Module>,
+    /// Model folder to start from (fine-tuning).
+    pub init: Option<PathBuf>,
+    /// Published vocabulary JSON; default: the init model's, else built
+    /// from the training captions.
+    pub vocab: Option<PathBuf>,
+    pub batch_size: usize,
+    /// Default: 40 (SGR) / 30 (SAF), 20 on COCO.
+    pub epochs: Option<usize>,
+    pub learning_rate: f64,
+    /// Epochs between learning-rate decays (x0.1). Default: 30 (SGR) / 20 (SAF), 10 on COCO.
+    pub lr_update: Option<usize>,
+    pub margin: f64,
+    pub max_violation: bool,
+    pub grad_clip: f64,
+    pub embed_size: usize,
+    pub sim_dim: usize,
+    pub word_dim: usize,
+    pub sgr_step: usize,
+    pub num_layers: usize,
+    pub dropout: f32,
+    pub max_steps: Option<u64>,
+    pub no_shuffle: bool,
+    pub seed: u64,
+    pub train_split: String,
+    pub val_split: String,
+    /// Also validate every this many steps (logged only), as the published loop does.
+    pub val_step: u64,
+    /// Validation uses the first this many images (and their five captions each).
+    pub val_images: usize,
+    pub vocab_threshold: usize,
+    /// Train in float64 instead of float32 (exact checks against a reference).
+    #[serde(default)]
+    pub float64: bool,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            data: PathBuf::new(),
+            module: None,
+            init: None,
+            vocab: None,
+            batch_size: 128,
+            epochs: None,
+            learning_rate: 2e-4,
+            lr_update: None,
+            margin: 0.2,
+            max_violation: true,
+            grad_clip: 2.0,
+            embed_size: 1024,
+            sim_dim: 256,
+            word_dim: 300,
+            sgr_step: 3,
+            num_layers: 1,
+            dropout: 0.4,
+            max_steps: None,
+            no_shuffle: false,
+            seed: 0,
+            train_split: "train".into(),
+            val_split: "dev".into(),
+            val_step: 1000,
+            val_images: 1000,
+            vocab_threshold: 4,
+            float64: false,
+        }
+    }
+}
+
+/// Where a run stands; saved with `last/` so that `--resume` continues it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RunState {
+    options: TrainOptions,
+    epoch: usize,
+    /// Next batch within `epoch`.
+    batch: usize,
+    step: u64,
+    best_rsum: f64,
+    dropout_rng: u64,
+}
+
+/// What one optimizer step did.
+#[derive(Clone, Copy, Debug)]
+pub struct StepInfo {
+    pub step: u64,
+    pub epoch: usize,
+    pub epochs: usize,
+    pub batch: usize,
+    pub batches: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+}
+
+/// Events a caller may display.
+pub enum Event<'a> {
+    Step(&'a StepInfo),
+    Validation {
+        epoch: usize,
+        step: u64,
+        metrics: &'a Metrics,
+    },
+}
+
+pub struct Trainer {
+    run: PathBuf,
+    state: RunState,
+    cfg: Config,
+    varmap: VarMap,
+    model: SgrafModel,
+    tokenizer: CaptionTokenizer,
+    adam: Adam,
+    train: Precomp,
+    /// Token ids of every training caption.
+    ids: Vec<Vec<u32>>,
+    val: Precomp,
+}
+
+fn invalid(msg: impl Into<String>) -> TrainError {
+    TrainError::Invalid(msg.into())
+}
+
+fn coco(data: &Path) -> bool {
+    data.to_string_lossy().to_lowercase().contains("coco")
+}
+
+impl TrainOptions {
+    fn epochs_for(&self, module: Module) -> usize {
+        self.epochs.unwrap_or(match (coco(&self.data), module) {
+            (true, _) => 20,
+            (false, Module::Sgr) => 40,
+            (false, Module::Saf) => 30,
+        })
+    }
+
+    fn lr_update_for(&self, module: Module) -> usize {
+        self.lr_update.unwrap_or(match (coco(&self.data), module) {
+            (true, _) => 10,
+            (false, Module::Sgr) => 30,
+            (false, Module::Saf) => 20,
+        })
+    }
+}
+
+fn trainable(varmap: &VarMap) -> Vec<(String, Var)> {
+    let data = varmap.data().lock().expect("varmap");
+    let mut vars: Vec<(String, Var)> = data
+        .iter()
+        .filter(|(k, _)| !k.ends_with("running_mean") && !k.ends_with("running_var"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
+fn all_vars(varmap: &VarMap) -> Vec<(String, Var)> {
+    let data = varmap.data().lock().expect("varmap");
+    let mut vars: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
+/// Sets every variable from a model file, converting to the variable's dtype.
+fn load_into(varmap: &VarMap, path: &Path) -> Result<()> {
+    let file = candle_core::safetensors::load(path, &Device::Cpu)?;
+    for (name, var) in all_vars(varmap) {
+        let t = file
+            .get(&name)
+            .ok_or_else(|| invalid(format!("{} has no tensor {name}", path.display())))?;
+        if t.dims() != var.dims() {
+            return Err(invalid(format!(
+                "{}: {name} has shape {:?}, the model needs {:?}",
+                path.display(),
+                t.dims(),
+                var.dims()
+            )));
+        }
+        var.set(&t.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
+}
+
+/// Replaces `dst` by the folder `tmp` (both beside each other).
+fn publish(tmp: &Path, dst: &Path) -> Result<()> {
+    if dst.exists() {
+        let old = dst.with_file_name(format!(
+            ".{}.old-{}",
+            dst.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&old);
+        std::fs::rename(dst, &old).map_err(io(dst))?;
+        std::fs::rename(tmp, dst).map_err(io(dst))?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        std::fs::rename(tmp, dst).map_err(io(dst))?;
+    }
+    Ok(())
+}
+
+fn tmp_dir(dst: &Path) -> Result<PathBuf> {
+    let tmp = dst.with_file_name(format!(
+        ".{}.tmp-{}",
+        dst.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    Ok(tmp)
+}
+
+impl Trainer {
+    /// Starts a new run in `run` (which must not exist or be empty).
+    pub fn new(run: &Path, options: TrainOptions) -> Result<Self> {
+        if run.exists() && std::fs::read_dir(run).map_err(io(run))?.next().is_some() {
+            return Err(invalid(format!(
+                "{} already holds a run: continue it with --resume {0}, or choose another --out",
+                run.display()
+            )));
+        }
+        let state = RunState {
+            options,
+            epoch: 0,
+            batch: 0,
+            step: 0,
+            best_rsum: 0.0,
+            dropout_rng: 0,
+        };
+        let mut t = Self::build(run, state, None)?;
+        t.state.dropout_rng = t.state.options.seed ^ 0xD809_0F17;
+        std::fs::create_dir_all(run).map_err(io(run))?;
+        std::fs::File::create(t.metrics_path()).map_err(io(&t.metrics_path()))?;
+        Ok(t)
+    }
+
+    /// Continues the run in `run` from its `last/` checkpoint, exactly where
+    /// it stopped. `max_steps` replaces the saved limit when given.
+    pub fn resume(run: &Path, max_steps: Option<u64>) -> Result<Self> {
+        let path = run.join("state/trainer.json");
+        let text = std::fs::read_to_string(&path).map_err(|err| {
+            invalid(format!(
+                "{} is not a run that can be resumed ({}: {err})",
+                run.display(),
+                path.display()
+            ))
+        })?;
+        let mut state: RunState =
+            serde_json::from_str(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        if max_steps.is_some() {
+            state.options.max_steps = max_steps;
+        }
+        Self::build(run, state, Some(run.join("last")))
+    }
+
+    fn build(run: &Path, state: RunState, resume_from: Option<PathBuf>) -> Result<Self> {
+        let o = &state.options;
+        let train = Precomp::open(&o.data, &o.train_split)?;
+        let val = Precomp::open(&o.data, &o.val_split)?;
+        let (regions, img_dim) = train.image_shape();
+        // The model's shape and vocabulary.
+        let start = resume_from.clone().or_else(|| o.init.clone());
+        let (cfg, tokenizer) = match &start {
+            Some(dir) => {
+                let cfg = Config::from_file(dir.join(sgraf_core::CONFIG_FILE))?;
+                if let Some(m) = o.module {
+                    if m != cfg.module {
+                        return Err(invalid(format!(
+                            "--module {m} but {} is a {} model",
+                            dir.display(),
+                            cfg.module
+                        )));
+                    }
+                }
+                let tok = CaptionTokenizer::from_file(dir.join(sgraf_core::TOKENIZER_FILE))?;
+                if let Some(v) = &o.vocab {
+                    let given = Vocab::from_file(v).map_err(|e| invalid(e.to_string()))?;
+                    if &given != tok.vocab() {
+                        return Err(invalid(format!(
+                            "--vocab {} differs from the vocabulary of {}",
+                            v.display(),
+                            dir.display()
+                        )));
+                    }
+                }
+                (cfg, tok)
+            }
+            None => {
+                let module = o
+                    .module
+                    .ok_or_else(|| invalid("training from scratch needs --module SGR or SAF"))?;
+                let vocab = match &o.vocab {
+                    Some(v) => Vocab::from_file(v).map_err(|e| invalid(e.to_string()))?,
+                    None => Vocab::build(&train.captions, o.vocab_threshold),
+                };
+                let mut cfg = Config::released(module, vocab.len());
+                cfg.img_dim = img_dim;
+                cfg.num_regions = regions;
+                cfg.embed_size = o.embed_size;
+                cfg.sim_dim = o.sim_dim;
+                cfg.word_dim = o.word_dim;
+                cfg.sgr_step = o.sgr_step;
+                cfg.num_layers = o.num_layers;
+                cfg.data_name = o.data.file_name().map(|n| n.to_string_lossy().into_owned());
+                cfg.validate()?;
+                (cfg, CaptionTokenizer::from_vocab(&vocab))
+            }
+        };
+        if (cfg.num_regions, cfg.img_dim) != (regions, img_dim) {
+            return Err(invalid(format!(
+                "the model reads {} regions of {} features, {} holds {regions} of {img_dim}",
+                cfg.num_regions,
+                cfg.img_dim,
+                o.data.display()
+            )));
+        }
+        let varmap = VarMap::new();
+        let dtype = if o.float64 { DType::F64 } else { DType::F32 };
+        let vb = VarBuilder::from_varmap(&varmap, dtype, &Device::Cpu);
+        let mut model = SgrafModel::load(vb, &cfg)?;
+        model.set_dropout(o.dropout);
+        match &start {
+            Some(dir) => load_into(&varmap, &dir.join(sgraf_core::WEIGHTS_FILE))?,
+            None => crate::init::initialize(&all_vars(&varmap), &cfg, o.seed)?,
+        }
+        let mut adam = Adam::new(trainable(&varmap), o.learning_rate)?;
+        if resume_from.is_some() {
+            adam.load(&run.join("state/optimizer.safetensors"), state.step)?;
+        }
+        let ids = train
+            .captions
+            .iter()
+            .map(|c| tokenizer.encode(c))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Self {
+            run: run.to_path_buf(),
+            state,
+            cfg,
+            varmap,
+            model,
+            tokenizer,
+            adam,
+            train,
+            ids,
+            val,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn model(&self) -> &SgrafModel {
+        &self.model
+    }
+
+    pub fn steps_done(&self) -> u64 {
+        self.state.step
+    }
+
+    fn metrics_path(&self) -> PathBuf {
+        self.run.join("metrics.jsonl")
+    }
+
+    fn log(&self, line: serde_json::Value) -> Result<()> {
+        let path = self.metrics_path();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        writeln!(f, "{line}").map_err(io(&path))
+    }
+
+    fn batches_per_epoch(&self) -> usize {
+        self.train
+            .captions
+            .len()
+            .div_ceil(self.state.options.batch_size)
+    }
+
+    /// The captions of batch `b` of `epoch`, in sampling order.
+    fn batch_indices(&self, epoch: usize, b: usize) -> Vec<usize> {
+        let n = self.train.captions.len();
+        let o = &self.state.options;
+        let order: Vec<usize> = if o.no_shuffle {
+            (0..n).collect()
+        } else {
+            let seed = o
+                .seed
+                .wrapping_mul(0x9E37_79B9)
+                .wrapping_add(epoch as u64 + 1);
+            sgraf_core::rng::SplitMix64(seed).permutation(n)
+        };
+        let bs = o.batch_size;
+        order[b * bs..((b + 1) * bs).min(n)].to_vec()
+    }
+
+    /// The learning rate of an epoch: decayed x0.1 every `lr_update` epochs.
+    pub fn lr_at(&self, epoch: usize) -> f64 {
+        let every = self.state.options.lr_update_for(self.cfg.module).max(1);
+        self.state.options.learning_rate * 0.1f64.powi((epoch / every) as i32)
+    }
+
+    /// One optimizer step on the given training captions; returns the loss
+    /// and the gradient norm before clipping.
+    pub fn train_step(&mut self, captions: &[usize]) -> Result<(f64, f64)> {
+        let o = &self.state.options;
+        // Longest caption first, as the published data loader orders a batch.
+        let mut order = captions.to_vec();
+        order.sort_by_key(|&k| std::cmp::Reverse(self.ids[k].len()));
+        let lengths: Vec<usize> = order.iter().map(|&k| self.ids[k].len()).collect();
+        let max_len = lengths.iter().copied().max().unwrap_or(1);
+        let mut ids = vec![0u32; order.len() * max_len];
+        let mut feats = Vec::with_capacity(order.len() * self.cfg.num_regions * self.cfg.img_dim);
+        for (row, &k) in order.iter().enumerate() {
+            ids[row * max_len..row * max_len + lengths[row]].copy_from_slice(&self.ids[k]);
+            let image = if self.train.stride == 1 { k / 5 } else { k };
+            feats.extend(self.train.images.rows(image, 1)?);
+        }
+        let b = order.len();
+        let dev = Device::Cpu;
+        let dtype = if o.float64 { DType::F64 } else { DType::F32 };
+        let images = Tensor::from_vec(feats, (b, self.cfg.num_regions, self.cfg.img_dim), &dev)?
+            .to_dtype(dtype)?;
+        let ids = Tensor::from_vec(ids, (b, max_len), &dev)?;
+
+        let img = self.model.image_encoder().forward(&images)?;
+        let cap = self.model.text_encoder().forward_t(&ids, &lengths, true)?;
+        let head = self.model.similarity_head();
+        let image_side = head.image_side(&img, true)?;
+        let caption_side = head.caption_side(&cap, &lengths, true)?;
+        let scores = head.score_block(&image_side, &caption_side, true)?;
+        let loss = contrastive_loss(&scores, o.margin, o.max_violation)?;
+        let grads = loss.backward()?;
+        let grads = self.adam.grads(&grads)?;
+        let (norm, grads) = clip_grad_norm(&grads, o.grad_clip)?;
+        self.adam.step(&grads)?;
+        Ok((loss.to_dtype(DType::F64)?.to_scalar::<f64>()?, norm))
+    }
+
+    /// R@K on the first `val_images` images of the validation split.
+    pub fn validate(&self) -> Result<Metrics> {
+        let n = self.val.n_images().min(self.state.options.val_images);
+        let scorer = Scorer::new(vec![self.model.clone()], vec![self.tokenizer.clone()])?;
+        let images = scorer.encode_images(n, |s, k| Ok(self.val.image_rows(s, k)?), &mut |_| {})?;
+        let scores = scorer.score_captions(&images, &self.val.captions[..5 * n], &mut |_| {})?;
+        Ok(metrics(&scores, n, 5 * n))
+    }
+
+    fn save_model(&self, name: &str) -> Result<()> {
+        let dst = self.run.join(name);
+        let tmp = tmp_dir(&dst)?;
+        let cfg = serde_json::to_string_pretty(&self.cfg).expect("config serializes");
+        std::fs::write(tmp.join(sgraf_core::CONFIG_FILE), cfg).map_err(io(&tmp))?;
+        self.varmap.save(tmp.join(sgraf_core::WEIGHTS_FILE))?;
+        let tok =
+            serde_json::to_string_pretty(&self.tokenizer.vocab().tokenizer_json()).expect("JSON");
+        std::fs::write(tmp.join(sgraf_core::TOKENIZER_FILE), tok).map_err(io(&tmp))?;
+        publish(&tmp, &dst)
+    }
+
+    /// Writes `last/` and the state that `--resume` reads.
+    fn checkpoint(&mut self) -> Result<()> {
+        self.state.dropout_rng = sgraf_core::rng::dropout_state();
+        self.save_model("last")?;
+        let dst = self.run.join("state");
+        let tmp = tmp_dir(&dst)?;
+        self.adam.save(&tmp.join("optimizer.safetensors"))?;
+        let state = serde_json::to_string_pretty(&self.state).expect("state serializes");
+        std::fs::write(tmp.join("trainer.json"), state).map_err(io(&tmp))?;
+        publish(&tmp, &dst)
+    }
+
+    fn log_validation(&mut self, m: &Metrics, on_event: &mut dyn FnMut(Event)) -> Result<()> {
+        self.log(serde_json::json!({
+            "validation": true,
+            "step": self.state.step,
+            "epoch": self.state.epoch,
+            "i2t": m.i2t.to_array(),
+            "t2i": m.t2i.to_array(),
+            "rsum": m.rsum,
+        }))?;
+        on_event(Event::Validation {
+            epoch: self.state.epoch,
+            step: self.state.step,
+            metrics: m,
+        });
+        Ok(())
+    }
+
+    /// Trains until the last epoch or `max_steps`, validating after every
+    /// epoch, keeping `best/` (highest rsum) and `last/`.
+    pub fn run(&mut self, on_event: &mut dyn FnMut(Event)) -> Result<()> {
+        sgraf_core::rng::set_dropout_state(self.state.dropout_rng);
+        let epochs = self.state.options.epochs_for(self.cfg.module);
+        let batches = self.batches_per_epoch();
+        while self.state.epoch < epochs {
+            let epoch = self.state.epoch;
+            self.adam.lr = self.lr_at(epoch);
+            while self.state.batch < batches {
+                if let Some(max) = self.state.options.max_steps {
+                    if self.state.step >= max {
+                        return self.checkpoint();
+                    }
+                }
+                let idx = self.batch_indices(epoch, self.state.batch);
+                let (loss, grad_norm) = self.train_step(&idx)?;
+                self.state.step += 1;
+                self.state.batch += 1;
+                let info = StepInfo {
+                    step: self.state.step,
+                    epoch,
+                    epochs,
+                    batch: self.state.batch,
+                    batches,
+                    loss,
+                    lr: self.adam.lr,
+                    grad_norm,
+                };
+                self.log(serde_json::json!({
+                    "step": info.step, "epoch": epoch, "loss": loss, "lr": info.lr, "grad_norm": grad_norm,
+                }))?;
+                on_event(Event::Step(&info));
+                if self.state.options.val_step > 0
+                    && self.state.step % self.state.options.val_step == 0
+                {
+                    let m = self.validate()?;
+                    self.log_validation(&m, on_event)?;
+                }
+            }
+            let m = self.validate()?;
+            self.log_validation(&m, on_event)?;
+            if m.rsum > self.state.best_rsum {
+                self.state.best_rsum = m.rsum;
+                self.save_model("best")?;
+            }
+            self.state.epoch += 1;
+            self.state.batch = 0;
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+}
