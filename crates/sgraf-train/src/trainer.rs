@@ -546,7 +546,7 @@ impl Trainer {
                 }))?;
                 on_event(Event::Step(&info));
                 if self.state.options.val_step > 0
-                    && self.state.step % self.state.options.val_step == 0
+                    && self.state.step.is_multiple_of(self.state.options.val_step)
                 {
                     let m = self.validate()?;
                     self.log_validation(&m, on_event)?;
