@@ -7,6 +7,7 @@ pub mod adam;
 pub mod error;
 pub mod init;
 pub mod loss;
+pub mod synthetic;
 pub mod trainer;
 
 pub use adam::Adam;
