@@ -1,5 +1,7 @@
 //! `sgraf-cli`: a thin command line over the sgraf crates.
 
+mod plot;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -116,6 +118,29 @@ enum Command {
         #[arg(long, value_name = "GLOB")]
         exclude: Vec<String>,
     },
+    /// Build a vocabulary as the published code does: lowercase + word_tokenize, count,
+    /// keep words seen at least THRESHOLD times, ids 0..3 special, then first-seen order.
+    Vocab {
+        /// Caption files, one caption per line.
+        #[arg(long, num_args = 1.., required = true)]
+        captions: Vec<PathBuf>,
+        /// Minimum count of a kept word.
+        #[arg(long, default_value_t = 4)]
+        threshold: usize,
+        /// The vocabulary JSON to write ({"word2idx", "idx2word", "idx"}).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Train an SGR or SAF model on a SCAN precomp folder, from scratch or from a model (--init).
+    Train(Box<TrainArgs>),
+    /// Plot a run's training loss and validation rsum (RUN/metrics.jsonl) to a PNG.
+    Plot {
+        /// The run folder (--out of train).
+        run: PathBuf,
+        /// The PNG to write (default RUN/curves.png).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Describe a model.
     Info {
         #[command(flatten)]
@@ -124,6 +149,78 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// SCAN precomp folder ({split}_ims.npy, {split}_caps.txt).
+    #[arg(long, required_unless_present = "resume")]
+    data: Option<PathBuf>,
+    /// SGR or SAF (taken from --init when fine-tuning).
+    #[arg(long, value_parser = ["SGR", "SAF"])]
+    module: Option<String>,
+    /// Run folder: best/ and last/ model folders, state/, metrics.jsonl.
+    #[arg(long, required_unless_present = "resume")]
+    out: Option<PathBuf>,
+    /// Start from this model (folder or Hub id): fine-tuning.
+    #[arg(long)]
+    init: Option<String>,
+    /// Vocabulary JSON (default: the --init model's, else built from the training captions).
+    #[arg(long)]
+    vocab: Option<PathBuf>,
+    /// Continue the run in RUN exactly where it stopped.
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["data", "module", "out", "init", "vocab"])]
+    resume: Option<PathBuf>,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Default 40 (SGR) / 30 (SAF); 20 on COCO.
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long, default_value_t = 2e-4)]
+    learning_rate: f64,
+    /// Epochs between learning-rate decays (x0.1); default 30 (SGR) / 20 (SAF), 10 on COCO.
+    #[arg(long)]
+    lr_update: Option<usize>,
+    #[arg(long, default_value_t = 0.2)]
+    margin: f64,
+    /// Sum over all negatives instead of the hardest one (the official --max_violation switch).
+    #[arg(long)]
+    no_max_violation: bool,
+    /// Gradient clipping at this global L2 norm (0 disables).
+    #[arg(long, default_value_t = 2.0)]
+    grad_clip: f64,
+    #[arg(long, default_value_t = 1024)]
+    embed_size: usize,
+    #[arg(long, default_value_t = 256)]
+    sim_dim: usize,
+    #[arg(long, default_value_t = 300)]
+    word_dim: usize,
+    #[arg(long, default_value_t = 3)]
+    sgr_step: usize,
+    #[arg(long, default_value_t = 1)]
+    num_layers: usize,
+    /// Dropout probability everywhere (0 disables every dropout).
+    #[arg(long, default_value_t = 0.4)]
+    dropout: f32,
+    /// Stop after this many optimizer steps in all (last/ is still written); with
+    /// --resume, the new limit (without it, the run goes on to its last epoch).
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// Batches in file order.
+    #[arg(long)]
+    no_shuffle: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value = "train")]
+    train_split: String,
+    #[arg(long, default_value = "dev")]
+    val_split: String,
+    /// Also validate every this many steps (logged only).
+    #[arg(long, default_value_t = 1000)]
+    val_step: u64,
+    /// Vocabulary threshold when the vocabulary is built from the training captions.
+    #[arg(long, default_value_t = 4)]
+    vocab_threshold: usize,
 }
 
 /// Loaded models with their folders.
@@ -462,6 +559,126 @@ fn rank(
     Ok(())
 }
 
+fn vocab(captions: &[PathBuf], threshold: usize, out: &Path) -> Result<()> {
+    let mut lines = Vec::new();
+    for path in captions {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        lines.extend(text.lines().map(|l| l.trim().to_string()));
+    }
+    if lines.is_empty() {
+        bail!(
+            "no captions in {}",
+            captions
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let vocab = sgraf_text::Vocab::build(&lines, threshold);
+    sgraf_data::write_atomic(out, vocab.to_json().to_string().as_bytes())?;
+    println!(
+        "wrote {}: {} words (4 special + {} seen at least {threshold} times) from {} captions",
+        out.display(),
+        vocab.len(),
+        vocab.len() - 4,
+        lines.len()
+    );
+    Ok(())
+}
+
+/// A line above the progress bar, or on stderr when there is no bar (no terminal).
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
+fn train(args: TrainArgs) -> Result<()> {
+    use sgraf_train::trainer::Event;
+    let mut trainer = match &args.resume {
+        Some(run) => sgraf_train::Trainer::resume(run, args.max_steps)?,
+        None => {
+            let init = args.init.as_deref().map(sgraf_hub::resolve).transpose()?;
+            let opts = sgraf_train::TrainOptions {
+                data: args.data.clone().expect("clap requires --data"),
+                module: args.module.as_deref().map(str::parse).transpose()?,
+                init,
+                vocab: args.vocab.clone(),
+                batch_size: args.batch_size,
+                epochs: args.epochs,
+                learning_rate: args.learning_rate,
+                lr_update: args.lr_update,
+                margin: args.margin,
+                max_violation: !args.no_max_violation,
+                grad_clip: args.grad_clip,
+                embed_size: args.embed_size,
+                sim_dim: args.sim_dim,
+                word_dim: args.word_dim,
+                sgr_step: args.sgr_step,
+                num_layers: args.num_layers,
+                dropout: args.dropout,
+                max_steps: args.max_steps,
+                no_shuffle: args.no_shuffle,
+                seed: args.seed,
+                train_split: args.train_split.clone(),
+                val_split: args.val_split.clone(),
+                val_step: args.val_step,
+                val_images: 1000,
+                vocab_threshold: args.vocab_threshold,
+                float64: false,
+            };
+            if opts.batch_size == 0 {
+                bail!("--batch-size must be at least 1");
+            }
+            sgraf_train::Trainer::new(args.out.as_deref().expect("clap requires --out"), opts)?
+        }
+    };
+    let bar = ProgressBar::new(trainer.planned_steps());
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:25}] step {pos}/{len} ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_position(trainer.steps_done());
+    trainer.run(&mut |e| match e {
+        Event::Step(s) => {
+            bar.set_position(s.step);
+            bar.set_message(format!(
+                "epoch {}/{} loss {:.4} lr {:.1e}",
+                s.epoch + 1,
+                s.epochs,
+                s.loss,
+                s.lr
+            ));
+        }
+        Event::Validation { epoch, step, metrics } => say(&bar, format!(
+            "epoch {} step {step}: rsum {:.1} (i2t R@1 {:.1} R@5 {:.1} R@10 {:.1}, t2i R@1 {:.1} R@5 {:.1} R@10 {:.1})",
+            epoch + 1,
+            metrics.rsum,
+            metrics.i2t.r1,
+            metrics.i2t.r5,
+            metrics.i2t.r10,
+            metrics.t2i.r1,
+            metrics.t2i.r5,
+            metrics.t2i.r10
+        )),
+    })?;
+    bar.finish_and_clear();
+    let run = trainer.run_dir();
+    println!(
+        "{} steps; best validation rsum {:.1}; models in {} and {}",
+        trainer.steps_done(),
+        trainer.best_rsum(),
+        run.join("best").display(),
+        run.join("last").display()
+    );
+    Ok(())
+}
+
 fn info(model: &ModelArgs, as_json: bool) -> Result<()> {
     let Loaded { scorer, folders } = load(model)?;
     let mut all = Vec::new();
@@ -540,5 +757,17 @@ fn main() -> Result<()> {
             exclude,
         } => index_cmd(&model, &images, &exclude),
         Command::Info { model, json } => info(&model, json),
+        Command::Vocab {
+            captions,
+            threshold,
+            out,
+        } => vocab(&captions, threshold, &out),
+        Command::Train(args) => train(*args),
+        Command::Plot { run, out } => {
+            let out = out.unwrap_or_else(|| run.join("curves.png"));
+            plot::plot(&run, &out)?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
     }
 }

@@ -258,7 +258,7 @@ impl Trainer {
     }
 
     /// Continues the run in `run` from its `last/` checkpoint, exactly where
-    /// it stopped. `max_steps` replaces the saved limit when given.
+    /// it stopped, up to `max_steps` steps in all (None: to the last epoch).
     pub fn resume(run: &Path, max_steps: Option<u64>) -> Result<Self> {
         let path = run.join("state/trainer.json");
         let text = std::fs::read_to_string(&path).map_err(|err| {
@@ -270,9 +270,7 @@ impl Trainer {
         })?;
         let mut state: RunState =
             serde_json::from_str(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-        if max_steps.is_some() {
-            state.options.max_steps = max_steps;
-        }
+        state.options.max_steps = max_steps;
         Self::build(run, state, Some(run.join("last")))
     }
 
@@ -379,6 +377,21 @@ impl Trainer {
 
     pub fn steps_done(&self) -> u64 {
         self.state.step
+    }
+
+    /// Steps the run will have taken when it ends.
+    pub fn planned_steps(&self) -> u64 {
+        let all =
+            (self.state.options.epochs_for(self.cfg.module) * self.batches_per_epoch()) as u64;
+        self.state.options.max_steps.map_or(all, |m| m.min(all))
+    }
+
+    pub fn best_rsum(&self) -> f64 {
+        self.state.best_rsum
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        &self.run
     }
 
     fn metrics_path(&self) -> PathBuf {
