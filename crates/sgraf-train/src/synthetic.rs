@@ -90,13 +90,17 @@ impl Synthetic {
                 }
                 let slots = rng.permutation(self.regions);
                 for &slot in &slots {
-                    for d in 0..self.img_dim {
-                        let noise = gaussian(&mut rng) * 0.3;
-                        let v = match owner[slot] {
-                            Some(c) => prototypes[c][d] + noise,
-                            None => noise.abs(),
-                        };
-                        feats.push(v);
+                    match owner[slot] {
+                        Some(c) => {
+                            for p in &prototypes[c] {
+                                feats.push(p + gaussian(&mut rng) * 0.3);
+                            }
+                        }
+                        None => {
+                            for _ in 0..self.img_dim {
+                                feats.push((gaussian(&mut rng) * 0.3).abs());
+                            }
+                        }
                     }
                 }
                 for t in TEMPLATES {
