@@ -1,5 +1,7 @@
 //! Project tasks: `cargo xtask <task>`.
 
+mod demo;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -34,6 +36,16 @@ enum Task {
         /// Load the result with sgraf-core and score pseudo-random inputs.
         #[arg(long)]
         verify: bool,
+    },
+    /// Offline demo on synthetic data: train an SGR and a SAF model, evaluate
+    /// them before and after, index a folder of images and rank it for a query.
+    Demo {
+        /// Working folder (replaced).
+        #[arg(long, default_value = "target/sgraf-demo")]
+        dir: PathBuf,
+        /// Training epochs of each model.
+        #[arg(long, default_value_t = 12)]
+        epochs: usize,
     },
     /// Regenerate tests/fixtures/ with the PyTorch reference (needs python3
     /// with torch, numpy and safetensors).
@@ -109,5 +121,6 @@ fn main() -> Result<()> {
             verify,
         } => convert_weights(&checkpoint, &vocab, &out, force, verify),
         Task::Fixtures { full } => fixtures(full),
+        Task::Demo { dir, epochs } => demo::demo(&dir, epochs),
     }
 }

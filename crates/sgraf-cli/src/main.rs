@@ -13,7 +13,6 @@ use serde_json::json;
 use sgraf_core::SgrafModel;
 use sgraf_data::{list_features, load_features, Npy, Precomp};
 use sgraf_retrieval::index::{self, IndexedImages};
-use sgraf_retrieval::metrics::{metrics, Metrics};
 use sgraf_retrieval::Scorer;
 use sgraf_text::CaptionTokenizer;
 
@@ -349,17 +348,10 @@ fn eval(model: &ModelArgs, data: &Path, split: &str, fold5: bool, as_json: bool)
     let pairs = (per * per * 5 * folds) as u64;
     let bar = progress(pairs, "pairs");
     let start = Instant::now();
-    let mut parts = Vec::with_capacity(folds);
-    for f in 0..folds {
-        let images =
-            scorer.encode_images(per, |s, n| Ok(pre.image_rows(f * per + s, n)?), &mut |_| {})?;
-        let caps = &pre.captions[f * per * 5..(f + 1) * per * 5];
-        let scores = scorer.score_captions(&images, caps, &mut |n| bar.inc(n as u64))?;
-        parts.push(metrics(&scores, per, per * 5));
-    }
+    let m =
+        sgraf_retrieval::metrics::evaluate(&scorer, &pre, None, folds, &mut |n| bar.inc(n as u64))?;
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
-    let m = Metrics::average(&parts);
     if as_json {
         println!("{}", m.to_json());
     } else {
@@ -715,6 +707,11 @@ fn info(model: &ModelArgs, as_json: bool) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    // Die quietly when a pipe closes (`sgraf-cli rank ... | head`), like other Unix tools.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match Cli::parse().command {
         Command::Score {
             model,

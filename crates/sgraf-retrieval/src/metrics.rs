@@ -137,3 +137,35 @@ pub fn metrics(scores: &[f32], n_img: usize, n_cap: usize) -> Metrics {
         Recall::from_ranks(&t2i_ranks(scores, n_img, n_cap)),
     )
 }
+
+/// The standard protocol on a precomp split: the first `n_images` images
+/// (all when None) and their captions, in `folds` equal folds whose
+/// metrics are averaged (1 for Flickr30K and COCO 5K, 5 for COCO 1K).
+/// `progress` gets the number of image-caption pairs scored.
+pub fn evaluate(
+    scorer: &crate::Scorer,
+    data: &sgraf_data::Precomp,
+    n_images: Option<usize>,
+    folds: usize,
+    progress: &mut dyn FnMut(usize),
+) -> crate::Result<Metrics> {
+    let n_img = n_images.map_or(data.n_images(), |n| n.min(data.n_images()));
+    if folds == 0 || n_img % folds != 0 {
+        return Err(crate::Error::Invalid(format!(
+            "{n_img} images do not split into {folds} equal folds"
+        )));
+    }
+    let per = n_img / folds;
+    let mut parts = Vec::with_capacity(folds);
+    for f in 0..folds {
+        let images = scorer.encode_images(
+            per,
+            |s, n| Ok(data.image_rows(f * per + s, n)?),
+            &mut |_| {},
+        )?;
+        let caps = &data.captions[f * per * CAPTIONS_PER_IMAGE..(f + 1) * per * CAPTIONS_PER_IMAGE];
+        let scores = scorer.score_captions(&images, caps, progress)?;
+        parts.push(metrics(&scores, per, per * CAPTIONS_PER_IMAGE));
+    }
+    Ok(Metrics::average(&parts))
+}

@@ -8,7 +8,6 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 use sgraf_core::{Config, Module, SgrafModel};
 use sgraf_data::Precomp;
-use sgraf_retrieval::metrics::metrics;
 use sgraf_retrieval::{Metrics, Scorer};
 use sgraf_text::{CaptionTokenizer, Vocab};
 
@@ -477,11 +476,23 @@ impl Trainer {
 
     /// R@K on the first `val_images` images of the validation split.
     pub fn validate(&self) -> Result<Metrics> {
-        let n = self.val.n_images().min(self.state.options.val_images);
-        let scorer = Scorer::new(vec![self.model.clone()], vec![self.tokenizer.clone()])?;
-        let images = scorer.encode_images(n, |s, k| Ok(self.val.image_rows(s, k)?), &mut |_| {})?;
-        let scores = scorer.score_captions(&images, &self.val.captions[..5 * n], &mut |_| {})?;
-        Ok(metrics(&scores, n, 5 * n))
+        let scorer = self.scorer()?;
+        let n = Some(self.state.options.val_images);
+        Ok(sgraf_retrieval::metrics::evaluate(
+            &scorer,
+            &self.val,
+            n,
+            1,
+            &mut |_| {},
+        )?)
+    }
+
+    /// The model being trained, ready to score (eval mode).
+    pub fn scorer(&self) -> Result<Scorer> {
+        Ok(Scorer::new(
+            vec![self.model.clone()],
+            vec![self.tokenizer.clone()],
+        )?)
     }
 
     fn save_model(&self, name: &str) -> Result<()> {
