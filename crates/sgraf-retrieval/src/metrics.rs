@@ -150,7 +150,7 @@ pub fn evaluate(
     progress: &mut dyn FnMut(usize),
 ) -> crate::Result<Metrics> {
     let n_img = n_images.map_or(data.n_images(), |n| n.min(data.n_images()));
-    if folds == 0 || n_img % folds != 0 {
+    if folds == 0 || !n_img.is_multiple_of(folds) {
         return Err(crate::Error::Invalid(format!(
             "{n_img} images do not split into {folds} equal folds"
         )));
