@@ -45,3 +45,60 @@ fn first_max_mask(x: &Tensor) -> Result<Tensor> {
     }
     Tensor::from_vec(mask, (b, n), x.device())?.to_dtype(x.dtype())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Worked by hand: S = [[0.5, 0.6], [0.1, 0.4]], margin 0.2.
+    /// Caption retrieval (rows): image 0: 0.2 + 0.6 - 0.5 = 0.3; image 1: 0.2 + 0.1 - 0.4 < 0.
+    /// Image retrieval (columns): caption 0: 0.2 + 0.1 - 0.5 < 0; caption 1: 0.2 + 0.6 - 0.4 = 0.4.
+    #[test]
+    fn by_hand() {
+        let s = Tensor::new(&[[0.5f32, 0.6], [0.1, 0.4]], &Device::Cpu).unwrap();
+        let hard = contrastive_loss(&s, 0.2, true)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!((hard - 0.7).abs() < 1e-6, "{hard}");
+        let sum = contrastive_loss(&s, 0.2, false)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!((sum - 0.7).abs() < 1e-6, "{sum}");
+        // Three pairs: the sum counts every violation, the hardest only the worst.
+        let s = Tensor::new(
+            &[[0.5f32, 0.6, 0.55], [0.1, 0.4, 0.2], [0.0, 0.0, 0.9]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let sum = contrastive_loss(&s, 0.2, false)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let hard = contrastive_loss(&s, 0.2, true)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        // rows: 0.3 + 0.25 | 0.0 + 0.0 ; cols: 0.4 ; 0.0 (0.2+0.55-0.9<0, 0.2+0.2-0.9<0)
+        // row 1: 0.2+0.1-0.4 < 0, 0.2+0.2-0.4 = 0 ; col 1: 0.2+0.6-0.4 = 0.4, 0.2+0-0.4 < 0
+        assert!((sum - (0.3 + 0.25 + 0.4)).abs() < 1e-6, "{sum}");
+        assert!((hard - (0.3 + 0.4)).abs() < 1e-6, "{hard}");
+    }
+
+    /// Ties: the gradient goes to the first maximum only, as torch.max's.
+    #[test]
+    fn ties_send_the_gradient_to_the_first_maximum() {
+        let s = candle_core::Var::new(
+            &[[0.5f32, 0.6, 0.6], [0.1, 0.4, 0.0], [0.1, 0.0, 0.4]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let loss = contrastive_loss(s.as_tensor(), 0.2, true).unwrap();
+        let g = loss.backward().unwrap();
+        let g = g.get(s.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
+        // Row 0 violates equally at columns 1 and 2: only column 1 gets the row's +1.
+        assert_eq!(g[0][1] - g[0][2], 1.0, "{g:?}");
+    }
+}
