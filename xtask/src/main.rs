@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask <task>`.
 
+mod bench;
 mod demo;
 
 use std::path::{Path, PathBuf};
@@ -47,6 +48,16 @@ enum Task {
         #[arg(long, default_value_t = 12)]
         epochs: usize,
     },
+    /// Time sgraf's CPU scoring against the PyTorch reference (needs python3 with torch,
+    /// numpy, safetensors) and write bench/results/cpu-latest.json.
+    Bench {
+        /// Only the 100 x 100 shards.
+        #[arg(long)]
+        quick: bool,
+        /// Where to write the results (default bench/results/cpu-latest.json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Regenerate tests/fixtures/ with the PyTorch reference (needs python3
     /// with torch, numpy and safetensors).
     Fixtures {
@@ -56,7 +67,7 @@ enum Task {
     },
 }
 
-fn root() -> PathBuf {
+pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
@@ -122,5 +133,6 @@ fn main() -> Result<()> {
         } => convert_weights(&checkpoint, &vocab, &out, force, verify),
         Task::Fixtures { full } => fixtures(full),
         Task::Demo { dir, epochs } => demo::demo(&dir, epochs),
+        Task::Bench { quick, out } => bench::bench(quick, out),
     }
 }

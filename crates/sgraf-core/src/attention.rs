@@ -19,6 +19,11 @@ pub const LEAKY_SLOPE: f64 = 0.1;
 /// Returns `[n_img, n_cap, L, d]`; rows of padded words are finite but
 /// meaningless and must be masked by the caller.
 pub fn text_to_visual(v: &Tensor, t: &Tensor, train: bool) -> Result<Tensor> {
+    l2norm(&attend_unnormalized(v, t, train)?, D::Minus1)
+}
+
+/// [`text_to_visual`] before its final l2norm.
+pub fn attend_unnormalized(v: &Tensor, t: &Tensor, train: bool) -> Result<Tensor> {
     let (n_img, regions, d) = v.dims3()?;
     let (n_cap, len, _) = t.dims3()?;
     // One GEMM for all pairs: [n_cap*L, n_img*R] -> [n_img, n_cap, L, R].
@@ -28,14 +33,14 @@ pub fn text_to_visual(v: &Tensor, t: &Tensor, train: bool) -> Result<Tensor> {
         .reshape((n_cap, len, n_img, regions))?
         .permute((2, 0, 1, 3))?
         .contiguous()?;
-    let affinity = candle_nn::ops::leaky_relu(&affinity, LEAKY_SLOPE)?;
+    // LeakyReLU with a slope below 1 is max(x, slope x): two ops, not three.
+    let affinity = affinity.maximum(&(&affinity * LEAKY_SLOPE)?)?;
     // Normalise each region's affinities across the words (axis L).
     let affinity = l2norm(&affinity, 2)?;
     let alpha = crate::ops::softmax_last(&(affinity * SMOOTH)?, train)?;
     // [n_img, n_cap*L, R] x [n_img, R, d]
-    let attended = alpha
+    alpha
         .reshape((n_img, n_cap * len, regions))?
         .matmul(v)?
-        .reshape((n_img, n_cap, len, d))?;
-    l2norm(&attended, D::Minus1)
+        .reshape((n_img, n_cap, len, d))
 }

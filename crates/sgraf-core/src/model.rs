@@ -27,9 +27,9 @@ pub struct ShardPlan {
 
 impl Default for ShardPlan {
     fn default() -> Self {
-        // 16M floats: 64 MiB per block-sized tensor, a few of them alive at once.
+        // 64M floats: 256 MiB per block-sized tensor, a few of them alive at once.
         Self {
-            max_block_elems: 1 << 24,
+            max_block_elems: 1 << 26,
             max_captions: 128,
         }
     }

@@ -30,4 +30,41 @@ impl GraphReasoning {
         let edges = masked_softmax_last_dim(&q.matmul(&k.transpose(1, 2)?)?, keep, train)?;
         self.graph.forward(&edges.matmul(nodes)?)?.relu()
     }
+
+    /// `W_q^T W_k` `[m, m]` and `b_q^T W_k` `[1, m]`. In `softmax_j(q_i . k_j)`
+    /// every term constant along `j` cancels, leaving
+    /// `softmax_j((n_i M + c) . n_j)`: one projection instead of two.
+    fn folded(&self) -> Result<(Tensor, Tensor)> {
+        let wk = self.key.weight();
+        let m = self.query.weight().t()?.matmul(wk)?;
+        let c = match self.query.bias() {
+            Some(bq) => bq.unsqueeze(0)?.matmul(wk)?,
+            None => Tensor::zeros((1, wk.dim(1)?), wk.dtype(), wk.device())?,
+        };
+        Ok((m, c))
+    }
+
+    /// Inference form of [`Self::forward_t`], same result up to rounding.
+    pub fn forward_folded(&self, nodes: &Tensor, keep: &Tensor) -> Result<Tensor> {
+        let (p, n, m) = nodes.dims3()?;
+        let (fold, c) = self.folded()?;
+        let proj = nodes
+            .reshape((p * n, m))?
+            .matmul(&fold)?
+            .broadcast_add(&c)?
+            .reshape((p, n, m))?;
+        let edges = masked_softmax_last_dim(&proj.matmul(&nodes.transpose(1, 2)?)?, keep, false)?;
+        self.graph.forward(&edges.matmul(nodes)?)?.relu()
+    }
+
+    /// The last step when only the global node (row 0) is read: `[P, m]`.
+    pub fn forward_global_row(&self, nodes: &Tensor, keep: &Tensor) -> Result<Tensor> {
+        let (fold, c) = self.folded()?;
+        let first = nodes.narrow(1, 0, 1)?.squeeze(1)?; // [P, m]
+        let proj = first.matmul(&fold)?.broadcast_add(&c)?.unsqueeze(1)?; // [P, 1, m]
+        let edges = masked_softmax_last_dim(&proj.matmul(&nodes.transpose(1, 2)?)?, keep, false)?;
+        self.graph
+            .forward(&edges.matmul(nodes)?.squeeze(1)?)?
+            .relu()
+    }
 }

@@ -3,7 +3,7 @@
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
-use crate::attention::text_to_visual;
+use crate::attention::{attend_unnormalized, text_to_visual};
 use crate::ops::{l2norm, xavier_linear};
 use crate::saf::AttentionFiltration;
 use crate::self_attention::{TextSelfAttention, VisualSelfAttention};
@@ -157,8 +157,13 @@ impl SimilarityHead {
     pub fn score_block(&self, img: &ImageSide, cap: &CaptionSide, train: bool) -> Result<Tensor> {
         let (n_img, n_cap, len) = (img.len(), cap.len(), cap.max_len());
         // Local alignments: [n_img, n_cap, L, m].
-        let attended = text_to_visual(&img.regions, &cap.words, train)?;
-        let diff = attended.broadcast_sub(&cap.words.unsqueeze(0)?)?.sqr()?;
+        let diff = if train {
+            let attended = text_to_visual(&img.regions, &cap.words, train)?;
+            attended.broadcast_sub(&cap.words.unsqueeze(0)?)?.sqr()?
+        } else {
+            let raw = attend_unnormalized(&img.regions, &cap.words, train)?;
+            crate::ops::normalized_sq_diff(&raw, &cap.words)?
+        };
         let local = l2norm(&self.local_proj.forward(&diff)?, D::Minus1)?;
         // Global alignment: [n_img, n_cap, m].
         let gdiff = img
@@ -180,12 +185,21 @@ impl SimilarityHead {
             .broadcast_as((n_img, n_cap, len + 1))?
             .reshape((n_img * n_cap, 1, len + 1))?;
         let vec = match &self.head {
-            Head::Sgr(steps) => {
+            Head::Sgr(steps) if train => {
                 let mut nodes = nodes;
                 for step in steps {
                     nodes = step.forward_t(&nodes, &keep, train)?;
                 }
                 nodes.narrow(1, 0, 1)?.squeeze(1)?
+            }
+            Head::Sgr(steps) => {
+                // Only the global node of the last step is read.
+                let (last, rest) = steps.split_last().expect("sgr_step >= 1 is validated");
+                let mut nodes = nodes;
+                for step in rest {
+                    nodes = step.forward_folded(&nodes, &keep)?;
+                }
+                last.forward_global_row(&nodes, &keep)?
             }
             Head::Saf(saf) => saf.forward_t(&nodes, &keep, n_img, train)?,
         };

@@ -1,0 +1,177 @@
+//! `cargo xtask bench`: sgraf's CPU scoring against the PyTorch reference,
+//! driven as the published evaluation drives it, in the same run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use sgraf_core::SgrafModel;
+
+pub struct Case {
+    pub module: &'static str,
+    pub images: usize,
+    pub captions: usize,
+}
+
+fn reference(dir: &Path, case: &Case, threads: usize) -> Result<serde_json::Value> {
+    let script = crate::root().join("tests/reference/bench_reference.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .args(["--dir", &dir.display().to_string()])
+        .args([
+            "--images",
+            &case.images.to_string(),
+            "--captions",
+            &case.captions.to_string(),
+        ])
+        .args(["--module", case.module, "--threads", &threads.to_string()])
+        .env("OMP_NUM_THREADS", threads.to_string())
+        .output()
+        .with_context(|| format!("running python3 {}", script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "the PyTorch reference failed (it needs torch, numpy and safetensors):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(serde_json::from_str(text.lines().last().unwrap_or("{}"))?)
+}
+
+/// Times sgraf on the inputs the reference wrote; returns (seconds, max abs diff).
+fn ours(dir: &Path, case: &Case) -> Result<(f64, f32)> {
+    let dev = Device::Cpu;
+    let model = SgrafModel::from_folder(dir.join(case.module.to_lowercase()), &dev)?;
+    let inputs = candle_core::safetensors::load(
+        dir.join(format!("{}_inputs.safetensors", case.module.to_lowercase())),
+        &dev,
+    )?;
+    let lengths: Vec<usize> = inputs["lengths"]
+        .to_vec1::<i64>()?
+        .into_iter()
+        .map(|n| n as usize)
+        .collect();
+    let img = model.encode_images(&inputs["images"])?;
+    let cap = model.encode_captions(&inputs["ids"], &lengths)?;
+    // Warm-up on a slice, then the timed run: the similarity head only, as the reference.
+    model.similarity(&img.narrow(0, 0, 2)?, &cap.narrow(0, 0, 2)?, &lengths[..2])?;
+    let start = Instant::now();
+    let scores = model.similarity(&img, &cap, &lengths)?;
+    let secs = start.elapsed().as_secs_f64();
+    let diff: f32 = (scores - &inputs["scores"])?
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_scalar()?;
+    Ok((secs, diff))
+}
+
+pub fn bench(quick: bool, out: Option<PathBuf>) -> Result<()> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let cases: Vec<Case> = if quick {
+        vec![
+            Case {
+                module: "SGR",
+                images: 100,
+                captions: 100,
+            },
+            Case {
+                module: "SAF",
+                images: 100,
+                captions: 100,
+            },
+        ]
+    } else {
+        vec![
+            Case {
+                module: "SGR",
+                images: 100,
+                captions: 100,
+            },
+            Case {
+                module: "SAF",
+                images: 100,
+                captions: 100,
+            },
+            Case {
+                module: "SGR",
+                images: 500,
+                captions: 2500,
+            },
+            Case {
+                module: "SAF",
+                images: 500,
+                captions: 2500,
+            },
+        ]
+    };
+    let dir = std::env::temp_dir().join(format!("sgraf-bench-{}", std::process::id()));
+    let mut rows = Vec::new();
+    println!(
+        "{:<4} {:>12} {:>14} {:>14} {:>7} {:>10} {:>9}",
+        "", "pairs", "torch pairs/s", "sgraf pairs/s", "ratio", "max diff", "GFLOP/s"
+    );
+    for case in &cases {
+        let r = reference(&dir, case, threads)?;
+        let (secs, diff) = ours(&dir, case)?;
+        let pairs = (case.images * case.captions) as f64;
+        let torch_rate = r["pairs_per_second"].as_f64().unwrap_or(0.0);
+        let rate = pairs / secs;
+        let gflops = rate * flops_per_pair(case.module, 14) / 1e9;
+        println!(
+            "{:<4} {:>12} {:>14.0} {:>14.0} {:>6.2}x {:>10.2e} {:>9.1}",
+            case.module,
+            pairs as u64,
+            torch_rate,
+            rate,
+            rate / torch_rate,
+            diff,
+            gflops
+        );
+        rows.push(serde_json::json!({
+            "module": case.module, "images": case.images, "captions": case.captions, "words": 14,
+            "torch_pairs_per_second": torch_rate, "sgraf_pairs_per_second": rate,
+            "ratio": rate / torch_rate, "max_abs_diff": diff, "sgraf_gflops": gflops,
+            "sgemm_gflops": r["sgemm_gflops"], "threads": threads, "torch": r["torch"],
+        }));
+    }
+    let sgemm = rows
+        .first()
+        .and_then(|r| r["sgemm_gflops"].as_f64())
+        .unwrap_or(0.0);
+    println!("measured sgemm: {sgemm:.0} GFLOP/s on {threads} threads (GFLOP/s above: the published model's flops per pair / time)");
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = out.unwrap_or_else(|| crate::root().join("bench/results/cpu-latest.json"));
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let report = serde_json::json!({ "cases": rows, "sgemm_gflops": sgemm, "commit": git_head() });
+    std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+fn git_head() -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Multiply-adds x2 of the published computation for one pair with `n`
+/// words at full size (d 1024, m 256, 36 regions), linear layers only.
+pub fn flops_per_pair(module: &str, n: usize) -> f64 {
+    let (d, m, r) = (1024.0, 256.0, 36.0);
+    let n = n as f64;
+    let attention = 2.0 * 2.0 * n * r * d;
+    let local = 2.0 * n * d * m;
+    let head = match module {
+        "SGR" => 3.0 * (3.0 * 2.0 * (n + 1.0) * m * m + 2.0 * 2.0 * (n + 1.0) * (n + 1.0) * m),
+        _ => 2.0 * (n + 1.0) * m * 2.0,
+    };
+    attention + local + head + 2.0 * m
+}
