@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{assert_close, Fixture};
+use common::{assert_close, check_model, Fixture};
 use sgraf_core::Ensemble;
 
 #[test]
@@ -19,26 +19,8 @@ fn full_size_matches_reference() {
     );
     let fx = Fixture::load(std::path::Path::new(&dir));
     for tag in ["sgr", "saf"] {
-        let model = fx.model(tag);
+        let model = check_model(&fx, tag);
         assert_eq!(model.config().embed_size, 1024, "not a full-size fixture");
-        let img = model.encode_images(&fx.images).unwrap();
-        assert_close(
-            &format!("{tag} image embeddings"),
-            &img,
-            fx.expected(&format!("{tag}_img_emb")),
-        );
-        let cap = model.encode_captions(&fx.ids, &fx.lengths).unwrap();
-        assert_close(
-            &format!("{tag} caption embeddings"),
-            &cap,
-            fx.expected(&format!("{tag}_cap_emb")),
-        );
-        let scores = model.similarity(&img, &cap, &fx.lengths).unwrap();
-        assert_close(
-            &format!("{tag} scores"),
-            &scores,
-            fx.expected(&format!("{tag}_scores")),
-        );
     }
     let ens = Ensemble::new(vec![fx.model("sgr"), fx.model("saf")]).unwrap();
     let scores = ens.score(&fx.images, &fx.ids, &fx.lengths).unwrap();

@@ -11,25 +11,7 @@ use sgraf_core::{Ensemble, SgrafModel, ShardPlan};
 
 fn check_model(tag: &str) {
     let fx = Fixture::tiny();
-    let model = fx.model(tag);
-    let img = model.encode_images(&fx.images).unwrap();
-    assert_close(
-        &format!("{tag} image embeddings"),
-        &img,
-        fx.expected(&format!("{tag}_img_emb")),
-    );
-    let cap = model.encode_captions(&fx.ids, &fx.lengths).unwrap();
-    assert_close(
-        &format!("{tag} caption embeddings"),
-        &cap,
-        fx.expected(&format!("{tag}_cap_emb")),
-    );
-    let scores = model.similarity(&img, &cap, &fx.lengths).unwrap();
-    assert_close(
-        &format!("{tag} scores"),
-        &scores,
-        fx.expected(&format!("{tag}_scores")),
-    );
+    let model = common::check_model(&fx, tag);
     // The one-call path gives the same.
     let direct = model.score(&fx.images, &fx.ids, &fx.lengths).unwrap();
     assert_close(

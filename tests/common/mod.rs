@@ -79,3 +79,28 @@ pub fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
     let diff = max_abs_diff(got, want);
     assert!(diff <= TOL, "{what}: max abs difference {diff:e} > {TOL:e}");
 }
+
+/// Image embeddings, caption embeddings and scores of the model `tag`
+/// against the fixture's expected tensors; returns the model.
+pub fn check_model(fx: &Fixture, tag: &str) -> sgraf_core::SgrafModel {
+    let model = fx.model(tag);
+    let img = model.encode_images(&fx.images).unwrap();
+    assert_close(
+        &format!("{tag} image embeddings"),
+        &img,
+        fx.expected(&format!("{tag}_img_emb")),
+    );
+    let cap = model.encode_captions(&fx.ids, &fx.lengths).unwrap();
+    assert_close(
+        &format!("{tag} caption embeddings"),
+        &cap,
+        fx.expected(&format!("{tag}_cap_emb")),
+    );
+    let scores = model.similarity(&img, &cap, &fx.lengths).unwrap();
+    assert_close(
+        &format!("{tag} scores"),
+        &scores,
+        fx.expected(&format!("{tag}_scores")),
+    );
+    model
+}
