@@ -131,14 +131,18 @@ impl Vocab {
         self.ids.get(word).copied()
     }
 
-    /// The published JSON format.
-    pub fn to_json(&self) -> Value {
-        let word2idx: serde_json::Map<String, Value> = self
-            .words
+    /// `{word: id}`, as both file formats hold it.
+    fn word2idx(&self) -> serde_json::Map<String, Value> {
+        self.words
             .iter()
             .enumerate()
             .map(|(i, w)| (w.clone(), json!(i)))
-            .collect();
+            .collect()
+    }
+
+    /// The published JSON format.
+    pub fn to_json(&self) -> Value {
+        let word2idx = self.word2idx();
         let idx2word: serde_json::Map<String, Value> = self
             .words
             .iter()
@@ -153,12 +157,7 @@ impl Vocab {
     /// and a template that adds `<start>` and `<end>`. The captions' NLTK
     /// word splitting happens before it (see the crate docs).
     pub fn tokenizer_json(&self) -> Value {
-        let vocab: serde_json::Map<String, Value> = self
-            .words
-            .iter()
-            .enumerate()
-            .map(|(i, w)| (w.clone(), json!(i)))
-            .collect();
+        let vocab = self.word2idx();
         let added: Vec<Value> = SPECIAL_TOKENS
             .iter()
             .enumerate()
