@@ -192,3 +192,21 @@ pub fn demo(dir: &Path, epochs: usize) -> Result<()> {
     println!("\nDemo finished in {:.0} s.", start.elapsed().as_secs_f64());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// The README's first command, shortened to one epoch per model.
+    #[test]
+    fn demo_runs_end_to_end() {
+        let dir = std::env::temp_dir().join(format!("sgraf-demo-test-{}", std::process::id()));
+        super::demo(&dir, 1).unwrap();
+        for path in [
+            "runs/sgr/best/model.safetensors",
+            "runs/saf/best/tokenizer.json",
+            "images/.sgraf-index.safetensors",
+        ] {
+            assert!(dir.join(path).is_file(), "{path} is missing");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
