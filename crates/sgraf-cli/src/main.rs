@@ -220,6 +220,9 @@ struct TrainArgs {
     /// Vocabulary threshold when the vocabulary is built from the training captions.
     #[arg(long, default_value_t = 4)]
     vocab_threshold: usize,
+    /// Also write last/ and state/ every this many steps (0: epoch ends only).
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_step: u64,
 }
 
 /// Loaded models with their folders.
@@ -621,6 +624,7 @@ fn train(args: TrainArgs) -> Result<()> {
                 val_step: args.val_step,
                 val_images: 1000,
                 vocab_threshold: args.vocab_threshold,
+                checkpoint_step: args.checkpoint_step,
                 float64: false,
             };
             if opts.batch_size == 0 {

@@ -52,6 +52,10 @@ pub struct TrainOptions {
     /// Validation uses the first this many images (and their five captions each).
     pub val_images: usize,
     pub vocab_threshold: usize,
+    /// Also write last/ and state/ every this many steps (0: only at epoch
+    /// ends and --max-steps), so that an interrupted run loses little.
+    #[serde(default)]
+    pub checkpoint_step: u64,
     /// Train in float64 instead of float32 (exact checks against a reference).
     #[serde(default)]
     pub float64: bool,
@@ -85,6 +89,7 @@ impl Default for TrainOptions {
             val_step: 1000,
             val_images: 1000,
             vocab_threshold: 4,
+            checkpoint_step: 1000,
             float64: false,
         }
     }
@@ -568,6 +573,11 @@ impl Trainer {
                 self.log(serde_json::json!({
                     "step": info.step, "epoch": epoch, "loss": loss, "lr": info.lr, "grad_norm": grad_norm,
                 }))?;
+                let every = self.state.options.checkpoint_step;
+                if every > 0 && self.state.step.is_multiple_of(every) && self.state.batch < batches
+                {
+                    self.checkpoint()?;
+                }
                 on_event(Event::Step(&info));
                 if self.state.options.val_step > 0
                     && self.state.step.is_multiple_of(self.state.options.val_step)

@@ -195,6 +195,45 @@ fn resume_continues_exactly() {
 }
 
 #[test]
+fn checkpoints_are_written_every_checkpoint_step() {
+    let run = scratch("every");
+    let mut opts = options("saf", 10);
+    opts.checkpoint_step = 2;
+    opts.epochs = Some(1);
+    let mut seen = Vec::new();
+    let state = run.join("state/trainer.json");
+    Trainer::new(&run, opts)
+        .unwrap()
+        .run(&mut |e| {
+            if let sgraf_train::trainer::Event::Step(s) = e {
+                let saved: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(&state).unwrap_or("{}".into()))
+                        .unwrap();
+                seen.push((s.step, saved["step"].as_u64()));
+            }
+        })
+        .unwrap();
+    // Steps 2 and 4 are saved as they happen; the epoch end (step 5) at the end.
+    assert_eq!(
+        seen,
+        vec![
+            (1, None),
+            (2, Some(2)),
+            (3, Some(2)),
+            (4, Some(4)),
+            (5, Some(4))
+        ]
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(
+        (saved["step"].as_u64(), saved["epoch"].as_u64()),
+        (Some(5), Some(1))
+    );
+    std::fs::remove_dir_all(&run).unwrap();
+}
+
+#[test]
 fn a_run_is_not_overwritten() {
     let run = scratch("exists");
     std::fs::create_dir_all(&run).unwrap();
