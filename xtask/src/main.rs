@@ -123,6 +123,13 @@ fn convert_weights(
 }
 
 fn main() -> Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        // As sgraf-cli does: keep the large scoring tensors in the heap
+        // instead of mapping fresh pages for each one.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 30);
+    }
     match Cli::parse().task {
         Task::ConvertWeights {
             checkpoint,
