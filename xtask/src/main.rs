@@ -74,20 +74,29 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-fn fixtures(full: Option<PathBuf>) -> Result<()> {
-    let script = root().join("tests/reference/make_fixtures.py");
-    let mut cmd = Command::new("python3");
-    cmd.arg(&script);
-    if let Some(dir) = full {
-        cmd.arg("--full").arg(dir);
-    }
-    let status = cmd
+fn python(script: &str, args: &[std::ffi::OsString]) -> Result<()> {
+    let script = root().join("tests/reference").join(script);
+    let status = Command::new("python3")
+        .arg(&script)
+        .args(args)
         .status()
         .with_context(|| format!("running python3 {}", script.display()))?;
     if !status.success() {
         bail!("{} failed ({status})", script.display());
     }
     Ok(())
+}
+
+fn fixtures(full: Option<PathBuf>) -> Result<()> {
+    match full {
+        Some(dir) => python("make_fixtures.py", &["--full".into(), dir.into_os_string()]),
+        None => {
+            // The tokenizer cases first: the precomp fixture tokenizes with them.
+            python("make_tokenizer_fixtures.py", &[])?;
+            python("make_fixtures.py", &[])?;
+            python("make_train_fixtures.py", &[])
+        }
+    }
 }
 
 fn convert_weights(
