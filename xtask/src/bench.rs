@@ -70,43 +70,15 @@ fn ours(dir: &Path, case: &Case) -> Result<(f64, f32)> {
 
 pub fn bench(quick: bool, out: Option<PathBuf>) -> Result<()> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let cases: Vec<Case> = if quick {
-        vec![
-            Case {
-                module: "SGR",
-                images: 100,
-                captions: 100,
-            },
-            Case {
-                module: "SAF",
-                images: 100,
-                captions: 100,
-            },
-        ]
-    } else {
-        vec![
-            Case {
-                module: "SGR",
-                images: 100,
-                captions: 100,
-            },
-            Case {
-                module: "SAF",
-                images: 100,
-                captions: 100,
-            },
-            Case {
-                module: "SGR",
-                images: 500,
-                captions: 2500,
-            },
-            Case {
-                module: "SAF",
-                images: 500,
-                captions: 2500,
-            },
-        ]
+    let case = |module, images, captions| Case {
+        module,
+        images,
+        captions,
     };
+    let mut cases = vec![case("SGR", 100, 100), case("SAF", 100, 100)];
+    if !quick {
+        cases.extend([case("SGR", 500, 2500), case("SAF", 500, 2500)]);
+    }
     let dir = std::env::temp_dir().join(format!("sgraf-bench-{}", std::process::id()));
     let mut rows = Vec::new();
     println!(

@@ -132,13 +132,7 @@ fn convert_weights(
 }
 
 fn main() -> Result<()> {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    unsafe {
-        // As sgraf-cli does: keep the large scoring tensors in the heap
-        // instead of mapping fresh pages for each one.
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 30);
-    }
+    sgraf_retrieval::keep_large_allocations_in_heap();
     match Cli::parse().task {
         Task::ConvertWeights {
             checkpoint,

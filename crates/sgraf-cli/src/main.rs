@@ -716,14 +716,7 @@ fn main() -> Result<()> {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    unsafe {
-        // Scoring allocates and frees tensors of hundreds of MB per block;
-        // glibc would map and unmap each one, and the page faults of the
-        // fresh pages cost as much as the arithmetic. Keep them in the heap.
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 30);
-    }
+    sgraf_retrieval::keep_large_allocations_in_heap();
     match Cli::parse().command {
         Command::Score {
             model,

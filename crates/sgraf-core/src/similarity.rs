@@ -3,7 +3,7 @@
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
-use crate::attention::{attend_unnormalized, text_to_visual};
+use crate::attention::attend_unnormalized;
 use crate::ops::{l2norm, xavier_linear};
 use crate::saf::AttentionFiltration;
 use crate::self_attention::{TextSelfAttention, VisualSelfAttention};
@@ -157,13 +157,9 @@ impl SimilarityHead {
     pub fn score_block(&self, img: &ImageSide, cap: &CaptionSide, train: bool) -> Result<Tensor> {
         let (n_img, n_cap, len) = (img.len(), cap.len(), cap.max_len());
         // Local alignments: [n_img, n_cap, L, m].
-        let diff = if train {
-            let attended = text_to_visual(&img.regions, &cap.words, train)?;
-            attended.broadcast_sub(&cap.words.unsqueeze(0)?)?.sqr()?
-        } else {
-            let raw = attend_unnormalized(&img.regions, &cap.words, train)?;
-            crate::ops::normalized_sq_diff(&raw, &cap.words)?
-        };
+        // (l2norm(attended) - t)^2, fused on the CPU when no gradient is tracked.
+        let raw = attend_unnormalized(&img.regions, &cap.words, train)?;
+        let diff = crate::ops::normalized_sq_diff(&raw, &cap.words)?;
         let local = l2norm(&self.local_proj.forward(&diff)?, D::Minus1)?;
         // Global alignment: [n_img, n_cap, m].
         let gdiff = img
