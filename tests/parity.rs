@@ -40,6 +40,19 @@ fn sgraf_ensemble_matches_reference() {
 }
 
 #[test]
+fn cpu_scorer_and_candle_ops_both_match_reference() {
+    let fx = Fixture::tiny();
+    for tag in ["sgr", "saf"] {
+        let want = fx.expected(&format!("{tag}_scores"));
+        for fast in [false, true] {
+            let model = fx.model(tag).with_cpu_kernels(fast);
+            let got = model.score(&fx.images, &fx.ids, &fx.lengths).unwrap();
+            assert_close(&format!("{tag} scores, cpu kernels {fast}"), &got, want);
+        }
+    }
+}
+
+#[test]
 fn sharding_does_not_change_scores() {
     let fx = Fixture::tiny();
     for tag in ["sgr", "saf"] {

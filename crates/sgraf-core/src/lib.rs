@@ -10,6 +10,7 @@
 
 pub mod attention;
 pub mod config;
+pub mod cpu;
 pub mod error;
 pub mod image_encoder;
 pub mod model;

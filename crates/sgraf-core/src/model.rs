@@ -56,6 +56,7 @@ pub struct SgrafModel {
     device: Device,
     dtype: DType,
     plan: ShardPlan,
+    cpu_kernels: bool,
 }
 
 impl SgrafModel {
@@ -71,6 +72,7 @@ impl SgrafModel {
             dtype: vb.dtype(),
             cfg: cfg.clone(),
             plan: ShardPlan::default(),
+            cpu_kernels: true,
         })
     }
 
@@ -109,6 +111,14 @@ impl SgrafModel {
     /// Changes how the score matrix is sharded (results are unchanged).
     pub fn with_shard_plan(mut self, plan: ShardPlan) -> Self {
         self.plan = plan;
+        self
+    }
+
+    /// Whether float32 inference on the CPU uses the dedicated scorer of
+    /// [`crate::cpu`] (the default) or candle's generic operations. Both
+    /// compute the published model; the switch exists to compare them.
+    pub fn with_cpu_kernels(mut self, on: bool) -> Self {
+        self.cpu_kernels = on;
         self
     }
 
@@ -206,6 +216,9 @@ impl SgrafModel {
         if n_img == 0 || n_cap == 0 {
             return Ok(Tensor::zeros((n_img, n_cap), self.dtype, &self.device)?);
         }
+        if self.cpu_kernels && self.device.is_cpu() && self.dtype == DType::F32 {
+            return self.score_sides_cpu(img, cap);
+        }
         let (_, caps) = self
             .plan
             .block(n_img, n_cap, cap.max_len(), self.cfg.embed_size);
@@ -228,6 +241,55 @@ impl SgrafModel {
             columns.push(Tensor::cat(&rows, 0)?);
         }
         Ok(Tensor::cat(&columns, 1)?)
+    }
+
+    /// [`Self::score_sides`] on the CPU scorer: every image against blocks of
+    /// at most `max_captions` captions; memory per worker is bounded by the block.
+    fn score_sides_cpu(&self, img: &ImageSide, cap: &CaptionSide) -> Result<Tensor> {
+        let head = self.sim_enc.cpu_head()?;
+        let (n_img, n_cap) = (img.len(), cap.len());
+        let d = self.cfg.embed_size;
+        let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
+        let regions = flat(&img.regions)?;
+        let image_global = flat(&img.global)?;
+        let lengths: Vec<usize> = cap
+            .keep
+            .to_dtype(DType::U32)?
+            .sum(1)?
+            .to_vec1::<u32>()?
+            .into_iter()
+            .map(|n| n as usize)
+            .collect();
+        let padded = cap.max_len();
+        let words = flat(&cap.words)?;
+        let caption_global = flat(&cap.global)?;
+        let images = crate::cpu::Images {
+            regions: &regions,
+            global: &image_global,
+            n_regions: self.cfg.num_regions,
+        };
+        let mut scores = vec![0f32; n_img * n_cap];
+        let step = self.plan.max_captions.max(1);
+        let mut packed = Vec::new();
+        for c0 in (0..n_cap).step_by(step) {
+            let c1 = (c0 + step).min(n_cap);
+            packed.clear();
+            for (c, &len) in lengths.iter().enumerate().take(c1).skip(c0) {
+                packed.extend_from_slice(&words[c * padded * d..(c * padded + len) * d]);
+            }
+            let block = head.score(
+                &images,
+                &crate::cpu::Captions {
+                    words: &packed,
+                    global: &caption_global[c0 * d..c1 * d],
+                    lengths: &lengths[c0..c1],
+                },
+            );
+            for (i, row) in block.chunks(c1 - c0).enumerate() {
+                scores[i * n_cap + c0..i * n_cap + c1].copy_from_slice(row);
+            }
+        }
+        Ok(Tensor::from_vec(scores, (n_img, n_cap), &self.device)?)
     }
 
     /// Scores `[n_img, n_cap]` of image embeddings `[n_img, R, d]` with

@@ -21,6 +21,24 @@ impl AttentionFiltration {
         })
     }
 
+    /// The filtration in eval mode as [`crate::cpu::Reasoner::Saf`].
+    pub(crate) fn cpu_reasoner(&self) -> Result<crate::cpu::Reasoner> {
+        let scalar =
+            |t: &Tensor| -> Result<f32> { t.flatten_all()?.to_vec1::<f32>().map(|v| v[0]) };
+        let var = scalar(self.bn.running_var())?;
+        let scale = scalar(self.bn.weight())? / (var + BatchNorm1d::EPS as f32).sqrt();
+        let shift = scalar(self.bn.bias())? - scalar(self.bn.running_mean())? * scale;
+        Ok(crate::cpu::Reasoner::Saf {
+            weight: self.attn.weight().flatten_all()?.to_vec1::<f32>()?,
+            bias: match self.attn.bias() {
+                Some(b) => scalar(b)?,
+                None => 0.0,
+            },
+            bn_scale: scale,
+            bn_shift: shift,
+        })
+    }
+
     /// `nodes [P, n+1, m]`, `keep [P, 1, n+1]` (u8: real nodes), with
     /// `P = n_img * n_cap` pairs image-major -> `[P, m]`.
     ///

@@ -44,6 +44,23 @@ impl GraphReasoning {
         Ok((m, c))
     }
 
+    /// The step in the form of [`crate::cpu::GraphStep`].
+    pub(crate) fn cpu_step(&self) -> Result<crate::cpu::GraphStep> {
+        let (fold, c) = self.folded()?;
+        let graph_t = self.graph.weight().t()?;
+        let fold_graph = Tensor::cat(&[&fold, &graph_t], 1)?;
+        let m = fold.dim(0)?;
+        let graph_bias = match self.graph.bias() {
+            Some(b) => b.to_vec1::<f32>()?,
+            None => vec![0.0; m],
+        };
+        Ok(crate::cpu::GraphStep {
+            fold_graph: fold_graph.flatten_all()?.to_vec1::<f32>()?,
+            fold_bias: c.flatten_all()?.to_vec1::<f32>()?,
+            graph_bias,
+        })
+    }
+
     /// Inference form of [`Self::forward_t`], same result up to rounding.
     pub fn forward_folded(&self, nodes: &Tensor, keep: &Tensor) -> Result<Tensor> {
         let (p, n, m) = nodes.dims3()?;

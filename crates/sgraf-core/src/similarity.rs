@@ -151,6 +151,34 @@ impl SimilarityHead {
         })
     }
 
+    /// The head's weights in the form of the CPU scorer ([`crate::cpu`]),
+    /// read from the current parameters (training changes them).
+    pub fn cpu_head(&self) -> Result<crate::cpu::CpuHead> {
+        let flat = |t: &Tensor| t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>();
+        let bias = |l: &Linear, n: usize| match l.bias() {
+            Some(b) => flat(b),
+            None => Ok(vec![0.0; n]),
+        };
+        let (m, d) = self.local_proj.weight().dims2()?;
+        let reasoner = match &self.head {
+            Head::Sgr(steps) => crate::cpu::Reasoner::Sgr(
+                steps.iter().map(|s| s.cpu_step()).collect::<Result<_>>()?,
+            ),
+            Head::Saf(saf) => saf.cpu_reasoner()?,
+        };
+        Ok(crate::cpu::CpuHead {
+            d,
+            m,
+            local_wt: flat(&self.local_proj.weight().t()?.contiguous()?)?,
+            local_b: bias(&self.local_proj, m)?,
+            global_wt: flat(&self.global_proj.weight().t()?.contiguous()?)?,
+            global_b: bias(&self.global_proj, m)?,
+            eval_w: flat(self.eval.weight())?,
+            eval_b: bias(&self.eval, 1)?[0],
+            reasoner,
+        })
+    }
+
     /// Scores of every image with every caption of one block: `[n_img, n_cap]`.
     /// Memory grows as `n_img * n_cap * L * d`: callers shard (see
     /// [`crate::ShardPlan`]).

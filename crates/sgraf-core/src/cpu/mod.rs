@@ -1,0 +1,391 @@
+//! The similarity head for inference on the CPU in float32, on plain slices.
+//!
+//! candle's CPU backend runs its elementwise operations on one core and
+//! materialises every `[n_img, n_cap, L, d]` intermediate. Here each worker
+//! takes one image against a block of captions, with single-threaded GEMMs
+//! and scratch buffers that stay a few megabytes, so both cores stay busy
+//! and memory is bounded by the block, never by `n_img * n_cap`. Captions
+//! are cut to their true lengths, as the published code does, instead of
+//! being padded and masked.
+//!
+//! The arithmetic is the published model's, with rewrites that are exact in
+//! real numbers (checked against the PyTorch fixtures like the candle path):
+//! `softmax_j(q_i . k_j)` folds the query and key projections into one
+//! matrix ([`crate::sgr::GraphReasoning`]), `W_g (E N) = E (N W_g^T)` so
+//! both projections of a graph step are one GEMM, and the last graph step
+//! computes only the global node that the score reads.
+
+pub mod kernels;
+
+use rayon::prelude::*;
+
+use crate::ops::NORM_EPS;
+use kernels::{gemm, gemm_nt, Kernels};
+
+const EPS: f32 = NORM_EPS as f32;
+const SMOOTH: f32 = crate::attention::SMOOTH as f32;
+const LEAKY: f32 = crate::attention::LEAKY_SLOPE as f32;
+
+/// One graph reasoning step in inference form.
+#[derive(Clone, Debug)]
+pub struct GraphStep {
+    /// `[m, 2m]`: `[W_q^T W_k | W_g^T]`
+    pub fold_graph: Vec<f32>,
+    /// `[m]`: `b_q^T W_k`
+    pub fold_bias: Vec<f32>,
+    /// `[m]`
+    pub graph_bias: Vec<f32>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Reasoner {
+    Sgr(Vec<GraphStep>),
+    Saf {
+        /// `[m]`
+        weight: Vec<f32>,
+        bias: f32,
+        /// The BatchNorm(1) in eval mode: `x * scale + shift`.
+        bn_scale: f32,
+        bn_shift: f32,
+    },
+}
+
+/// The weights of a [`crate::SimilarityHead`], laid out for row-major GEMMs.
+#[derive(Clone, Debug)]
+pub struct CpuHead {
+    pub d: usize,
+    pub m: usize,
+    /// `[d, m]` (`W_loc^T`) and `[m]`
+    pub local_wt: Vec<f32>,
+    pub local_b: Vec<f32>,
+    /// `[d, m]` (`W_glo^T`) and `[m]`
+    pub global_wt: Vec<f32>,
+    pub global_b: Vec<f32>,
+    /// `[m]` and the bias of the final linear layer.
+    pub eval_w: Vec<f32>,
+    pub eval_b: f32,
+    pub reasoner: Reasoner,
+}
+
+/// Images prepared for scoring, as plain slices.
+pub struct Images<'a> {
+    /// `[n_img, R, d]`
+    pub regions: &'a [f32],
+    /// `[n_img, d]`
+    pub global: &'a [f32],
+    pub n_regions: usize,
+}
+
+/// Captions prepared for scoring: their words packed to true lengths.
+pub struct Captions<'a> {
+    /// `[sum(lengths), d]`: the words of caption 0, then of caption 1, ...
+    pub words: &'a [f32],
+    /// `[n_cap, d]`
+    pub global: &'a [f32],
+    pub lengths: &'a [usize],
+}
+
+/// Per-worker buffers, reused from image to image.
+#[derive(Default)]
+struct Scratch {
+    attn: Vec<f32>,
+    context: Vec<f32>,
+    local: Vec<f32>,
+    gdiff: Vec<f32>,
+    global: Vec<f32>,
+    nodes: Vec<f32>,
+    next: Vec<f32>,
+    proj: Vec<f32>,
+    edges: Vec<f32>,
+    rows: Vec<f32>,
+    rows_out: Vec<f32>,
+}
+
+fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
+}
+
+fn l2_normalize(x: &mut [f32], k: &Kernels) {
+    let norm = (k.dot)(x, x).sqrt() + EPS;
+    for v in x.iter_mut() {
+        *v /= norm;
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// In-place softmax of one row.
+fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in x.iter_mut() {
+        *v /= sum;
+    }
+}
+
+impl CpuHead {
+    /// Scores `[n_img, n_cap]` (image-major) of every image with every caption,
+    /// on the rayon thread pool, one image per task.
+    pub fn score(&self, img: &Images, cap: &Captions) -> Vec<f32> {
+        let (d, r) = (self.d, img.n_regions);
+        let n_img = img.global.len() / d;
+        let n_cap = cap.lengths.len();
+        debug_assert_eq!(img.regions.len(), n_img * r * d);
+        debug_assert_eq!(cap.global.len(), n_cap * d);
+        debug_assert_eq!(cap.words.len(), cap.lengths.iter().sum::<usize>() * d);
+        let mut out = vec![0f32; n_img * n_cap];
+        if n_cap == 0 {
+            return out;
+        }
+        let kernels = Kernels::detect();
+        out.par_chunks_mut(n_cap).enumerate().for_each_init(
+            Scratch::default,
+            |scratch, (i, row)| {
+                let regions = &img.regions[i * r * d..(i + 1) * r * d];
+                let global = &img.global[i * d..(i + 1) * d];
+                self.score_image(regions, global, r, cap, row, scratch, &kernels);
+            },
+        );
+        out
+    }
+
+    /// One image `[R, d]` against every caption: `out[c]`.
+    #[allow(clippy::too_many_arguments)]
+    fn score_image(
+        &self,
+        regions: &[f32],
+        image_global: &[f32],
+        r: usize,
+        cap: &Captions,
+        out: &mut [f32],
+        s: &mut Scratch,
+        k: &Kernels,
+    ) {
+        let (d, m) = (self.d, self.m);
+        let words = cap.words.len() / d;
+        let n_cap = cap.lengths.len();
+
+        // Word-region affinities [words, R].
+        let attn = grow(&mut s.attn, words * r);
+        gemm_nt(words, r, d, cap.words, d, regions, d, attn, r);
+        // LeakyReLU, each region's column normalised over the caption's words,
+        // then softmax over the regions with inverse temperature 9.
+        let mut start = 0;
+        for &len in cap.lengths {
+            let block = &mut attn[start * r..(start + len) * r];
+            for v in block.iter_mut() {
+                *v = v.max(*v * LEAKY);
+            }
+            for col in 0..r {
+                let norm = (0..len)
+                    .map(|w| block[w * r + col] * block[w * r + col])
+                    .sum::<f32>()
+                    .sqrt()
+                    + EPS;
+                for w in 0..len {
+                    block[w * r + col] = block[w * r + col] / norm * SMOOTH;
+                }
+            }
+            for row in block.chunks_mut(r) {
+                softmax(row);
+            }
+            start += len;
+        }
+        // Attended regions [words, d], then (l2norm(a) - t)^2 in place.
+        let context = grow(&mut s.context, words * d);
+        gemm(words, d, r, attn, r, regions, d, context, d, false);
+        for (a, t) in context.chunks_mut(d).zip(cap.words.chunks(d)) {
+            let norm = (k.dot)(a, a).sqrt() + EPS;
+            for (a, t) in a.iter_mut().zip(t) {
+                let diff = *a / norm - t;
+                *a = diff * diff;
+            }
+        }
+        // Local alignments [words, m].
+        let local = grow(&mut s.local, words * m);
+        gemm(words, m, d, context, d, &self.local_wt, m, local, m, false);
+        for row in local.chunks_mut(m) {
+            for (v, b) in row.iter_mut().zip(&self.local_b) {
+                *v += b;
+            }
+            l2_normalize(row, k);
+        }
+        // Global alignments [n_cap, m].
+        let gdiff = grow(&mut s.gdiff, n_cap * d);
+        for (o, t) in gdiff.chunks_mut(d).zip(cap.global.chunks(d)) {
+            (k.scaled_sq_diff)(image_global, 1.0, t, o);
+        }
+        let global = grow(&mut s.global, n_cap * m);
+        gemm(n_cap, m, d, gdiff, d, &self.global_wt, m, global, m, false);
+        for row in global.chunks_mut(m) {
+            for (v, b) in row.iter_mut().zip(&self.global_b) {
+                *v += b;
+            }
+            l2_normalize(row, k);
+        }
+        // Graph nodes [global; local_1..local_n] of every caption, packed.
+        let n_nodes = words + n_cap;
+        let nodes = grow(&mut s.nodes, n_nodes * m);
+        let mut at = 0;
+        let mut w0 = 0;
+        for (c, &len) in cap.lengths.iter().enumerate() {
+            nodes[at * m..(at + 1) * m].copy_from_slice(&global[c * m..(c + 1) * m]);
+            nodes[(at + 1) * m..(at + 1 + len) * m].copy_from_slice(&local[w0 * m..(w0 + len) * m]);
+            at += len + 1;
+            w0 += len;
+        }
+        match &self.reasoner {
+            Reasoner::Sgr(steps) => self.sgr(steps, cap.lengths, out, s, k),
+            Reasoner::Saf {
+                weight,
+                bias,
+                bn_scale,
+                bn_shift,
+            } => {
+                let nodes = &s.nodes[..n_nodes * m];
+                let mut at = 0;
+                let mut gate = Vec::with_capacity(64);
+                let pooled = grow(&mut s.rows, m);
+                for (c, &len) in cap.lengths.iter().enumerate() {
+                    let block = &nodes[at * m..(at + len + 1) * m];
+                    gate.clear();
+                    gate.extend(
+                        block
+                            .chunks(m)
+                            .map(|n| sigmoid(((k.dot)(n, weight) + bias) * bn_scale + bn_shift)),
+                    );
+                    let total = gate.iter().map(|g| g.abs()).sum::<f32>() + EPS;
+                    pooled.fill(0.0);
+                    for (g, n) in gate.iter().zip(block.chunks(m)) {
+                        (k.axpy)(g / total, n, pooled);
+                    }
+                    l2_normalize(pooled, k);
+                    out[c] = sigmoid((k.dot)(pooled, &self.eval_w) + self.eval_b);
+                    at += len + 1;
+                }
+            }
+        }
+    }
+
+    /// Graph reasoning over the packed nodes in `s.nodes`, then the scores.
+    fn sgr(
+        &self,
+        steps: &[GraphStep],
+        lengths: &[usize],
+        out: &mut [f32],
+        s: &mut Scratch,
+        k: &Kernels,
+    ) {
+        let m = self.m;
+        let n_cap = lengths.len();
+        let n_nodes = lengths.iter().sum::<usize>() + n_cap;
+        let (last, full) = steps.split_last().expect("sgr_step >= 1 is validated");
+        for step in full {
+            // [P | Z] = N [M | W_g^T]: [n_nodes, 2m].
+            let proj = grow(&mut s.proj, n_nodes * 2 * m);
+            gemm(
+                n_nodes,
+                2 * m,
+                m,
+                &s.nodes[..n_nodes * m],
+                m,
+                &step.fold_graph,
+                2 * m,
+                proj,
+                2 * m,
+                false,
+            );
+            let next = grow(&mut s.next, n_nodes * m);
+            let mut at = 0;
+            for &len in lengths {
+                let n = len + 1;
+                let nodes = &s.nodes[at * m..(at + n) * m];
+                let edges = grow(&mut s.edges, n * n);
+                for i in 0..n {
+                    let p = &mut proj[(at + i) * 2 * m..(at + i) * 2 * m + m];
+                    for (p, c) in p.iter_mut().zip(&step.fold_bias) {
+                        *p += c;
+                    }
+                    let row = &mut edges[i * n..(i + 1) * n];
+                    for (j, e) in row.iter_mut().enumerate() {
+                        *e = (k.dot)(p, &nodes[j * m..(j + 1) * m]);
+                    }
+                    softmax(row);
+                }
+                for i in 0..n {
+                    let o = &mut next[(at + i) * m..(at + i + 1) * m];
+                    o.copy_from_slice(&step.graph_bias);
+                    for j in 0..n {
+                        let z = &proj[(at + j) * 2 * m + m..(at + j + 1) * 2 * m];
+                        (k.axpy)(edges[i * n + j], z, o);
+                    }
+                    for v in o.iter_mut() {
+                        *v = v.max(0.0);
+                    }
+                }
+                at += n;
+            }
+            std::mem::swap(&mut s.nodes, &mut s.next);
+        }
+        // Last step, global node only: p_0 = n_0 M + c for every caption.
+        let firsts = grow(&mut s.rows, n_cap * m);
+        let mut at = 0;
+        for (c, &len) in lengths.iter().enumerate() {
+            firsts[c * m..(c + 1) * m].copy_from_slice(&s.nodes[at * m..(at + 1) * m]);
+            at += len + 1;
+        }
+        let proj = grow(&mut s.proj, n_cap * 2 * m);
+        // Only the M half of [M | W_g^T]: the row stride skips W_g^T.
+        gemm(
+            n_cap,
+            m,
+            m,
+            firsts,
+            m,
+            &last.fold_graph,
+            2 * m,
+            proj,
+            m,
+            false,
+        );
+        // h_0 = sum_j softmax_j(p_0 . n_j) n_j, then W_g h_0 + b_g.
+        let pooled = grow(&mut s.edges, n_cap * m);
+        pooled.fill(0.0);
+        let mut weights = Vec::with_capacity(64);
+        let mut at = 0;
+        for (c, &len) in lengths.iter().enumerate() {
+            let n = len + 1;
+            let p = &mut proj[c * m..(c + 1) * m];
+            for (p, b) in p.iter_mut().zip(&last.fold_bias) {
+                *p += b;
+            }
+            let nodes = &s.nodes[at * m..(at + n) * m];
+            weights.clear();
+            weights.extend(nodes.chunks(m).map(|nj| (k.dot)(p, nj)));
+            softmax(&mut weights);
+            let h = &mut pooled[c * m..(c + 1) * m];
+            for (w, nj) in weights.iter().zip(nodes.chunks(m)) {
+                (k.axpy)(*w, nj, h);
+            }
+            at += n;
+        }
+        let graph_wt = &last.fold_graph[m..];
+        let result = grow(&mut s.rows_out, n_cap * m);
+        gemm(n_cap, m, m, pooled, m, graph_wt, 2 * m, result, m, false);
+        for (c, row) in result.chunks_mut(m).enumerate() {
+            for (v, b) in row.iter_mut().zip(&last.graph_bias) {
+                *v = (*v + b).max(0.0);
+            }
+            out[c] = sigmoid((k.dot)(row, &self.eval_w) + self.eval_b);
+        }
+    }
+}
