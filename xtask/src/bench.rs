@@ -60,6 +60,20 @@ fn ours(dir: &Path, case: &Case) -> Result<(f64, f32)> {
     let start = Instant::now();
     let scores = model.similarity(&img, &cap, &lengths)?;
     let secs = start.elapsed().as_secs_f64();
+    if std::env::var("SGRAF_BENCH_DEBUG").is_ok() {
+        let t = Instant::now();
+        let is = model.image_side(&img)?;
+        let t1 = t.elapsed().as_secs_f64();
+        let cs = model.caption_side(&cap, &lengths)?;
+        let t2 = t.elapsed().as_secs_f64();
+        model.score_sides(&is, &cs)?;
+        let t3 = t.elapsed().as_secs_f64();
+        eprintln!(
+            "image side {t1:.3}s caption side {:.3}s score {:.3}s",
+            t2 - t1,
+            t3 - t2
+        );
+    }
     let diff: f32 = (scores - &inputs["scores"])?
         .abs()?
         .flatten_all()?

@@ -167,6 +167,16 @@ impl SgrafModel {
     /// Images ready for scoring against any captions, computed in blocks.
     pub fn image_side(&self, img_emb: &Tensor) -> Result<ImageSide> {
         self.check_images(img_emb, self.cfg.embed_size, "image embeddings")?;
+        if self.uses_cpu_kernels() {
+            let (n, r, d) = img_emb.dims3()?;
+            let regions = img_emb.flatten_all()?.to_vec1::<f32>()?;
+            let sa = self.sim_enc.visual_self_attention().cpu()?;
+            let global = sa.forward(&regions, r, d);
+            return Ok(ImageSide {
+                regions: img_emb.clone(),
+                global: Tensor::from_vec(global, (n, d), &self.device)?,
+            });
+        }
         let n = img_emb.dim(0)?;
         let block = 256;
         let globals = (0..n)
@@ -206,7 +216,23 @@ impl SgrafModel {
                 )))
             }
         }
+        if self.uses_cpu_kernels() {
+            let keep = crate::ops::length_mask(lengths, cap_emb.dim(1)?, &self.device)?;
+            let words = cap_emb.broadcast_mul(&keep.to_dtype(self.dtype)?.unsqueeze(2)?)?;
+            let packed = pack_words(&words, lengths)?;
+            let sa = self.sim_enc.text_self_attention().cpu()?;
+            let global = sa.forward(&packed, lengths, d);
+            return Ok(CaptionSide {
+                words,
+                keep,
+                global: Tensor::from_vec(global, (lengths.len(), d), &self.device)?,
+            });
+        }
         Ok(self.sim_enc.caption_side(cap_emb, lengths, false)?)
+    }
+
+    fn uses_cpu_kernels(&self) -> bool {
+        self.cpu_kernels && self.device.is_cpu() && self.dtype == DType::F32
     }
 
     /// Scores `[n_img, n_cap]` of prepared images and captions, in blocks
@@ -216,7 +242,7 @@ impl SgrafModel {
         if n_img == 0 || n_cap == 0 {
             return Ok(Tensor::zeros((n_img, n_cap), self.dtype, &self.device)?);
         }
-        if self.cpu_kernels && self.device.is_cpu() && self.dtype == DType::F32 {
+        if self.uses_cpu_kernels() {
             return self.score_sides_cpu(img, cap);
         }
         let (_, caps) = self
@@ -260,8 +286,7 @@ impl SgrafModel {
             .into_iter()
             .map(|n| n as usize)
             .collect();
-        let padded = cap.max_len();
-        let words = flat(&cap.words)?;
+        let words = pack_words(&cap.words, &lengths)?;
         let caption_global = flat(&cap.global)?;
         let images = crate::cpu::Images {
             regions: &regions,
@@ -270,17 +295,14 @@ impl SgrafModel {
         };
         let mut scores = vec![0f32; n_img * n_cap];
         let step = self.plan.max_captions.max(1);
-        let mut packed = Vec::new();
+        let mut w0 = 0;
         for c0 in (0..n_cap).step_by(step) {
             let c1 = (c0 + step).min(n_cap);
-            packed.clear();
-            for (c, &len) in lengths.iter().enumerate().take(c1).skip(c0) {
-                packed.extend_from_slice(&words[c * padded * d..(c * padded + len) * d]);
-            }
+            let w1 = w0 + lengths[c0..c1].iter().sum::<usize>();
             let block = head.score(
                 &images,
                 &crate::cpu::Captions {
-                    words: &packed,
+                    words: &words[w0 * d..w1 * d],
                     global: &caption_global[c0 * d..c1 * d],
                     lengths: &lengths[c0..c1],
                 },
@@ -288,6 +310,7 @@ impl SgrafModel {
             for (i, row) in block.chunks(c1 - c0).enumerate() {
                 scores[i * n_cap + c0..i * n_cap + c1].copy_from_slice(row);
             }
+            w0 = w1;
         }
         Ok(Tensor::from_vec(scores, (n_img, n_cap), &self.device)?)
     }
@@ -311,6 +334,17 @@ impl SgrafModel {
         let cap = self.encode_captions(ids, lengths)?;
         self.similarity(&img, &cap, lengths)
     }
+}
+
+/// Words `[n_cap, L, d]` -> `[sum(lengths), d]`, each caption cut to its length.
+fn pack_words(words: &Tensor, lengths: &[usize]) -> Result<Vec<f32>> {
+    let (_, padded, d) = words.dims3()?;
+    let all = words.flatten_all()?.to_vec1::<f32>()?;
+    let mut packed = Vec::with_capacity(lengths.iter().sum::<usize>() * d);
+    for (c, &len) in lengths.iter().enumerate() {
+        packed.extend_from_slice(&all[c * padded * d..(c * padded + len) * d]);
+    }
+    Ok(packed)
 }
 
 /// Several models whose scores are averaged: SGRAF is one SGR model and one

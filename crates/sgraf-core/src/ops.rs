@@ -144,6 +144,13 @@ impl BatchNorm1d {
             .broadcast_add(&b)
     }
 
+    /// Eval mode as `x * scale + shift` per channel: `([C], [C])`.
+    pub fn eval_affine(&self) -> Result<(Tensor, Tensor)> {
+        let scale = (&self.weight / (self.running_var.as_tensor() + Self::EPS)?.sqrt()?)?;
+        let shift = (&self.bias - (self.running_mean.as_tensor() * &scale)?)?;
+        Ok((scale, shift))
+    }
+
     /// Eval: running statistics. Train: batch statistics over every axis but
     /// the channel, and the running statistics are updated.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {

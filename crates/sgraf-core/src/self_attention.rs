@@ -39,6 +39,24 @@ impl VisualSelfAttention {
         self.dropout = p;
     }
 
+    /// The block in eval mode for [`crate::cpu`].
+    pub fn cpu(&self) -> Result<crate::cpu::global::VisualSa> {
+        let (local_scale, local_shift) = self.local_bn.eval_affine()?;
+        let (global_scale, global_shift) = self.global_bn.eval_affine()?;
+        Ok(crate::cpu::global::VisualSa {
+            local_wt: transposed(&self.local)?,
+            local_b: bias(&self.local)?,
+            local_scale: local_scale.to_vec1()?,
+            local_shift: local_shift.to_vec1()?,
+            global_wt: transposed(&self.global)?,
+            global_b: bias(&self.global)?,
+            global_scale: global_scale.to_vec1()?,
+            global_shift: global_shift.to_vec1()?,
+            common_w: self.common.weight().flatten_all()?.to_vec1()?,
+            common_b: bias(&self.common)?[0],
+        })
+    }
+
     /// `[n_img, R, d] -> [n_img, d]`
     pub fn forward_t(&self, v: &Tensor, train: bool) -> Result<Tensor> {
         let l = self
@@ -85,6 +103,18 @@ impl TextSelfAttention {
         self.dropout = p;
     }
 
+    /// The block in eval mode for [`crate::cpu`].
+    pub fn cpu(&self) -> Result<crate::cpu::global::TextSa> {
+        Ok(crate::cpu::global::TextSa {
+            local_wt: transposed(&self.local)?,
+            local_b: bias(&self.local)?,
+            global_wt: transposed(&self.global)?,
+            global_b: bias(&self.global)?,
+            common_w: self.common.weight().flatten_all()?.to_vec1()?,
+            common_b: bias(&self.common)?[0],
+        })
+    }
+
     /// `t [n_cap, L, d]`, `keep [n_cap, L]` (u8, 1 on real words) -> `[n_cap, d]`
     pub fn forward_t(&self, t: &Tensor, keep: &Tensor, train: bool) -> Result<Tensor> {
         let keep_f = keep.to_dtype(t.dtype())?;
@@ -100,5 +130,18 @@ impl TextSelfAttention {
         let w = masked_softmax_last_dim(&w, keep, train)?;
         let pooled = w.unsqueeze(2)?.broadcast_mul(&t)?.sum(1)?;
         l2norm(&pooled, D::Minus1)
+    }
+}
+
+/// `W^T` of a linear layer, row-major `[in, out]`.
+pub(crate) fn transposed(l: &Linear) -> Result<Vec<f32>> {
+    l.weight().t()?.contiguous()?.flatten_all()?.to_vec1()
+}
+
+/// The bias of a linear layer (zeros when it has none).
+pub(crate) fn bias(l: &Linear) -> Result<Vec<f32>> {
+    match l.bias() {
+        Some(b) => b.to_vec1(),
+        None => Ok(vec![0.0; l.weight().dim(0)?]),
     }
 }

@@ -120,6 +120,14 @@ impl SimilarityHead {
         })
     }
 
+    pub fn visual_self_attention(&self) -> &VisualSelfAttention {
+        &self.v_global
+    }
+
+    pub fn text_self_attention(&self) -> &TextSelfAttention {
+        &self.t_global
+    }
+
     /// Dropout probability of the self-attention blocks in training mode.
     pub fn set_dropout(&mut self, p: f32) {
         self.v_global.set_dropout(p);

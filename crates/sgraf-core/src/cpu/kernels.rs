@@ -1,8 +1,9 @@
-//! Small vector kernels and a row-major GEMM wrapper for the CPU head.
+//! Small vector kernels and row-major GEMM wrappers for the CPU head.
 //!
-//! The vector kernels are compiled three times (AVX-512, AVX2+FMA, plain)
-//! and picked once at run time: `f32::mul_add` is a single instruction only
-//! where FMA is enabled, and a software call elsewhere.
+//! The kernels are `#[inline(always)]` and generic over FMA: the head is
+//! compiled once per instruction set ([`Simd`]) and they vectorise inside
+//! each copy. `f32::mul_add` is a single instruction only where FMA is
+//! enabled, and a library call elsewhere, hence the flag.
 
 /// Row-major `c[m, n] = a[m, k] . b[k, n]` (`accumulate`: `c += ...`), one thread.
 /// `lda`, `ldb`, `ldc` are the row strides.
@@ -18,6 +19,64 @@ pub fn gemm(
     c: &mut [f32],
     ldc: usize,
     accumulate: bool,
+) {
+    gemm_with(
+        m,
+        n,
+        k,
+        a,
+        lda,
+        b,
+        ldb,
+        c,
+        ldc,
+        accumulate,
+        gemm::Parallelism::None,
+    )
+}
+
+/// [`gemm`] on every thread of the rayon pool, for one large product.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_parallel(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    let threads = rayon::current_num_threads();
+    gemm_with(
+        m,
+        n,
+        k,
+        a,
+        lda,
+        b,
+        ldb,
+        c,
+        ldc,
+        false,
+        gemm::Parallelism::Rayon(threads),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_with(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -61,7 +120,7 @@ pub fn gemm(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         )
     }
 }
@@ -118,94 +177,49 @@ pub fn gemm_nt(
     }
 }
 
-/// The vector kernels of the best instruction set this CPU has.
-#[derive(Clone, Copy)]
-pub struct Kernels {
-    /// `sum_i x_i y_i`
-    pub dot: fn(&[f32], &[f32]) -> f32,
-    /// `y += a x`
-    pub axpy: fn(f32, &[f32], &mut [f32]),
-    /// `o = (x s - t)^2` elementwise
-    pub scaled_sq_diff: fn(&[f32], f32, &[f32], &mut [f32]),
+/// The instruction set the CPU head is compiled for, picked at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Simd {
+    /// AVX-512 (x86-64-v4)
+    V4,
+    /// AVX2 + FMA (x86-64-v3)
+    V3,
+    /// Whatever the build targets.
+    Plain,
 }
 
-macro_rules! versions {
-    ($name:ident, $feat:literal, $fma:literal) => {
-        mod $name {
-            #[target_feature(enable = $feat)]
-            unsafe fn dot_tf(x: &[f32], y: &[f32]) -> f32 {
-                super::dot_body::<$fma>(x, y)
-            }
-            #[target_feature(enable = $feat)]
-            unsafe fn axpy_tf(a: f32, x: &[f32], y: &mut [f32]) {
-                super::axpy_body::<$fma>(a, x, y)
-            }
-            #[target_feature(enable = $feat)]
-            unsafe fn sq_tf(x: &[f32], s: f32, t: &[f32], o: &mut [f32]) {
-                super::sq_body(x, s, t, o)
-            }
-            pub fn dot(x: &[f32], y: &[f32]) -> f32 {
-                // SAFETY: only reachable after the feature check in `Kernels::detect`.
-                unsafe { dot_tf(x, y) }
-            }
-            pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-                // SAFETY: as above.
-                unsafe { axpy_tf(a, x, y) }
-            }
-            pub fn sq(x: &[f32], s: f32, t: &[f32], o: &mut [f32]) {
-                // SAFETY: as above.
-                unsafe { sq_tf(x, s, t, o) }
-            }
-        }
-    };
-}
-
-#[cfg(target_arch = "x86_64")]
-versions!(v4, "avx512f,avx512vl,avx2,fma", true);
-#[cfg(target_arch = "x86_64")]
-versions!(v3, "avx2,fma", true);
-
-impl Kernels {
+impl Simd {
     pub fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
             let fma = std::arch::is_x86_feature_detected!("fma");
             if fma && std::arch::is_x86_feature_detected!("avx512f") {
-                return Self {
-                    dot: v4::dot,
-                    axpy: v4::axpy,
-                    scaled_sq_diff: v4::sq,
-                };
+                return Self::V4;
             }
             if fma && std::arch::is_x86_feature_detected!("avx2") {
-                return Self {
-                    dot: v3::dot,
-                    axpy: v3::axpy,
-                    scaled_sq_diff: v3::sq,
-                };
+                return Self::V3;
             }
         }
-        Self {
-            dot: |x, y| dot_body::<false>(x, y),
-            axpy: |a, x, y| axpy_body::<false>(a, x, y),
-            scaled_sq_diff: sq_body,
-        }
+        Self::Plain
     }
 }
 
 const LANES: usize = 16;
 
+/// `a b + c`, one instruction where FMA is enabled (level `V3` and up; a
+/// library call elsewhere, hence plain `a * b + c` at level `PLAIN`).
 #[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA {
+pub fn madd<const L: u8>(a: f32, b: f32, c: f32) -> f32 {
+    if L != PLAIN {
         a.mul_add(b, c)
     } else {
         a * b + c
     }
 }
 
+/// `sum_i x_i y_i`
 #[inline(always)]
-fn dot_body<const FMA: bool>(x: &[f32], y: &[f32]) -> f32 {
+pub fn dot<const L: u8>(x: &[f32], y: &[f32]) -> f32 {
     assert_eq!(x.len(), y.len());
     // Two independent accumulator vectors hide the FMA latency.
     let mut acc = [[0f32; LANES]; 2];
@@ -214,13 +228,13 @@ fn dot_body<const FMA: bool>(x: &[f32], y: &[f32]) -> f32 {
     for (xc, yc) in (&mut xs).zip(&mut ys) {
         for (h, acc) in acc.iter_mut().enumerate() {
             for l in 0..LANES {
-                acc[l] = madd::<FMA>(xc[h * LANES + l], yc[h * LANES + l], acc[l]);
+                acc[l] = madd::<L>(xc[h * LANES + l], yc[h * LANES + l], acc[l]);
             }
         }
     }
     let mut tail = 0f32;
     for (a, b) in xs.remainder().iter().zip(ys.remainder()) {
-        tail = madd::<FMA>(*a, *b, tail);
+        tail = madd::<L>(*a, *b, tail);
     }
     let mut sum = [0f32; LANES];
     for l in 0..LANES {
@@ -229,20 +243,203 @@ fn dot_body<const FMA: bool>(x: &[f32], y: &[f32]) -> f32 {
     sum.iter().sum::<f32>() + tail
 }
 
+/// `out[j] = x . ys[j]` for the rows `ys` `[out.len(), x.len()]`, four rows
+/// per pass so that `x` is read once per four products.
 #[inline(always)]
-fn axpy_body<const FMA: bool>(a: f32, x: &[f32], y: &mut [f32]) {
-    assert_eq!(x.len(), y.len());
-    for (y, x) in y.iter_mut().zip(x) {
-        *y = madd::<FMA>(a, *x, *y);
+pub fn dots_generic<const L: u8>(x: &[f32], ys: &[f32], out: &mut [f32]) {
+    let k = x.len();
+    assert_eq!(ys.len(), out.len() * k);
+    let full = k / LANES * LANES;
+    let mut groups = out.chunks_exact_mut(4);
+    let mut rows = ys.chunks_exact(4 * k);
+    for (o, y) in (&mut groups).zip(&mut rows) {
+        let mut acc = [[0f32; LANES]; 4];
+        for c in (0..full).step_by(LANES) {
+            let xc: &[f32; LANES] = x[c..c + LANES].try_into().unwrap();
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let yc: &[f32; LANES] = y[r * k + c..r * k + c + LANES].try_into().unwrap();
+                for l in 0..LANES {
+                    acc[l] = madd::<L>(xc[l], yc[l], acc[l]);
+                }
+            }
+        }
+        for (r, o) in o.iter_mut().enumerate() {
+            let mut s = acc[r].iter().sum::<f32>();
+            for c in full..k {
+                s = madd::<L>(x[c], y[r * k + c], s);
+            }
+            *o = s;
+        }
+    }
+    for (o, y) in groups
+        .into_remainder()
+        .iter_mut()
+        .zip(rows.remainder().chunks_exact(k.max(1)))
+    {
+        *o = dot::<L>(x, y);
     }
 }
 
+/// `out = bias + sum_j w[j] rows[j]`, rows `[w.len(), ld]` read on their
+/// first `out.len()` columns; the sum stays in registers 64 columns at a time.
 #[inline(always)]
-fn sq_body(x: &[f32], s: f32, t: &[f32], o: &mut [f32]) {
-    assert!(x.len() == t.len() && x.len() == o.len());
-    for ((o, x), t) in o.iter_mut().zip(x).zip(t) {
-        let diff = x * s - t;
-        *o = diff * diff;
+pub fn combine_generic<const L: u8>(
+    w: &[f32],
+    rows: &[f32],
+    ld: usize,
+    bias: &[f32],
+    out: &mut [f32],
+) {
+    const T: usize = 4 * LANES;
+    let m = out.len();
+    assert!(bias.len() == m && ld >= m && (w.is_empty() || rows.len() >= (w.len() - 1) * ld + m));
+    let mut c0 = 0;
+    while c0 < m {
+        let width = T.min(m - c0);
+        let mut acc = [0f32; T];
+        acc[..width].copy_from_slice(&bias[c0..c0 + width]);
+        if width == T {
+            for (j, &wj) in w.iter().enumerate() {
+                let z: &[f32; T] = rows[j * ld + c0..j * ld + c0 + T].try_into().unwrap();
+                for t in 0..T {
+                    acc[t] = madd::<L>(wj, z[t], acc[t]);
+                }
+            }
+        } else {
+            for (j, &wj) in w.iter().enumerate() {
+                let z = &rows[j * ld + c0..j * ld + c0 + width];
+                for (a, z) in acc.iter_mut().zip(z) {
+                    *a = madd::<L>(wj, *z, *a);
+                }
+            }
+        }
+        out[c0..c0 + width].copy_from_slice(&acc[..width]);
+        c0 += width;
+    }
+}
+
+/// `out[j] = x . ys[j]` for the rows `ys` `[out.len(), x.len()]`.
+#[inline(always)]
+pub fn dots<const L: u8>(x: &[f32], ys: &[f32], out: &mut [f32]) {
+    assert_eq!(ys.len(), out.len() * x.len());
+    #[cfg(target_arch = "x86_64")]
+    if L == V4 {
+        // SAFETY: `L == V4` only inside code compiled for AVX-512 and
+        // reached after `Simd::detect`; the shapes were checked above.
+        unsafe { v4::dots(x, ys, out) };
+        return;
+    }
+    dots_generic::<L>(x, ys, out)
+}
+
+/// `out = bias + sum_j w[j] rows[j]`, rows `[w.len(), ld]` read on their
+/// first `out.len()` columns.
+#[inline(always)]
+pub fn combine<const L: u8>(w: &[f32], rows: &[f32], ld: usize, bias: &[f32], out: &mut [f32]) {
+    let m = out.len();
+    assert!(bias.len() == m && ld >= m && (w.is_empty() || rows.len() >= (w.len() - 1) * ld + m));
+    #[cfg(target_arch = "x86_64")]
+    if L == V4 {
+        // SAFETY: as in `dots`.
+        unsafe { v4::combine(w, rows, ld, bias, out) };
+        return;
+    }
+    combine_generic::<L>(w, rows, ld, bias, out)
+}
+
+/// Levels for the `L` parameter of the kernels.
+pub const PLAIN: u8 = 0;
+pub const V3: u8 = 1;
+pub const V4: u8 = 2;
+
+#[cfg(target_arch = "x86_64")]
+mod v4 {
+    use std::arch::x86_64::*;
+
+    /// Mask of the first `n < 16` lanes.
+    #[inline(always)]
+    fn lanes(n: usize) -> __mmask16 {
+        ((1u32 << n) - 1) as __mmask16
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub unsafe fn dots(x: &[f32], ys: &[f32], out: &mut [f32]) {
+        let k = x.len();
+        let (xp, yp) = (x.as_ptr(), ys.as_ptr());
+        let mut j = 0;
+        while j + 4 <= out.len() {
+            let s = rows::<4>(xp, yp.add(j * k), k);
+            out[j..j + 4].copy_from_slice(&s);
+            j += 4;
+        }
+        while j < out.len() {
+            out[j] = rows::<1>(xp, yp.add(j * k), k)[0];
+            j += 1;
+        }
+    }
+
+    /// The dot products of `x [k]` with `R` consecutive rows of length `k`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn rows<const R: usize>(x: *const f32, y: *const f32, k: usize) -> [f32; R] {
+        let mut acc = [_mm512_setzero_ps(); R];
+        let full = k / 16 * 16;
+        let mut c = 0;
+        while c < full {
+            let xv = _mm512_loadu_ps(x.add(c));
+            for (r, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_fmadd_ps(xv, _mm512_loadu_ps(y.add(r * k + c)), *a);
+            }
+            c += 16;
+        }
+        if full < k {
+            let mask = lanes(k - full);
+            let xv = _mm512_maskz_loadu_ps(mask, x.add(full));
+            for (r, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(mask, y.add(r * k + full)), *a);
+            }
+        }
+        let mut out = [0f32; R];
+        for r in 0..R {
+            out[r] = _mm512_reduce_add_ps(acc[r]);
+        }
+        out
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub unsafe fn combine(w: &[f32], rows: &[f32], ld: usize, bias: &[f32], out: &mut [f32]) {
+        let m = out.len();
+        let (rp, bp, op) = (rows.as_ptr(), bias.as_ptr(), out.as_mut_ptr());
+        let mut c0 = 0;
+        while c0 + 64 <= m {
+            let mut acc = [_mm512_setzero_ps(); 4];
+            for (t, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_loadu_ps(bp.add(c0 + 16 * t));
+            }
+            for (j, &wj) in w.iter().enumerate() {
+                let wv = _mm512_set1_ps(wj);
+                let z = rp.add(j * ld + c0);
+                for (t, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_fmadd_ps(wv, _mm512_loadu_ps(z.add(16 * t)), *a);
+                }
+            }
+            for (t, a) in acc.iter().enumerate() {
+                _mm512_storeu_ps(op.add(c0 + 16 * t), *a);
+            }
+            c0 += 64;
+        }
+        while c0 < m {
+            let mask = lanes((m - c0).min(16));
+            let mut a = _mm512_maskz_loadu_ps(mask, bp.add(c0));
+            for (j, &wj) in w.iter().enumerate() {
+                let z = _mm512_maskz_loadu_ps(mask, rp.add(j * ld + c0));
+                a = _mm512_fmadd_ps(_mm512_set1_ps(wj), z, a);
+            }
+            _mm512_mask_storeu_ps(op.add(c0), mask, a);
+            c0 += 16;
+        }
     }
 }
 
@@ -251,24 +448,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kernels_agree_with_plain_loops() {
-        let k = Kernels::detect();
+    fn vector_kernels_agree_with_plain_loops() {
         for n in [0usize, 1, 15, 16, 33, 256, 1027] {
             let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
-            let y: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
-            let want: f64 = x.iter().zip(&y).map(|(a, b)| *a as f64 * *b as f64).sum();
-            assert!(((k.dot)(&x, &y) as f64 - want).abs() < 1e-4, "dot n={n}");
-            let mut z = y.clone();
-            (k.axpy)(0.5, &x, &mut z);
-            for i in 0..n {
-                assert!((z[i] - (y[i] + 0.5 * x[i])).abs() < 1e-6);
+            let ys: Vec<f32> = (0..7 * n).map(|i| (i as f32 * 0.11).cos()).collect();
+            let want: Vec<f64> = (0..7)
+                .map(|j| (0..n).map(|i| x[i] as f64 * ys[j * n + i] as f64).sum())
+                .collect();
+            assert!(
+                (dot::<PLAIN>(&x, &ys[..n]) as f64 - want[0]).abs() < 1e-4,
+                "dot n={n}"
+            );
+            if n > 0 {
+                // The generic code, and the AVX-512 code where this CPU has it.
+                check_dots_and_combine::<PLAIN>(n, &x, &ys, &want);
+                if Simd::detect() == Simd::V4 {
+                    check_dots_and_combine::<V4>(n, &x, &ys, &want);
+                }
             }
-            let mut o = vec![0f32; n];
-            (k.scaled_sq_diff)(&x, 2.0, &y, &mut o);
-            for i in 0..n {
-                let d = x[i] * 2.0 - y[i];
-                assert!((o[i] - d * d).abs() < 1e-6);
-            }
+        }
+    }
+
+    fn check_dots_and_combine<const L: u8>(n: usize, x: &[f32], ys: &[f32], want: &[f64]) {
+        let mut out = vec![0f32; 7];
+        dots::<L>(x, ys, &mut out);
+        for (o, w) in out.iter().zip(want) {
+            assert!((*o as f64 - w).abs() < 1e-4, "dots n={n}");
+        }
+        // 7 rows of stride n, their first min(n, 70) columns.
+        let m = n.min(70);
+        let w: Vec<f32> = (0..7).map(|j| j as f32 * 0.5 - 1.0).collect();
+        let bias: Vec<f32> = (0..m).map(|c| c as f32).collect();
+        let mut out = vec![0f32; m];
+        combine::<L>(&w, ys, n, &bias, &mut out);
+        for c in 0..m {
+            let want: f32 = bias[c] + (0..7).map(|j| w[j] * ys[j * n + c]).sum::<f32>();
+            assert!((out[c] - want).abs() < 1e-4, "combine n={n} c={c}");
         }
     }
 

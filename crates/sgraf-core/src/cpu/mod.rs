@@ -15,14 +15,16 @@
 //! both projections of a graph step are one GEMM, and the last graph step
 //! computes only the global node that the score reads.
 
+pub mod global;
 pub mod kernels;
 
 use rayon::prelude::*;
 
 use crate::ops::NORM_EPS;
-use kernels::{gemm, gemm_nt, Kernels};
+use kernels::{combine, dot, dots, gemm, gemm_nt, Simd};
+use kernels::{PLAIN, V3, V4};
 
-const EPS: f32 = NORM_EPS as f32;
+pub(crate) const EPS: f32 = NORM_EPS as f32;
 const SMOOTH: f32 = crate::attention::SMOOTH as f32;
 const LEAKY: f32 = crate::attention::LEAKY_SLOPE as f32;
 
@@ -89,6 +91,7 @@ pub struct Captions<'a> {
 #[derive(Default)]
 struct Scratch {
     attn: Vec<f32>,
+    norms: Vec<f32>,
     context: Vec<f32>,
     local: Vec<f32>,
     gdiff: Vec<f32>,
@@ -108,18 +111,21 @@ fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     &mut v[..n]
 }
 
-fn l2_normalize(x: &mut [f32], k: &Kernels) {
-    let norm = (k.dot)(x, x).sqrt() + EPS;
+#[inline(always)]
+fn l2_normalize<const L: u8>(x: &mut [f32]) {
+    let norm = dot::<L>(x, x).sqrt() + EPS;
     for v in x.iter_mut() {
         *v /= norm;
     }
 }
 
+#[inline(always)]
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
 /// In-place softmax of one row.
+#[inline(always)]
 fn softmax(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f32;
@@ -132,6 +138,15 @@ fn softmax(x: &mut [f32]) {
     }
 }
 
+/// One image against a block of captions.
+struct Task<'a> {
+    head: &'a CpuHead,
+    regions: &'a [f32],
+    global: &'a [f32],
+    n_regions: usize,
+    cap: &'a Captions<'a>,
+}
+
 impl CpuHead {
     /// Scores `[n_img, n_cap]` (image-major) of every image with every caption,
     /// on the rayon thread pool, one image per task.
@@ -139,72 +154,141 @@ impl CpuHead {
         let (d, r) = (self.d, img.n_regions);
         let n_img = img.global.len() / d;
         let n_cap = cap.lengths.len();
-        debug_assert_eq!(img.regions.len(), n_img * r * d);
-        debug_assert_eq!(cap.global.len(), n_cap * d);
-        debug_assert_eq!(cap.words.len(), cap.lengths.iter().sum::<usize>() * d);
+        assert_eq!(
+            img.regions.len(),
+            n_img * r * d,
+            "regions are not [n_img, R, d]"
+        );
+        assert_eq!(
+            cap.global.len(),
+            n_cap * d,
+            "caption globals are not [n_cap, d]"
+        );
+        assert_eq!(
+            cap.words.len(),
+            cap.lengths.iter().sum::<usize>() * d,
+            "packed words do not match the lengths"
+        );
+        assert!(cap.lengths.iter().all(|&n| n > 0), "empty caption");
         let mut out = vec![0f32; n_img * n_cap];
         if n_cap == 0 {
             return out;
         }
-        let kernels = Kernels::detect();
+        let simd = Simd::detect();
         out.par_chunks_mut(n_cap).enumerate().for_each_init(
             Scratch::default,
             |scratch, (i, row)| {
-                let regions = &img.regions[i * r * d..(i + 1) * r * d];
-                let global = &img.global[i * d..(i + 1) * d];
-                self.score_image(regions, global, r, cap, row, scratch, &kernels);
+                let task = Task {
+                    head: self,
+                    regions: &img.regions[i * r * d..(i + 1) * r * d],
+                    global: &img.global[i * d..(i + 1) * d],
+                    n_regions: r,
+                    cap,
+                };
+                task.run(simd, row, scratch);
             },
         );
         out
     }
+}
 
-    /// One image `[R, d]` against every caption: `out[c]`.
-    #[allow(clippy::too_many_arguments)]
-    fn score_image(
-        &self,
-        regions: &[f32],
-        image_global: &[f32],
-        r: usize,
-        cap: &Captions,
-        out: &mut [f32],
-        s: &mut Scratch,
-        k: &Kernels,
-    ) {
-        let (d, m) = (self.d, self.m);
+#[cfg(target_arch = "x86_64")]
+impl Task<'_> {
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+    unsafe fn run_v4(&self, out: &mut [f32], s: &mut Scratch) {
+        self.score::<V4>(out, s)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn run_v3(&self, out: &mut [f32], s: &mut Scratch) {
+        self.score::<V3>(out, s)
+    }
+}
+
+/// Words per pass through the head: the attended regions of a pass
+/// (`[words, d]`) and the graph buffers then stay in the core's L2 cache
+/// between the stages instead of going out to memory and back.
+const PASS_WORDS: usize = 384;
+
+impl Task<'_> {
+    /// The captions in passes of about [`PASS_WORDS`] words (whole captions).
+    fn run(&self, simd: Simd, out: &mut [f32], s: &mut Scratch) {
+        let (cap, d) = (self.cap, self.head.d);
+        let n_cap = cap.lengths.len();
+        let (mut c0, mut w0) = (0, 0);
+        while c0 < n_cap {
+            let (mut c1, mut w1) = (c0, w0);
+            while c1 < n_cap && (c1 == c0 || w1 - w0 + cap.lengths[c1] <= PASS_WORDS) {
+                w1 += cap.lengths[c1];
+                c1 += 1;
+            }
+            let part = Captions {
+                words: &cap.words[w0 * d..w1 * d],
+                global: &cap.global[c0 * d..c1 * d],
+                lengths: &cap.lengths[c0..c1],
+            };
+            Task {
+                cap: &part,
+                ..*self
+            }
+            .run_pass(simd, &mut out[c0..c1], s);
+            (c0, w0) = (c1, w1);
+        }
+    }
+
+    fn run_pass(&self, simd: Simd, out: &mut [f32], s: &mut Scratch) {
+        match simd {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Simd::detect` saw these features on this CPU.
+            Simd::V4 => unsafe { self.run_v4(out, s) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Simd::V3 => unsafe { self.run_v3(out, s) },
+            _ => self.score::<PLAIN>(out, s),
+        }
+    }
+
+    /// `out[c]`: the score of this image with caption `c`.
+    #[inline(always)]
+    fn score<const L: u8>(&self, out: &mut [f32], s: &mut Scratch) {
+        let head = self.head;
+        let (d, m, r) = (head.d, head.m, self.n_regions);
+        let cap = self.cap;
         let words = cap.words.len() / d;
         let n_cap = cap.lengths.len();
 
         // Word-region affinities [words, R].
         let attn = grow(&mut s.attn, words * r);
-        gemm_nt(words, r, d, cap.words, d, regions, d, attn, r);
+        gemm_nt(words, r, d, cap.words, d, self.regions, d, attn, r);
         // LeakyReLU, each region's column normalised over the caption's words,
         // then softmax over the regions with inverse temperature 9.
+        let norms = grow(&mut s.norms, r);
         let mut start = 0;
         for &len in cap.lengths {
             let block = &mut attn[start * r..(start + len) * r];
-            for v in block.iter_mut() {
-                *v = v.max(*v * LEAKY);
-            }
-            for col in 0..r {
-                let norm = (0..len)
-                    .map(|w| block[w * r + col] * block[w * r + col])
-                    .sum::<f32>()
-                    .sqrt()
-                    + EPS;
-                for w in 0..len {
-                    block[w * r + col] = block[w * r + col] / norm * SMOOTH;
+            norms.fill(0.0);
+            for row in block.chunks_mut(r) {
+                for (v, n) in row.iter_mut().zip(norms.iter_mut()) {
+                    *v = v.max(*v * LEAKY);
+                    *n += *v * *v;
                 }
             }
+            for n in norms.iter_mut() {
+                *n = n.sqrt() + EPS;
+            }
             for row in block.chunks_mut(r) {
+                for (v, n) in row.iter_mut().zip(norms.iter()) {
+                    *v = *v / *n * SMOOTH;
+                }
                 softmax(row);
             }
             start += len;
         }
         // Attended regions [words, d], then (l2norm(a) - t)^2 in place.
         let context = grow(&mut s.context, words * d);
-        gemm(words, d, r, attn, r, regions, d, context, d, false);
+        gemm(words, d, r, attn, r, self.regions, d, context, d, false);
         for (a, t) in context.chunks_mut(d).zip(cap.words.chunks(d)) {
-            let norm = (k.dot)(a, a).sqrt() + EPS;
+            let norm = dot::<L>(a, a).sqrt() + EPS;
             for (a, t) in a.iter_mut().zip(t) {
                 let diff = *a / norm - t;
                 *a = diff * diff;
@@ -212,39 +296,41 @@ impl CpuHead {
         }
         // Local alignments [words, m].
         let local = grow(&mut s.local, words * m);
-        gemm(words, m, d, context, d, &self.local_wt, m, local, m, false);
+        gemm(words, m, d, context, d, &head.local_wt, m, local, m, false);
         for row in local.chunks_mut(m) {
-            for (v, b) in row.iter_mut().zip(&self.local_b) {
+            for (v, b) in row.iter_mut().zip(&head.local_b) {
                 *v += b;
             }
-            l2_normalize(row, k);
+            l2_normalize::<L>(row);
         }
         // Global alignments [n_cap, m].
         let gdiff = grow(&mut s.gdiff, n_cap * d);
         for (o, t) in gdiff.chunks_mut(d).zip(cap.global.chunks(d)) {
-            (k.scaled_sq_diff)(image_global, 1.0, t, o);
+            for ((o, v), t) in o.iter_mut().zip(self.global).zip(t) {
+                let diff = v - t;
+                *o = diff * diff;
+            }
         }
         let global = grow(&mut s.global, n_cap * m);
-        gemm(n_cap, m, d, gdiff, d, &self.global_wt, m, global, m, false);
+        gemm(n_cap, m, d, gdiff, d, &head.global_wt, m, global, m, false);
         for row in global.chunks_mut(m) {
-            for (v, b) in row.iter_mut().zip(&self.global_b) {
+            for (v, b) in row.iter_mut().zip(&head.global_b) {
                 *v += b;
             }
-            l2_normalize(row, k);
+            l2_normalize::<L>(row);
         }
         // Graph nodes [global; local_1..local_n] of every caption, packed.
         let n_nodes = words + n_cap;
         let nodes = grow(&mut s.nodes, n_nodes * m);
-        let mut at = 0;
-        let mut w0 = 0;
+        let (mut at, mut w0) = (0, 0);
         for (c, &len) in cap.lengths.iter().enumerate() {
             nodes[at * m..(at + 1) * m].copy_from_slice(&global[c * m..(c + 1) * m]);
             nodes[(at + 1) * m..(at + 1 + len) * m].copy_from_slice(&local[w0 * m..(w0 + len) * m]);
             at += len + 1;
             w0 += len;
         }
-        match &self.reasoner {
-            Reasoner::Sgr(steps) => self.sgr(steps, cap.lengths, out, s, k),
+        match &head.reasoner {
+            Reasoner::Sgr(steps) => self.sgr::<L>(steps, out, s),
             Reasoner::Saf {
                 weight,
                 bias,
@@ -252,40 +338,38 @@ impl CpuHead {
                 bn_shift,
             } => {
                 let nodes = &s.nodes[..n_nodes * m];
-                let mut at = 0;
-                let mut gate = Vec::with_capacity(64);
+                let gate = grow(&mut s.edges, n_nodes);
+                dots::<L>(weight, nodes, gate);
                 let pooled = grow(&mut s.rows, m);
+                let zeros = grow(&mut s.rows_out, m);
+                zeros.fill(0.0);
+                let zeros = &*zeros;
+                let mut at = 0;
                 for (c, &len) in cap.lengths.iter().enumerate() {
-                    let block = &nodes[at * m..(at + len + 1) * m];
-                    gate.clear();
-                    gate.extend(
-                        block
-                            .chunks(m)
-                            .map(|n| sigmoid(((k.dot)(n, weight) + bias) * bn_scale + bn_shift)),
-                    );
-                    let total = gate.iter().map(|g| g.abs()).sum::<f32>() + EPS;
-                    pooled.fill(0.0);
-                    for (g, n) in gate.iter().zip(block.chunks(m)) {
-                        (k.axpy)(g / total, n, pooled);
+                    let n = len + 1;
+                    let g = &mut gate[at..at + n];
+                    for g in g.iter_mut() {
+                        *g = sigmoid((*g + bias) * bn_scale + bn_shift);
                     }
-                    l2_normalize(pooled, k);
-                    out[c] = sigmoid((k.dot)(pooled, &self.eval_w) + self.eval_b);
-                    at += len + 1;
+                    let total = g.iter().map(|g| g.abs()).sum::<f32>() + EPS;
+                    for g in g.iter_mut() {
+                        *g /= total;
+                    }
+                    combine::<L>(g, &nodes[at * m..(at + n) * m], m, zeros, pooled);
+                    l2_normalize::<L>(pooled);
+                    out[c] = sigmoid(dot::<L>(pooled, &head.eval_w) + head.eval_b);
+                    at += n;
                 }
             }
         }
     }
 
     /// Graph reasoning over the packed nodes in `s.nodes`, then the scores.
-    fn sgr(
-        &self,
-        steps: &[GraphStep],
-        lengths: &[usize],
-        out: &mut [f32],
-        s: &mut Scratch,
-        k: &Kernels,
-    ) {
-        let m = self.m;
+    #[inline(always)]
+    fn sgr<const L: u8>(&self, steps: &[GraphStep], out: &mut [f32], s: &mut Scratch) {
+        let head = self.head;
+        let m = head.m;
+        let lengths = self.cap.lengths;
         let n_cap = lengths.len();
         let n_nodes = lengths.iter().sum::<usize>() + n_cap;
         let (last, full) = steps.split_last().expect("sgr_step >= 1 is validated");
@@ -316,18 +400,13 @@ impl CpuHead {
                         *p += c;
                     }
                     let row = &mut edges[i * n..(i + 1) * n];
-                    for (j, e) in row.iter_mut().enumerate() {
-                        *e = (k.dot)(p, &nodes[j * m..(j + 1) * m]);
-                    }
+                    dots::<L>(p, nodes, row);
                     softmax(row);
                 }
+                let z = &proj[at * 2 * m + m..];
                 for i in 0..n {
                     let o = &mut next[(at + i) * m..(at + i + 1) * m];
-                    o.copy_from_slice(&step.graph_bias);
-                    for j in 0..n {
-                        let z = &proj[(at + j) * 2 * m + m..(at + j + 1) * 2 * m];
-                        (k.axpy)(edges[i * n + j], z, o);
-                    }
+                    combine::<L>(&edges[i * n..(i + 1) * n], z, 2 * m, &step.graph_bias, o);
                     for v in o.iter_mut() {
                         *v = v.max(0.0);
                     }
@@ -343,7 +422,7 @@ impl CpuHead {
             firsts[c * m..(c + 1) * m].copy_from_slice(&s.nodes[at * m..(at + 1) * m]);
             at += len + 1;
         }
-        let proj = grow(&mut s.proj, n_cap * 2 * m);
+        let proj = grow(&mut s.proj, n_cap * m);
         // Only the M half of [M | W_g^T]: the row stride skips W_g^T.
         gemm(
             n_cap,
@@ -358,9 +437,9 @@ impl CpuHead {
             false,
         );
         // h_0 = sum_j softmax_j(p_0 . n_j) n_j, then W_g h_0 + b_g.
-        let pooled = grow(&mut s.edges, n_cap * m);
-        pooled.fill(0.0);
-        let mut weights = Vec::with_capacity(64);
+        let pooled = grow(&mut s.rows_out, n_cap * m);
+        let zeros = vec![0f32; m];
+        let mut weights = vec![0f32; 0];
         let mut at = 0;
         for (c, &len) in lengths.iter().enumerate() {
             let n = len + 1;
@@ -369,23 +448,30 @@ impl CpuHead {
                 *p += b;
             }
             let nodes = &s.nodes[at * m..(at + n) * m];
-            weights.clear();
-            weights.extend(nodes.chunks(m).map(|nj| (k.dot)(p, nj)));
+            weights.resize(n, 0.0);
+            dots::<L>(p, nodes, &mut weights);
             softmax(&mut weights);
-            let h = &mut pooled[c * m..(c + 1) * m];
-            for (w, nj) in weights.iter().zip(nodes.chunks(m)) {
-                (k.axpy)(*w, nj, h);
-            }
+            combine::<L>(&weights, nodes, m, &zeros, &mut pooled[c * m..(c + 1) * m]);
             at += n;
         }
-        let graph_wt = &last.fold_graph[m..];
-        let result = grow(&mut s.rows_out, n_cap * m);
-        gemm(n_cap, m, m, pooled, m, graph_wt, 2 * m, result, m, false);
+        let result = grow(&mut s.edges, n_cap * m);
+        gemm(
+            n_cap,
+            m,
+            m,
+            pooled,
+            m,
+            &last.fold_graph[m..],
+            2 * m,
+            result,
+            m,
+            false,
+        );
         for (c, row) in result.chunks_mut(m).enumerate() {
             for (v, b) in row.iter_mut().zip(&last.graph_bias) {
                 *v = (*v + b).max(0.0);
             }
-            out[c] = sigmoid((k.dot)(row, &self.eval_w) + self.eval_b);
+            out[c] = sigmoid(dot::<L>(row, &head.eval_w) + head.eval_b);
         }
     }
 }

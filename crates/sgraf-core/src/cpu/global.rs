@@ -1,0 +1,186 @@
+//! The global vectors (`VisualSA`, `TextSA` in eval mode) on plain slices:
+//! the published code recomputes them for every block it scores, so they
+//! are part of what scoring costs.
+
+use rayon::prelude::*;
+
+use super::kernels::gemm_parallel;
+use super::EPS;
+
+/// `VisualSA` in eval mode; BatchNorms folded to `x * scale + shift`.
+#[derive(Clone, Debug)]
+pub struct VisualSa {
+    /// `[d, d]` (`W^T`) and `[d]`
+    pub local_wt: Vec<f32>,
+    pub local_b: Vec<f32>,
+    /// Per region `[R]`.
+    pub local_scale: Vec<f32>,
+    pub local_shift: Vec<f32>,
+    pub global_wt: Vec<f32>,
+    pub global_b: Vec<f32>,
+    /// Per channel `[d]`.
+    pub global_scale: Vec<f32>,
+    pub global_shift: Vec<f32>,
+    /// `[d]` and the bias of the common projection.
+    pub common_w: Vec<f32>,
+    pub common_b: f32,
+}
+
+/// `TextSA` in eval mode.
+#[derive(Clone, Debug)]
+pub struct TextSa {
+    pub local_wt: Vec<f32>,
+    pub local_b: Vec<f32>,
+    pub global_wt: Vec<f32>,
+    pub global_b: Vec<f32>,
+    pub common_w: Vec<f32>,
+    pub common_b: f32,
+}
+
+fn dot(x: &[f32], y: &[f32]) -> f32 {
+    x.iter().zip(y).map(|(a, b)| a * b).sum()
+}
+
+/// `w = softmax(scores)`, `out = l2norm(sum_j w_j rows_j)`.
+fn pool(scores: &mut [f32], rows: &[f32], d: usize, out: &mut [f32]) {
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    out.fill(0.0);
+    for (s, row) in scores.iter().zip(rows.chunks(d)) {
+        let w = s / sum;
+        for (o, v) in out.iter_mut().zip(row) {
+            *o += w * v;
+        }
+    }
+    let norm = dot(out, out).sqrt() + EPS;
+    for o in out.iter_mut() {
+        *o /= norm;
+    }
+}
+
+impl VisualSa {
+    /// Regions `[n_img, R, d]` -> global vectors `[n_img, d]`.
+    pub fn forward(&self, regions: &[f32], n_regions: usize, d: usize) -> Vec<f32> {
+        let r = n_regions;
+        let n_img = regions.len() / (r * d).max(1);
+        let mut out = vec![0f32; n_img * d];
+        // Blocks of images: each projection is one GEMM over the block (the
+        // weights are packed once per block, not once per image).
+        const BLOCK: usize = 128;
+        let (mut local, mut mean, mut glob) = (Vec::new(), Vec::new(), Vec::new());
+        for (out, v) in out.chunks_mut(BLOCK * d).zip(regions.chunks(BLOCK * r * d)) {
+            let n = out.len() / d;
+            local.resize(n * r * d, 0.0);
+            mean.resize(n * d, 0.0);
+            glob.resize(n * d, 0.0);
+            // l = tanh(BN_R(W_l v + b_l)): [n, R, d]
+            gemm_parallel(n * r, d, d, v, d, &self.local_wt, d, &mut local, d);
+            local.par_chunks_mut(d).enumerate().for_each(|(row, x)| {
+                let (sc, sh) = (self.local_scale[row % r], self.local_shift[row % r]);
+                for (x, b) in x.iter_mut().zip(&self.local_b) {
+                    *x = ((*x + b) * sc + sh).tanh();
+                }
+            });
+            // g = tanh(BN_d(W_g mean_r v + b_g)): [n, d]
+            mean.par_chunks_mut(d)
+                .zip(v.par_chunks(r * d))
+                .for_each(|(m, v)| {
+                    m.fill(0.0);
+                    for row in v.chunks(d) {
+                        for (m, x) in m.iter_mut().zip(row) {
+                            *m += x;
+                        }
+                    }
+                    for m in m.iter_mut() {
+                        *m /= r as f32;
+                    }
+                });
+            gemm_parallel(n, d, d, &mean, d, &self.global_wt, d, &mut glob, d);
+            // w = softmax_r(W_c (l * g) + b_c), pooled and normalised.
+            out.par_chunks_mut(d)
+                .zip(glob.par_chunks_mut(d))
+                .zip(local.par_chunks(r * d).zip(v.par_chunks(r * d)))
+                .for_each(|((out, g), (l, v))| {
+                    for (j, g) in g.iter_mut().enumerate() {
+                        *g = ((*g + self.global_b[j]) * self.global_scale[j]
+                            + self.global_shift[j])
+                            .tanh();
+                    }
+                    let mut scores: Vec<f32> = l
+                        .chunks(d)
+                        .map(|row| common(row, g, &self.common_w) + self.common_b)
+                        .collect();
+                    pool(&mut scores, v, d, out);
+                });
+        }
+        out
+    }
+}
+
+/// `sum_k l_k g_k w_k`
+fn common(l: &[f32], g: &[f32], w: &[f32]) -> f32 {
+    l.iter().zip(g).zip(w).map(|((l, g), w)| l * g * w).sum()
+}
+
+impl TextSa {
+    /// Words packed to true lengths `[sum(lengths), d]` -> global vectors `[n_cap, d]`.
+    pub fn forward(&self, words: &[f32], lengths: &[usize], d: usize) -> Vec<f32> {
+        let n_cap = lengths.len();
+        let mut starts = Vec::with_capacity(n_cap + 1);
+        starts.push(0);
+        for &n in lengths {
+            starts.push(starts.last().unwrap() + n);
+        }
+        let mut out = vec![0f32; n_cap * d];
+        const BLOCK: usize = 256;
+        let (mut local, mut mean, mut glob) = (Vec::new(), Vec::new(), Vec::new());
+        for c0 in (0..n_cap).step_by(BLOCK) {
+            let c1 = (c0 + BLOCK).min(n_cap);
+            let (w0, w1) = (starts[c0], starts[c1]);
+            let rows = &words[w0 * d..w1 * d];
+            let (n_words, n) = (w1 - w0, c1 - c0);
+            local.resize(n_words * d, 0.0);
+            mean.resize(n * d, 0.0);
+            glob.resize(n * d, 0.0);
+            gemm_parallel(n_words, d, d, rows, d, &self.local_wt, d, &mut local, d);
+            local.par_chunks_mut(d).for_each(|x| {
+                for (x, b) in x.iter_mut().zip(&self.local_b) {
+                    *x = (*x + b).tanh();
+                }
+            });
+            mean.par_chunks_mut(d).enumerate().for_each(|(c, m)| {
+                let (s, e) = (starts[c0 + c] - w0, starts[c0 + c + 1] - w0);
+                m.fill(0.0);
+                for row in rows[s * d..e * d].chunks(d) {
+                    for (m, x) in m.iter_mut().zip(row) {
+                        *m += x;
+                    }
+                }
+                for m in m.iter_mut() {
+                    *m /= (e - s) as f32;
+                }
+            });
+            gemm_parallel(n, d, d, &mean, d, &self.global_wt, d, &mut glob, d);
+            out[c0 * d..c1 * d]
+                .par_chunks_mut(d)
+                .zip(glob.par_chunks_mut(d))
+                .enumerate()
+                .for_each(|(c, (out, g))| {
+                    for (x, b) in g.iter_mut().zip(&self.global_b) {
+                        *x = (*x + b).tanh();
+                    }
+                    let (s, e) = (starts[c0 + c] - w0, starts[c0 + c + 1] - w0);
+                    let mut scores: Vec<f32> = local[s * d..e * d]
+                        .chunks(d)
+                        .map(|row| common(row, g, &self.common_w) + self.common_b)
+                        .collect();
+                    pool(&mut scores, &rows[s * d..e * d], d, out);
+                });
+        }
+        out
+    }
+}
