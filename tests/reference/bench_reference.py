@@ -30,6 +30,7 @@ def main():
     ap.add_argument("--words", type=int, default=14)
     ap.add_argument("--module", default="SGR")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=1, help="keep the best of this many timed runs")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(7)
@@ -52,16 +53,18 @@ def main():
         img_emb = model.img_enc(images)
         cap_emb = model.txt_enc(ids, lengths)
         # The published shard_attn_scores + EncoderSimilarity.forward.
-        start = time.perf_counter()
-        sims = torch.zeros(args.images, args.captions)
         head = model.sim_enc
-        for i0 in range(0, args.images, SHARD):
-            im = img_emb[i0:i0 + SHARD]
-            v_glo = head.v_global_w(im)
-            for c in range(args.captions):
-                t = cap_emb[c, :lengths[c]]
-                sims[i0:i0 + SHARD, c] = head.caption_vs_images(im, v_glo, t, head.t_global_w(t))
-        secs = time.perf_counter() - start
+        secs = float("inf")
+        for _ in range(max(1, args.repeat)):
+            start = time.perf_counter()
+            sims = torch.zeros(args.images, args.captions)
+            for i0 in range(0, args.images, SHARD):
+                im = img_emb[i0:i0 + SHARD]
+                v_glo = head.v_global_w(im)
+                for c in range(args.captions):
+                    t = cap_emb[c, :lengths[c]]
+                    sims[i0:i0 + SHARD, c] = head.caption_vs_images(im, v_glo, t, head.t_global_w(t))
+            secs = min(secs, time.perf_counter() - start)
         # Measured sgemm rate, for the achieved-GFLOP/s comparison.
         a, b = torch.rand(2048, 2048), torch.rand(2048, 2048)
         a @ b

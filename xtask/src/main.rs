@@ -57,6 +57,10 @@ enum Task {
         /// Where to write the results (default bench/results/cpu-latest.json).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Times each side this many times and keeps each side's best (the
+        /// machine is shared): default 3 for the 100 x 100 cases, 1 for the large ones.
+        #[arg(long)]
+        repeat: Option<usize>,
     },
     /// Regenerate tests/fixtures/ with the PyTorch reference (needs python3
     /// with torch, numpy and safetensors).
@@ -143,6 +147,6 @@ fn main() -> Result<()> {
         } => convert_weights(&checkpoint, &vocab, &out, force, verify),
         Task::Fixtures { full } => fixtures(full),
         Task::Demo { dir, epochs } => demo::demo(&dir, epochs),
-        Task::Bench { quick, out } => bench::bench(quick, out),
+        Task::Bench { quick, out, repeat } => bench::bench(quick, out, repeat),
     }
 }

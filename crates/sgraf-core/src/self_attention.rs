@@ -135,7 +135,9 @@ impl TextSelfAttention {
 
 /// `W^T` of a linear layer, row-major `[in, out]`.
 pub(crate) fn transposed(l: &Linear) -> Result<Vec<f32>> {
-    l.weight().t()?.contiguous()?.flatten_all()?.to_vec1()
+    let (rows, cols) = l.weight().dims2()?;
+    let w = l.weight().flatten_all()?.to_vec1::<f32>()?;
+    Ok(crate::cpu::kernels::transpose(&w, rows, cols))
 }
 
 /// The bias of a linear layer (zeros when it has none).

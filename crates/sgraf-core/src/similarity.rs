@@ -177,9 +177,9 @@ impl SimilarityHead {
         Ok(crate::cpu::CpuHead {
             d,
             m,
-            local_wt: flat(&self.local_proj.weight().t()?.contiguous()?)?,
+            local_wt: crate::self_attention::transposed(&self.local_proj)?,
             local_b: bias(&self.local_proj, m)?,
-            global_wt: flat(&self.global_proj.weight().t()?.contiguous()?)?,
+            global_wt: crate::self_attention::transposed(&self.global_proj)?,
             global_b: bias(&self.global_proj, m)?,
             eval_w: flat(self.eval.weight())?,
             eval_b: bias(&self.eval, 1)?[0],

@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::kernels::gemm_parallel;
+use super::kernels::{exp, gemm_parallel, tanh};
 use super::EPS;
 
 /// `VisualSA` in eval mode; BatchNorms folded to `x * scale + shift`.
@@ -46,7 +46,7 @@ fn pool(scores: &mut [f32], rows: &[f32], d: usize, out: &mut [f32]) {
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f32;
     for s in scores.iter_mut() {
-        *s = (*s - max).exp();
+        *s = exp(*s - max);
         sum += *s;
     }
     out.fill(0.0);
@@ -82,7 +82,7 @@ impl VisualSa {
             local.par_chunks_mut(d).enumerate().for_each(|(row, x)| {
                 let (sc, sh) = (self.local_scale[row % r], self.local_shift[row % r]);
                 for (x, b) in x.iter_mut().zip(&self.local_b) {
-                    *x = ((*x + b) * sc + sh).tanh();
+                    *x = tanh((*x + b) * sc + sh);
                 }
             });
             // g = tanh(BN_d(W_g mean_r v + b_g)): [n, d]
@@ -106,9 +106,9 @@ impl VisualSa {
                 .zip(local.par_chunks(r * d).zip(v.par_chunks(r * d)))
                 .for_each(|((out, g), (l, v))| {
                     for (j, g) in g.iter_mut().enumerate() {
-                        *g = ((*g + self.global_b[j]) * self.global_scale[j]
-                            + self.global_shift[j])
-                            .tanh();
+                        *g = tanh(
+                            (*g + self.global_b[j]) * self.global_scale[j] + self.global_shift[j],
+                        );
                     }
                     let mut scores: Vec<f32> = l
                         .chunks(d)
@@ -149,7 +149,7 @@ impl TextSa {
             gemm_parallel(n_words, d, d, rows, d, &self.local_wt, d, &mut local, d);
             local.par_chunks_mut(d).for_each(|x| {
                 for (x, b) in x.iter_mut().zip(&self.local_b) {
-                    *x = (*x + b).tanh();
+                    *x = tanh(*x + b);
                 }
             });
             mean.par_chunks_mut(d).enumerate().for_each(|(c, m)| {
@@ -171,7 +171,7 @@ impl TextSa {
                 .enumerate()
                 .for_each(|(c, (out, g))| {
                     for (x, b) in g.iter_mut().zip(&self.global_b) {
-                        *x = (*x + b).tanh();
+                        *x = tanh(*x + b);
                     }
                     let (s, e) = (starts[c0 + c] - w0, starts[c0 + c + 1] - w0);
                     let mut scores: Vec<f32> = local[s * d..e * d]

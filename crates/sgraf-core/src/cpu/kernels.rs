@@ -177,6 +177,23 @@ pub fn gemm_nt(
     }
 }
 
+/// `a [rows, cols]` -> `a^T [cols, rows]`, row-major, in cache-sized tiles.
+pub fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    assert_eq!(a.len(), rows * cols, "transpose: not [{rows}, {cols}]");
+    const T: usize = 32;
+    let mut out = vec![0f32; a.len()];
+    for r0 in (0..rows).step_by(T) {
+        for c0 in (0..cols).step_by(T) {
+            for r in r0..(r0 + T).min(rows) {
+                for c in c0..(c0 + T).min(cols) {
+                    out[c * rows + r] = a[r * cols + c];
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The instruction set the CPU head is compiled for, picked at run time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Simd {
@@ -315,6 +332,48 @@ pub fn combine_generic<const L: u8>(
         }
         out[c0..c0 + width].copy_from_slice(&acc[..width]);
         c0 += width;
+    }
+}
+
+/// `e^x` within about an ulp (Cephes' polynomial), written so that loops
+/// over it vectorise: libm's `expf` is a call per element.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.0, 88.0);
+    let k = (x * LOG2E + 0.5).floor();
+    let r = x - k * LN2_HI - k * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    f32::from_bits(((k as i32 + 127) << 23) as u32) * y
+}
+
+/// `tanh(x) = sign(x) (1 - 2 / (e^{2|x|} + 1))`, vectorisable; absolute
+/// error below 1e-7.
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    let t = 1.0 - 2.0 / (exp(2.0 * x.abs()) + 1.0);
+    t.copysign(x)
+}
+
+/// In-place softmax of one row.
+#[inline(always)]
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for v in x.iter_mut() {
+        *v = exp(*v - max);
+        sum += *v;
+    }
+    for v in x.iter_mut() {
+        *v /= sum;
     }
 }
 
@@ -484,6 +543,38 @@ mod tests {
         for c in 0..m {
             let want: f32 = bias[c] + (0..7).map(|j| w[j] * ys[j * n + c]).sum::<f32>();
             assert!((out[c] - want).abs() < 1e-4, "combine n={n} c={c}");
+        }
+    }
+
+    #[test]
+    fn exp_and_tanh_match_libm() {
+        let mut worst = (0f64, 0f64);
+        for i in -20000..=20000 {
+            let x = i as f32 * 0.0043;
+            let e = (x as f64).exp();
+            worst.0 = worst.0.max(((exp(x) as f64 - e) / e).abs());
+            worst.1 = worst.1.max((tanh(x) as f64 - (x as f64).tanh()).abs());
+        }
+        assert!(worst.0 < 4e-7, "exp relative error {}", worst.0);
+        assert!(worst.1 < 2e-7, "tanh absolute error {}", worst.1);
+        assert_eq!(
+            exp(-1000.0).min(1e-30),
+            exp(-1000.0),
+            "underflow stays tiny"
+        );
+        assert!(exp(1000.0).is_finite());
+        assert_eq!(tanh(0.0), 0.0);
+        assert_eq!(tanh(-30.0), -1.0);
+    }
+
+    #[test]
+    fn transpose_moves_every_element() {
+        let a: Vec<f32> = (0..35 * 70).map(|i| i as f32).collect();
+        let t = transpose(&a, 35, 70);
+        for r in 0..35 {
+            for c in 0..70 {
+                assert_eq!(t[c * 35 + r], a[r * 70 + c]);
+            }
         }
     }
 

@@ -21,7 +21,7 @@ pub mod kernels;
 use rayon::prelude::*;
 
 use crate::ops::NORM_EPS;
-use kernels::{combine, dot, dots, gemm, gemm_nt, Simd};
+use kernels::{combine, dot, dots, gemm, gemm_nt, softmax, Simd};
 use kernels::{PLAIN, V3, V4};
 
 pub(crate) const EPS: f32 = NORM_EPS as f32;
@@ -121,21 +121,7 @@ fn l2_normalize<const L: u8>(x: &mut [f32]) {
 
 #[inline(always)]
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
-
-/// In-place softmax of one row.
-#[inline(always)]
-fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    for v in x.iter_mut() {
-        *v /= sum;
-    }
+    1.0 / (1.0 + kernels::exp(-x))
 }
 
 /// One image against a block of captions.
@@ -206,15 +192,58 @@ impl Task<'_> {
 }
 
 /// Words per pass through the head: the attended regions of a pass
-/// (`[words, d]`) and the graph buffers then stay in the core's L2 cache
-/// between the stages instead of going out to memory and back.
+/// (`[words, d]`) and the graph buffers stay within a core's L2 cache
+/// between the stages.
 const PASS_WORDS: usize = 384;
 
 impl Task<'_> {
-    /// The captions in passes of about [`PASS_WORDS`] words (whole captions).
     fn run(&self, simd: Simd, out: &mut [f32], s: &mut Scratch) {
-        let (cap, d) = (self.cap, self.head.d);
+        match simd {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Simd::detect` saw these features on this CPU.
+            Simd::V4 => unsafe { self.run_v4(out, s) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Simd::V3 => unsafe { self.run_v3(out, s) },
+            _ => self.score::<PLAIN>(out, s),
+        }
+    }
+
+    /// `out[c]`: the score of this image with caption `c`.
+    #[inline(always)]
+    fn score<const L: u8>(&self, out: &mut [f32], s: &mut Scratch) {
+        let (head, cap) = (self.head, self.cap);
+        let (d, m) = (head.d, head.m);
         let n_cap = cap.lengths.len();
+        // Global alignments [n_cap, m] of the whole block: one GEMM.
+        let gdiff = grow(&mut s.gdiff, n_cap * d);
+        for (o, t) in gdiff.chunks_mut(d).zip(cap.global.chunks(d)) {
+            for ((o, v), t) in o.iter_mut().zip(self.global).zip(t) {
+                let diff = v - t;
+                *o = diff * diff;
+            }
+        }
+        let mut global = std::mem::take(&mut s.global);
+        let global_all = grow(&mut global, n_cap * m);
+        gemm(
+            n_cap,
+            m,
+            d,
+            gdiff,
+            d,
+            &head.global_wt,
+            m,
+            global_all,
+            m,
+            false,
+        );
+        for row in global_all.chunks_mut(m) {
+            for (v, b) in row.iter_mut().zip(&head.global_b) {
+                *v += b;
+            }
+            l2_normalize::<L>(row);
+        }
+        // The rest in passes of about PASS_WORDS words (whole captions).
         let (mut c0, mut w0) = (0, 0);
         while c0 < n_cap {
             let (mut c1, mut w1) = (c0, w0);
@@ -231,26 +260,15 @@ impl Task<'_> {
                 cap: &part,
                 ..*self
             }
-            .run_pass(simd, &mut out[c0..c1], s);
+            .pass::<L>(&global_all[c0 * m..c1 * m], &mut out[c0..c1], s);
             (c0, w0) = (c1, w1);
         }
+        s.global = global;
     }
 
-    fn run_pass(&self, simd: Simd, out: &mut [f32], s: &mut Scratch) {
-        match simd {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Simd::detect` saw these features on this CPU.
-            Simd::V4 => unsafe { self.run_v4(out, s) },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
-            Simd::V3 => unsafe { self.run_v3(out, s) },
-            _ => self.score::<PLAIN>(out, s),
-        }
-    }
-
-    /// `out[c]`: the score of this image with caption `c`.
+    /// One pass: the captions of `self.cap`, whose global alignments are `global`.
     #[inline(always)]
-    fn score<const L: u8>(&self, out: &mut [f32], s: &mut Scratch) {
+    fn pass<const L: u8>(&self, global: &[f32], out: &mut [f32], s: &mut Scratch) {
         let head = self.head;
         let (d, m, r) = (head.d, head.m, self.n_regions);
         let cap = self.cap;
@@ -288,9 +306,10 @@ impl Task<'_> {
         let context = grow(&mut s.context, words * d);
         gemm(words, d, r, attn, r, self.regions, d, context, d, false);
         for (a, t) in context.chunks_mut(d).zip(cap.words.chunks(d)) {
-            let norm = dot::<L>(a, a).sqrt() + EPS;
+            // One reciprocal per row: within an ulp of dividing each element.
+            let inv = 1.0 / (dot::<L>(a, a).sqrt() + EPS);
             for (a, t) in a.iter_mut().zip(t) {
-                let diff = *a / norm - t;
+                let diff = *a * inv - t;
                 *a = diff * diff;
             }
         }
@@ -299,22 +318,6 @@ impl Task<'_> {
         gemm(words, m, d, context, d, &head.local_wt, m, local, m, false);
         for row in local.chunks_mut(m) {
             for (v, b) in row.iter_mut().zip(&head.local_b) {
-                *v += b;
-            }
-            l2_normalize::<L>(row);
-        }
-        // Global alignments [n_cap, m].
-        let gdiff = grow(&mut s.gdiff, n_cap * d);
-        for (o, t) in gdiff.chunks_mut(d).zip(cap.global.chunks(d)) {
-            for ((o, v), t) in o.iter_mut().zip(self.global).zip(t) {
-                let diff = v - t;
-                *o = diff * diff;
-            }
-        }
-        let global = grow(&mut s.global, n_cap * m);
-        gemm(n_cap, m, d, gdiff, d, &head.global_wt, m, global, m, false);
-        for row in global.chunks_mut(m) {
-            for (v, b) in row.iter_mut().zip(&head.global_b) {
                 *v += b;
             }
             l2_normalize::<L>(row);
