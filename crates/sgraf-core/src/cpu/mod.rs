@@ -102,6 +102,8 @@ struct Scratch {
     edges: Vec<f32>,
     rows: Vec<f32>,
     rows_out: Vec<f32>,
+    lengths: Vec<usize>,
+    affinity: Vec<f32>,
 }
 
 fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
@@ -124,19 +126,56 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + kernels::exp(-x))
 }
 
-/// One image against a block of captions.
-struct Task<'a> {
+/// Words per pass through the head: the attended regions of a pass
+/// (`[words, d]`) and the graph buffers stay within a core's L2 cache
+/// between the stages, and the GEMMs over the shared weights still have a
+/// few hundred rows.
+const PASS_WORDS: usize = 384;
+
+/// A group of images against a pass of captions: the attention runs per
+/// image, every later stage as one GEMM over all their pairs. One query
+/// against many images groups images; many captions cut into passes.
+struct Item<'a> {
     head: &'a CpuHead,
-    regions: &'a [f32],
-    global: &'a [f32],
-    n_regions: usize,
-    cap: &'a Captions<'a>,
+    img: &'a Images<'a>,
+    images: std::ops::Range<usize>,
+    cap: Captions<'a>,
+}
+
+/// `(c0, c1, w0, w1)`: captions `c0..c1`, words `w0..w1`, whole captions of
+/// about `PASS_WORDS` words together.
+fn passes(lengths: &[usize], pass_words: usize) -> Vec<(usize, usize, usize, usize)> {
+    let mut out = Vec::new();
+    let (mut c0, mut w0) = (0, 0);
+    while c0 < lengths.len() {
+        let (mut c1, mut w1) = (c0, w0);
+        while c1 < lengths.len() && (c1 == c0 || w1 - w0 + lengths[c1] <= pass_words) {
+            w1 += lengths[c1];
+            c1 += 1;
+        }
+        out.push((c0, c1, w0, w1));
+        (c0, w0) = (c1, w1);
+    }
+    out
 }
 
 impl CpuHead {
-    /// Scores `[n_img, n_cap]` (image-major) of every image with every caption,
-    /// on the rayon thread pool, one image per task.
+    /// Scores `[n_img, n_cap]` (image-major) of every image with every
+    /// caption, on the rayon thread pool.
     pub fn score(&self, img: &Images, cap: &Captions) -> Vec<f32> {
+        self.score_in_passes(img, cap, PASS_WORDS, None)
+    }
+
+    /// [`Self::score`] with passes of `pass_words` words and, when the
+    /// captions fit one pass, `group` images per item (default: as many as
+    /// fill the pass). The scores do not depend on either.
+    pub fn score_in_passes(
+        &self,
+        img: &Images,
+        cap: &Captions,
+        pass_words: usize,
+        group: Option<usize>,
+    ) -> Vec<f32> {
         let (d, r) = (self.d, img.n_regions);
         let n_img = img.global.len() / d;
         let n_cap = cap.lengths.len();
@@ -157,29 +196,57 @@ impl CpuHead {
         );
         assert!(cap.lengths.iter().all(|&n| n > 0), "empty caption");
         let mut out = vec![0f32; n_img * n_cap];
-        if n_cap == 0 {
+        if n_cap == 0 || n_img == 0 {
             return out;
         }
+        let passes = passes(cap.lengths, pass_words.max(1));
+        // Captions that fit one pass share it with several images, leaving
+        // a few items per thread for balance.
+        let group = if passes.len() == 1 {
+            let words = cap.lengths.iter().sum::<usize>().max(1);
+            let threads = rayon::current_num_threads().max(1);
+            group
+                .unwrap_or((pass_words / words).clamp(1, n_img.div_ceil(4 * threads)))
+                .max(1)
+        } else {
+            1
+        };
+        let items: Vec<(usize, usize)> = (0..n_img)
+            .step_by(group)
+            .flat_map(|i0| (0..passes.len()).map(move |p| (i0, p)))
+            .collect();
         let simd = Simd::detect();
-        out.par_chunks_mut(n_cap).enumerate().for_each_init(
-            Scratch::default,
-            |scratch, (i, row)| {
-                let task = Task {
+        let results: Vec<Vec<f32>> = items
+            .par_iter()
+            .map_init(Scratch::default, |scratch, &(i0, p)| {
+                let (c0, c1, w0, w1) = passes[p];
+                let item = Item {
                     head: self,
-                    regions: &img.regions[i * r * d..(i + 1) * r * d],
-                    global: &img.global[i * d..(i + 1) * d],
-                    n_regions: r,
-                    cap,
+                    img,
+                    images: i0..(i0 + group).min(n_img),
+                    cap: Captions {
+                        words: &cap.words[w0 * d..w1 * d],
+                        global: &cap.global[c0 * d..c1 * d],
+                        lengths: &cap.lengths[c0..c1],
+                    },
                 };
-                task.run(simd, row, scratch);
-            },
-        );
+                let mut scores = vec![0f32; item.images.len() * (c1 - c0)];
+                item.run(simd, &mut scores, scratch);
+                scores
+            })
+            .collect();
+        for (&(i0, p), scores) in items.iter().zip(&results) {
+            let (c0, c1, _, _) = passes[p];
+            for (k, row) in scores.chunks(c1 - c0).enumerate() {
+                out[(i0 + k) * n_cap + c0..(i0 + k) * n_cap + c1].copy_from_slice(row);
+            }
+        }
         out
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-impl Task<'_> {
+impl Item<'_> {
     #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
     unsafe fn run_v4(&self, out: &mut [f32], s: &mut Scratch) {
         self.score::<V4>(out, s)
@@ -191,12 +258,7 @@ impl Task<'_> {
     }
 }
 
-/// Words per pass through the head: the attended regions of a pass
-/// (`[words, d]`) and the graph buffers stay within a core's L2 cache
-/// between the stages.
-const PASS_WORDS: usize = 384;
-
-impl Task<'_> {
+impl Item<'_> {
     fn run(&self, simd: Simd, out: &mut [f32], s: &mut Scratch) {
         match simd {
             #[cfg(target_arch = "x86_64")]
@@ -209,131 +271,133 @@ impl Task<'_> {
         }
     }
 
-    /// `out[c]`: the score of this image with caption `c`.
+    /// `out[k * n_cap + c]`: the score of image `images.start + k` with caption `c`.
     #[inline(always)]
     fn score<const L: u8>(&self, out: &mut [f32], s: &mut Scratch) {
-        let (head, cap) = (self.head, self.cap);
-        let (d, m) = (head.d, head.m);
-        let n_cap = cap.lengths.len();
-        // Global alignments [n_cap, m] of the whole block: one GEMM.
-        let gdiff = grow(&mut s.gdiff, n_cap * d);
-        for (o, t) in gdiff.chunks_mut(d).zip(cap.global.chunks(d)) {
-            for ((o, v), t) in o.iter_mut().zip(self.global).zip(t) {
-                let diff = v - t;
-                *o = diff * diff;
-            }
-        }
-        let mut global = std::mem::take(&mut s.global);
-        let global_all = grow(&mut global, n_cap * m);
-        gemm(
-            n_cap,
-            m,
-            d,
-            gdiff,
-            d,
-            &head.global_wt,
-            m,
-            global_all,
-            m,
-            false,
-        );
-        for row in global_all.chunks_mut(m) {
-            for (v, b) in row.iter_mut().zip(&head.global_b) {
-                *v += b;
-            }
-            l2_normalize::<L>(row);
-        }
-        // The rest in passes of about PASS_WORDS words (whole captions).
-        let (mut c0, mut w0) = (0, 0);
-        while c0 < n_cap {
-            let (mut c1, mut w1) = (c0, w0);
-            while c1 < n_cap && (c1 == c0 || w1 - w0 + cap.lengths[c1] <= PASS_WORDS) {
-                w1 += cap.lengths[c1];
-                c1 += 1;
-            }
-            let part = Captions {
-                words: &cap.words[w0 * d..w1 * d],
-                global: &cap.global[c0 * d..c1 * d],
-                lengths: &cap.lengths[c0..c1],
-            };
-            Task {
-                cap: &part,
-                ..*self
-            }
-            .pass::<L>(&global_all[c0 * m..c1 * m], &mut out[c0..c1], s);
-            (c0, w0) = (c1, w1);
-        }
-        s.global = global;
-    }
-
-    /// One pass: the captions of `self.cap`, whose global alignments are `global`.
-    #[inline(always)]
-    fn pass<const L: u8>(&self, global: &[f32], out: &mut [f32], s: &mut Scratch) {
         let head = self.head;
-        let (d, m, r) = (head.d, head.m, self.n_regions);
-        let cap = self.cap;
-        let words = cap.words.len() / d;
-        let n_cap = cap.lengths.len();
+        let (d, m, r) = (head.d, head.m, self.img.n_regions);
+        let cap = &self.cap;
+        let (ni, nw, nc) = (self.images.len(), cap.words.len() / d, cap.lengths.len());
+        let rows = ni * nw;
 
-        // Word-region affinities [words, R].
-        let attn = grow(&mut s.attn, words * r);
-        gemm_nt(words, r, d, cap.words, d, self.regions, d, attn, r);
-        // LeakyReLU, each region's column normalised over the caption's words,
-        // then softmax over the regions with inverse temperature 9.
-        let norms = grow(&mut s.norms, r);
-        let mut start = 0;
-        for &len in cap.lengths {
-            let block = &mut attn[start * r..(start + len) * r];
-            norms.fill(0.0);
-            for row in block.chunks_mut(r) {
-                for (v, n) in row.iter_mut().zip(norms.iter_mut()) {
-                    *v = v.max(*v * LEAKY);
-                    *n += *v * *v;
+        // Word-region affinities of all the images at once: [nw, ni * R].
+        let (i0, i1) = (self.images.start, self.images.end);
+        let affinity = grow(&mut s.affinity, nw * ni * r);
+        let all_regions = &self.img.regions[i0 * r * d..i1 * r * d];
+        gemm_nt(
+            nw,
+            ni * r,
+            d,
+            cap.words,
+            d,
+            all_regions,
+            d,
+            affinity,
+            ni * r,
+        );
+        // Per image: (l2norm(attended regions) - words)^2, [nw, d] each.
+        let context = grow(&mut s.context, rows * d);
+        for (k, i) in self.images.clone().enumerate() {
+            let regions = &self.img.regions[i * r * d..(i + 1) * r * d];
+            let attn = grow(&mut s.attn, nw * r);
+            for (row, all) in attn.chunks_mut(r).zip(affinity.chunks(ni * r)) {
+                row.copy_from_slice(&all[k * r..(k + 1) * r]);
+            }
+            // LeakyReLU, each region's column normalised over the caption's
+            // words, then softmax over the regions with inverse temperature 9.
+            let norms = grow(&mut s.norms, r);
+            let mut start = 0;
+            for &len in cap.lengths {
+                let block = &mut attn[start * r..(start + len) * r];
+                norms.fill(0.0);
+                for row in block.chunks_mut(r) {
+                    for (v, n) in row.iter_mut().zip(norms.iter_mut()) {
+                        *v = v.max(*v * LEAKY);
+                        *n += *v * *v;
+                    }
+                }
+                for n in norms.iter_mut() {
+                    *n = n.sqrt() + EPS;
+                }
+                for row in block.chunks_mut(r) {
+                    for (v, n) in row.iter_mut().zip(norms.iter()) {
+                        *v = *v / *n * SMOOTH;
+                    }
+                    softmax(row);
+                }
+                start += len;
+            }
+            let ctx = &mut context[k * nw * d..(k + 1) * nw * d];
+            gemm(nw, d, r, attn, r, regions, d, ctx, d, false);
+            for (a, t) in ctx.chunks_mut(d).zip(cap.words.chunks(d)) {
+                // One reciprocal per row: within an ulp of dividing each element.
+                let inv = 1.0 / (dot::<L>(a, a).sqrt() + EPS);
+                for (a, t) in a.iter_mut().zip(t) {
+                    let diff = *a * inv - t;
+                    *a = diff * diff;
                 }
             }
-            for n in norms.iter_mut() {
-                *n = n.sqrt() + EPS;
-            }
-            for row in block.chunks_mut(r) {
-                for (v, n) in row.iter_mut().zip(norms.iter()) {
-                    *v = *v / *n * SMOOTH;
-                }
-                softmax(row);
-            }
-            start += len;
         }
-        // Attended regions [words, d], then (l2norm(a) - t)^2 in place.
-        let context = grow(&mut s.context, words * d);
-        gemm(words, d, r, attn, r, self.regions, d, context, d, false);
-        for (a, t) in context.chunks_mut(d).zip(cap.words.chunks(d)) {
-            // One reciprocal per row: within an ulp of dividing each element.
-            let inv = 1.0 / (dot::<L>(a, a).sqrt() + EPS);
-            for (a, t) in a.iter_mut().zip(t) {
-                let diff = *a * inv - t;
-                *a = diff * diff;
-            }
-        }
-        // Local alignments [words, m].
-        let local = grow(&mut s.local, words * m);
-        gemm(words, m, d, context, d, &head.local_wt, m, local, m, false);
+        // Local alignments [rows, m].
+        let local = grow(&mut s.local, rows * m);
+        gemm(rows, m, d, context, d, &head.local_wt, m, local, m, false);
         for row in local.chunks_mut(m) {
             for (v, b) in row.iter_mut().zip(&head.local_b) {
                 *v += b;
             }
             l2_normalize::<L>(row);
         }
-        // Graph nodes [global; local_1..local_n] of every caption, packed.
-        let n_nodes = words + n_cap;
+        // Global alignments [ni * nc, m].
+        let gdiff = grow(&mut s.gdiff, ni * nc * d);
+        for (k, i) in self.images.clone().enumerate() {
+            let v = &self.img.global[i * d..(i + 1) * d];
+            let block = &mut gdiff[k * nc * d..(k + 1) * nc * d];
+            for (o, t) in block.chunks_mut(d).zip(cap.global.chunks(d)) {
+                for ((o, v), t) in o.iter_mut().zip(v).zip(t) {
+                    let diff = v - t;
+                    *o = diff * diff;
+                }
+            }
+        }
+        let global = grow(&mut s.global, ni * nc * m);
+        gemm(
+            ni * nc,
+            m,
+            d,
+            gdiff,
+            d,
+            &head.global_wt,
+            m,
+            global,
+            m,
+            false,
+        );
+        for row in global.chunks_mut(m) {
+            for (v, b) in row.iter_mut().zip(&head.global_b) {
+                *v += b;
+            }
+            l2_normalize::<L>(row);
+        }
+        // Graph nodes [global; local_1..local_n] of every pair, packed.
+        let n_nodes = rows + ni * nc;
         let nodes = grow(&mut s.nodes, n_nodes * m);
-        let (mut at, mut w0) = (0, 0);
-        for (c, &len) in cap.lengths.iter().enumerate() {
-            nodes[at * m..(at + 1) * m].copy_from_slice(&global[c * m..(c + 1) * m]);
-            nodes[(at + 1) * m..(at + 1 + len) * m].copy_from_slice(&local[w0 * m..(w0 + len) * m]);
-            at += len + 1;
-            w0 += len;
+        let mut lengths = std::mem::take(&mut s.lengths);
+        lengths.clear();
+        let mut at = 0;
+        for k in 0..ni {
+            let mut w0 = k * nw;
+            for (c, &len) in cap.lengths.iter().enumerate() {
+                let g = (k * nc + c) * m;
+                nodes[at * m..(at + 1) * m].copy_from_slice(&global[g..g + m]);
+                nodes[(at + 1) * m..(at + 1 + len) * m]
+                    .copy_from_slice(&local[w0 * m..(w0 + len) * m]);
+                at += len + 1;
+                w0 += len;
+                lengths.push(len);
+            }
         }
         match &head.reasoner {
-            Reasoner::Sgr(steps) => self.sgr::<L>(steps, out, s),
+            Reasoner::Sgr(steps) => self.sgr::<L>(steps, &lengths, out, s),
             Reasoner::Saf {
                 weight,
                 bias,
@@ -348,7 +412,7 @@ impl Task<'_> {
                 zeros.fill(0.0);
                 let zeros = &*zeros;
                 let mut at = 0;
-                for (c, &len) in cap.lengths.iter().enumerate() {
+                for (o, &len) in out.iter_mut().zip(&lengths) {
                     let n = len + 1;
                     let g = &mut gate[at..at + n];
                     for g in g.iter_mut() {
@@ -360,19 +424,26 @@ impl Task<'_> {
                     }
                     combine::<L>(g, &nodes[at * m..(at + n) * m], m, zeros, pooled);
                     l2_normalize::<L>(pooled);
-                    out[c] = sigmoid(dot::<L>(pooled, &head.eval_w) + head.eval_b);
+                    *o = sigmoid(dot::<L>(pooled, &head.eval_w) + head.eval_b);
                     at += n;
                 }
             }
         }
+        s.lengths = lengths;
     }
 
-    /// Graph reasoning over the packed nodes in `s.nodes`, then the scores.
+    /// Graph reasoning over the packed nodes in `s.nodes` (pairs of
+    /// `lengths[p]` words), then the scores.
     #[inline(always)]
-    fn sgr<const L: u8>(&self, steps: &[GraphStep], out: &mut [f32], s: &mut Scratch) {
+    fn sgr<const L: u8>(
+        &self,
+        steps: &[GraphStep],
+        lengths: &[usize],
+        out: &mut [f32],
+        s: &mut Scratch,
+    ) {
         let head = self.head;
         let m = head.m;
-        let lengths = self.cap.lengths;
         let n_cap = lengths.len();
         let n_nodes = lengths.iter().sum::<usize>() + n_cap;
         let (last, full) = steps.split_last().expect("sgr_step >= 1 is validated");
@@ -475,6 +546,96 @@ impl Task<'_> {
                 *v = (*v + b).max(0.0);
             }
             out[c] = sigmoid(dot::<L>(row, &head.eval_w) + head.eval_b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rnd(n: usize, seed: &mut u64) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((*seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.6
+            })
+            .collect()
+    }
+
+    fn head(d: usize, m: usize, sgr: bool, seed: &mut u64) -> CpuHead {
+        let mut step = || GraphStep {
+            fold_graph: rnd(m * 2 * m, seed),
+            fold_bias: rnd(m, seed),
+            graph_bias: rnd(m, seed),
+        };
+        let reasoner = if sgr {
+            Reasoner::Sgr(vec![step(), step(), step()])
+        } else {
+            Reasoner::Saf {
+                weight: rnd(m, seed),
+                bias: 0.1,
+                bn_scale: 1.3,
+                bn_shift: -0.2,
+            }
+        };
+        CpuHead {
+            d,
+            m,
+            local_wt: rnd(d * m, seed),
+            local_b: rnd(m, seed),
+            global_wt: rnd(d * m, seed),
+            global_b: rnd(m, seed),
+            eval_w: rnd(m, seed),
+            eval_b: 0.05,
+            reasoner,
+        }
+    }
+
+    /// The default plan is checked against PyTorch by the parity tests;
+    /// every other way of cutting the work must give the same scores.
+    #[test]
+    fn passes_and_image_groups_do_not_change_scores() {
+        let (d, m, r) = (24, 16, 5);
+        let mut seed = 3;
+        let (n_img, lengths) = (9, [1usize, 7, 3, 20, 2, 9, 4, 1, 12, 5, 6, 2, 8]);
+        let regions = rnd(n_img * r * d, &mut seed);
+        let global = rnd(n_img * d, &mut seed);
+        let words = rnd(lengths.iter().sum::<usize>() * d, &mut seed);
+        let cap_global = rnd(lengths.len() * d, &mut seed);
+        let img = Images {
+            regions: &regions,
+            global: &global,
+            n_regions: r,
+        };
+        for sgr in [true, false] {
+            let head = head(d, m, sgr, &mut seed);
+            for n_cap in [lengths.len(), 1, 3] {
+                let n_words = lengths[..n_cap].iter().sum::<usize>();
+                let cap = Captions {
+                    words: &words[..n_words * d],
+                    global: &cap_global[..n_cap * d],
+                    lengths: &lengths[..n_cap],
+                };
+                let want = head.score(&img, &cap);
+                assert_eq!(want.len(), n_img * n_cap);
+                assert!(want.iter().all(|s| s.is_finite() && *s > 0.0 && *s < 1.0));
+                for (pass_words, group) in [
+                    (1, None),
+                    (10, None),
+                    (10_000, Some(1)),
+                    (10_000, Some(4)),
+                    (10_000, Some(9)),
+                    (10_000, Some(50)),
+                ] {
+                    let got = head.score_in_passes(&img, &cap, pass_words, group);
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!((g - w).abs() < 1e-6, "sgr {sgr}, {n_cap} captions, passes of {pass_words}, group {group:?}: {g} vs {w}");
+                    }
+                }
+            }
         }
     }
 }
