@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask <task>`.
 
 mod bench;
+mod cuda;
 mod demo;
 
 use std::path::{Path, PathBuf};
@@ -68,6 +69,14 @@ enum Task {
         /// Write the full-size check (d 1024, m 256, vocab 8481) into DIR instead.
         #[arg(long, value_name = "DIR")]
         full: Option<PathBuf>,
+    },
+    /// Build sgraf-cli with `--features cuda` without a GPU or a CUDA install
+    /// (downloads the CUDA 13.0 wheels, about 1.2 GB, into target/cuda-toolchain;
+    /// binary: target/cuda/release/sgraf-cli).
+    CudaBuild {
+        /// CUDA compute capability to compile candle's kernels for (90: H100/H200).
+        #[arg(long, default_value = "90")]
+        compute_cap: String,
     },
 }
 
@@ -148,5 +157,6 @@ fn main() -> Result<()> {
         Task::Fixtures { full } => fixtures(full),
         Task::Demo { dir, epochs } => demo::demo(&dir, epochs),
         Task::Bench { quick, out, repeat } => bench::bench(quick, out, repeat),
+        Task::CudaBuild { compute_cap } => cuda::cuda_build(&compute_cap),
     }
 }

@@ -38,6 +38,23 @@ struct ModelArgs {
     /// Model folder or Hub id owner/name[@revision]; repeat to average models (SGRAF).
     #[arg(long = "model", short = 'm', required = true, value_name = "MODEL")]
     models: Vec<String>,
+    /// cpu, cuda, cuda:N or metal (cuda and metal need a build with
+    /// `--features cuda` / `--features metal`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn parse_device(spec: &str) -> Result<Device> {
+    let device = match spec {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::new_cuda(0)?,
+        "metal" => Device::new_metal(0)?,
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => Device::new_cuda(n)?,
+            _ => bail!("--device must be cpu, cuda, cuda:N or metal, found {other:?}"),
+        },
+    };
+    Ok(device)
 }
 
 #[derive(Subcommand)]
@@ -235,9 +252,11 @@ fn load(args: &ModelArgs) -> Result<Loaded> {
     let mut models = Vec::new();
     let mut tokenizers = Vec::new();
     let mut folders = Vec::new();
+    let device = parse_device(&args.device)
+        .with_context(|| format!("opening the device {:?}", args.device))?;
     for spec in &args.models {
         let dir = sgraf_hub::resolve(spec)?;
-        let model = SgrafModel::from_folder(&dir, &Device::Cpu)
+        let model = SgrafModel::from_folder(&dir, &device)
             .with_context(|| format!("loading the model {spec}"))?;
         let tok = CaptionTokenizer::from_file(dir.join(sgraf_core::TOKENIZER_FILE))?;
         models.push(model);

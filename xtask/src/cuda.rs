@@ -1,0 +1,182 @@
+//! `cargo xtask cuda-build`: `sgraf-cli --features cuda` on a machine
+//! without a GPU or a CUDA install, following ../shared/CUDA-BUILD.md:
+//! CUDA 13.0 wheels from PyPI for nvcc and the libraries, a link stub for
+//! the driver (the real `libcuda.so.1` replaces it at run time), and an
+//! explicit compute capability (there is no `nvidia-smi` to ask).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// The wheels of CUDA 13.0 that hold nvcc, its headers and the libraries
+/// candle links (13.0 matches the device machines' 580-series driver).
+const WHEELS: &[&str] = &[
+    "nvidia-cuda-nvcc==13.0.88",
+    "nvidia-cuda-crt==13.0.88",
+    "nvidia-nvvm==13.0.88",
+    "nvidia-cuda-runtime==13.0.96",
+    "nvidia-cuda-cccl==13.0.85",
+    "nvidia-cublas==13.0.2.14",
+    "nvidia-curand==10.4.0.35",
+    "nvidia-cuda-nvrtc==13.0.88",
+];
+
+/// `(link name, versioned file prefix)` of the libraries to expose as `libX.so`.
+const LIBS: &[&str] = &["cublas", "cublasLt", "curand", "nvrtc", "cudart"];
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// The CUDA toolchain under `dir`: (`site-packages/nvidia/cu13`, link dir).
+fn toolchain(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let venv = dir.join("venv13");
+    let python = venv.join("bin/python3");
+    if !python.exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    let stamp = venv.join(".sgraf-wheels");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(&WHEELS.join("\n")) {
+        run(Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(WHEELS))?;
+        std::fs::write(&stamp, WHEELS.join("\n"))?;
+    }
+    let out = Command::new(&python)
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ])
+        .output()?;
+    let site = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let cu13 = site.join("nvidia/cu13");
+    if !cu13.join("bin/nvcc").exists() {
+        bail!(
+            "{} has no bin/nvcc after installing the wheels",
+            cu13.display()
+        );
+    }
+    // The wheels hold versioned libraries only: expose libX.so and libX.so.N.
+    let link = dir.join("cudalink");
+    let lib = link.join("lib");
+    std::fs::create_dir_all(lib.join("stubs"))?;
+    for name in LIBS {
+        let prefix = format!("lib{name}.so.");
+        let found = std::fs::read_dir(cu13.join("lib"))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|f| f.starts_with(&prefix))
+            .min_by_key(|f| f.len())
+            .with_context(|| format!("no {prefix}* in {}", cu13.join("lib").display()))?;
+        for alias in [format!("lib{name}.so"), found.clone()] {
+            let at = lib.join(&alias);
+            let _ = std::fs::remove_file(&at);
+            std::os::unix::fs::symlink(cu13.join("lib").join(&found), &at)?;
+        }
+    }
+    Ok((cu13, link))
+}
+
+/// Every `fn cu...(` that cudarc's driver bindings declare, as empty
+/// functions in a `libcuda.so` with the driver's soname.
+fn driver_stub(link: &Path) -> Result<()> {
+    let registry = home::cargo_registry_src()?;
+    let mut sys = None;
+    for index in std::fs::read_dir(&registry)? {
+        for krate in std::fs::read_dir(index?.path())? {
+            let path = krate?.path();
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            if name.starts_with("cudarc-") {
+                let candidate = path.join("src/driver/sys/mod.rs");
+                if candidate.exists() {
+                    sys = Some(candidate);
+                }
+            }
+        }
+    }
+    let sys =
+        sys.context("cudarc's sources are not in the cargo registry (run `cargo fetch` first)")?;
+    let text = std::fs::read_to_string(&sys)?;
+    let mut names: Vec<&str> = text
+        .split("fn ")
+        .skip(1)
+        .filter_map(|rest| rest.split('(').next())
+        .filter(|n| n.starts_with("cu") && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let c: String = names
+        .iter()
+        .map(|n| format!("void {n}(void){{}}\n"))
+        .collect();
+    let src = link.join("stub.c");
+    std::fs::write(&src, c)?;
+    run(Command::new("gcc")
+        .args(["-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o"])
+        .arg(link.join("lib/stubs/libcuda.so"))
+        .arg(&src))
+}
+
+mod home {
+    use anyhow::{Context, Result};
+    use std::path::PathBuf;
+
+    pub fn cargo_registry_src() -> Result<PathBuf> {
+        let home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+            .context("neither CARGO_HOME nor HOME is set")?;
+        Ok(home.join("registry/src"))
+    }
+}
+
+pub fn cuda_build(compute_cap: &str) -> Result<()> {
+    let root = crate::root();
+    let dir = root.join("target/cuda-toolchain");
+    std::fs::create_dir_all(&dir)?;
+    // cudarc's sources must be present for the stub.
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args(["fetch", "--quiet"]))?;
+    let (cu13, link) = toolchain(&dir)?;
+    driver_stub(&link)?;
+    let path = format!(
+        "{}:{}",
+        cu13.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "sgraf-cli",
+            "--features",
+            "cuda",
+        ])
+        .args(["--target-dir", "target/cuda"])
+        .env("PATH", path)
+        .env("CUDA_HOME", &link)
+        .env("CUDA_PATH", &link)
+        .env("CUDA_COMPUTE_CAP", compute_cap))?;
+    let bin = root.join("target/cuda/release/sgraf-cli");
+    println!(
+        "built {} (compute capability {compute_cap}); at run time it needs libcuda.so.1 \
+         (the driver), libcublas.so.13, libcublasLt.so.13, libcurand.so.10 and libcudart.so.13 \
+         on the library path",
+        bin.display()
+    );
+    Ok(())
+}
