@@ -171,11 +171,16 @@ pub fn cuda_build(compute_cap: &str) -> Result<()> {
         .env("CUDA_HOME", &link)
         .env("CUDA_PATH", &link)
         .env("CUDA_COMPUTE_CAP", compute_cap))?;
-    let bin = root.join("target/cuda/release/sgraf-cli");
+    // Stripped, the binary fits the 64 MiB that a device machine's run can carry.
+    let built = root.join("target/cuda/release/sgraf-cli");
+    let bin = root.join("target/cuda/sgraf-cli");
+    std::fs::copy(&built, &bin)?;
+    run(Command::new("strip").arg(&bin))?;
+    let mib = std::fs::metadata(&bin)?.len() as f64 / (1 << 20) as f64;
     println!(
-        "built {} (compute capability {compute_cap}); at run time it needs libcuda.so.1 \
-         (the driver), libcublas.so.13, libcublasLt.so.13, libcurand.so.10 and libcudart.so.13 \
-         on the library path",
+        "built {} ({mib:.0} MiB, stripped; compute capability {compute_cap}); at run time it \
+         needs libcuda.so.1 (the driver), libcublas.so.13, libcublasLt.so.13, libcurand.so.10, \
+         libcudart.so.13, libfontconfig.so.1 and libfreetype.so.6 on the library path",
         bin.display()
     );
     Ok(())
