@@ -20,109 +20,19 @@ pub fn gemm(
     ldc: usize,
     accumulate: bool,
 ) {
+    let rhs = Rhs { b, rs: ldb, cs: 1 };
     gemm_with(
         m,
         n,
         k,
         a,
         lda,
-        b,
-        ldb,
+        rhs,
         c,
         ldc,
         accumulate,
         gemm::Parallelism::None,
     )
-}
-
-/// [`gemm`] on every thread of the rayon pool, for one large product.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_parallel(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    ldb: usize,
-    c: &mut [f32],
-    ldc: usize,
-) {
-    let threads = rayon::current_num_threads();
-    gemm_with(
-        m,
-        n,
-        k,
-        a,
-        lda,
-        b,
-        ldb,
-        c,
-        ldc,
-        false,
-        gemm::Parallelism::Rayon(threads),
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn gemm_with(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    ldb: usize,
-    c: &mut [f32],
-    ldc: usize,
-    accumulate: bool,
-    parallelism: gemm::Parallelism,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(
-        lda >= k && ldb >= n && ldc >= n,
-        "gemm: row stride below row length"
-    );
-    assert!(a.len() >= (m - 1) * lda + k, "gemm: lhs too short");
-    assert!(
-        k == 0 || b.len() >= (k - 1) * ldb + n,
-        "gemm: rhs too short"
-    );
-    assert!(c.len() >= (m - 1) * ldc + n, "gemm: output too short");
-    if k == 0 {
-        if !accumulate {
-            for row in c.chunks_mut(ldc).take(m) {
-                row[..n].fill(0.0);
-            }
-        }
-        return;
-    }
-    // SAFETY: the asserts above keep every access the strides imply in bounds.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            ldc as isize,
-            accumulate,
-            a.as_ptr(),
-            1,
-            lda as isize,
-            b.as_ptr(),
-            1,
-            ldb as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            parallelism,
-        )
-    }
 }
 
 /// Row-major `c[m, n] = a[m, k] . bt[n, k]^T`, one thread.
@@ -138,19 +48,70 @@ pub fn gemm_nt(
     c: &mut [f32],
     ldc: usize,
 ) {
-    if m == 0 || n == 0 || k == 0 {
-        for row in c.chunks_mut(ldc.max(1)).take(m) {
-            row[..n].fill(0.0);
+    let rhs = Rhs {
+        b: bt,
+        rs: 1,
+        cs: ldbt,
+    };
+    gemm_with(m, n, k, a, lda, rhs, c, ldc, false, gemm::Parallelism::None)
+}
+
+/// [`gemm`] on every thread of the rayon pool, for one large product.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_parallel(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    let rhs = Rhs { b, rs: ldb, cs: 1 };
+    let threads = gemm::Parallelism::Rayon(rayon::current_num_threads());
+    gemm_with(m, n, k, a, lda, rhs, c, ldc, false, threads)
+}
+
+/// The right-hand side `B [k, n]`: element `(i, j)` at `b[i * rs + j * cs]`.
+struct Rhs<'a> {
+    b: &'a [f32],
+    rs: usize,
+    cs: usize,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_with(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    rhs: Rhs,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(lda >= k && ldc >= n, "gemm: row stride below row length");
+    assert!(a.len() >= (m - 1) * lda + k, "gemm: lhs too short");
+    assert!(c.len() >= (m - 1) * ldc + n, "gemm: output too short");
+    if k == 0 {
+        if !accumulate {
+            for row in c.chunks_mut(ldc).take(m) {
+                row[..n].fill(0.0);
+            }
         }
         return;
     }
     assert!(
-        lda >= k && ldbt >= k && ldc >= n,
-        "gemm_nt: row stride below row length"
+        rhs.b.len() > (k - 1) * rhs.rs + (n - 1) * rhs.cs,
+        "gemm: rhs too short"
     );
-    assert!(a.len() >= (m - 1) * lda + k, "gemm_nt: lhs too short");
-    assert!(bt.len() >= (n - 1) * ldbt + k, "gemm_nt: rhs too short");
-    assert!(c.len() >= (m - 1) * ldc + n, "gemm_nt: output too short");
     // SAFETY: the asserts above keep every access the strides imply in bounds.
     unsafe {
         gemm::gemm(
@@ -160,19 +121,19 @@ pub fn gemm_nt(
             c.as_mut_ptr(),
             1,
             ldc as isize,
-            false,
+            accumulate,
             a.as_ptr(),
             1,
             lda as isize,
-            bt.as_ptr(),
-            ldbt as isize,
-            1,
+            rhs.b.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
             1.0f32,
             1.0f32,
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         )
     }
 }
