@@ -30,10 +30,7 @@ impl AttentionFiltration {
         let shift = scalar(self.bn.bias())? - scalar(self.bn.running_mean())? * scale;
         Ok(crate::cpu::Reasoner::Saf {
             weight: self.attn.weight().flatten_all()?.to_vec1::<f32>()?,
-            bias: match self.attn.bias() {
-                Some(b) => scalar(b)?,
-                None => 0.0,
-            },
+            bias: crate::cpu::bias(&self.attn)?[0],
             bn_scale: scale,
             bn_shift: shift,
         })

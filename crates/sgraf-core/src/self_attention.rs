@@ -44,16 +44,16 @@ impl VisualSelfAttention {
         let (local_scale, local_shift) = self.local_bn.eval_affine()?;
         let (global_scale, global_shift) = self.global_bn.eval_affine()?;
         Ok(crate::cpu::global::VisualSa {
-            local_wt: transposed(&self.local)?,
-            local_b: bias(&self.local)?,
+            local_wt: crate::cpu::weight_t(&self.local)?,
+            local_b: crate::cpu::bias(&self.local)?,
             local_scale: local_scale.to_vec1()?,
             local_shift: local_shift.to_vec1()?,
-            global_wt: transposed(&self.global)?,
-            global_b: bias(&self.global)?,
+            global_wt: crate::cpu::weight_t(&self.global)?,
+            global_b: crate::cpu::bias(&self.global)?,
             global_scale: global_scale.to_vec1()?,
             global_shift: global_shift.to_vec1()?,
             common_w: self.common.weight().flatten_all()?.to_vec1()?,
-            common_b: bias(&self.common)?[0],
+            common_b: crate::cpu::bias(&self.common)?[0],
         })
     }
 
@@ -106,12 +106,12 @@ impl TextSelfAttention {
     /// The block in eval mode for [`crate::cpu`].
     pub fn cpu(&self) -> Result<crate::cpu::global::TextSa> {
         Ok(crate::cpu::global::TextSa {
-            local_wt: transposed(&self.local)?,
-            local_b: bias(&self.local)?,
-            global_wt: transposed(&self.global)?,
-            global_b: bias(&self.global)?,
+            local_wt: crate::cpu::weight_t(&self.local)?,
+            local_b: crate::cpu::bias(&self.local)?,
+            global_wt: crate::cpu::weight_t(&self.global)?,
+            global_b: crate::cpu::bias(&self.global)?,
             common_w: self.common.weight().flatten_all()?.to_vec1()?,
-            common_b: bias(&self.common)?[0],
+            common_b: crate::cpu::bias(&self.common)?[0],
         })
     }
 
@@ -130,20 +130,5 @@ impl TextSelfAttention {
         let w = masked_softmax_last_dim(&w, keep, train)?;
         let pooled = w.unsqueeze(2)?.broadcast_mul(&t)?.sum(1)?;
         l2norm(&pooled, D::Minus1)
-    }
-}
-
-/// `W^T` of a linear layer, row-major `[in, out]`.
-pub(crate) fn transposed(l: &Linear) -> Result<Vec<f32>> {
-    let (rows, cols) = l.weight().dims2()?;
-    let w = l.weight().flatten_all()?.to_vec1::<f32>()?;
-    Ok(crate::cpu::kernels::transpose(&w, rows, cols))
-}
-
-/// The bias of a linear layer (zeros when it has none).
-pub(crate) fn bias(l: &Linear) -> Result<Vec<f32>> {
-    match l.bias() {
-        Some(b) => b.to_vec1(),
-        None => Ok(vec![0.0; l.weight().dim(0)?]),
     }
 }

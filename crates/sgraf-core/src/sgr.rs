@@ -49,15 +49,10 @@ impl GraphReasoning {
         let (fold, c) = self.folded()?;
         let graph_t = self.graph.weight().t()?;
         let fold_graph = Tensor::cat(&[&fold, &graph_t], 1)?;
-        let m = fold.dim(0)?;
-        let graph_bias = match self.graph.bias() {
-            Some(b) => b.to_vec1::<f32>()?,
-            None => vec![0.0; m],
-        };
         Ok(crate::cpu::GraphStep {
             fold_graph: fold_graph.flatten_all()?.to_vec1::<f32>()?,
             fold_bias: c.flatten_all()?.to_vec1::<f32>()?,
-            graph_bias,
+            graph_bias: crate::cpu::bias(&self.graph)?,
         })
     }
 

@@ -162,11 +162,7 @@ impl SimilarityHead {
     /// The head's weights in the form of the CPU scorer ([`crate::cpu`]),
     /// read from the current parameters (training changes them).
     pub fn cpu_head(&self) -> Result<crate::cpu::CpuHead> {
-        let flat = |t: &Tensor| t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>();
-        let bias = |l: &Linear, n: usize| match l.bias() {
-            Some(b) => flat(b),
-            None => Ok(vec![0.0; n]),
-        };
+        use crate::cpu::{bias, weight_t};
         let (m, d) = self.local_proj.weight().dims2()?;
         let reasoner = match &self.head {
             Head::Sgr(steps) => crate::cpu::Reasoner::Sgr(
@@ -177,12 +173,12 @@ impl SimilarityHead {
         Ok(crate::cpu::CpuHead {
             d,
             m,
-            local_wt: crate::self_attention::transposed(&self.local_proj)?,
-            local_b: bias(&self.local_proj, m)?,
-            global_wt: crate::self_attention::transposed(&self.global_proj)?,
-            global_b: bias(&self.global_proj, m)?,
-            eval_w: flat(self.eval.weight())?,
-            eval_b: bias(&self.eval, 1)?[0],
+            local_wt: weight_t(&self.local_proj)?,
+            local_b: bias(&self.local_proj)?,
+            global_wt: weight_t(&self.global_proj)?,
+            global_b: bias(&self.global_proj)?,
+            eval_w: self.eval.weight().flatten_all()?.to_vec1()?,
+            eval_b: bias(&self.eval)?[0],
             reasoner,
         })
     }

@@ -4,8 +4,8 @@
 
 use rayon::prelude::*;
 
-use super::kernels::{exp, gemm_parallel, tanh};
-use super::EPS;
+use super::kernels::{gemm_parallel, softmax, tanh, PLAIN};
+use super::l2_normalize;
 
 /// `VisualSA` in eval mode; BatchNorms folded to `x * scale + shift`.
 #[derive(Clone, Debug)]
@@ -37,29 +37,16 @@ pub struct TextSa {
     pub common_b: f32,
 }
 
-fn dot(x: &[f32], y: &[f32]) -> f32 {
-    x.iter().zip(y).map(|(a, b)| a * b).sum()
-}
-
 /// `w = softmax(scores)`, `out = l2norm(sum_j w_j rows_j)`.
 fn pool(scores: &mut [f32], rows: &[f32], d: usize, out: &mut [f32]) {
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for s in scores.iter_mut() {
-        *s = exp(*s - max);
-        sum += *s;
-    }
+    softmax(scores);
     out.fill(0.0);
-    for (s, row) in scores.iter().zip(rows.chunks(d)) {
-        let w = s / sum;
+    for (w, row) in scores.iter().zip(rows.chunks(d)) {
         for (o, v) in out.iter_mut().zip(row) {
             *o += w * v;
         }
     }
-    let norm = dot(out, out).sqrt() + EPS;
-    for o in out.iter_mut() {
-        *o /= norm;
-    }
+    l2_normalize::<PLAIN>(out);
 }
 
 impl VisualSa {

@@ -25,6 +25,22 @@ use kernels::{combine, dot, dots, gemm, gemm_nt, softmax, Simd};
 use kernels::{PLAIN, V3, V4};
 
 pub(crate) const EPS: f32 = NORM_EPS as f32;
+
+/// `W^T` of a linear layer, row-major `[in, out]`.
+pub(crate) fn weight_t(l: &candle_nn::Linear) -> candle_core::Result<Vec<f32>> {
+    let (rows, cols) = l.weight().dims2()?;
+    let w = l.weight().flatten_all()?.to_vec1::<f32>()?;
+    Ok(crate::cpu::kernels::transpose(&w, rows, cols))
+}
+
+/// The bias of a linear layer (zeros when it has none).
+pub(crate) fn bias(l: &candle_nn::Linear) -> candle_core::Result<Vec<f32>> {
+    match l.bias() {
+        Some(b) => b.to_vec1(),
+        None => Ok(vec![0.0; l.weight().dim(0)?]),
+    }
+}
+
 const SMOOTH: f32 = crate::attention::SMOOTH as f32;
 const LEAKY: f32 = crate::attention::LEAKY_SLOPE as f32;
 
@@ -114,7 +130,7 @@ fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
 }
 
 #[inline(always)]
-fn l2_normalize<const L: u8>(x: &mut [f32]) {
+pub(crate) fn l2_normalize<const L: u8>(x: &mut [f32]) {
     let norm = dot::<L>(x, x).sqrt() + EPS;
     for v in x.iter_mut() {
         *v /= norm;
