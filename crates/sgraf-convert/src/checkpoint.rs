@@ -93,8 +93,51 @@ impl PersistentLoad for Storages {
     }
 }
 
-/// Parses a checkpoint held in memory.
-pub fn read_checkpoint(bytes: &[u8]) -> Result<Checkpoint> {
+/// A `torch.save` file taken apart: its pickled object and its storages.
+struct Pickled {
+    format: Format,
+    object: Value,
+    storages: HashMap<String, Vec<u8>>,
+}
+
+impl Pickled {
+    fn storage(&self, key: &str) -> Result<&[u8]> {
+        self.storages
+            .get(key)
+            .map(Vec::as_slice)
+            .ok_or_else(|| ConvertError::Contents(format!("storage {key} is missing")))
+    }
+
+    /// The tensors of a state dict held in `d`, in order.
+    fn state_dict(&self, d: &Value, what: &str) -> Result<Vec<(String, RawTensor)>> {
+        let contents = |msg: String| ConvertError::Contents(msg);
+        let Value::Dict(entries) = d else {
+            return Err(contents(format!(
+                "{what} is a {}, expected a state dict",
+                d.type_name()
+            )));
+        };
+        let mut tensors = Vec::new();
+        for (k, v) in entries.borrow().iter() {
+            let name = k
+                .as_str()
+                .ok_or_else(|| contents(format!("{what} has a non-string key")))?;
+            let Value::Tensor(t) = v else {
+                return Err(contents(format!(
+                    "{what}.{name} is a {}, expected a tensor",
+                    v.type_name()
+                )));
+            };
+            tensors.push((
+                name.to_string(),
+                materialize(t, self.storage(&t.storage.key)?)?,
+            ));
+        }
+        Ok(tensors)
+    }
+}
+
+fn read_pickled(bytes: &[u8]) -> Result<Pickled> {
     if bytes.starts_with(b"PK\x03\x04") {
         read_zip(bytes)
     } else if bytes.starts_with(&[0x80, 0x02]) {
@@ -108,7 +151,27 @@ pub fn read_checkpoint(bytes: &[u8]) -> Result<Checkpoint> {
     }
 }
 
-fn read_legacy(bytes: &[u8]) -> Result<Checkpoint> {
+/// Parses a checkpoint held in memory.
+pub fn read_checkpoint(bytes: &[u8]) -> Result<Checkpoint> {
+    interpret(&read_pickled(bytes)?)
+}
+
+/// A plain state dict, in either format: a dict of tensors, or a dict
+/// whose `model` (or `state_dict`) entry is one (other entries, such as an
+/// optimizer's state, are ignored).
+pub fn read_state_dict(bytes: &[u8]) -> Result<(Format, Vec<(String, RawTensor)>)> {
+    let p = read_pickled(bytes)?;
+    let inner = ["model", "state_dict"]
+        .iter()
+        .find_map(|k| p.object.get(k).filter(|v| matches!(v, Value::Dict(_))));
+    let tensors = match &inner {
+        Some(d) => p.state_dict(d, "model")?,
+        None => p.state_dict(&p.object, "the checkpoint")?,
+    };
+    Ok((p.format, tensors))
+}
+
+fn read_legacy(bytes: &[u8]) -> Result<Pickled> {
     let not_ckpt = |what: &str| ConvertError::NotACheckpoint(format!("{what} (legacy format)"));
     let (magic, pos) = unpickle(bytes, 0, &mut NoPersistent).map_err(|e| match e {
         ConvertError::Truncated(_) => e,
@@ -144,7 +207,7 @@ fn read_legacy(bytes: &[u8]) -> Result<Checkpoint> {
         ConvertError::Contents("the storage key list is not a list of strings".into())
     })?;
 
-    let mut raw: HashMap<String, &[u8]> = HashMap::new();
+    let mut raw: HashMap<String, Vec<u8>> = HashMap::new();
     for key in &keys {
         let (kind, numel) = *storages.kinds.get(key).ok_or_else(|| {
             ConvertError::Contents(format!("storage {key} is listed but never used"))
@@ -169,17 +232,17 @@ fn read_legacy(bytes: &[u8]) -> Result<Checkpoint> {
                     bytes.len()
                 ))
             })?;
-        raw.insert(key.clone(), data);
+        raw.insert(key.clone(), data.to_vec());
         pos = start + len;
     }
-    interpret(&object, Format::Legacy, |key| {
-        raw.get(key)
-            .map(|d| d.to_vec())
-            .ok_or_else(|| ConvertError::Contents(format!("storage {key} is not in the key list")))
+    Ok(Pickled {
+        format: Format::Legacy,
+        object,
+        storages: raw,
     })
 }
 
-fn read_zip(bytes: &[u8]) -> Result<Checkpoint> {
+fn read_zip(bytes: &[u8]) -> Result<Pickled> {
     let zip_err = |e: zip::result::ZipError| match e {
         zip::result::ZipError::Io(err) => ConvertError::Truncated(format!("zip archive: {err}")),
         other => ConvertError::NotACheckpoint(format!("broken zip archive: {other}")),
@@ -216,11 +279,10 @@ fn read_zip(bytes: &[u8]) -> Result<Checkpoint> {
         }
         cache.insert(key.clone(), data);
     }
-    interpret(&object, Format::Zip, |key| {
-        cache
-            .get(key)
-            .cloned()
-            .ok_or_else(|| ConvertError::Contents(format!("storage {key} is missing")))
+    Ok(Pickled {
+        format: Format::Zip,
+        object,
+        storages: cache,
     })
 }
 
@@ -306,11 +368,8 @@ fn to_json(v: &Value) -> serde_json::Value {
     }
 }
 
-fn interpret(
-    object: &Value,
-    format: Format,
-    mut storage: impl FnMut(&str) -> Result<Vec<u8>>,
-) -> Result<Checkpoint> {
+fn interpret(p: &Pickled) -> Result<Checkpoint> {
+    let (object, format) = (&p.object, p.format);
     let contents = |msg: String| ConvertError::Contents(msg);
     if !matches!(object, Value::Dict(_)) {
         return Err(contents(format!(
@@ -337,34 +396,11 @@ fn interpret(
             dicts.len()
         )));
     }
-    let mut cache: HashMap<String, Vec<u8>> = HashMap::new();
-    let mut state_dicts = Vec::with_capacity(3);
-    for (i, d) in dicts.iter().enumerate() {
-        let Value::Dict(entries) = d else {
-            return Err(contents(format!(
-                "model[{i}] is a {}, expected a state dict",
-                d.type_name()
-            )));
-        };
-        let mut tensors = Vec::new();
-        for (k, v) in entries.borrow().iter() {
-            let name = k
-                .as_str()
-                .ok_or_else(|| contents(format!("model[{i}] has a non-string key")))?;
-            let Value::Tensor(t) = v else {
-                return Err(contents(format!(
-                    "model[{i}].{name} is a {}, expected a tensor",
-                    v.type_name()
-                )));
-            };
-            if !cache.contains_key(&t.storage.key) {
-                let data = storage(&t.storage.key)?;
-                cache.insert(t.storage.key.clone(), data);
-            }
-            tensors.push((name.to_string(), materialize(t, &cache[&t.storage.key])?));
-        }
-        state_dicts.push(tensors);
-    }
+    let state_dicts = dicts
+        .iter()
+        .enumerate()
+        .map(|(i, d)| p.state_dict(d, &format!("model[{i}]")))
+        .collect::<Result<Vec<_>>>()?;
     let opt = match object.get("opt") {
         Some(Value::Namespace(ns)) => ns
             .borrow()

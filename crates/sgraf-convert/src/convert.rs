@@ -45,7 +45,7 @@ pub struct Converted {
     pub tensors: usize,
 }
 
-fn read(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|err| ConvertError::Read {
         path: path.to_path_buf(),
         err,
@@ -213,10 +213,10 @@ author={{Diao, Haiwen and Zhang, Ying and Ma, Lin and Lu, Huchuan}},\n  booktitl
 }
 
 /// A sibling of `out` that is removed on drop unless kept.
-struct TempDir(Option<PathBuf>);
+pub(crate) struct TempDir(Option<PathBuf>);
 
 impl TempDir {
-    fn beside(out: &Path, tag: &str) -> Result<Self> {
+    pub(crate) fn beside(out: &Path, tag: &str) -> Result<Self> {
         let parent = out
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -234,7 +234,7 @@ impl TempDir {
         Ok(Self(Some(dir)))
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.0.as_deref().expect("not yet kept")
     }
 
@@ -251,7 +251,7 @@ impl Drop for TempDir {
     }
 }
 
-fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).map_err(|err| ConvertError::Write {
         path: path.to_path_buf(),
         err,
@@ -259,7 +259,7 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Moves the finished folder `tmp` to `out`, replacing an old one only when `force`.
-fn publish(tmp: TempDir, out: &Path, force: bool) -> Result<()> {
+pub(crate) fn publish(tmp: TempDir, out: &Path, force: bool) -> Result<()> {
     let rename = |from: &Path, to: &Path| {
         std::fs::rename(from, to).map_err(|err| ConvertError::Write {
             path: to.to_path_buf(),

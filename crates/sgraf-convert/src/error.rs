@@ -40,6 +40,9 @@ pub enum ConvertError {
 
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+
+    #[error(transparent)]
+    Vision(#[from] sgraf_vision::Error),
 }
 
 pub type Result<T> = std::result::Result<T, ConvertError>;

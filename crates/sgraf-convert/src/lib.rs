@@ -15,6 +15,9 @@ pub mod convert;
 pub mod error;
 pub mod pickle;
 
-pub use checkpoint::{read_checkpoint, Checkpoint, Format, RawTensor};
+pub use checkpoint::{read_checkpoint, read_state_dict, Checkpoint, Format, RawTensor};
 pub use convert::{convert, verify, Converted};
 pub use error::{ConvertError, Result};
+pub mod detector;
+
+pub use detector::{convert_detector, ConvertedDetector};

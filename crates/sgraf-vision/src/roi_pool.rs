@@ -1,0 +1,65 @@
+//! Max ROI pooling as Caffe's ROIPooling layer (and torchvision's
+//! `roi_pool`) computes it: box corners rounded to the feature grid, bins
+//! of `floor`/`ceil` extents, empty bins 0.
+
+use rayon::prelude::*;
+
+use crate::boxes::BBox;
+
+/// Pools `[c, h, w]` features under each box (image pixels, scaled by
+/// `spatial_scale` to the grid) into `[n_boxes, c, out, out]`.
+pub fn roi_pool(
+    feat: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    boxes: &[BBox],
+    out: usize,
+    spatial_scale: f32,
+) -> Vec<f32> {
+    assert_eq!(feat.len(), c * h * w, "features are not [c, h, w]");
+    let per_box = c * out * out;
+    let mut pooled = vec![0f32; boxes.len() * per_box];
+    pooled
+        .par_chunks_mut(per_box)
+        .zip(boxes)
+        .for_each(|(dst, b)| {
+            let x1 = (b[0] * spatial_scale).round() as i64;
+            let y1 = (b[1] * spatial_scale).round() as i64;
+            let x2 = (b[2] * spatial_scale).round() as i64;
+            let y2 = (b[3] * spatial_scale).round() as i64;
+            let rw = (x2 - x1 + 1).max(1) as f32;
+            let rh = (y2 - y1 + 1).max(1) as f32;
+            let (bw, bh) = (rw / out as f32, rh / out as f32);
+            let clamp = |v: i64, n: usize| v.clamp(0, n as i64) as usize;
+            let bins: Vec<(usize, usize, usize, usize)> = (0..out * out)
+                .map(|k| {
+                    let (ph, pw) = ((k / out) as f32, (k % out) as f32);
+                    let hs = clamp((ph * bh).floor() as i64 + y1, h);
+                    let he = clamp(((ph + 1.0) * bh).ceil() as i64 + y1, h);
+                    let ws = clamp((pw * bw).floor() as i64 + x1, w);
+                    let we = clamp(((pw + 1.0) * bw).ceil() as i64 + x1, w);
+                    (hs, he, ws, we)
+                })
+                .collect();
+            for (ch, dst) in dst.chunks_mut(out * out).enumerate() {
+                let plane = &feat[ch * h * w..(ch + 1) * h * w];
+                for (d, &(hs, he, ws, we)) in dst.iter_mut().zip(&bins) {
+                    if he <= hs || we <= ws {
+                        *d = 0.0;
+                        continue;
+                    }
+                    let mut m = f32::MIN;
+                    for y in hs..he {
+                        for &v in &plane[y * w + ws..y * w + we] {
+                            if v > m {
+                                m = v;
+                            }
+                        }
+                    }
+                    *d = m;
+                }
+            }
+        });
+    pooled
+}
