@@ -151,7 +151,10 @@ fn both_checkpoint_formats_convert_to_the_same_detector() {
 #[test]
 fn converter_refuses_broken_checkpoints_and_leaves_nothing() {
     for (file, needle) in [
-        ("bad_missing.pth", "missing tensor backbone.res3.1.conv2.weight"),
+        (
+            "bad_missing.pth",
+            "missing tensor backbone.res3.1.conv2.weight",
+        ),
         ("bad_shape.pth", "roi_heads.res5.0.conv1.weight has shape"),
         ("bad_extra.pth", "roi_heads.mask_head.weight"),
     ] {

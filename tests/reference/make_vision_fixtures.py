@@ -12,6 +12,9 @@ Output:
     bua_tiny_legacy.pth     the same weights, legacy format, a bare state dict
                             without the anchors buffer (they are generated)
     bad_*.pth               a missing tensor, a wrong shape, an unexpected tensor
+    bua_dim40_k36.pth       a detector of 40-value features (the SGRAF fixtures' img_dim)
+    extract_dim40.safetensors
+                            its 36 regions of images/wide.png and tall.png
     images/*.png            generated photos (and one file that is not an image)
     detect_<name>.safetensors
                             every stage for that image: blob, res4, RPN outputs,
@@ -36,6 +39,11 @@ from bua_ref import FULL, Detector, port_state_dict, randomize_, select  # noqa:
 TINY = dict(FULL, blocks=[1, 2, 2], stem=8, res2_out=16, bottleneck=4, rpn_channels=16,
             num_classes=21, num_attributes=11, attr_embed=8, attr_hidden=12,
             min_size=96, max_size=160, post_nms=60)
+# For the CLI: 40-value region features (the fixture SGRAF models' img_dim),
+# no attribute head, and the released models' test-time settings, which the
+# importer assumes.
+DIM40 = dict(FULL, blocks=[1, 1, 1], stem=4, res2_out=5, bottleneck=1, rpn_channels=8,
+             num_classes=11, num_attributes=0)
 
 
 def photo(h, w, seed):
@@ -107,6 +115,18 @@ def main():
         meta["images"][name] = {"height": bgr.shape[0], "width": bgr.shape[1], "scale": r["scale"],
                                 "proposals": len(r["proposals"]), "policies": policies}
         print(name, bgr.shape, "scale", r["scale"], "proposals", len(r["proposals"]))
+    # The CLI's detector: fixed-36 extraction of each photo.
+    small = randomize_(Detector(DIM40), seed=2)
+    torch.save({"model": port_state_dict(small)}, os.path.join(out, "bua_dim40_k36.pth"))
+    ex = {}
+    for name in ("wide", "tall"):
+        r = small.detect(images[name])
+        keep, dets, _ = select(r["proposals"], r["probs"], r["scale"], 36, 36)
+        ex[f"{name}_features"] = r["features"][keep].contiguous()
+        ex[f"{name}_boxes"] = dets.contiguous()
+        print("dim40", name, "proposals", len(r["proposals"]))
+    save_file(ex, os.path.join(out, "extract_dim40.safetensors"))
+
     with open(os.path.join(out, "images", "broken.jpg"), "wb") as f:
         f.write(b"\xff\xd8\xff\xe0 this is not a JPEG")
 

@@ -137,7 +137,7 @@ pub fn bench(quick: bool, out: Option<PathBuf>, repeat: Option<usize>) -> Result
     Ok(())
 }
 
-fn cpu_name() -> String {
+pub fn cpu_name() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -149,7 +149,7 @@ fn cpu_name() -> String {
         .unwrap_or_default()
 }
 
-fn git_head() -> String {
+pub fn git_head() -> String {
     Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .output()

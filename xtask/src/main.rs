@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask <task>`.
 
 mod bench;
+mod bench_extract;
 mod cuda;
 mod demo;
 
@@ -22,13 +23,22 @@ enum Task {
     /// Convert a released SGRAF checkpoint (model_best.pth.tar, legacy or zip
     /// format) and its vocabulary JSON into a model folder: config.json,
     /// model.safetensors, tokenizer.json and a model card (README.md).
+    /// With --detector instead: convert the bottom-up-attention detector's
+    /// .pth (bua-caffe-frcn-r101_k36.pth) into a detector folder.
     ConvertWeights {
         /// The PyTorch checkpoint, e.g. runs/f30k_SGR/model_best.pth.tar.
-        #[arg(long)]
-        checkpoint: PathBuf,
+        #[arg(long, required_unless_present = "detector", requires = "vocab")]
+        checkpoint: Option<PathBuf>,
         /// The vocabulary it was trained with, e.g. vocab/f30k_precomp_vocab.json.
         #[arg(long)]
-        vocab: PathBuf,
+        vocab: Option<PathBuf>,
+        /// The detector's .pth (the PyTorch port's release), e.g. bua-caffe-frcn-r101_k36.pth.
+        #[arg(long, conflicts_with_all = ["checkpoint", "vocab"])]
+        detector: Option<PathBuf>,
+        /// Regions per image the detector folder defaults to: 36 or 10-100
+        /// (default: 36 when the file name says k36 or fix36, else 10-100).
+        #[arg(long, requires = "detector")]
+        boxes: Option<String>,
         /// The model folder to create, e.g. weights/f30k_sgr.
         #[arg(long)]
         out: PathBuf,
@@ -49,9 +59,18 @@ enum Task {
         #[arg(long, default_value_t = 12)]
         epochs: usize,
     },
-    /// Time sgraf's CPU scoring against the PyTorch reference (needs python3 with torch,
-    /// numpy, safetensors) and write bench/results/cpu-latest.json.
+    /// Time sgraf against the PyTorch reference on this CPU: `bench` (or `bench scoring`)
+    /// times the similarity scoring and writes bench/results/cpu-latest.json (needs python3
+    /// with torch, numpy, safetensors); `bench extract` times region-feature extraction
+    /// from photos and writes bench/results/extract-latest.json (also needs torchvision
+    /// and opencv-python-headless).
     Bench {
+        /// scoring or extract.
+        #[arg(default_value = "scoring", value_parser = ["scoring", "extract"])]
+        what: String,
+        /// Photos of the extract benchmark.
+        #[arg(long, default_value_t = 4)]
+        photos: usize,
         /// Only the 100 x 100 shards.
         #[arg(long)]
         quick: bool,
@@ -144,19 +163,88 @@ fn convert_weights(
     Ok(())
 }
 
+fn convert_detector(
+    pth: &Path,
+    boxes: Option<&str>,
+    out: &Path,
+    force: bool,
+    verify: bool,
+) -> Result<()> {
+    let boxes = boxes.map(sgraf_vision::BoxPolicy::parse).transpose()?;
+    let done = sgraf_convert::convert_detector(pth, out, boxes, force)
+        .with_context(|| format!("converting {}", pth.display()))?;
+    let c = &done.config;
+    println!(
+        "wrote {}: ResNet-{} detector, {} classes, {} attributes, {} regions per image, {} tensors ({} checkpoint)",
+        out.display(),
+        2 + 3 * (c.blocks.iter().sum::<usize>() + 3),
+        c.num_classes,
+        c.num_attributes,
+        c.boxes,
+        done.tensors,
+        match done.format {
+            sgraf_convert::Format::Legacy => "legacy",
+            sgraf_convert::Format::Zip => "zip",
+        }
+    );
+    println!(
+        "anchors: {}; ignored: {} BatchNorm counter(s); source sha256 {}",
+        if done.anchors_from_checkpoint {
+            "from the checkpoint"
+        } else {
+            "generated (Caffe's generate_anchors)"
+        },
+        done.ignored.len(),
+        done.sha256
+    );
+    if verify {
+        let det = sgraf_vision::Detector::from_folder(out, &candle_core::Device::Cpu)?;
+        let img = sgraf_vision::BgrImage {
+            height: 120,
+            width: 160,
+            data: (0..120 * 160 * 3).map(|i| (i * 37 % 251) as u8).collect(),
+        };
+        let r = det.extract(&img, None)?;
+        if r.features.iter().any(|v| !v.is_finite()) {
+            bail!("verification failed: non-finite region features");
+        }
+        println!(
+            "verified: loaded and ran on a synthetic image, {} regions of {} values",
+            r.len(),
+            r.feature_dim
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     sgraf_retrieval::keep_large_allocations_in_heap();
     match Cli::parse().task {
         Task::ConvertWeights {
             checkpoint,
             vocab,
+            detector,
+            boxes,
             out,
             force,
             verify,
-        } => convert_weights(&checkpoint, &vocab, &out, force, verify),
+        } => match (detector, checkpoint, vocab) {
+            (Some(det), _, _) => convert_detector(&det, boxes.as_deref(), &out, force, verify),
+            (None, Some(ckpt), Some(vocab)) => convert_weights(&ckpt, &vocab, &out, force, verify),
+            _ => bail!("convert-weights needs --checkpoint and --vocab, or --detector"),
+        },
         Task::Fixtures { full } => fixtures(full),
         Task::Demo { dir, epochs } => demo::demo(&dir, epochs),
-        Task::Bench { quick, out, repeat } => bench::bench(quick, out, repeat),
+        Task::Bench {
+            what,
+            photos,
+            quick,
+            out,
+            repeat,
+        } => match what.as_str() {
+            "extract" => bench_extract::bench_extract(photos.max(1), out, repeat.unwrap_or(1)),
+            _ => bench::bench(quick, out, repeat),
+        },
         Task::CudaBuild { compute_cap } => cuda::cuda_build(&compute_cap),
     }
 }

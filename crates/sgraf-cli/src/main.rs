@@ -1,5 +1,6 @@
 //! `sgraf-cli`: a thin command line over the sgraf crates.
 
+mod extract;
 mod plot;
 
 use std::path::{Path, PathBuf};
@@ -55,6 +56,16 @@ fn parse_device(spec: &str) -> Result<Device> {
         },
     };
     Ok(device)
+}
+
+/// Photos in an images folder: their region features come from a detector.
+#[derive(Args, Clone, Default)]
+struct PhotoArgs {
+    /// Detector folder or Hub id for the photos in the folder (default: the
+    /// model folder's `detector/` sub-folder or its config's "detector" entry).
+    /// Features are extracted once into DIR/.sgraf-regions/ and reused.
+    #[arg(long)]
+    detector: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -121,18 +132,57 @@ enum Command {
         /// Skip files or folders matching this glob (* and ?), on top of hidden ones; repeatable.
         #[arg(long, value_name = "GLOB")]
         exclude: Vec<String>,
+        #[command(flatten)]
+        photos: PhotoArgs,
     },
     /// Encode every image of a features folder once into DIR/.sgraf-index.safetensors,
-    /// which rank then uses; updated incrementally.
+    /// which rank then uses; updated incrementally. Photos (JPEG, PNG, WebP) go
+    /// through the detector first (--detector), once.
     Index {
         #[command(flatten)]
         model: ModelArgs,
-        /// Folder of region-feature files.
+        /// Folder of region-feature files and/or photos.
         #[arg(long)]
         images: PathBuf,
         /// Skip files or folders matching this glob; repeatable.
         #[arg(long, value_name = "GLOB")]
         exclude: Vec<String>,
+        #[command(flatten)]
+        photos: PhotoArgs,
+    },
+    /// Extract bottom-up-attention region features from photos: NAME.npy [k, 2048]
+    /// and NAME.json (boxes, object and attribute classes, confidences, image size)
+    /// per photo, the input SGRAF models read.
+    Extract {
+        /// Detector folder (cargo xtask convert-weights --detector) or Hub id.
+        #[arg(long)]
+        detector: String,
+        /// Folder of photos (JPEG, PNG, WebP), searched recursively.
+        #[arg(long)]
+        images: PathBuf,
+        /// Output folder (the photos' sub-folders are kept).
+        #[arg(long)]
+        out: PathBuf,
+        /// Regions per photo: N (exactly, e.g. 36 for the SCAN features) or MIN-MAX
+        /// (those of confidence >= --conf, at least MIN, at most MAX); default: the
+        /// detector's own (36 for the k36 model, 10-100 otherwise).
+        #[arg(long)]
+        boxes: Option<String>,
+        /// Confidence threshold of the MIN-MAX selection.
+        #[arg(long, default_value_t = 0.2)]
+        conf: f32,
+        /// Keep outputs that already exist and are newer than their photo.
+        #[arg(long)]
+        skip_existing: bool,
+        /// Skip files or folders matching this glob; repeatable.
+        #[arg(long, value_name = "GLOB")]
+        exclude: Vec<String>,
+        /// cpu, cuda, cuda:N or metal.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Print a JSON summary (extracted files and failures) on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Build a vocabulary as the published code does: lowercase + word_tokenize, count,
     /// keep words seen at least THRESHOLD times, ids 0..3 special, then first-seen order.
@@ -406,38 +456,121 @@ fn fingerprints(loaded: &Loaded) -> Result<Vec<String>> {
         .collect()
 }
 
-fn feature_names(dir: &Path, exclude: &[String]) -> Result<Vec<String>> {
+/// The detector for the photos of an images folder: --detector, else the
+/// (first) model folder's `detector/` sub-folder or its config's "detector"
+/// entry (a folder relative to the model, or a Hub id).
+fn find_detector(photos: &PhotoArgs, loaded: &Loaded) -> Result<Option<PathBuf>> {
+    if let Some(spec) = &photos.detector {
+        return Ok(Some(sgraf_hub::resolve_detector(spec)?));
+    }
+    for dir in &loaded.folders {
+        let sub = dir.join("detector");
+        if sub.join("config.json").is_file() {
+            return Ok(Some(sub));
+        }
+        let cfg: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.join(sgraf_core::CONFIG_FILE)).unwrap_or_default(),
+        )
+        .unwrap_or_default();
+        if let Some(spec) = cfg.get("detector").and_then(|v| v.as_str()) {
+            let local = dir.join(spec);
+            return Ok(Some(if local.is_dir() {
+                local
+            } else {
+                sgraf_hub::resolve_detector(spec)?
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// The feature files of an images folder, photos included when a detector
+/// is known (their features extracted once into DIR/.sgraf-regions/).
+fn feature_names(
+    dir: &Path,
+    exclude: &[String],
+    photos: &PhotoArgs,
+    loaded: &Loaded,
+) -> Result<Vec<String>> {
     let listing = list_features(dir, exclude)?;
-    if listing.features.is_empty() {
-        if !listing.photos.is_empty() {
-            bail!(
-                "{} holds photos ({}{}) but no region features: sgraf reads the {} bottom-up-attention \
-                 region features of each image (NAME.npy, .npz or .safetensors); computing them from photos \
-                 needs the region-feature extractor, which is not part of sgraf yet",
+    let mut names = listing.features;
+    if !listing.photos.is_empty() {
+        match find_detector(photos, loaded)? {
+            Some(det_dir) => names.extend(cached_photo_features(
+                dir,
+                &listing.photos,
+                &det_dir,
+                loaded,
+            )?),
+            None if names.is_empty() => bail!(
+                "{} holds photos ({}{}) but no region features: pass --detector DIR (a detector \
+                 converted with cargo xtask convert-weights --detector) to extract them, or run \
+                 sgraf-cli extract first",
                 dir.display(),
                 listing.photos[..listing.photos.len().min(3)].join(", "),
                 if listing.photos.len() > 3 { ", ..." } else { "" },
-                36
-            );
+            ),
+            None => eprintln!(
+                "note: skipping {} photo(s) in {}: pass --detector to extract their region features",
+                listing.photos.len(),
+                dir.display()
+            ),
         }
+    }
+    if names.is_empty() {
         bail!(
-            "{} holds no region-feature files (.npy, .npz, .safetensors)",
+            "{} holds no region-feature files (.npy, .npz, .safetensors) and no photos",
             dir.display()
         );
     }
-    if !listing.photos.is_empty() {
-        eprintln!(
-            "note: skipping {} photo(s) in {}: they need the region-feature extractor",
-            listing.photos.len(),
-            dir.display()
-        );
-    }
-    Ok(listing.features)
+    Ok(names)
 }
 
-fn index_cmd(model: &ModelArgs, dir: &Path, exclude: &[String]) -> Result<()> {
+fn cached_photo_features(
+    dir: &Path,
+    photos: &[String],
+    det_dir: &Path,
+    loaded: &Loaded,
+) -> Result<Vec<String>> {
+    let device = loaded.scorer.device().clone();
+    let detector = sgraf_vision::Detector::from_folder(det_dir, &device)
+        .with_context(|| format!("loading the detector {}", det_dir.display()))?;
+    let fingerprint = index::model_fingerprint(det_dir)?;
+    // The models read a fixed number of regions per image.
+    let policy = sgraf_vision::BoxPolicy::fixed(loaded.scorer.config().num_regions);
+    let bar = progress(photos.len() as u64, "photos");
+    let report = sgraf_vision::store::ensure_cached(
+        dir,
+        photos,
+        &detector,
+        &fingerprint,
+        policy,
+        &mut |_, _| bar.inc(1),
+    )?;
+    bar.finish_and_clear();
+    if report.extracted > 0 {
+        eprintln!(
+            "extracted the region features of {} photo(s) into {} ({} reused)",
+            report.extracted,
+            dir.join(sgraf_vision::store::CACHE_DIR).display(),
+            report.reused
+        );
+    }
+    for (photo, why) in &report.failed {
+        eprintln!("skipped {}: {why}", dir.join(photo).display());
+    }
+    Ok(report.ready.into_iter().map(|(_, f)| f).collect())
+}
+
+/// How a ranked file is shown: a cached photo's features as the photo.
+fn display_name(dir: &Path, name: &str) -> String {
+    let shown = sgraf_vision::store::photo_of(name).unwrap_or(name);
+    dir.join(shown).display().to_string()
+}
+
+fn index_cmd(model: &ModelArgs, dir: &Path, exclude: &[String], photos: &PhotoArgs) -> Result<()> {
     let loaded = load(model)?;
-    let names = feature_names(dir, exclude)?;
+    let names = feature_names(dir, exclude, photos, &loaded)?;
     let prints = fingerprints(&loaded)?;
     let bar = progress(names.len() as u64, "encoding");
     let (done, report) = index::update(&loaded.scorer, &prints, dir, &names, &mut |n| {
@@ -504,6 +637,7 @@ fn rank(
     as_json: bool,
     paths_only: bool,
     exclude: &[String],
+    photos: &PhotoArgs,
 ) -> Result<()> {
     if top == Some(0) {
         bail!("--top must be at least 1");
@@ -514,7 +648,7 @@ fn rank(
                 bail!("the query is empty");
             }
             let loaded = load(model)?;
-            let names = feature_names(dir, exclude)?;
+            let names = feature_names(dir, exclude, photos, &loaded)?;
             let prints = fingerprints(&loaded)?;
             let IndexedImages { names, sides } = match index::load_current(&loaded.scorer, &prints, dir, &names)? {
                 Some(ix) => ix,
@@ -539,7 +673,7 @@ fn rank(
                 .zip(scores)
                 .map(|(name, score)| Hit {
                     score,
-                    label: dir.join(&name).display().to_string(),
+                    label: display_name(dir, &name),
                     extra: json!({}),
                 })
                 .collect();
@@ -761,6 +895,7 @@ fn main() -> Result<()> {
             json,
             paths_only,
             exclude,
+            photos,
         } => rank(
             &model,
             images.as_deref(),
@@ -771,12 +906,35 @@ fn main() -> Result<()> {
             json,
             paths_only,
             &exclude,
+            &photos,
         ),
         Command::Index {
             model,
             images,
             exclude,
-        } => index_cmd(&model, &images, &exclude),
+            photos,
+        } => index_cmd(&model, &images, &exclude, &photos),
+        Command::Extract {
+            detector,
+            images,
+            out,
+            boxes,
+            conf,
+            skip_existing,
+            exclude,
+            device,
+            json,
+        } => extract::extract(&extract::Options {
+            detector,
+            images,
+            out,
+            boxes,
+            conf,
+            skip_existing,
+            exclude,
+            device,
+            json,
+        }),
         Command::Info { model, json } => info(&model, json),
         Command::Vocab {
             captions,

@@ -325,7 +325,7 @@ fn photos_without_features_get_a_clear_message() {
         "a dog",
     ]);
     assert!(
-        err.contains("a.jpg") && err.contains("region-feature extractor"),
+        err.contains("a.jpg") && err.contains("--detector") && err.contains("sgraf-cli extract"),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();

@@ -39,13 +39,19 @@ fn shape<'a>(sd: &'a HashMap<String, RawTensor>, name: &str) -> Result<&'a [usiz
 fn dim(sd: &HashMap<String, RawTensor>, name: &str, axis: usize) -> Result<usize> {
     let s = shape(sd, name)?;
     s.get(axis).copied().ok_or_else(|| {
-        ConvertError::StateDict(format!("{name} has shape {s:?}, expected at least {} dims", axis + 1))
+        ConvertError::StateDict(format!(
+            "{name} has shape {s:?}, expected at least {} dims",
+            axis + 1
+        ))
     })
 }
 
 /// The detector's shape, read off the tensors; settings the weights do not
 /// show (image sizes, NMS, res5's dilation) are the released models' own.
-fn config_from_weights(sd: &HashMap<String, RawTensor>, boxes: BoxPolicy) -> Result<DetectorConfig> {
+fn config_from_weights(
+    sd: &HashMap<String, RawTensor>,
+    boxes: BoxPolicy,
+) -> Result<DetectorConfig> {
     let mut cfg = DetectorConfig {
         boxes,
         ..DetectorConfig::default()
@@ -66,7 +72,11 @@ fn config_from_weights(sd: &HashMap<String, RawTensor>, boxes: BoxPolicy) -> Res
         })
         .collect();
     cfg.rpn_channels = dim(sd, "proposal_generator.rpn_head.conv.weight", 0)?;
-    let a2 = dim(sd, "proposal_generator.rpn_head.objectness_logits.weight", 0)?;
+    let a2 = dim(
+        sd,
+        "proposal_generator.rpn_head.objectness_logits.weight",
+        0,
+    )?;
     if a2 != 2 * cfg.num_anchors() {
         return Err(ConvertError::StateDict(format!(
             "the RPN scores {} anchors per cell (two logits each), expected {} ({} scales x {} ratios)",
@@ -160,7 +170,10 @@ pub fn convert_detector(
         None => {
             let cell = cell_anchors(cfg.stride, &cfg.anchor_ratios, &cfg.anchor_scales);
             let flat: Vec<f32> = cell.iter().flatten().copied().collect();
-            tensors.insert(ANCHORS.into(), Tensor::from_vec(flat, (a, 4), &Device::Cpu)?);
+            tensors.insert(
+                ANCHORS.into(),
+                Tensor::from_vec(flat, (a, 4), &Device::Cpu)?,
+            );
             false
         }
     };
@@ -181,7 +194,12 @@ pub fn convert_detector(
         return Err(ConvertError::StateDict(format!(
             "{} unexpected tensor(s) for this detector, e.g. {}",
             unexpected.len(),
-            unexpected.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+            unexpected
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     ignored.sort();
@@ -200,7 +218,10 @@ pub fn convert_detector(
     write(&tmp.path().join("config.json"), json.as_bytes())?;
     let map: HashMap<String, Tensor> = tensors.into_iter().collect();
     candle_core::safetensors::save(&map, tmp.path().join("model.safetensors"))?;
-    write(&tmp.path().join("README.md"), card(&conv, checkpoint).as_bytes())?;
+    write(
+        &tmp.path().join("README.md"),
+        card(&conv, checkpoint).as_bytes(),
+    )?;
     // Refuse to publish a folder the detector cannot load.
     sgraf_vision::Detector::from_folder(tmp.path(), &Device::Cpu)?;
     publish(tmp, out, force)?;

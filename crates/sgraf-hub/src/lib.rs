@@ -103,9 +103,23 @@ fn cached(repo: &str, revision: &str, file: &str) -> Option<PathBuf> {
 
 /// Resolves a `--model` value to a local folder holding [`MODEL_FILES`].
 pub fn resolve(spec: &str) -> Result<PathBuf, HubError> {
+    resolve_with(spec, &MODEL_FILES)
+}
+
+/// Files of a detector folder (`sgraf-cli extract --detector`).
+pub const DETECTOR_FILES: [&str; 2] = ["config.json", "model.safetensors"];
+
+/// Resolves a `--detector` value (folder or Hub id) to a local folder
+/// holding [`DETECTOR_FILES`].
+pub fn resolve_detector(spec: &str) -> Result<PathBuf, HubError> {
+    resolve_with(spec, &DETECTOR_FILES)
+}
+
+/// Resolves a folder or Hub id to a local folder holding `files`.
+pub fn resolve_with(spec: &str, files: &[&'static str]) -> Result<PathBuf, HubError> {
     match ModelSpec::parse(spec)? {
         ModelSpec::Local(dir) => {
-            for file in MODEL_FILES {
+            for &file in files {
                 if !dir.join(file).is_file() {
                     return Err(HubError::MissingFile { dir, file });
                 }
@@ -114,7 +128,7 @@ pub fn resolve(spec: &str) -> Result<PathBuf, HubError> {
         }
         ModelSpec::Hub { repo, revision } => {
             let mut folder = None;
-            for file in MODEL_FILES {
+            for &file in files {
                 let path = match cached(&repo, &revision, file) {
                     Some(p) => p,
                     None if offline() => {
@@ -131,7 +145,9 @@ pub fn resolve(spec: &str) -> Result<PathBuf, HubError> {
                     path.parent().map(Path::to_path_buf).unwrap_or_default()
                 });
             }
-            Ok(folder.expect("MODEL_FILES is not empty"))
+            folder.ok_or(HubError::NotAModel {
+                spec: spec.to_string(),
+            })
         }
     }
 }

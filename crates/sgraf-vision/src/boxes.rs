@@ -154,7 +154,9 @@ mod tests {
         // py-faster-rcnn's documented anchors for base 16, ratios 0.5/1/2, scales 8/16/32.
         let a = cell_anchors(16, &[0.5, 1.0, 2.0], &[8.0, 16.0, 32.0]);
         assert_eq!(a[0], [-84.0, -40.0, 99.0, 55.0]);
-        assert_eq!(a[4], [-56.0, -56.0, 71.0, 71.0]);
+        assert_eq!(a[3], [-56.0, -56.0, 71.0, 71.0]);
+        assert_eq!(a[4], [-120.0, -120.0, 135.0, 135.0]);
+        assert_eq!(a[6], [-36.0, -80.0, 51.0, 95.0]);
         assert_eq!(a[8], [-168.0, -344.0, 183.0, 359.0]);
     }
 

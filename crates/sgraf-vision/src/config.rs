@@ -243,10 +243,18 @@ pub fn weight_shapes(cfg: &DetectorConfig) -> Vec<(String, Vec<usize>)> {
         out.push((format!("{name}.bias"), vec![cout]));
     };
     conv(format!("{rpn}.conv"), c4, cfg.rpn_channels, 3);
-    conv(format!("{rpn}.objectness_logits"), cfg.rpn_channels, 2 * a, 1);
+    conv(
+        format!("{rpn}.objectness_logits"),
+        cfg.rpn_channels,
+        2 * a,
+        1,
+    );
     conv(format!("{rpn}.anchor_deltas"), cfg.rpn_channels, 4 * a, 1);
     let mut linear = |name: &str, cin: usize, cout: usize| {
-        out.push((format!("roi_heads.box_predictor.{name}.weight"), vec![cout, cin]));
+        out.push((
+            format!("roi_heads.box_predictor.{name}.weight"),
+            vec![cout, cin],
+        ));
         out.push((format!("roi_heads.box_predictor.{name}.bias"), vec![cout]));
     };
     linear("cls_score", c5, cfg.num_classes);

@@ -203,7 +203,10 @@ impl Detector {
         cfg.validate()?;
         let c4 = cfg.res4_channels();
         let a = cfg.num_anchors();
-        let anchors = vb.get((a, 4), ANCHORS)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let anchors = vb
+            .get((a, 4), ANCHORS)?
+            .to_dtype(DType::F32)?
+            .to_vec2::<f32>()?;
         let c5 = cfg.feature_dim();
         Ok(Self {
             trunk: Trunk::load(vb.pp("backbone"), cfg)?,
@@ -213,7 +216,10 @@ impl Detector {
                 cfg.rpn_channels,
                 a,
             )?,
-            cell_anchors: anchors.into_iter().map(|r| [r[0], r[1], r[2], r[3]]).collect(),
+            cell_anchors: anchors
+                .into_iter()
+                .map(|r| [r[0], r[1], r[2], r[3]])
+                .collect(),
             res5: Stage::load(
                 vb.pp("roi_heads.res5"),
                 3,
@@ -284,8 +290,14 @@ impl Detector {
         let c = &self.cfg;
         let a = self.cell_anchors.len();
         let (_, fh, fw) = logits.dims3()?;
-        let logits = logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let deltas = deltas.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let logits = logits
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let deltas = deltas
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let plane = fh * fw;
         let anchors = grid_anchors(&self.cell_anchors, c.stride, fh, fw);
         let (h, w) = (input_hw.0 as f32, input_hw.1 as f32);
@@ -332,7 +344,11 @@ impl Detector {
         let feat = res4.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let p = self.cfg.pool;
         let pooled = roi_pool(&feat, c, h, w, boxes, p, 1.0 / self.cfg.stride as f32);
-        Ok(Tensor::from_vec(pooled, (boxes.len(), c, p, p), &self.device)?)
+        Ok(Tensor::from_vec(
+            pooled,
+            (boxes.len(), c, p, p),
+            &self.device,
+        )?)
     }
 
     /// res5 and the predictors on pooled regions: (features `[n, 2048]`,

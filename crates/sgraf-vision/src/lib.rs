@@ -18,6 +18,7 @@ pub mod error;
 pub mod preprocess;
 pub mod resnet;
 pub mod roi_pool;
+pub mod store;
 
 pub use config::{weight_shapes, BoxPolicy, DetectorConfig};
 pub use detector::{select, Detection, Detector, Proposals, Regions, Selection, ANCHORS};
