@@ -198,6 +198,13 @@ fn decoding_and_network_input_match_the_reference() {
 #[test]
 fn trunk_rpn_pooling_and_head_match_the_reference_stage_by_stage() {
     let (det, _keep) = detector();
+    // The channels-last CPU path (default) and candle's convolutions.
+    for det in [det.clone(), det.with_cpu_kernels(false).unwrap()] {
+        stages_match(&det);
+    }
+}
+
+fn stages_match(det: &Detector) {
     for name in IMAGES {
         let t = tensors(&format!("detect_{name}.safetensors"));
         let scale = t["scale"].to_vec1::<f64>().unwrap()[0];
@@ -275,6 +282,12 @@ fn region_selection_matches_the_reference_on_every_branch() {
 #[test]
 fn whole_pipeline_from_the_png_matches_the_reference() {
     let (det, _keep) = detector();
+    for det in [det.clone(), det.with_cpu_kernels(false).unwrap()] {
+        pipeline_matches(&det);
+    }
+}
+
+fn pipeline_matches(det: &Detector) {
     let m = meta();
     for name in IMAGES {
         let t = tensors(&format!("detect_{name}.safetensors"));

@@ -83,7 +83,8 @@ enum Task {
         repeat: Option<usize>,
     },
     /// Regenerate tests/fixtures/ with the PyTorch reference (needs python3
-    /// with torch, numpy and safetensors).
+    /// with torch, numpy and safetensors; the detector's also torchvision and
+    /// opencv-python-headless).
     Fixtures {
         /// Write the full-size check (d 1024, m 256, vocab 8481) into DIR instead.
         #[arg(long, value_name = "DIR")]
@@ -126,7 +127,8 @@ fn fixtures(full: Option<PathBuf>) -> Result<()> {
             // The tokenizer cases first: the precomp fixture tokenizes with them.
             python("make_tokenizer_fixtures.py", &[])?;
             python("make_fixtures.py", &[])?;
-            python("make_train_fixtures.py", &[])
+            python("make_train_fixtures.py", &[])?;
+            python("make_vision_fixtures.py", &[])
         }
     }
 }

@@ -9,17 +9,53 @@ use serde::Serialize;
 
 use crate::boxes::{apply_delta, grid_anchors, nms, order_desc, BBox, OverlapMatrix};
 use crate::config::{BoxPolicy, DetectorConfig};
+use crate::cpu::{self, Act};
 use crate::error::{Error, Result};
 use crate::preprocess::{network_input, BgrImage};
 use crate::resnet::{spatial_mean, Stage, Trunk};
-use crate::roi_pool::roi_pool;
+use crate::roi_pool::{roi_pool, roi_pool_nhwc};
+
+/// The float32 CPU path: the same network on channels-last activations.
+#[derive(Clone, Debug)]
+struct CpuDetector {
+    stem: cpu::Conv,
+    trunk: Vec<cpu::Block>,
+    rpn_conv: cpu::Conv,
+    rpn_out: cpu::Conv,
+    res5: Vec<cpu::Block>,
+}
+
+impl CpuDetector {
+    /// `[1, h, w, 3]` -> res4 `[1, fh, fw, c4]`
+    fn trunk(&self, x: &Act, buf: &mut Vec<f32>) -> Act {
+        let x = self.stem.forward(x, None, true, buf);
+        cpu::run_blocks(&self.trunk, cpu::max_pool_ceil(&x), buf)
+    }
+
+    /// res4 -> (`[2A, fh, fw]`, `[4A, fh, fw]`)
+    fn rpn(&self, res4: &Act, a: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+        let mut buf = Vec::new();
+        let t = self.rpn_conv.forward(res4, None, true, &mut buf);
+        let out = self
+            .rpn_out
+            .forward(&t, None, false, &mut buf)
+            .to_nchw(device)?;
+        let out = out.squeeze(0)?;
+        Ok((out.narrow(0, 0, 2 * a)?, out.narrow(0, 2 * a, 4 * a)?))
+    }
+
+    /// Regions `[n, p, p, c4]` -> features `[n, c5]`.
+    fn res5(&self, x: Act, buf: &mut Vec<f32>) -> Vec<f32> {
+        cpu::spatial_mean(&cpu::run_blocks(&self.res5, x, buf))
+    }
+}
 
 /// Name of the cell anchors `[A, 4]` in a converted detector's weights.
 pub const ANCHORS: &str = "proposal_generator.anchor_generator.cell_anchors.0";
 
-/// Regions scored per res5 batch: bounds the im2col buffers (~50 MB per
-/// 16 regions at full size).
-const HEAD_BATCH: usize = 32;
+/// Regions per res5 batch: large enough for efficient GEMMs (64 x 49 rows),
+/// small enough to bound the patch buffers (~60 MB at full size).
+const HEAD_BATCH: usize = 64;
 
 /// The RPN head: a 3x3 conv, then per anchor two logits (background,
 /// object) and four box deltas.
@@ -31,6 +67,18 @@ pub struct RpnHead {
 }
 
 impl RpnHead {
+    /// The 3x3 convolution and the two 1x1 outputs side by side (logits
+    /// first), for the CPU path.
+    fn cpu(&self) -> Result<(cpu::Conv, cpu::Conv)> {
+        Ok((
+            cpu::Conv::from_candle(&self.conv)?,
+            cpu::Conv::concat(
+                &cpu::Conv::from_candle(&self.objectness)?,
+                &cpu::Conv::from_candle(&self.deltas)?,
+            ),
+        ))
+    }
+
     pub fn load(vb: VarBuilder, cin: usize, channels: usize, anchors: usize) -> Result<Self> {
         let pad1 = Conv2dConfig {
             padding: 1,
@@ -194,6 +242,7 @@ pub struct Detector {
     res5: Stage,
     predictor: Predictor,
     device: Device,
+    cpu: Option<CpuDetector>,
 }
 
 impl Detector {
@@ -208,7 +257,7 @@ impl Detector {
             .to_dtype(DType::F32)?
             .to_vec2::<f32>()?;
         let c5 = cfg.feature_dim();
-        Ok(Self {
+        let mut det = Self {
             trunk: Trunk::load(vb.pp("backbone"), cfg)?,
             rpn: RpnHead::load(
                 vb.pp("proposal_generator.rpn_head"),
@@ -233,7 +282,29 @@ impl Detector {
             predictor: Predictor::load(vb.pp("roi_heads.box_predictor"), cfg)?,
             cfg: cfg.clone(),
             device: vb.device().clone(),
-        })
+            cpu: None,
+        };
+        det = det.with_cpu_kernels(true)?;
+        Ok(det)
+    }
+
+    /// On the CPU, whether to run the convolutions on the channels-last path
+    /// (the default) or on candle's (`false`; both compute the same).
+    pub fn with_cpu_kernels(mut self, on: bool) -> Result<Self> {
+        self.cpu = if on && self.device.is_cpu() {
+            let (stem, trunk) = self.trunk.cpu()?;
+            let (rpn_conv, rpn_out) = self.rpn.cpu()?;
+            Some(CpuDetector {
+                stem,
+                trunk,
+                rpn_conv,
+                rpn_out,
+                res5: self.res5.cpu()?,
+            })
+        } else {
+            None
+        };
+        Ok(self)
     }
 
     /// A converted detector folder: `config.json` + `model.safetensors`.
@@ -269,11 +340,25 @@ impl Detector {
 
     /// `[3, h, w]` -> res4 features `[c4, fh, fw]`.
     pub fn trunk(&self, input: &Tensor) -> Result<Tensor> {
+        if let Some(c) = &self.cpu {
+            let x = Act::from_nchw(input)?;
+            return Ok(c
+                .trunk(&x, &mut Vec::new())
+                .to_nchw(&self.device)?
+                .squeeze(0)?);
+        }
         Ok(self.trunk.forward(&input.unsqueeze(0)?)?.squeeze(0)?)
     }
 
     /// The RPN's raw outputs on res4 features: (`[2A, fh, fw]`, `[4A, fh, fw]`).
     pub fn rpn(&self, res4: &Tensor) -> Result<(Tensor, Tensor)> {
+        if let Some(c) = &self.cpu {
+            return c.rpn(
+                &Act::from_nchw(res4)?,
+                self.cell_anchors.len(),
+                &self.device,
+            );
+        }
         self.rpn.forward(&res4.unsqueeze(0)?)
     }
 
@@ -356,10 +441,21 @@ impl Detector {
     pub fn head(&self, pooled: &Tensor) -> Result<(Tensor, Tensor, Option<Tensor>)> {
         let n = pooled.dim(0)?;
         let mut feats = Vec::new();
+        let mut buf = Vec::new();
         for start in (0..n).step_by(HEAD_BATCH) {
             let x = pooled.narrow(0, start, HEAD_BATCH.min(n - start))?;
-            feats.push(spatial_mean(&self.res5.forward(&x)?)?);
+            feats.push(match &self.cpu {
+                Some(c) => {
+                    let f = c.res5(Act::from_nchw(&x)?, &mut buf);
+                    Tensor::from_vec(f, (x.dim(0)?, self.cfg.feature_dim()), &self.device)?
+                }
+                None => spatial_mean(&self.res5.forward(&x)?)?,
+            });
         }
+        self.predict(feats, n)
+    }
+
+    fn predict(&self, feats: Vec<Tensor>, n: usize) -> Result<(Tensor, Tensor, Option<Tensor>)> {
         let features = if feats.is_empty() {
             Tensor::zeros((0, self.cfg.feature_dim()), DType::F32, &self.device)?
         } else {
@@ -380,6 +476,9 @@ impl Detector {
     pub fn detect(&self, img: &BgrImage) -> Result<Detection> {
         let (input, scale) = self.input(img)?;
         let (_, h, w) = input.dims3()?;
+        if let Some(c) = &self.cpu {
+            return self.detect_cpu(c, input, scale, (h, w));
+        }
         let res4 = self.trunk(&input)?;
         let (logits, deltas) = self.rpn(&res4)?;
         let proposals = self.proposals(&logits, &deltas, (h, w), scale)?;
@@ -389,6 +488,57 @@ impl Detector {
             input,
             scale,
             res4,
+            proposals,
+            features,
+            probs,
+            attr_probs,
+        })
+    }
+
+    /// [`Self::detect`] channels-last: the regions are pooled straight from
+    /// res4 into res5's layout.
+    fn detect_cpu(
+        &self,
+        c: &CpuDetector,
+        input: Tensor,
+        scale: f64,
+        hw: (usize, usize),
+    ) -> Result<Detection> {
+        let mut buf = Vec::new();
+        let res4 = c.trunk(&Act::from_nchw(&input)?, &mut buf);
+        let (logits, deltas) = c.rpn(&res4, self.cell_anchors.len(), &self.device)?;
+        let proposals = self.proposals(&logits, &deltas, hw, scale)?;
+        let p = self.cfg.pool;
+        let mut feats = Vec::new();
+        for boxes in proposals.boxes.chunks(HEAD_BATCH) {
+            let pooled = roi_pool_nhwc(
+                &res4.data,
+                res4.h,
+                res4.w,
+                res4.c,
+                boxes,
+                p,
+                1.0 / self.cfg.stride as f32,
+            );
+            let x = Act {
+                n: boxes.len(),
+                h: p,
+                w: p,
+                c: res4.c,
+                data: pooled,
+            };
+            let f = c.res5(x, &mut buf);
+            feats.push(Tensor::from_vec(
+                f,
+                (boxes.len(), self.cfg.feature_dim()),
+                &self.device,
+            )?);
+        }
+        let (features, probs, attr_probs) = self.predict(feats, proposals.boxes.len())?;
+        Ok(Detection {
+            input,
+            scale,
+            res4: res4.to_nchw(&self.device)?.squeeze(0)?,
             proposals,
             features,
             probs,

@@ -13,6 +13,7 @@
 
 pub mod boxes;
 pub mod config;
+pub mod cpu;
 pub mod detector;
 pub mod error;
 pub mod preprocess;

@@ -50,6 +50,13 @@ impl ConvNorm {
     }
 }
 
+impl ConvNorm {
+    /// The folded convolution for the CPU path.
+    pub fn cpu(&self) -> Result<crate::cpu::Conv> {
+        crate::cpu::Conv::from_candle(&self.conv)
+    }
+}
+
 impl Module for ConvNorm {
     /// `[n, cin, h, w]` -> `[n, cout, h', w']`
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -110,6 +117,17 @@ impl Bottleneck {
     }
 }
 
+impl Bottleneck {
+    pub fn cpu(&self) -> Result<crate::cpu::Block> {
+        Ok(crate::cpu::Block {
+            shortcut: self.shortcut.as_ref().map(ConvNorm::cpu).transpose()?,
+            conv1: self.conv1.cpu()?,
+            conv2: self.conv2.cpu()?,
+            conv3: self.conv3.cpu()?,
+        })
+    }
+}
+
 impl Module for Bottleneck {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = self.conv1.forward(x)?.relu()?;
@@ -158,6 +176,12 @@ impl Stage {
     }
 }
 
+impl Stage {
+    pub fn cpu(&self) -> Result<Vec<crate::cpu::Block>> {
+        self.blocks.iter().map(Bottleneck::cpu).collect()
+    }
+}
+
 impl Module for Stage {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.blocks.iter().try_fold(x.clone(), |x, b| b.forward(&x))
@@ -193,6 +217,17 @@ impl Trunk {
             (cin, cout, b) = (cout, cout * 2, b * 2);
         }
         Ok(Self { stem, stages })
+    }
+}
+
+impl Trunk {
+    /// The stem convolution and res2..res4 for the CPU path.
+    pub fn cpu(&self) -> Result<(crate::cpu::Conv, Vec<crate::cpu::Block>)> {
+        let mut blocks = Vec::new();
+        for s in &self.stages {
+            blocks.extend(s.cpu()?);
+        }
+        Ok((self.stem.cpu()?, blocks))
     }
 }
 

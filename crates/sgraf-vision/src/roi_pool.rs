@@ -6,6 +6,30 @@ use rayon::prelude::*;
 
 use crate::boxes::BBox;
 
+/// Each bin's `(y0, y1, x0, x1)` window (empty when `y1 <= y0 || x1 <= x0`)
+/// of a box on an `h x w` grid, row-major over the `out x out` bins.
+fn bins(b: &BBox, out: usize, spatial_scale: f32, h: usize, w: usize) -> Vec<[usize; 4]> {
+    let x1 = (b[0] * spatial_scale).round() as i64;
+    let y1 = (b[1] * spatial_scale).round() as i64;
+    let x2 = (b[2] * spatial_scale).round() as i64;
+    let y2 = (b[3] * spatial_scale).round() as i64;
+    let rw = (x2 - x1 + 1).max(1) as f32;
+    let rh = (y2 - y1 + 1).max(1) as f32;
+    let (bw, bh) = (rw / out as f32, rh / out as f32);
+    let clamp = |v: i64, n: usize| v.clamp(0, n as i64) as usize;
+    (0..out * out)
+        .map(|k| {
+            let (ph, pw) = ((k / out) as f32, (k % out) as f32);
+            [
+                clamp((ph * bh).floor() as i64 + y1, h),
+                clamp(((ph + 1.0) * bh).ceil() as i64 + y1, h),
+                clamp((pw * bw).floor() as i64 + x1, w),
+                clamp(((pw + 1.0) * bw).ceil() as i64 + x1, w),
+            ]
+        })
+        .collect()
+}
+
 /// Pools `[c, h, w]` features under each box (image pixels, scaled by
 /// `spatial_scale` to the grid) into `[n_boxes, c, out, out]`.
 pub fn roi_pool(
@@ -24,27 +48,10 @@ pub fn roi_pool(
         .par_chunks_mut(per_box)
         .zip(boxes)
         .for_each(|(dst, b)| {
-            let x1 = (b[0] * spatial_scale).round() as i64;
-            let y1 = (b[1] * spatial_scale).round() as i64;
-            let x2 = (b[2] * spatial_scale).round() as i64;
-            let y2 = (b[3] * spatial_scale).round() as i64;
-            let rw = (x2 - x1 + 1).max(1) as f32;
-            let rh = (y2 - y1 + 1).max(1) as f32;
-            let (bw, bh) = (rw / out as f32, rh / out as f32);
-            let clamp = |v: i64, n: usize| v.clamp(0, n as i64) as usize;
-            let bins: Vec<(usize, usize, usize, usize)> = (0..out * out)
-                .map(|k| {
-                    let (ph, pw) = ((k / out) as f32, (k % out) as f32);
-                    let hs = clamp((ph * bh).floor() as i64 + y1, h);
-                    let he = clamp(((ph + 1.0) * bh).ceil() as i64 + y1, h);
-                    let ws = clamp((pw * bw).floor() as i64 + x1, w);
-                    let we = clamp(((pw + 1.0) * bw).ceil() as i64 + x1, w);
-                    (hs, he, ws, we)
-                })
-                .collect();
+            let bins = bins(b, out, spatial_scale, h, w);
             for (ch, dst) in dst.chunks_mut(out * out).enumerate() {
                 let plane = &feat[ch * h * w..(ch + 1) * h * w];
-                for (d, &(hs, he, ws, we)) in dst.iter_mut().zip(&bins) {
+                for (d, &[hs, he, ws, we]) in dst.iter_mut().zip(&bins) {
                     if he <= hs || we <= ws {
                         *d = 0.0;
                         continue;
@@ -58,6 +65,45 @@ pub fn roi_pool(
                         }
                     }
                     *d = m;
+                }
+            }
+        });
+    pooled
+}
+
+/// [`roi_pool`] on channels-last features `[h, w, c]`: `[n_boxes, out, out, c]`.
+pub fn roi_pool_nhwc(
+    feat: &[f32],
+    h: usize,
+    w: usize,
+    c: usize,
+    boxes: &[BBox],
+    out: usize,
+    spatial_scale: f32,
+) -> Vec<f32> {
+    assert_eq!(feat.len(), c * h * w, "features are not [h, w, c]");
+    let per_box = c * out * out;
+    let mut pooled = vec![0f32; boxes.len() * per_box];
+    pooled
+        .par_chunks_mut(per_box)
+        .zip(boxes)
+        .for_each(|(dst, b)| {
+            for (d, &[hs, he, ws, we]) in dst.chunks_mut(c).zip(&bins(b, out, spatial_scale, h, w))
+            {
+                if he <= hs || we <= ws {
+                    d.fill(0.0);
+                    continue;
+                }
+                d.fill(f32::MIN);
+                for y in hs..he {
+                    for x in ws..we {
+                        let at = (y * w + x) * c;
+                        for (d, &v) in d.iter_mut().zip(&feat[at..at + c]) {
+                            if v > *d {
+                                *d = v;
+                            }
+                        }
+                    }
                 }
             }
         });
