@@ -45,6 +45,14 @@ pub struct Converted {
     pub tensors: usize,
 }
 
+/// The sha256 of a source file, hex, for the model card.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|err| ConvertError::Read {
         path: path.to_path_buf(),
@@ -294,10 +302,7 @@ pub fn convert(checkpoint: &Path, vocab: &Path, out: &Path, force: bool) -> Resu
         return Err(ConvertError::OutputExists(out.to_path_buf()));
     }
     let bytes = read(checkpoint)?;
-    let sha256 = Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>();
+    let sha256 = sha256_hex(&bytes);
     let ckpt = read_checkpoint(&bytes)?;
     drop(bytes);
     let cfg = config_from_opt(&ckpt)?;

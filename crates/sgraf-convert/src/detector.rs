@@ -8,10 +8,9 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use sgraf_vision::boxes::cell_anchors;
 use sgraf_vision::{weight_shapes, BoxPolicy, DetectorConfig, ANCHORS};
-use sha2::{Digest, Sha256};
 
 use crate::checkpoint::{read_state_dict, Format, RawTensor};
-use crate::convert::{publish, read, write, TempDir};
+use crate::convert::{publish, read, sha256_hex, write, TempDir};
 use crate::error::{ConvertError, Result};
 
 /// What [`convert_detector`] wrote.
@@ -133,10 +132,7 @@ pub fn convert_detector(
         return Err(ConvertError::OutputExists(out.to_path_buf()));
     }
     let bytes = read(checkpoint)?;
-    let sha256 = Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>();
+    let sha256 = sha256_hex(&bytes);
     let (format, entries) = read_state_dict(&bytes)?;
     drop(bytes);
     let sd: HashMap<String, RawTensor> = entries.into_iter().collect();
