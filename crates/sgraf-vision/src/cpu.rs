@@ -181,23 +181,31 @@ impl Conv {
         assert_eq!(x.c, self.cin, "channels");
         let (oh, ow, lhs) = self.patches(x, buf);
         let rows = x.n * oh * ow;
-        let mut out = vec![0f32; rows * self.cout];
         let cout = self.cout;
+        // The GEMM accumulates onto bias (+ residual), written once into
+        // fresh memory (no zeroing pass first).
+        let mut out: Vec<f32> = Vec::with_capacity(rows * cout);
+        let spare = &mut out.spare_capacity_mut()[..rows * cout];
         match residual {
             Some(r) => {
-                assert_eq!(r.data.len(), out.len(), "residual shape");
-                out.par_chunks_mut(cout)
+                assert_eq!(r.data.len(), rows * cout, "residual shape");
+                spare
+                    .par_chunks_mut(cout)
                     .zip(r.data.par_chunks(cout))
                     .for_each(|(o, r)| {
                         for ((o, r), b) in o.iter_mut().zip(r).zip(&self.b) {
-                            *o = r + b;
+                            o.write(r + b);
                         }
                     });
             }
-            None => out
-                .par_chunks_mut(cout)
-                .for_each(|o| o.copy_from_slice(&self.b)),
+            None => spare.par_chunks_mut(cout).for_each(|o| {
+                for (o, b) in o.iter_mut().zip(&self.b) {
+                    o.write(*b);
+                }
+            }),
         }
+        // SAFETY: every one of the rows * cout elements was written above.
+        unsafe { out.set_len(rows * cout) };
         matmul(
             rows,
             cout,

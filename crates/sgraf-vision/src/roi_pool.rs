@@ -98,10 +98,10 @@ pub fn roi_pool_nhwc(
                 for y in hs..he {
                     for x in ws..we {
                         let at = (y * w + x) * c;
+                        // A select, not a branch: vectorises, and keeps the
+                        // reference's rule (replace only when greater).
                         for (d, &v) in d.iter_mut().zip(&feat[at..at + c]) {
-                            if v > *d {
-                                *d = v;
-                            }
+                            *d = if v > *d { v } else { *d };
                         }
                     }
                 }
