@@ -533,8 +533,6 @@ fn cached_photo_features(
     loaded: &Loaded,
 ) -> Result<Vec<String>> {
     let device = loaded.scorer.device().clone();
-    let detector = sgraf_vision::Detector::from_folder(det_dir, &device)
-        .with_context(|| format!("loading the detector {}", det_dir.display()))?;
     let fingerprint = index::model_fingerprint(det_dir)?;
     // The models read a fixed number of regions per image.
     let policy = sgraf_vision::BoxPolicy::fixed(loaded.scorer.config().num_regions);
@@ -542,11 +540,12 @@ fn cached_photo_features(
     let report = sgraf_vision::store::ensure_cached(
         dir,
         photos,
-        &detector,
         &fingerprint,
         policy,
+        &mut || sgraf_vision::Detector::from_folder(det_dir, &device),
         &mut |_, _| bar.inc(1),
-    )?;
+    )
+    .with_context(|| format!("extracting with the detector {}", det_dir.display()))?;
     bar.finish_and_clear();
     if report.extracted > 0 {
         eprintln!(

@@ -111,15 +111,18 @@ pub struct CacheReport {
 /// Makes sure every photo of `dir` has current cached features from this
 /// detector (`fingerprint`) with this box policy; extracts the missing or
 /// stale ones. A photo that fails is reported and skipped, never fatal.
+/// `load` is called at the first photo that needs the detector, if any: a
+/// folder whose cache is current never loads it.
 pub fn ensure_cached(
     dir: &Path,
     photos: &[String],
-    detector: &Detector,
     fingerprint: &str,
     policy: BoxPolicy,
+    load: &mut dyn FnMut() -> Result<Detector>,
     progress: &mut dyn FnMut(&str, bool),
 ) -> Result<CacheReport> {
     let mut report = CacheReport::default();
+    let mut detector: Option<Detector> = None;
     let cache = dir.join(CACHE_DIR);
     for photo in photos {
         let path = dir.join(photo);
@@ -139,8 +142,12 @@ pub fn ensure_cached(
             progress(photo, false);
             continue;
         }
+        if detector.is_none() {
+            detector = Some(load()?);
+        }
+        let det = detector.as_ref().expect("loaded above");
         let result = BgrImage::open(&path)
-            .and_then(|img| detector.extract(&img, Some(policy)))
+            .and_then(|img| det.extract(&img, Some(policy)))
             .and_then(|r| {
                 // A fixed count is what the matching model reads; a photo
                 // too small for that many proposals cannot be scored.
