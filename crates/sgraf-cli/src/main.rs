@@ -23,7 +23,8 @@ use sgraf_text::CaptionTokenizer;
     version,
     about = "SGRAF image-text matching: score, evaluate and rank with SGR, SAF and SGRAF models",
     long_about = "SGRAF image-text matching on precomputed region features (the SCAN release \
-format: 36 bottom-up-attention regions of 2048 values per image).\n\n\
+format: 36 bottom-up-attention regions of 2048 values per image), or on photos through the \
+bottom-up-attention detector (extract, or rank/index --detector).\n\n\
 Every command takes --model one or more times: a model folder (config.json, \
 model.safetensors, tokenizer.json) or a Hugging Face Hub repository id \
 owner/name[@revision]. Two or more models are averaged: one SGR and one SAF \
