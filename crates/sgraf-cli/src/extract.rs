@@ -88,10 +88,9 @@ pub fn extract(o: &Options) -> Result<()> {
         );
     } else {
         println!(
-            "extracted {} photo(s) into {} ({} regions each: {policy}), {skipped} already done, {} failed",
+            "extracted {} photo(s) into {} ({policy} regions each), {skipped} already done, {} failed",
             written.len(),
             o.out.display(),
-            if policy.min == policy.max { "exactly" } else { "min-max" },
             failed.len()
         );
     }
