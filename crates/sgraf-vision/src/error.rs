@@ -6,6 +6,10 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
+    /// Reading or writing feature files (`.npy`, sidecars).
+    #[error(transparent)]
+    Data(#[from] sgraf_data::DataError),
+
     #[error("cannot read {}: {err}", path.display())]
     Io { path: PathBuf, err: std::io::Error },
 

@@ -50,33 +50,14 @@ pub fn write_regions(npy: &Path, json: &Path, r: &Regions, source: Option<&Sourc
             std::fs::create_dir_all(parent).map_err(io(parent))?;
         }
     }
-    sgraf_data::npy::write_f32(npy, &[r.len(), r.feature_dim], &r.features).map_err(|e| {
-        Error::Io {
-            path: npy.into(),
-            err: std::io::Error::other(e.to_string()),
-        }
-    })?;
+    sgraf_data::npy::write_f32(npy, &[r.len(), r.feature_dim], &r.features)?;
     let bytes = serde_json::to_vec_pretty(&Sidecar {
         regions: r,
         num_boxes: r.len(),
         source,
     })
     .expect("regions serialize");
-    sgraf_data::write_atomic(json, &bytes).map_err(|e| Error::Io {
-        path: json.into(),
-        err: std::io::Error::other(e.to_string()),
-    })
-}
-
-/// Size and modification time of a file.
-pub fn stamp(path: &Path) -> Result<(u64, u128)> {
-    let m = std::fs::metadata(path).map_err(io(path))?;
-    let mtime = m
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    Ok((m.len(), mtime))
+    Ok(sgraf_data::write_atomic(json, &bytes)?)
 }
 
 /// The cached features of `photo` (relative to `dir`): `DIR/.sgraf-regions/PHOTO.npy`.
@@ -126,7 +107,7 @@ pub fn ensure_cached(
     let cache = dir.join(CACHE_DIR);
     for photo in photos {
         let path = dir.join(photo);
-        let (size, mtime_ns) = stamp(&path)?;
+        let (size, mtime_ns) = sgraf_data::index::quick_stamp(&path)?;
         let source = Source {
             photo: photo.clone(),
             size,
