@@ -6,15 +6,36 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use sgraf_vision::{store, BgrImage, BoxPolicy, Detector};
 
+#[derive(clap::Args)]
 pub struct Options {
+    /// Detector folder (cargo xtask convert-weights --detector) or Hub id.
+    #[arg(long)]
     pub detector: String,
+    /// Folder of photos (JPEG, PNG, WebP), searched recursively.
+    #[arg(long)]
     pub images: PathBuf,
+    /// Output folder (the photos' sub-folders are kept).
+    #[arg(long)]
     pub out: PathBuf,
+    /// Regions per photo: N (exactly, e.g. 36 for the SCAN features) or MIN-MAX
+    /// (those of confidence >= --conf, at least MIN, at most MAX); default: the
+    /// detector's own (36 for the k36 model, 10-100 otherwise).
+    #[arg(long)]
     pub boxes: Option<String>,
+    /// Confidence threshold of the MIN-MAX selection.
+    #[arg(long, default_value_t = 0.2)]
     pub conf: f32,
+    /// Keep outputs that already exist and are newer than their photo.
+    #[arg(long)]
     pub skip_existing: bool,
+    /// Skip files or folders matching this glob; repeatable.
+    #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
+    /// cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Print a JSON summary (extracted files and failures) on stdout.
+    #[arg(long)]
     pub json: bool,
 }
 

@@ -154,37 +154,7 @@ enum Command {
     /// Extract bottom-up-attention region features from photos: NAME.npy [k, 2048]
     /// and NAME.json (boxes, object and attribute classes, confidences, image size)
     /// per photo, the input SGRAF models read.
-    Extract {
-        /// Detector folder (cargo xtask convert-weights --detector) or Hub id.
-        #[arg(long)]
-        detector: String,
-        /// Folder of photos (JPEG, PNG, WebP), searched recursively.
-        #[arg(long)]
-        images: PathBuf,
-        /// Output folder (the photos' sub-folders are kept).
-        #[arg(long)]
-        out: PathBuf,
-        /// Regions per photo: N (exactly, e.g. 36 for the SCAN features) or MIN-MAX
-        /// (those of confidence >= --conf, at least MIN, at most MAX); default: the
-        /// detector's own (36 for the k36 model, 10-100 otherwise).
-        #[arg(long)]
-        boxes: Option<String>,
-        /// Confidence threshold of the MIN-MAX selection.
-        #[arg(long, default_value_t = 0.2)]
-        conf: f32,
-        /// Keep outputs that already exist and are newer than their photo.
-        #[arg(long)]
-        skip_existing: bool,
-        /// Skip files or folders matching this glob; repeatable.
-        #[arg(long, value_name = "GLOB")]
-        exclude: Vec<String>,
-        /// cpu, cuda, cuda:N or metal.
-        #[arg(long, default_value = "cpu")]
-        device: String,
-        /// Print a JSON summary (extracted files and failures) on stdout.
-        #[arg(long)]
-        json: bool,
-    },
+    Extract(extract::Options),
     /// Build a vocabulary as the published code does: lowercase + word_tokenize, count,
     /// keep words seen at least THRESHOLD times, ids 0..3 special, then first-seen order.
     Vocab {
@@ -914,27 +884,7 @@ fn main() -> Result<()> {
             exclude,
             photos,
         } => index_cmd(&model, &images, &exclude, &photos),
-        Command::Extract {
-            detector,
-            images,
-            out,
-            boxes,
-            conf,
-            skip_existing,
-            exclude,
-            device,
-            json,
-        } => extract::extract(&extract::Options {
-            detector,
-            images,
-            out,
-            boxes,
-            conf,
-            skip_existing,
-            exclude,
-            device,
-            json,
-        }),
+        Command::Extract(opts) => extract::extract(&opts),
         Command::Info { model, json } => info(&model, json),
         Command::Vocab {
             captions,
