@@ -118,6 +118,7 @@ fn both_checkpoint_formats_convert_to_the_same_detector() {
     let a = convert_detector(&dir().join("bua_tiny.pth"), &zip.0, None, false).unwrap();
     let b = convert_detector(&dir().join("bua_tiny_legacy.pth"), &legacy.0, None, false).unwrap();
     assert!(a.anchors_from_checkpoint && !b.anchors_from_checkpoint);
+    assert!(a.anchor_warning.is_none() && b.anchor_warning.is_none());
     // The shape read off the weights is the reference's.
     for c in [&a.config, &b.config] {
         assert_eq!(c.blocks, want.blocks);

@@ -45,19 +45,32 @@ def main():
         paths.append(p)
     out = {}
     secs = float("inf")
+    proposals, inputs = [], []
     with torch.no_grad():
         model.detect(cv2.imread(paths[0]))  # warm-up
         for _ in range(max(1, args.repeat)):
             start = time.perf_counter()
+            proposals, inputs = [], []
             for i, p in enumerate(paths):
                 r = model.detect(cv2.imread(p))
                 keep, dets, _ = select(r["proposals"], r["probs"], r["scale"], 36, 36)
                 out[f"features{i}"] = r["features"][keep].contiguous()
                 out[f"boxes{i}"] = dets.contiguous()
+                proposals.append(len(r["proposals"]))
+                inputs.append(list(r["blob"].shape[1:]))
             secs = min(secs, time.perf_counter() - start)
+        # Measured sgemm rate, for the achieved-GFLOP/s comparison.
+        a, b = torch.rand(2048, 2048), torch.rand(2048, 2048)
+        a @ b
+        t0 = time.perf_counter()
+        reps = 5
+        for _ in range(reps):
+            a @ b
+        sgemm = reps * 2 * 2048 ** 3 / (time.perf_counter() - t0) / 1e9
     save_file(out, os.path.join(args.dir, "reference.safetensors"))
     print(json.dumps({"seconds": secs, "images": len(paths), "images_per_second": len(paths) / secs,
-                      "threads": args.threads, "torch": torch.__version__}))
+                      "threads": args.threads, "torch": torch.__version__, "sgemm_gflops": sgemm,
+                      "proposals": proposals, "input_hw": inputs}))
 
 
 if __name__ == "__main__":

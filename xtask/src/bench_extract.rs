@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use sgraf_vision::{BgrImage, BoxPolicy, Detector};
+use sgraf_vision::{BgrImage, BoxPolicy, Detector, DetectorConfig};
 
 pub fn bench_extract(images: usize, out: Option<PathBuf>, repeat: usize) -> Result<()> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -77,23 +77,53 @@ pub fn bench_extract(images: usize, out: Option<PathBuf>, repeat: usize) -> Resu
     }
     let torch_rate = r["images_per_second"].as_f64().unwrap_or(0.0);
     let rate = images as f64 / secs;
+    // The work done, from each photo's input size and proposal count (the
+    // reference's, which are ours when the boxes agree).
+    let cfg = det.config();
+    let mut macs = 0f64;
+    let hw = r["input_hw"].as_array().cloned().unwrap_or_default();
+    let props = r["proposals"].as_array().cloned().unwrap_or_default();
+    for (hw, n) in hw.iter().zip(&props) {
+        let (h, w) = (hw[0].as_u64().unwrap_or(0), hw[1].as_u64().unwrap_or(0));
+        macs += multiply_adds(
+            cfg,
+            h as usize,
+            w as usize,
+            n.as_u64().unwrap_or(0) as usize,
+        );
+    }
+    let gflops = 2.0 * macs / secs / 1e9;
+    let sgemm = r["sgemm_gflops"].as_f64().unwrap_or(0.0);
     println!(
-        "{:>8} {:>16} {:>16} {:>7} {:>12} {:>16}",
-        "photos", "torch images/s", "sgraf images/s", "ratio", "same boxes", "max rel. diff"
+        "{:>8} {:>16} {:>16} {:>7} {:>12} {:>16} {:>9}",
+        "photos",
+        "torch images/s",
+        "sgraf images/s",
+        "ratio",
+        "same boxes",
+        "max rel. diff",
+        "GFLOP/s"
     );
     println!(
-        "{:>8} {:>16.3} {:>16.3} {:>6.2}x {:>12} {:>16.2e}",
+        "{:>8} {:>16.3} {:>16.3} {:>6.2}x {:>12} {:>16.2e} {:>9.1}",
         images,
         torch_rate,
         rate,
         rate / torch_rate,
         format!("{same_boxes}/{images}"),
-        diff
+        diff,
+        gflops
+    );
+    println!(
+        "{:.0} G multiply-adds per photo on average; measured sgemm: {sgemm:.0} GFLOP/s on {threads} threads (sgraf reaches {:.0}%)",
+        macs / images as f64 / 1e9,
+        100.0 * gflops / sgemm
     );
     let report = serde_json::json!({
         "task": "extract", "photos": images, "repeat": repeat, "threads": threads,
         "torch_images_per_second": torch_rate, "sgraf_images_per_second": rate,
         "ratio": rate / torch_rate, "same_boxes": same_boxes, "max_rel_diff": diff,
+        "gflops": gflops, "sgemm_gflops": sgemm, "multiply_adds_per_photo": macs / images as f64,
         "torch": r["torch"], "commit": crate::bench::git_head(), "cpu": crate::bench::cpu_name(),
     });
     let out = out.unwrap_or_else(|| crate::root().join("bench/results/extract-latest.json"));
@@ -104,4 +134,53 @@ pub fn bench_extract(images: usize, out: Option<PathBuf>, repeat: usize) -> Resu
     println!("wrote {}", out.display());
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Multiply-adds of one photo's detection: every convolution of the trunk and
+/// the RPN on an `h x w` input, res5 on `regions` pooled regions, and the
+/// class and attribute heads (the unused box regression is not computed).
+pub fn multiply_adds(cfg: &DetectorConfig, h: usize, w: usize, regions: usize) -> f64 {
+    let conv = |cin: usize, cout: usize, k: usize, oh: usize, ow: usize| {
+        (cin * cout * k * k) as f64 * (oh * ow) as f64
+    };
+    // One bottleneck block on an `i x j` input: (multiply-adds, output size).
+    let block = |cin: usize, cout: usize, b: usize, s: usize, (i, j): (usize, usize)| {
+        let (oh, ow) = ((i - 1) / s + 1, (j - 1) / s + 1);
+        let mut m = conv(cin, b, 1, oh, ow) + conv(b, b, 3, oh, ow) + conv(b, cout, 1, oh, ow);
+        if cin != cout {
+            m += conv(cin, cout, 1, oh, ow);
+        }
+        (m, (oh, ow))
+    };
+    let (sh, sw) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
+    let mut macs = conv(3, cfg.stem, 7, sh, sw);
+    let pool = |n: usize| n.saturating_sub(3).div_ceil(2) + 1;
+    let mut size = (pool(sh), pool(sw));
+    let (mut cin, mut cout, mut b) = (cfg.stem, cfg.res2_out, cfg.bottleneck);
+    for (i, &n) in cfg.blocks.iter().enumerate() {
+        for k in 0..n {
+            let s = if k == 0 && i > 0 { 2 } else { 1 };
+            let (m, out) = block(if k == 0 { cin } else { cout }, cout, b, s, size);
+            macs += m;
+            size = out;
+        }
+        (cin, cout, b) = (cout, cout * 2, b * 2);
+    }
+    let (c4, c5) = (cfg.res4_channels(), cfg.feature_dim());
+    macs += conv(c4, cfg.rpn_channels, 3, size.0, size.1)
+        + conv(cfg.rpn_channels, 6 * cfg.num_anchors(), 1, size.0, size.1);
+    let mut res5 = 0.0;
+    let mut rsize = (cfg.pool, cfg.pool);
+    for k in 0..3 {
+        let s = if k == 0 { cfg.res5_first_stride() } else { 1 };
+        let (m, out) = block(if k == 0 { c4 } else { c5 }, c5, c5 / 4, s, rsize);
+        res5 += m;
+        rsize = out;
+    }
+    let mut head = (c5 * cfg.num_classes) as f64;
+    if cfg.num_attributes > 0 {
+        head +=
+            ((c5 + cfg.attr_embed) * cfg.attr_hidden + cfg.attr_hidden * cfg.num_attributes) as f64;
+    }
+    macs + regions as f64 * (res5 + head)
 }

@@ -199,6 +199,9 @@ fn convert_detector(
         done.ignored.len(),
         done.sha256
     );
+    if let Some(w) = &done.anchor_warning {
+        eprintln!("warning: {w}");
+    }
     if verify {
         let det = sgraf_vision::Detector::from_folder(out, &candle_core::Device::Cpu)?;
         let img = sgraf_vision::BgrImage {

@@ -23,6 +23,10 @@ pub struct ConvertedDetector {
     pub tensors: usize,
     /// Whether the checkpoint carried its cell anchors (else Caffe's were generated).
     pub anchors_from_checkpoint: bool,
+    /// Set when the checkpoint's cell anchors differ from Caffe's
+    /// `generate_anchors` by more than a pixel: a detector trained with other
+    /// anchors, not the released one. Names the file.
+    pub anchor_warning: Option<String>,
     /// Buffers present in the checkpoint that inference does not read.
     pub ignored: Vec<String>,
 }
@@ -152,9 +156,24 @@ pub fn convert_detector(
         tensors.insert(name.clone(), to_tensor(&name, t)?);
     }
     let a = cfg.num_anchors();
+    let caffe = cell_anchors(cfg.stride, &cfg.anchor_ratios, &cfg.anchor_scales);
+    let mut anchor_warning = None;
     let anchors_from_checkpoint = match sd.get(ANCHORS) {
         Some(t) if t.shape == [a, 4] => {
-            tensors.insert(ANCHORS.into(), to_tensor(ANCHORS, t)?);
+            let tensor = to_tensor(ANCHORS, t)?;
+            let ours: Vec<f32> = tensor.flatten_all()?.to_vec1()?;
+            let diff = anchor_difference(&ours, &caffe);
+            if diff > 1.0 {
+                anchor_warning = Some(format!(
+                    "{}: its cell anchors differ from Caffe's generate_anchors (scales {:?} x stride {}, ratios {:?}) by up to {diff:.1} pixels; \
+                     this is a detector trained with other anchors, not the released bottom-up-attention model",
+                    checkpoint.display(),
+                    cfg.anchor_scales,
+                    cfg.stride,
+                    cfg.anchor_ratios
+                ));
+            }
+            tensors.insert(ANCHORS.into(), tensor);
             true
         }
         Some(t) => {
@@ -164,8 +183,7 @@ pub fn convert_detector(
             )))
         }
         None => {
-            let cell = cell_anchors(cfg.stride, &cfg.anchor_ratios, &cfg.anchor_scales);
-            let flat: Vec<f32> = cell.iter().flatten().copied().collect();
+            let flat: Vec<f32> = caffe.iter().flatten().copied().collect();
             tensors.insert(
                 ANCHORS.into(),
                 Tensor::from_vec(flat, (a, 4), &Device::Cpu)?,
@@ -208,6 +226,7 @@ pub fn convert_detector(
         sha256,
         tensors: tensors.len(),
         anchors_from_checkpoint,
+        anchor_warning,
         ignored,
     };
     let json = serde_json::to_string_pretty(&cfg).expect("a config serializes");
@@ -222,6 +241,19 @@ pub fn convert_detector(
     sgraf_vision::Detector::from_folder(tmp.path(), &Device::Cpu)?;
     publish(tmp, out, force)?;
     Ok(conv)
+}
+
+/// The largest coordinate difference between a checkpoint's cell anchors
+/// (`[A * 4]`, row-major) and Caffe's; infinite when the counts differ.
+pub fn anchor_difference(anchors: &[f32], caffe: &[[f32; 4]]) -> f32 {
+    if anchors.len() != caffe.len() * 4 {
+        return f32::INFINITY;
+    }
+    anchors
+        .iter()
+        .zip(caffe.iter().flatten())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
 }
 
 fn card(conv: &ConvertedDetector, source: &Path) -> String {
@@ -251,10 +283,31 @@ Use: `sgraf-cli extract --detector DIR --images PHOTOS --out FEATS`.\n",
         mean = c.pixel_mean,
         min = c.min_size,
         max = c.max_size,
-        anchors = if conv.anchors_from_checkpoint {
-            "from the checkpoint"
+        anchors = if conv.anchor_warning.is_some() {
+            "from the checkpoint, NOT Caffe's generate_anchors (a detector trained with other anchors)"
+        } else if conv.anchors_from_checkpoint {
+            "from the checkpoint (Caffe's generate_anchors, within a pixel)"
         } else {
             "Caffe's generate_anchors (scales 4/8/16/32 x stride 16, ratios 0.5/1/2)"
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anchors_within_a_pixel_of_caffes_pass_and_others_do_not() {
+        let cfg = DetectorConfig::default();
+        let caffe = cell_anchors(cfg.stride, &cfg.anchor_ratios, &cfg.anchor_scales);
+        let mut flat: Vec<f32> = caffe.iter().flatten().copied().collect();
+        assert_eq!(anchor_difference(&flat, &caffe), 0.0);
+        flat[5] += 0.75;
+        assert!(anchor_difference(&flat, &caffe) <= 1.0);
+        // detectron2's own anchors for sizes 64..512 are centred on 0, not on 7.5.
+        flat[5] += 7.5;
+        assert!(anchor_difference(&flat, &caffe) > 1.0);
+        assert!(anchor_difference(&flat[..8], &caffe).is_infinite());
+    }
 }

@@ -200,6 +200,18 @@ impl DetectorConfig {
         self.res2_out * 4
     }
 
+    /// Stride of res5's first block: 1 when res5 is dilated (the port's
+    /// `roi_heads.py` builds it so, and the Caffe prototxt has stride 1 in
+    /// `res5a_branch1`/`res5a_branch2a`), so a 14x14 pooled region stays
+    /// 14x14; 2 without dilation.
+    pub fn res5_first_stride(&self) -> usize {
+        if self.res5_dilation > 1 {
+            1
+        } else {
+            2
+        }
+    }
+
     /// Channels of res5, the region features' size (2048).
     pub fn feature_dim(&self) -> usize {
         self.res2_out * 8

@@ -53,9 +53,9 @@ impl CpuDetector {
 /// Name of the cell anchors `[A, 4]` in a converted detector's weights.
 pub const ANCHORS: &str = "proposal_generator.anchor_generator.cell_anchors.0";
 
-/// Regions per res5 batch: large enough for efficient GEMMs (64 x 49 rows),
-/// small enough to bound the patch buffers (~60 MB at full size).
-const HEAD_BATCH: usize = 64;
+/// Regions per res5 batch: large enough for efficient GEMMs (16 x 196 rows
+/// at stride 1), small enough to bound the patch buffers (~60 MB at full size).
+const HEAD_BATCH: usize = 16;
 
 /// The RPN head: a 3x3 conv, then per anchor two logits (background,
 /// object) and four box deltas.
@@ -275,7 +275,7 @@ impl Detector {
                 c4,
                 c5,
                 c5 / 4,
-                2,
+                cfg.res5_first_stride(),
                 cfg.res5_dilation,
                 cfg.bn_eps,
             )?,
