@@ -14,6 +14,7 @@
 pub mod boxes;
 pub mod config;
 pub mod cpu;
+pub mod decode;
 pub mod detector;
 pub mod error;
 pub mod preprocess;

@@ -4,8 +4,7 @@
 
 use std::path::Path;
 
-use image::{DynamicImage, ImageDecoder, ImageReader};
-
+use crate::decode;
 use crate::error::{Error, Result};
 
 /// A decoded image: `[height, width, 3]` bytes in BGR order (what `cv2.imread` gives).
@@ -17,7 +16,7 @@ pub struct BgrImage {
 }
 
 /// File extensions `decode` is meant for.
-pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp"];
+pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"];
 
 /// Whether a path names a photo by its extension.
 pub fn is_image_path(path: &Path) -> bool {
@@ -27,53 +26,29 @@ pub fn is_image_path(path: &Path) -> bool {
 }
 
 impl BgrImage {
-    /// Decodes a JPEG, PNG or WebP file, turned upright by its EXIF
-    /// orientation as `cv2.imread` does.
+    /// Decodes a JPEG, PNG, WebP, BMP or TIFF file to the pixels
+    /// `cv2.imread(path, cv2.IMREAD_COLOR)` gives, bit for bit, turned
+    /// upright by its EXIF orientation as `cv2.imread` turns it (see
+    /// [`crate::decode`]). GIF is refused.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let fail = |err: String| Error::Decode {
+        let bytes = std::fs::read(path).map_err(|err| Error::Io {
             path: path.into(),
             err,
-        };
-        let reader = ImageReader::open(path)
-            .map_err(|err| Error::Io {
-                path: path.into(),
-                err,
-            })?
-            .with_guessed_format()
-            .map_err(|e| fail(e.to_string()))?;
-        let mut decoder = reader.into_decoder().map_err(|e| fail(e.to_string()))?;
-        let orientation = decoder.orientation().ok();
-        let mut img = DynamicImage::from_decoder(decoder).map_err(|e| fail(e.to_string()))?;
-        if let Some(o) = orientation {
-            img.apply_orientation(o);
-        }
-        Self::from_dynamic(&img)
-    }
-
-    /// Decodes an image held in memory.
-    pub fn decode(bytes: &[u8], name: &str) -> Result<Self> {
-        let img = image::load_from_memory(bytes).map_err(|e| Error::Decode {
-            path: name.into(),
-            err: e.to_string(),
         })?;
-        Self::from_dynamic(&img)
+        Self::decode(&bytes, &path.display().to_string())
     }
 
-    fn from_dynamic(img: &DynamicImage) -> Result<Self> {
-        let rgb = img.to_rgb8();
-        let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-        if w == 0 || h == 0 {
-            return Err(Error::Input("the image is empty".into()));
-        }
-        let mut data = rgb.into_raw();
-        for px in data.chunks_exact_mut(3) {
-            px.swap(0, 2);
-        }
+    /// Decodes an image held in memory (`name` is for error messages).
+    pub fn decode(bytes: &[u8], name: &str) -> Result<Self> {
+        let img = decode::decode(bytes).map_err(|err| Error::Decode {
+            path: name.into(),
+            err,
+        })?;
         Ok(Self {
-            height: h,
-            width: w,
-            data,
+            height: img.height,
+            width: img.width,
+            data: img.data,
         })
     }
 }
