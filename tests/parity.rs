@@ -179,3 +179,32 @@ fn parameter_shapes_match_the_fixture_weights() {
         assert_eq!(got, want, "{tag}");
     }
 }
+
+/// The CPU text encoder sorts captions by length and cuts them into chunks
+/// run on different threads; hundreds of captions in a scrambled order
+/// (several chunks, each mixing lengths) give, caption by caption, the
+/// embeddings of candle's step-by-step GRU, which is checked against PyTorch.
+#[test]
+fn cpu_text_encoder_chunks_match_candle_gru() {
+    let fx = Fixture::tiny();
+    let (n_cap, _) = fx.ids.dims2().unwrap();
+    let order: Vec<u32> = (0..700u32)
+        .map(|i| (i * 7 + i / 11) % n_cap as u32)
+        .collect();
+    let idx = Tensor::new(order.as_slice(), &Device::Cpu).unwrap();
+    let ids = fx.ids.index_select(&idx, 0).unwrap();
+    let lengths: Vec<usize> = order.iter().map(|&c| fx.lengths[c as usize]).collect();
+    for tag in ["sgr", "saf"] {
+        let fast = fx.model(tag).encode_captions(&ids, &lengths).unwrap();
+        let slow = fx
+            .model(tag)
+            .with_cpu_kernels(false)
+            .encode_captions(&ids, &lengths)
+            .unwrap();
+        assert_close(
+            &format!("{tag} caption embeddings, 700 captions"),
+            &fast,
+            &slow,
+        );
+    }
+}

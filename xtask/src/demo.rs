@@ -148,30 +148,32 @@ pub fn demo(dir: &Path, epochs: usize) -> Result<()> {
             &feats[i * per..(i + 1) * per],
         )?;
     }
-    let fingerprints: Vec<String> = trainers
+    let models: Vec<sgraf_data::index::ModelSpec> = trainers
         .iter()
-        .map(|t| index::model_fingerprint(&t.run_dir().join("best")))
-        .collect::<Result<_, _>>()?;
+        .map(|t| {
+            let best = t.run_dir().join("best");
+            Ok(sgraf_data::index::ModelSpec {
+                fingerprint: index::model_fingerprint(&best)?,
+                source: best.canonicalize()?.display().to_string(),
+            })
+        })
+        .collect::<Result<_>>()?;
     let mut sorted = names.clone();
     sorted.sort();
-    let (indexed, report) = index::update(&scorer, &fingerprints, &images, &sorted, &mut |_| {})?;
+    let report = index::update(&scorer, &models, &images, &sorted, None, &mut |_| {}, &mut || {})?;
     println!(
         "\nIndexed {} images into {} ({} new)",
-        indexed.names.len(),
-        sgraf_data::index::index_path(&images).display(),
+        report.rows,
+        sgraf_data::index::index_dir(&images).display(),
         report.added
     );
     // A query naming the two concepts of the first test image.
     let target = &contents[2][0];
     let query = format!("a {} next to a {}", target[0], target[1]);
     let query = query.as_str();
-    let caps = scorer.caption_sides(&[query])?;
-    let scores = scorer
-        .score(&indexed.sides, &caps)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    let mut hits: Vec<(f32, &String)> = scores.into_iter().zip(&indexed.names).collect();
-    hits.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let fingerprints: Vec<String> = models.iter().map(|m| m.fingerprint.clone()).collect();
+    let (ranked, _) = index::rank(&scorer, &fingerprints, &images, &sorted, query, None, &mut |_| {})?;
+    let hits: Vec<(f32, &String)> = ranked.iter().map(|r| (r.score, &r.name)).collect();
     let position = hits
         .iter()
         .position(|h| h.1 == &names[0])
@@ -186,7 +188,7 @@ pub fn demo(dir: &Path, epochs: usize) -> Result<()> {
         println!("{:>4}  {:>7.4}  {}", i + 1, s, images.join(name).display());
     }
     println!(
-        "\nThe same with the command line:\n  sgraf-cli rank -m {0}/runs/sgr/best -m {0}/runs/saf/best --images {0}/images --query {query:?} --top 5",
+        "\nThe same with the command line (the index names its models):\n  sgraf-cli rank --images {0}/images --query {query:?} --top 5",
         dir.display()
     );
     println!("\nDemo finished in {:.0} s.", start.elapsed().as_secs_f64());
@@ -203,7 +205,7 @@ mod tests {
         for path in [
             "runs/sgr/best/model.safetensors",
             "runs/saf/best/tokenizer.json",
-            "images/.sgraf-index.safetensors",
+            "images/.sgraf-index/manifest.json",
         ] {
             assert!(dir.join(path).is_file(), "{path} is missing");
         }

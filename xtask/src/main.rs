@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask <task>`.
 
 mod bench;
+mod bench_e2e;
 mod bench_extract;
 mod cuda;
 mod demo;
@@ -61,13 +62,17 @@ enum Task {
     },
     /// Time sgraf against the PyTorch reference on this CPU: `bench` (or `bench scoring`)
     /// times the similarity scoring and writes bench/results/cpu-latest.json (needs python3
-    /// with torch, numpy, safetensors); `bench extract` times region-feature extraction
+    /// with torch, numpy, safetensors); `bench e2e` times `sgraf-cli score` end to end, the
+    /// encoders and `sgraf-cli eval` (bench/results/e2e-latest.json); `bench extract` times region-feature extraction
     /// from photos and writes bench/results/extract-latest.json (also needs torchvision
     /// and opencv-python-headless).
     Bench {
         /// scoring or extract.
-        #[arg(default_value = "scoring", value_parser = ["scoring", "extract"])]
+        #[arg(default_value = "scoring", value_parser = ["scoring", "e2e", "extract"])]
         what: String,
+        /// Images of the e2e benchmark's eval case (five captions each; 0 skips it).
+        #[arg(long, default_value_t = 1000)]
+        eval_images: usize,
         /// Photos of the extract benchmark.
         #[arg(long, default_value_t = 4)]
         photos: usize,
@@ -242,12 +247,14 @@ fn main() -> Result<()> {
         Task::Demo { dir, epochs } => demo::demo(&dir, epochs),
         Task::Bench {
             what,
+            eval_images,
             photos,
             quick,
             out,
             repeat,
         } => match what.as_str() {
             "extract" => bench_extract::bench_extract(photos.max(1), out, repeat.unwrap_or(1)),
+            "e2e" => bench_e2e::bench_e2e(out, repeat.unwrap_or(1), eval_images),
             _ => bench::bench(quick, out, repeat),
         },
         Task::CudaBuild { compute_cap } => cuda::cuda_build(&compute_cap),

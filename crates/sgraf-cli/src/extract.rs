@@ -11,7 +11,7 @@ pub struct Options {
     /// Detector folder (cargo xtask convert-weights --detector) or Hub id.
     #[arg(long)]
     pub detector: String,
-    /// Folder of photos (JPEG, PNG, WebP), searched recursively.
+    /// Folder of photos (JPEG, PNG, WebP, BMP, TIFF), searched recursively.
     #[arg(long)]
     pub images: PathBuf,
     /// Output folder (the photos' sub-folders are kept).
@@ -37,6 +37,10 @@ pub struct Options {
     /// Print a JSON summary (extracted files and failures) on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Extract only shard I of N (0-based) of the photos, the same split as
+    /// `index --shard`: one task of a Slurm array or Kubernetes Indexed Job.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
 }
 
 /// `a/b/photo.jpg` -> `OUT/a/b/photo` (the .npy and .json stem).
@@ -61,11 +65,19 @@ pub fn extract(o: &Options) -> Result<()> {
         None => det.config().boxes,
     };
     policy.conf = o.conf;
+    let shard = o.shard.as_deref().map(sgraf_data::index::Shard::parse).transpose()?;
     let listing = sgraf_data::list_features(&o.images, &o.exclude)?;
-    let photos = listing.photos;
+    let mut photos = listing.photos;
+    if let Some(s) = shard {
+        photos.retain(|p| s.owns(p));
+        if photos.is_empty() {
+            eprintln!("shard {}/{} owns none of the photos", s.index, s.count);
+            return Ok(());
+        }
+    }
     if photos.is_empty() {
         bail!(
-            "{} holds no photos (.jpg, .jpeg, .png, .webp)",
+            "{} holds no photos (.jpg, .jpeg, .png, .webp, .bmp, .tif, .tiff)",
             o.images.display()
         );
     }
@@ -86,7 +98,7 @@ pub fn extract(o: &Options) -> Result<()> {
         } else {
             Err(sgraf_vision::Error::Decode {
                 path: src.clone(),
-                err: "unsupported format (JPEG, PNG and WebP are read)".into(),
+                err: "unsupported format (JPEG, PNG, WebP, BMP and TIFF are read; GIF is not)".into(),
             })
         };
         match result.map_err(anyhow::Error::from).and_then(|r| {

@@ -12,8 +12,9 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use sgraf_core::SgrafModel;
+use sgraf_data::index::{ModelSpec, Shard};
 use sgraf_data::{list_features, load_features, Npy, Precomp};
-use sgraf_retrieval::index::{self, IndexedImages};
+use sgraf_retrieval::index;
 use sgraf_retrieval::Scorer;
 use sgraf_text::CaptionTokenizer;
 
@@ -38,7 +39,9 @@ struct Cli {
 #[derive(Args)]
 struct ModelArgs {
     /// Model folder or Hub id owner/name[@revision]; repeat to average models (SGRAF).
-    #[arg(long = "model", short = 'm', required = true, value_name = "MODEL")]
+    /// Default: $SGRAF_MODEL (comma-separated), and for rank the models the
+    /// folder's index was built with.
+    #[arg(long = "model", short = 'm', value_name = "MODEL")]
     models: Vec<String>,
     /// cpu, cuda, cuda:N or metal (cuda and metal need a build with
     /// `--features cuda` / `--features metal`).
@@ -135,10 +138,17 @@ enum Command {
         exclude: Vec<String>,
         #[command(flatten)]
         photos: PhotoArgs,
+        /// First order the indexed images by a cheap score (cosine of the models'
+        /// image and caption global vectors) and score only the best K exactly.
+        /// Faster on large folders, but can miss images the exact ranking would
+        /// place in the top: exact is the default.
+        #[arg(long, value_name = "K")]
+        shortlist: Option<usize>,
     },
-    /// Encode every image of a features folder once into DIR/.sgraf-index.safetensors,
-    /// which rank then uses; updated incrementally. Photos (JPEG, PNG, WebP) go
-    /// through the detector first (--detector), once.
+    /// Encode every image of a features folder once into DIR/.sgraf-index/ (segments
+    /// of a few hundred images), which rank then streams; updated incrementally: only
+    /// new and changed files are encoded. Photos (JPEG, PNG, WebP) go through the
+    /// detector first (--detector), once.
     Index {
         #[command(flatten)]
         model: ModelArgs,
@@ -150,6 +160,11 @@ enum Command {
         exclude: Vec<String>,
         #[command(flatten)]
         photos: PhotoArgs,
+        /// Index only shard I of N (0-based) of the files, e.g. one task of a Slurm
+        /// array or a Kubernetes Indexed Job; every shard writes its own manifest into
+        /// the same folder, rank reads them all, and a later run without --shard joins them.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<String>,
     },
     /// Extract bottom-up-attention region features from photos: NAME.npy [k, 2048]
     /// and NAME.json (boxes, object and attribute classes, confidences, image size)
@@ -170,13 +185,18 @@ enum Command {
     },
     /// Train an SGR or SAF model on a SCAN precomp folder, from scratch or from a model (--init).
     Train(Box<TrainArgs>),
-    /// Plot a run's training loss and validation rsum (RUN/metrics.jsonl) to a PNG.
+    /// Plot the training curves of one or more runs (RUN/metrics.jsonl) to a PNG:
+    /// loss, learning rate, validation rsum and R@1/5/10.
     Plot {
-        /// The run folder (--out of train).
-        run: PathBuf,
-        /// The PNG to write (default RUN/curves.png).
+        /// Run folders (--out of train); several are overlaid.
+        #[arg(required = true, num_args = 1..)]
+        runs: Vec<PathBuf>,
+        /// The PNG to write (default RUN/curves.png; required with several runs).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Weight of the loss smoothing, TensorBoard's debiased EMA (0: none).
+        #[arg(long, default_value_t = 0.6)]
+        smoothing: f64,
     },
     /// Describe a model.
     Info {
@@ -196,7 +216,7 @@ struct TrainArgs {
     /// SGR or SAF (taken from --init when fine-tuning).
     #[arg(long, value_parser = ["SGR", "SAF"])]
     module: Option<String>,
-    /// Run folder: best/ and last/ model folders, state/, metrics.jsonl.
+    /// Run folder: best/ and last/ model folders, state/, metrics.jsonl, tb/ (TensorBoard events).
     #[arg(long, required_unless_present = "resume")]
     out: Option<PathBuf>,
     /// Start from this model (folder or Hub id): fine-tuning.
@@ -263,19 +283,45 @@ struct TrainArgs {
     checkpoint_step: u64,
 }
 
-/// Loaded models with their folders.
+/// Loaded models with their folders and the specs they were loaded from.
 struct Loaded {
     scorer: Scorer,
     folders: Vec<PathBuf>,
+    specs: Vec<String>,
+}
+
+/// The models to load: --model, else $SGRAF_MODEL (comma-separated), else
+/// `fallback` (the models an index was built with).
+fn model_specs(args: &ModelArgs, fallback: Option<Vec<String>>) -> Result<Vec<String>> {
+    if !args.models.is_empty() {
+        return Ok(args.models.clone());
+    }
+    if let Ok(env) = std::env::var("SGRAF_MODEL") {
+        let specs: Vec<String> = env
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if !specs.is_empty() {
+            return Ok(specs);
+        }
+    }
+    fallback.ok_or_else(|| {
+        anyhow::anyhow!("no model: pass --model MODEL (a folder or a Hub id; repeat for SGRAF) or set SGRAF_MODEL")
+    })
 }
 
 fn load(args: &ModelArgs) -> Result<Loaded> {
+    load_specs(args, model_specs(args, None)?)
+}
+
+fn load_specs(args: &ModelArgs, specs: Vec<String>) -> Result<Loaded> {
     let mut models = Vec::new();
     let mut tokenizers = Vec::new();
     let mut folders = Vec::new();
     let device = parse_device(&args.device)
         .with_context(|| format!("opening the device {:?}", args.device))?;
-    for spec in &args.models {
+    for spec in &specs {
         let dir = sgraf_hub::resolve(spec)?;
         let model = SgrafModel::from_folder(&dir, &device)
             .with_context(|| format!("loading the model {spec}"))?;
@@ -287,6 +333,7 @@ fn load(args: &ModelArgs) -> Result<Loaded> {
     Ok(Loaded {
         scorer: Scorer::new(models, tokenizers)?,
         folders,
+        specs,
     })
 }
 
@@ -379,6 +426,7 @@ fn score(
 fn eval(model: &ModelArgs, data: &Path, split: &str, fold5: bool, as_json: bool) -> Result<()> {
     let Loaded { scorer, .. } = load(model)?;
     let pre = Precomp::open(data, split)?;
+    pre.check_eval()?;
     scorer.check_features(pre.images.shape(), &pre.images.path().display().to_string())?;
     let n_img = pre.n_images();
     let folds = if fold5 { 5 } else { 1 };
@@ -419,12 +467,31 @@ fn eval(model: &ModelArgs, data: &Path, split: &str, fold5: bool, as_json: bool)
     Ok(())
 }
 
-fn fingerprints(loaded: &Loaded) -> Result<Vec<String>> {
+/// The models as an index records them: fingerprint, and the folder
+/// (absolute) or Hub id they came from.
+fn model_records(loaded: &Loaded) -> Result<Vec<ModelSpec>> {
     loaded
         .folders
         .iter()
-        .map(|d| Ok(index::model_fingerprint(d)?))
+        .zip(&loaded.specs)
+        .map(|(dir, spec)| {
+            let source = match Path::new(spec).canonicalize() {
+                Ok(abs) if abs.is_dir() => abs.display().to_string(),
+                _ => spec.clone(),
+            };
+            Ok(ModelSpec {
+                fingerprint: index::model_fingerprint(dir)?,
+                source,
+            })
+        })
         .collect()
+}
+
+fn fingerprints(loaded: &Loaded) -> Result<Vec<String>> {
+    Ok(model_records(loaded)?
+        .into_iter()
+        .map(|m| m.fingerprint)
+        .collect())
 }
 
 /// The detector for the photos of an images folder: --detector, else the
@@ -462,8 +529,14 @@ fn feature_names(
     exclude: &[String],
     photos: &PhotoArgs,
     loaded: &Loaded,
+    shard: Option<Shard>,
 ) -> Result<Vec<String>> {
-    let listing = list_features(dir, exclude)?;
+    let mut listing = list_features(dir, exclude)?;
+    if let Some(s) = shard {
+        // By the file's own name (a photo's, not its cached features').
+        listing.features.retain(|n| s.owns(n));
+        listing.photos.retain(|n| s.owns(n));
+    }
     let mut names = listing.features;
     if !listing.photos.is_empty() {
         match find_detector(photos, loaded)? {
@@ -488,7 +561,7 @@ fn feature_names(
             ),
         }
     }
-    if names.is_empty() {
+    if names.is_empty() && shard.is_none() {
         bail!(
             "{} holds no region-feature files (.npy, .npz, .safetensors) and no photos",
             dir.display()
@@ -538,26 +611,59 @@ fn display_name(dir: &Path, name: &str) -> String {
     dir.join(shown).display().to_string()
 }
 
-fn index_cmd(model: &ModelArgs, dir: &Path, exclude: &[String], photos: &PhotoArgs) -> Result<()> {
+fn index_cmd(
+    model: &ModelArgs,
+    dir: &Path,
+    exclude: &[String],
+    photos: &PhotoArgs,
+    shard: Option<&str>,
+) -> Result<()> {
+    let shard = shard.map(Shard::parse).transpose()?;
     let loaded = load(model)?;
-    let names = feature_names(dir, exclude, photos, &loaded)?;
-    let prints = fingerprints(&loaded)?;
+    let names = feature_names(dir, exclude, photos, &loaded, shard)?;
+    let records = model_records(&loaded)?;
     let bar = progress(names.len() as u64, "encoding");
-    let (done, report) = index::update(&loaded.scorer, &prints, dir, &names, &mut |n| {
-        bar.inc(n as u64)
-    })?;
+    let report = index::update(
+        &loaded.scorer,
+        &records,
+        dir,
+        &names,
+        shard,
+        &mut |n| bar.inc(n as u64),
+        &mut || {
+            say(
+                &bar,
+                "waiting for another index process on this folder".into(),
+            )
+        },
+    )?;
     bar.finish_and_clear();
     if report.discarded {
-        eprintln!("the old index was built for other models; rebuilt it");
+        eprintln!("the old index was built for other models or in an older format; rebuilt it");
+    }
+    for problem in &report.damaged {
+        eprintln!("damaged index part, its images were re-indexed: {problem}");
+    }
+    for (name, why) in &report.skipped {
+        eprintln!("skipped {}: {why}", dir.join(name).display());
     }
     println!(
-        "indexed {} images in {}: {} new, {} changed, {} removed, {} unchanged",
-        done.names.len(),
-        sgraf_data::index::index_path(dir).display(),
+        "indexed {} images in {}{}: {} new, {} changed, {} removed, {} unchanged{}",
+        report.rows,
+        sgraf_data::index::index_dir(dir).display(),
+        shard.map_or(String::new(), |s| format!(
+            " (shard {}/{})",
+            s.index, s.count
+        )),
         report.added,
         report.changed,
         report.removed,
-        report.unchanged
+        report.unchanged,
+        if report.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(", {} skipped", report.skipped.len())
+        }
     );
     Ok(())
 }
@@ -608,42 +714,66 @@ fn rank(
     paths_only: bool,
     exclude: &[String],
     photos: &PhotoArgs,
+    shortlist: Option<usize>,
 ) -> Result<()> {
     if top == Some(0) {
         bail!("--top must be at least 1");
+    }
+    if shortlist == Some(0) {
+        bail!("--shortlist must be at least 1");
     }
     match (images, query, image, captions) {
         (Some(dir), Some(query), None, None) => {
             if query.trim().is_empty() {
                 bail!("the query is empty");
             }
-            let loaded = load(model)?;
-            let names = feature_names(dir, exclude, photos, &loaded)?;
+            let indexed = index::index_models(dir)?;
+            let specs = model_specs(
+                model,
+                indexed.as_ref().map(|m| m.iter().map(|s| s.source.clone()).collect()),
+            )
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "no model and no index in {0}: index the folder once with \
+                     `sgraf-cli index -m MODEL [-m MODEL] --images {0}` (then rank needs no --model), \
+                     or pass --model / set SGRAF_MODEL",
+                    dir.display()
+                )
+            })?;
+            let loaded = load_specs(model, specs)?;
+            let names = feature_names(dir, exclude, photos, &loaded, None)?;
             let prints = fingerprints(&loaded)?;
-            let IndexedImages { names, sides } = match index::load_current(&loaded.scorer, &prints, dir, &names)? {
-                Some(ix) => ix,
-                None => {
-                    if sgraf_data::index::index_path(dir).exists() {
-                        eprintln!(
-                            "note: the index in {} is out of date or for other models; encoding the images \
-                             (run sgraf-cli index to update it)",
-                            dir.display()
-                        );
-                    }
-                    let bar = progress(names.len() as u64, "encoding");
-                    let sides = index::encode_files(&loaded.scorer, dir, &names, &mut |n| bar.inc(n as u64))?;
-                    bar.finish_and_clear();
-                    IndexedImages { names, sides }
-                }
-            };
-            let caps = loaded.scorer.caption_sides(&[query])?;
-            let scores = loaded.scorer.score(&sides, &caps)?.flatten_all()?.to_vec1::<f32>()?;
-            let hits = names
+            let bar = progress(names.len() as u64, "ranking");
+            let (ranked, report) = index::rank(
+                &loaded.scorer,
+                &prints,
+                dir,
+                &names,
+                query,
+                shortlist,
+                &mut |n| bar.inc(n as u64),
+            )?;
+            bar.finish_and_clear();
+            for problem in &report.damaged {
+                eprintln!("note: not using a damaged part of the index: {problem}");
+            }
+            if report.encoded > 0 && (report.indexed > 0 || indexed.is_some()) {
+                eprintln!(
+                    "note: {} of {} images are not in the index (new, changed{}); encoded them \
+                     (run sgraf-cli index to update it)",
+                    report.encoded,
+                    names.len(),
+                    if report.foreign_index { ", or the index is for other models" } else { "" }
+                );
+            }
+            for (name, why) in &report.skipped {
+                eprintln!("skipped {}: {why}", dir.join(name).display());
+            }
+            let hits = ranked
                 .into_iter()
-                .zip(scores)
-                .map(|(name, score)| Hit {
-                    score,
-                    label: display_name(dir, &name),
+                .map(|r| Hit {
+                    score: r.score,
+                    label: display_name(dir, &r.name),
                     extra: json!({}),
                 })
                 .collect();
@@ -799,7 +929,7 @@ fn train(args: TrainArgs) -> Result<()> {
 }
 
 fn info(model: &ModelArgs, as_json: bool) -> Result<()> {
-    let Loaded { scorer, folders } = load(model)?;
+    let Loaded { scorer, folders, .. } = load(model)?;
     let mut all = Vec::new();
     for (m, dir) in scorer.models().iter().zip(&folders) {
         let cfg = m.config();
@@ -866,6 +996,7 @@ fn main() -> Result<()> {
             paths_only,
             exclude,
             photos,
+            shortlist,
         } => rank(
             &model,
             images.as_deref(),
@@ -877,13 +1008,15 @@ fn main() -> Result<()> {
             paths_only,
             &exclude,
             &photos,
+            shortlist,
         ),
         Command::Index {
             model,
             images,
             exclude,
             photos,
-        } => index_cmd(&model, &images, &exclude, &photos),
+            shard,
+        } => index_cmd(&model, &images, &exclude, &photos, shard.as_deref()),
         Command::Extract(opts) => extract::extract(&opts),
         Command::Info { model, json } => info(&model, json),
         Command::Vocab {
@@ -892,9 +1025,12 @@ fn main() -> Result<()> {
             out,
         } => vocab(&captions, threshold, &out),
         Command::Train(args) => train(*args),
-        Command::Plot { run, out } => {
-            let out = out.unwrap_or_else(|| run.join("curves.png"));
-            plot::plot(&run, &out)?;
+        Command::Plot {
+            runs,
+            out,
+            smoothing,
+        } => {
+            let out = plot::plot(&runs, out.as_deref(), smoothing)?;
             println!("wrote {}", out.display());
             Ok(())
         }

@@ -2,7 +2,7 @@
 //! against the PyTorch reference's scores and metrics.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
@@ -33,7 +33,8 @@ fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sgraf-cli"));
     cmd.args(args)
         .env("RUST_BACKTRACE", "0")
-        .env_remove("HF_HUB_OFFLINE");
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("SGRAF_MODEL");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -409,7 +410,7 @@ fn index_is_incremental_and_used_by_rank() {
             && report.contains("10 new, 0 changed, 0 removed, 0 unchanged"),
         "{report}"
     );
-    assert!(dir.join(".sgraf-index.safetensors").is_file());
+    assert!(dir.join(".sgraf-index/manifest.json").is_file());
     assert_eq!(rank_json(&dir, query, &both, &[]), fresh);
 
     // rank reads the index when it is current: a file rewritten behind its
@@ -436,7 +437,7 @@ fn index_is_incremental_and_used_by_rank() {
         "{report}"
     );
     let indexed = rank_json(&dir, query, &both, &[]);
-    std::fs::remove_file(dir.join(".sgraf-index.safetensors")).unwrap();
+    std::fs::remove_dir_all(dir.join(".sgraf-index")).unwrap();
     let direct = rank_json(&dir, query, &both, &[]);
     // Same files, same scores (img4 is stale in the index only by the trick above: drop it).
     let strip = |v: &[(String, f32)]| -> Vec<(String, f32)> {
@@ -470,7 +471,199 @@ fn index_is_incremental_and_used_by_rank() {
         query,
         "--json",
     ]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("out of date or for other models"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("10 of 10 images are not in the index") && err.contains("for other models"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The index's own files: manifests and segments.
+fn index_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir.join(".sgraf-index"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "lock")
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn rank_without_a_model_uses_the_index_models() {
+    let dir = image_folder("no-model");
+    let d = dir.display().to_string();
+    let both = [sgr(), saf()];
+    let query = "Two dogs playing in the snow.";
+    // No index, no model: the error names the command to run.
+    let err = fails(&["rank", "--images", &d, "--query", query]);
+    assert!(err.contains("sgraf-cli index -m MODEL"), "{err}");
+    let want = rank_json(&dir, query, &both, &[]);
+    index_report(&dir, &both);
+    assert_eq!(rank_json(&dir, query, &[], &[]), want);
+    // SGRAF_MODEL names the default models (here one of the two).
+    let one = run_env(&["rank", "--images", &d, "--query", query, "--json"], &[("SGRAF_MODEL", &sgr())]);
+    assert!(one.status.success());
+    let v: Value = serde_json::from_slice(&one.stdout).unwrap();
+    let sgr_only = rank_json(&dir, query, &[sgr()], &[]);
+    assert_eq!(v.as_array().unwrap().len(), sgr_only.len());
+    assert_eq!(v[0]["file"].as_str().unwrap(), sgr_only[0].0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn damaged_or_old_indexes_are_detected_never_trusted() {
+    let dir = image_folder("damaged");
+    let both = [sgr(), saf()];
+    let query = "A dog runs on the beach";
+    let want = rank_json(&dir, query, &both, &[]);
+    index_report(&dir, &both);
+    let seg = index_files(&dir)
+        .into_iter()
+        .find(|n| n.starts_with("seg-"))
+        .unwrap();
+    let path = dir.join(".sgraf-index").join(&seg);
+    // A partial segment: rank says so and encodes those images instead.
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let d = dir.display().to_string();
+    let (b0, b1) = (both[0].as_str(), both[1].as_str());
+    let out = run(&["rank", "-m", b0, "-m", b1, "--images", &d, "--query", query, "--json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("damaged") && err.contains(&seg) && err.contains("partial"), "{err}");
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got.as_array().unwrap().len(), 10);
+    for (g, w) in got.as_array().unwrap().iter().zip(&want) {
+        assert_eq!(g["file"].as_str().unwrap(), w.0);
+        assert!((g["score"].as_f64().unwrap() as f32 - w.1).abs() <= 1e-6);
+    }
+    // index re-indexes them and drops the damaged file.
+    let report = index_report(&dir, &both);
+    assert!(report.contains("damaged") && report.contains("10 new"), "{report}");
+    assert!(!index_files(&dir).contains(&seg));
+    assert_eq!(rank_json(&dir, query, &both, &[]), want);
+    // A garbled manifest: the same.
+    std::fs::write(dir.join(".sgraf-index/manifest.json"), b"{not json").unwrap();
+    let report = index_report(&dir, &both);
+    assert!(report.contains("unreadable manifest") && report.contains("10 new"), "{report}");
+    // A format-1 index file is rebuilt, with a message, and removed.
+    std::fs::remove_dir_all(dir.join(".sgraf-index")).unwrap();
+    std::fs::write(dir.join(".sgraf-index.safetensors"), b"old").unwrap();
+    let report = index_report(&dir, &both);
+    assert!(report.contains("older format") && report.contains("10 new"), "{report}");
+    assert!(!dir.join(".sgraf-index.safetensors").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_bad_feature_file_is_skipped_by_name() {
+    let dir = image_folder("bad-file");
+    sgraf_data::npy::write_f32(&dir.join("wrong.npy"), &[36, 7], &vec![0.5; 36 * 7]).unwrap();
+    let report = index_report(&dir, &[sgr()]);
+    assert!(
+        report.contains("skipped") && report.contains("wrong.npy") && report.contains("indexed 10 images"),
+        "{report}"
+    );
+    let ranked = rank_json(&dir, "a dog", &[sgr()], &[]);
+    assert_eq!(ranked.len(), 10);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Three shards indexed by concurrent processes into one folder give the
+/// ranking of one process; a run without --shard joins them; concurrent
+/// full runs wait for each other's lock and leave a usable index.
+#[test]
+fn concurrent_shards_form_one_index() {
+    let dir = image_folder("shards");
+    for i in 10..40 {
+        std::fs::copy(dir.join(format!("img{}.npy", i % 10)), dir.join(format!("more{i}.npy"))).unwrap();
+    }
+    let both = [sgr(), saf()];
+    let query = "Children in the water, playing.";
+    let want = rank_json(&dir, query, &both, &[]);
+    let d = dir.display().to_string();
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            let shard = format!("{i}/3");
+            Command::new(env!("CARGO_BIN_EXE_sgraf-cli"))
+                .args(["index", "-m", &both[0], "-m", &both[1], "--images", &d, "--shard", &shard])
+                .env_remove("SGRAF_MODEL")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut total = 0;
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let n: usize = text.split("indexed ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        assert!(n > 0 && n < 40, "{text}");
+        total += n;
+    }
+    assert_eq!(total, 40);
+    assert_eq!(index_files(&dir).iter().filter(|n| n.starts_with("manifest-shard-")).count(), 3);
+    // Read as one index: every image from a segment, none encoded.
+    let (b0, b1) = (both[0].as_str(), both[1].as_str());
+    let out = run(&["rank", "-m", b0, "-m", b1, "--images", &d, "--query", query, "--json"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("not in the index"));
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got: Vec<(String, f32)> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["file"].as_str().unwrap().to_string(), h["score"].as_f64().unwrap() as f32))
+        .collect();
+    assert_eq!(got, want);
+    // Joined: one manifest, nothing re-encoded.
+    let report = index_report(&dir, &both);
+    assert!(report.contains("0 new, 0 changed, 0 removed, 40 unchanged"), "{report}");
+    assert_eq!(index_files(&dir).iter().filter(|n| n.starts_with("manifest")).count(), 1);
+    assert_eq!(rank_json(&dir, query, &both, &[]), want);
+    // Two full runs at once after a change: both finish, the index stays whole.
+    std::fs::copy(dir.join("img3.npy"), dir.join("late.npy")).unwrap();
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_sgraf-cli"))
+                .args(["index", "-m", &both[0], "-m", &both[1], "--images", &d])
+                .env_remove("SGRAF_MODEL")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for r in runs {
+        let out = r.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = run(&["rank", "-m", b0, "-m", b1, "--images", &d, "--query", query, "--json"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("not in the index"));
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got.as_array().unwrap().len(), 41);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_shortlist_reranks_exactly() {
+    let dir = image_folder("shortlist");
+    let both = [sgr(), saf()];
+    let query = "Three dogs running in the grass.";
+    let exact = rank_json(&dir, query, &both, &[]);
+    index_report(&dir, &both);
+    // A shortlist of the whole folder is the exact ranking.
+    assert_eq!(rank_json(&dir, query, &both, &["--shortlist", "10"]), exact);
+    // A shortlist of 3: three images, each with its exact score.
+    let short = rank_json(&dir, query, &both, &["--shortlist", "3"]);
+    assert_eq!(short.len(), 3);
+    // Exact up to the last bit of float32: the GEMMs' blocking follows how
+    // many images are scored together.
+    for (name, score) in &short {
+        let e = exact.iter().find(|e| &e.0 == name).unwrap();
+        assert!((score - e.1).abs() <= 1e-6, "{name}: {score} against {}", e.1);
+    }
+    // (Which three: the cheap score's best, which with these random-weight
+    // models need not be the exact best; a shortlist can miss images.)
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

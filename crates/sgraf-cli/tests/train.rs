@@ -159,3 +159,52 @@ fn training_needs_a_module_or_a_model() {
     assert!(!ok && err.contains("metrics.jsonl"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A small fine-tuning set with one image row per caption (8 rows, 8
+/// captions) trains, image k for caption k, as the published loader's
+/// `im_div = 1`; evaluating such a split says why it cannot.
+#[test]
+fn a_split_with_a_row_per_caption_trains() {
+    let dir = scratch("per-caption");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let pre = fixtures().join("precomp");
+    for f in ["test_ims.npy", "test_caps.txt"] {
+        std::fs::copy(pre.join(f), data.join(f)).unwrap();
+    }
+    let ims = sgraf_data::Npy::open(pre.join("test_ims.npy")).unwrap();
+    let rows = ims.rows(0, 8).unwrap();
+    sgraf_data::npy::write_f32(&data.join("train_ims.npy"), &[8, 36, 40], &rows).unwrap();
+    let caps: Vec<String> = std::fs::read_to_string(pre.join("test_caps.txt"))
+        .unwrap()
+        .lines()
+        .step_by(5)
+        .map(str::to_string)
+        .collect();
+    std::fs::write(data.join("train_caps.txt"), caps[..8].join("\n") + "\n").unwrap();
+    let d = data.display().to_string();
+    let r = dir.join("run").display().to_string();
+    let init = fixtures().join("sgr").display().to_string();
+    let (ok, stdout, err) = run(&[
+        "train",
+        "--init",
+        &init,
+        "--out",
+        &r,
+        "--data",
+        &d,
+        "--train-split",
+        "train",
+        "--val-split",
+        "test",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+    ]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("2 steps"), "{stdout}");
+    let (ok, _, err) = run(&["eval", "-m", &init, "--data", &d, "--split", "train"]);
+    assert!(!ok && err.contains("8 captions for 8 rows"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

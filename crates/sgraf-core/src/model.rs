@@ -1,6 +1,7 @@
 //! One SGR or SAF model, and the SGRAF ensemble that averages several.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
@@ -46,6 +47,27 @@ impl ShardPlan {
     }
 }
 
+/// The float32 CPU forms of a model's weights (transposed, folded), for
+/// [`crate::cpu`].
+#[derive(Debug)]
+struct CpuWeights {
+    head: crate::cpu::CpuHead,
+    visual: crate::cpu::global::VisualSa,
+    textual: crate::cpu::global::TextSa,
+    text: crate::cpu::text::CpuTextEncoder,
+}
+
+impl CpuWeights {
+    fn new(txt_enc: &TextEncoder, sim_enc: &SimilarityHead) -> Result<Self> {
+        Ok(Self {
+            head: sim_enc.cpu_head()?,
+            visual: sim_enc.visual_self_attention().cpu()?,
+            textual: sim_enc.text_self_attention().cpu()?,
+            text: txt_enc.cpu()?,
+        })
+    }
+}
+
 /// One SGR or SAF model: image encoder, text encoder and similarity head.
 #[derive(Clone, Debug)]
 pub struct SgrafModel {
@@ -57,6 +79,9 @@ pub struct SgrafModel {
     dtype: DType,
     plan: ShardPlan,
     cpu_kernels: bool,
+    /// The CPU forms built once ([`Self::freeze`]); without them every call
+    /// builds its own from the current parameters, as training needs.
+    frozen: Option<Arc<CpuWeights>>,
 }
 
 impl SgrafModel {
@@ -73,7 +98,27 @@ impl SgrafModel {
             cfg: cfg.clone(),
             plan: ShardPlan::default(),
             cpu_kernels: true,
+            frozen: None,
         })
+    }
+
+    /// Prepares the CPU scorer's weights once, for a model whose parameters
+    /// no longer change (a loaded model; not one being trained). Without it
+    /// each call prepares them anew from the current parameters.
+    pub fn freeze(mut self) -> Result<Self> {
+        self.frozen = None;
+        if self.uses_cpu_kernels() {
+            self.frozen = Some(Arc::new(CpuWeights::new(&self.txt_enc, &self.sim_enc)?));
+        }
+        Ok(self)
+    }
+
+    /// The CPU forms of the weights: the frozen ones, else built now.
+    fn cpu_weights(&self) -> Result<Arc<CpuWeights>> {
+        match &self.frozen {
+            Some(w) => Ok(w.clone()),
+            None => Ok(Arc::new(CpuWeights::new(&self.txt_enc, &self.sim_enc)?)),
+        }
     }
 
     /// Loads `config.json` and `model.safetensors` (memory-mapped) from a model folder.
@@ -90,14 +135,16 @@ impl SgrafModel {
         // SAFETY: the file is mapped read-only; like every safetensors
         // loader we rely on it not being truncated while the model lives.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device)? };
-        Self::load(vb, &cfg).map_err(|e| match e {
-            Error::Candle(err) => Error::Config(format!(
-                "{} does not match {}: {err}",
-                weights.display(),
-                dir.join(CONFIG_FILE).display()
-            )),
-            other => other,
-        })
+        Self::load(vb, &cfg)
+            .map_err(|e| match e {
+                Error::Candle(err) => Error::Config(format!(
+                    "{} does not match {}: {err}",
+                    weights.display(),
+                    dir.join(CONFIG_FILE).display()
+                )),
+                other => other,
+            })?
+            .freeze()
     }
 
     pub fn config(&self) -> &Config {
@@ -119,6 +166,9 @@ impl SgrafModel {
     /// compute the published model; the switch exists to compare them.
     pub fn with_cpu_kernels(mut self, on: bool) -> Self {
         self.cpu_kernels = on;
+        if !self.uses_cpu_kernels() {
+            self.frozen = None;
+        }
         self
     }
 
@@ -161,6 +211,18 @@ impl SgrafModel {
     /// Token ids `[n_cap, L]` and true lengths -> word embeddings
     /// `[n_cap, max(lengths), d]`, zero past each caption's end.
     pub fn encode_captions(&self, ids: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        if self.uses_cpu_kernels() {
+            let ids = self.txt_enc.check_ids(ids, lengths)?;
+            let padded = ids.dim(1)?;
+            let flat = ids.flatten_all()?.to_vec1::<u32>()?;
+            let words = self.cpu_weights()?.text.forward(&flat, padded, lengths);
+            let max_len = lengths.iter().copied().max().unwrap_or(0);
+            return Ok(Tensor::from_vec(
+                words,
+                (lengths.len(), max_len, self.cfg.embed_size),
+                &self.device,
+            )?);
+        }
         self.txt_enc.forward_t(ids, lengths, false)
     }
 
@@ -170,8 +232,7 @@ impl SgrafModel {
         if self.uses_cpu_kernels() {
             let (n, r, d) = img_emb.dims3()?;
             let regions = img_emb.flatten_all()?.to_vec1::<f32>()?;
-            let sa = self.sim_enc.visual_self_attention().cpu()?;
-            let global = sa.forward(&regions, r, d);
+            let global = self.cpu_weights()?.visual.forward(&regions, r, d);
             return Ok(ImageSide {
                 regions: img_emb.clone(),
                 global: Tensor::from_vec(global, (n, d), &self.device)?,
@@ -220,8 +281,7 @@ impl SgrafModel {
             let keep = crate::ops::length_mask(lengths, cap_emb.dim(1)?, &self.device)?;
             let words = cap_emb.broadcast_mul(&keep.to_dtype(self.dtype)?.unsqueeze(2)?)?;
             let packed = pack_words(&words, lengths)?;
-            let sa = self.sim_enc.text_self_attention().cpu()?;
-            let global = sa.forward(&packed, lengths, d);
+            let global = self.cpu_weights()?.textual.forward(&packed, lengths, d);
             return Ok(CaptionSide {
                 words,
                 keep,
@@ -272,7 +332,8 @@ impl SgrafModel {
     /// [`Self::score_sides`] on the CPU scorer: every image against blocks of
     /// at most `max_captions` captions; memory per worker is bounded by the block.
     fn score_sides_cpu(&self, img: &ImageSide, cap: &CaptionSide) -> Result<Tensor> {
-        let head = self.sim_enc.cpu_head()?;
+        let weights = self.cpu_weights()?;
+        let head = &weights.head;
         let (n_img, n_cap) = (img.len(), cap.len());
         let d = self.cfg.embed_size;
         let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
@@ -383,16 +444,36 @@ impl Ensemble {
 
     /// Mean of the models' `[n_img, n_cap]` scores.
     pub fn score(&self, images: &Tensor, ids: &Tensor, lengths: &[usize]) -> Result<Tensor> {
-        let mut sum: Option<Tensor> = None;
+        let mut img = Vec::with_capacity(self.models.len());
+        let mut cap = Vec::with_capacity(self.models.len());
         for m in &self.models {
-            let s = m.score(images, ids, lengths)?;
+            img.push(m.image_side(&m.encode_images(images)?)?);
+            cap.push(m.caption_side(&m.encode_captions(ids, lengths)?, lengths)?);
+        }
+        self.score_sides(&img, &cap)
+    }
+
+    /// Mean of the models' scores of prepared images and captions (one
+    /// side per model, in the models' order): `[n_img, n_cap]`.
+    pub fn score_sides(&self, images: &[ImageSide], captions: &[CaptionSide]) -> Result<Tensor> {
+        let n = self.models.len();
+        if images.len() != n || captions.len() != n {
+            return Err(Error::Ensemble(format!(
+                "{n} models need {n} image and caption sides, found {} and {}",
+                images.len(),
+                captions.len()
+            )));
+        }
+        let mut sum: Option<Tensor> = None;
+        for ((m, img), cap) in self.models.iter().zip(images).zip(captions) {
+            let s = m.score_sides(img, cap)?;
             sum = Some(match sum {
                 None => s,
                 Some(acc) => (acc + s)?,
             });
         }
         let sum = sum.expect("an ensemble has at least one model");
-        Ok((sum / self.models.len() as f64)?)
+        Ok((sum / n as f64)?)
     }
 }
 

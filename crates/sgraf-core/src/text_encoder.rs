@@ -47,6 +47,18 @@ impl GruDirection {
         })
     }
 
+    /// The direction in the CPU encoder's form.
+    pub fn cpu(&self) -> Result<crate::cpu::text::GruDir> {
+        let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        Ok(crate::cpu::text::GruDir::new(
+            &flat(&self.w_ih)?,
+            &flat(&self.w_hh)?,
+            &flat(&self.b_ih)?,
+            &flat(&self.b_hh)?,
+            self.hidden,
+        ))
+    }
+
     /// Runs over `xs [B, L, in]`; `keep [B, L, 1]` (0/1 floats) marks the real
     /// steps. Padded steps leave the state unchanged and output zeros, so the
     /// reverse direction starts at each sequence's last real step, exactly as
@@ -134,6 +146,24 @@ impl TextEncoder {
             vocab_size: cfg.vocab_size,
             no_txtnorm: cfg.no_txtnorm,
             dropout: WORD_DROPOUT,
+        })
+    }
+
+    /// The encoder in the CPU form (float32 weights).
+    pub fn cpu(&self) -> Result<crate::cpu::text::CpuTextEncoder> {
+        let table = self.embed.embeddings();
+        let (_, word_dim) = table.dims2()?;
+        let layers = self
+            .layers
+            .iter()
+            .map(|(f, b)| Ok((f.cpu()?, b.as_ref().map(GruDirection::cpu).transpose()?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(crate::cpu::text::CpuTextEncoder {
+            embed: table.flatten_all()?.to_vec1::<f32>()?,
+            word_dim,
+            hidden: self.layers[0].0.hidden,
+            layers,
+            normalize: !self.no_txtnorm,
         })
     }
 

@@ -115,67 +115,145 @@ fn pick<'a>(names: &[&'a str], path: &Path) -> Result<&'a str> {
     }
 }
 
-/// One image's region features as `(shape, values)`; a leading axis of 1
-/// is dropped, so the shape is `[R, img_dim]`.
-pub fn load_features(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
-    let io = |err| DataError::Io {
+/// An `.npz` member may expand to at most this many times the archive's
+/// size on disk. Float features barely compress (numpy's `savez_compressed`
+/// of real region features saves a few percent, rarely more than 3x), while
+/// deflate reaches about 1000x on zeros: a member past this ratio is damage
+/// or a zip bomb, and is refused before it is inflated.
+pub const NPZ_MAX_RATIO: u64 = 64;
+
+/// The expansion cap is never below this, so small archives of very
+/// compressible arrays still read.
+pub const NPZ_MIN_CAP: u64 = 1 << 20;
+
+/// The cap on the uncompressed size of a member of an archive of
+/// `archive_len` bytes.
+pub fn npz_cap(archive_len: u64) -> u64 {
+    archive_len.saturating_mul(NPZ_MAX_RATIO).max(NPZ_MIN_CAP)
+}
+
+/// The array of an `.npz`: its declared size is checked against a cap taken
+/// from the archive's real size, and inflating stops one byte past the
+/// declared size whatever the stream holds.
+fn load_npz(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
+    let file = crate::npy::open_regular(path)?;
+    let archive_len = file
+        .metadata()
+        .map_err(|err| DataError::Io {
+            path: path.to_path_buf(),
+            err,
+        })?
+        .len();
+    let cap = npz_cap(archive_len);
+    let mut zip = zip::ZipArchive::new(file)
+        .map_err(|e| format_err(path, format!("is not a readable .npz archive: {e}")))?;
+    let names: Vec<String> = zip
+        .file_names()
+        .filter_map(|n| n.ok().map(|n| n.into_owned()))
+        .collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let name = pick(&refs, path)?.to_string();
+    let member = zip
+        .by_name(&name)
+        .map_err(|e| format_err(path, format!("cannot read {name}: {e}")))?;
+    let declared = member.size();
+    if declared > cap {
+        return Err(format_err(
+            path,
+            format!(
+                "member {name} declares {declared} bytes uncompressed, over the cap of {cap} bytes \
+                 ({NPZ_MAX_RATIO} times the archive's {archive_len} bytes): a damaged archive or a zip bomb"
+            ),
+        ));
+    }
+    let mut bytes = Vec::new();
+    member
+        .take(declared + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format_err(path, format!("cannot read {name}: {e}")))?;
+    if bytes.len() as u64 != declared {
+        return Err(format_err(
+            path,
+            format!(
+                "member {name} inflates to {} than the {declared} bytes it declares: a damaged archive or a zip bomb",
+                if bytes.len() as u64 > declared {
+                    "more"
+                } else {
+                    "fewer"
+                }
+            ),
+        ));
+    }
+    crate::npy::from_bytes(&bytes, &path.join(&name))
+}
+
+/// The array of a `.safetensors` file, memory-mapped.
+fn load_safetensors(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
+    let file = crate::npy::open_regular(path)?;
+    // SAFETY: read-only mapping; like any reader we assume the file is not
+    // truncated by someone else while it is open.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|err| DataError::Io {
         path: path.to_path_buf(),
         err,
+    })?;
+    // `deserialize` bounds the header and checks every tensor's offsets
+    // against its shape and dtype with checked arithmetic.
+    let st = safetensors::SafeTensors::deserialize(&map)
+        .map_err(|e| format_err(path, format!("is not a readable safetensors file: {e}")))?;
+    let names = st.names();
+    let name = pick(&names.to_vec(), path)?.to_string();
+    let t = st
+        .tensor(&name)
+        .map_err(|e| format_err(path, e.to_string()))?;
+    let size = match t.dtype() {
+        safetensors::Dtype::F32 => 4,
+        safetensors::Dtype::F64 => 8,
+        other => {
+            return Err(format_err(
+                path,
+                format!("tensor {name} is {other:?}; sgraf reads F32 or F64 features"),
+            ))
+        }
     };
+    let shape = t.shape().to_vec();
+    let need = shape
+        .iter()
+        .copied()
+        .try_fold(1usize, usize::checked_mul)
+        .and_then(|n| n.checked_mul(size));
+    if need != Some(t.data().len()) {
+        return Err(format_err(
+            path,
+            format!(
+                "tensor {name} has shape {shape:?} but {} bytes of data",
+                t.data().len()
+            ),
+        ));
+    }
+    let data = if size == 4 {
+        t.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    } else {
+        t.data()
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect()
+    };
+    Ok((shape, data))
+}
+
+/// One image's region features as `(shape, values)`; a leading axis of 1
+/// is dropped, so the shape is `[R, img_dim]` with both at least 1.
+pub fn load_features(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     let (mut shape, data) = match ext_of(&path.to_string_lossy()).as_deref() {
         Some("npy") => {
             let a = crate::Npy::open(path)?;
             (a.shape().to_vec(), a.to_vec()?)
         }
-        Some("npz") => {
-            let file = std::fs::File::open(path).map_err(io)?;
-            let mut zip = zip::ZipArchive::new(file)
-                .map_err(|e| format_err(path, format!("is not a readable .npz archive: {e}")))?;
-            let names: Vec<String> = zip
-                .file_names()
-                .filter_map(|n| n.ok().map(|n| n.into_owned()))
-                .collect();
-            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-            let name = pick(&refs, path)?.to_string();
-            let mut member = zip
-                .by_name(&name)
-                .map_err(|e| format_err(path, format!("cannot read {name}: {e}")))?;
-            let mut bytes = Vec::new();
-            member
-                .read_to_end(&mut bytes)
-                .map_err(|e| format_err(path, format!("cannot read {name}: {e}")))?;
-            crate::npy::from_bytes(&bytes, &path.join(&name))?
-        }
-        Some("safetensors") => {
-            let bytes = std::fs::read(path).map_err(io)?;
-            let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
-                format_err(path, format!("is not a readable safetensors file: {e}"))
-            })?;
-            let names = st.names();
-            let name = pick(&names.to_vec(), path)?.to_string();
-            let t = st
-                .tensor(&name)
-                .map_err(|e| format_err(path, e.to_string()))?;
-            let data: Vec<f32> = match t.dtype() {
-                safetensors::Dtype::F32 => t
-                    .data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-                safetensors::Dtype::F64 => t
-                    .data()
-                    .chunks_exact(8)
-                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
-                    .collect(),
-                other => {
-                    return Err(format_err(
-                        path,
-                        format!("tensor {name} is {other:?}; sgraf reads F32 or F64 features"),
-                    ))
-                }
-            };
-            (t.shape().to_vec(), data)
-        }
+        Some("npz") => load_npz(path)?,
+        Some("safetensors") => load_safetensors(path)?,
         _ => {
             return Err(format_err(
                 path,
@@ -192,6 +270,21 @@ pub fn load_features(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
             format!(
                 "holds an array of shape {shape:?}; one image's features are [regions, features]"
             ),
+        ));
+    }
+    if shape.contains(&0) {
+        return Err(format_err(
+            path,
+            format!(
+                "holds an empty array of shape {shape:?}; one image's features are [regions, features], both at least 1"
+            ),
+        ));
+    }
+    // The readers above checked their sizes; a mismatch here is a bug.
+    if shape[0].checked_mul(shape[1]) != Some(data.len()) {
+        return Err(format_err(
+            path,
+            format!("holds {} values for the shape {shape:?}", data.len()),
         ));
     }
     Ok((shape, data))

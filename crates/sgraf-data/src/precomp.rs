@@ -30,9 +30,9 @@ impl Precomp {
             )));
         }
         let images = Npy::open(&ims)?;
-        if images.shape().len() != 3 {
+        if images.shape().len() != 3 || images.shape()[1..].contains(&0) {
             return Err(DataError::Invalid(format!(
-                "{} has shape {:?}, expected [images, regions, features]",
+                "{} has shape {:?}, expected [images, regions, features] (regions and features at least 1)",
                 ims.display(),
                 images.shape()
             )));
@@ -43,15 +43,17 @@ impl Precomp {
         })?;
         // As the published loader: one caption per line, stripped.
         let captions: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
+        // As the published PrecompDataset: a row per caption (`im_div` 1:
+        // image k for caption k, any count) or a row per five captions.
         let rows = images.shape()[0];
         let stride = if rows == captions.len() {
             CAPTIONS_PER_IMAGE
         } else {
             1
         };
-        if rows == 0 || captions.len() != rows / stride * CAPTIONS_PER_IMAGE || rows % stride != 0 {
+        if rows == 0 || (rows != captions.len() && Some(captions.len()) != rows.checked_mul(CAPTIONS_PER_IMAGE)) {
             return Err(DataError::Invalid(format!(
-                "{} has {} captions for the {rows} rows of {}; expected {} captions per image",
+                "{} has {} captions for the {rows} rows of {}; expected one row per caption or {} captions per row",
                 caps.display(),
                 captions.len(),
                 ims.display(),
@@ -65,8 +67,36 @@ impl Precomp {
         })
     }
 
+    /// Images of the evaluation protocol: rows / 5 when the array has a row
+    /// per caption (see [`Self::check_eval`]).
     pub fn n_images(&self) -> usize {
         self.images.shape()[0] / self.stride
+    }
+
+    /// The row of the image that caption `k` describes, as the published
+    /// training loader pairs them: `k` when the array has a row per
+    /// caption, else `k / 5`.
+    pub fn row_of_caption(&self, k: usize) -> usize {
+        if self.images.shape()[0] == self.captions.len() {
+            k
+        } else {
+            k / CAPTIONS_PER_IMAGE
+        }
+    }
+
+    /// Evaluation groups five captions per image (the published protocol);
+    /// a split with a row per caption must then hold a multiple of five.
+    pub fn check_eval(&self) -> Result<()> {
+        if !self.captions.len().is_multiple_of(CAPTIONS_PER_IMAGE) || self.n_images() == 0 {
+            return Err(DataError::Invalid(format!(
+                "{} has {} captions for {} rows: evaluation needs {} captions per image (training accepts a row per caption)",
+                self.images.path().display(),
+                self.captions.len(),
+                self.images.shape()[0],
+                CAPTIONS_PER_IMAGE
+            )));
+        }
+        Ok(())
     }
 
     /// `[regions, features]` of every image.
@@ -76,6 +106,14 @@ impl Precomp {
 
     /// Features of images `start..start+n`, row-major `[n, R, img_dim]`.
     pub fn image_rows(&self, start: usize, n: usize) -> Result<Vec<f32>> {
+        if start.checked_add(n).is_none_or(|end| end > self.n_images()) {
+            return Err(DataError::Invalid(format!(
+                "{}: images {start}..{} requested of {}",
+                self.images.path().display(),
+                start as u128 + n as u128,
+                self.n_images()
+            )));
+        }
         if self.stride == 1 {
             return self.images.rows(start, n);
         }

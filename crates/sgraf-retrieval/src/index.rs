@@ -1,18 +1,31 @@
-//! Building, updating and reading the image index of a features folder.
+//! Building, updating and streaming the image index of a features folder
+//! (the format: [`sgraf_data::index`]).
+//!
+//! `update` encodes only what changed, in batches, and commits a segment at
+//! a time; `rank` streams the segments memory-mapped, a chunk of images at a
+//! time, so memory follows the chunk and never the folder.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use candle_core::Tensor;
-use sgraf_core::ImageSide;
+use sgraf_core::{CaptionSide, ImageSide};
 use sgraf_data::index::{
-    quick_stamp, read_index, sha256_file, write_index, FileStamp, ImageIndex, IndexMeta, ModelRows,
-    INDEX_VERSION,
+    self as ix, quick_stamp, sha256_file, FileStamp, IndexLock, Manifest, ModelSpec, Segment,
+    SegmentRef, SegmentWriter, Shard, INDEX_VERSION, LEGACY_INDEX_FILE,
 };
 use sha2::{Digest, Sha256};
 
-use crate::scorer::{concat_sides, IMAGE_CHUNK};
+use crate::scorer::IMAGE_CHUNK;
 use crate::{Error, Result, Scorer};
+
+/// Images per segment: a segment is written, then committed to the
+/// manifest, so an interrupted run loses at most this many encodings.
+pub const SEGMENT_ROWS: usize = 512;
+/// Images scored per step of a streamed ranking.
+pub const RANK_CHUNK: usize = 256;
+/// A segment with fewer live rows than this fraction is rewritten.
+const COMPACT_BELOW: f64 = 0.5;
 
 /// Identifies a model folder's content: its config and weights.
 pub fn model_fingerprint(dir: &Path) -> Result<String> {
@@ -23,238 +36,560 @@ pub fn model_fingerprint(dir: &Path) -> Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Encoded images of a folder, in listing order.
-#[derive(Clone, Debug)]
-pub struct IndexedImages {
-    pub names: Vec<String>,
-    /// One per model.
-    pub sides: Vec<ImageSide>,
-}
-
 /// What [`update`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UpdateReport {
     pub added: usize,
     pub changed: usize,
     pub removed: usize,
     pub unchanged: usize,
-    /// The old index was built for other models (or unreadable) and was discarded.
+    /// Files that could not be indexed (unreadable, wrong shape), with why.
+    pub skipped: Vec<(String, String)>,
+    /// An index for other models, or of an older format, was discarded.
     pub discarded: bool,
+    /// Damaged or missing segments and manifests: their files were re-indexed.
+    pub damaged: Vec<String>,
+    /// Segments rewritten without their deleted rows.
+    pub compacted: usize,
+    /// Rows in the index after the run (this shard's own, with `--shard`).
+    pub rows: usize,
 }
 
+/// Region features of one file, checked against the models.
 fn load_one(scorer: &Scorer, path: &Path) -> Result<Vec<f32>> {
     let (shape, data) = sgraf_data::load_features(path)?;
     scorer.check_features(&shape, &path.display().to_string())?;
     Ok(data)
 }
 
-/// Encodes feature files of `dir` (relative names), [`IMAGE_CHUNK`] at a time.
-pub fn encode_files(
+/// Encodes the feature files `names` of `dir`, [`IMAGE_CHUNK`] at a time,
+/// calling `each` with every chunk's names and sides (one per model); a
+/// file that cannot be read is passed to `skip` with the reason.
+pub fn encode_chunks(
     scorer: &Scorer,
     dir: &Path,
     names: &[String],
-    progress: &mut dyn FnMut(usize),
-) -> Result<Vec<ImageSide>> {
-    let mut parts: Vec<Vec<ImageSide>> = vec![Vec::new(); scorer.models().len()];
+    skip: &mut dyn FnMut(&str, String),
+    each: &mut dyn FnMut(&[String], Vec<ImageSide>) -> Result<()>,
+) -> Result<()> {
     for chunk in names.chunks(IMAGE_CHUNK) {
         let mut feats = Vec::new();
+        let mut ok = Vec::with_capacity(chunk.len());
         for name in chunk {
-            feats.extend(load_one(scorer, &dir.join(name))?);
-        }
-        for (acc, side) in parts
-            .iter_mut()
-            .zip(scorer.image_sides(feats, chunk.len())?)
-        {
-            acc.push(side);
-        }
-        progress(chunk.len());
-    }
-    parts
-        .into_iter()
-        .map(|p| concat_sides(p, scorer.config()))
-        .collect()
-}
-
-fn rows_of(side: &ImageSide) -> Result<ModelRows> {
-    Ok(ModelRows {
-        regions: side.regions.flatten_all()?.to_vec1()?,
-        regions_shape: side.regions.dims().to_vec(),
-        global: side.global.flatten_all()?.to_vec1()?,
-        global_shape: side.global.dims().to_vec(),
-    })
-}
-
-fn side_of(rows: &ModelRows, scorer: &Scorer) -> Result<ImageSide> {
-    let dev = scorer.device();
-    Ok(ImageSide {
-        regions: Tensor::from_vec(rows.regions.clone(), rows.regions_shape.as_slice(), dev)?,
-        global: Tensor::from_vec(rows.global.clone(), rows.global_shape.as_slice(), dev)?,
-    })
-}
-
-/// The index of `dir` if it exists, was built for exactly these models and
-/// covers exactly these files, unchanged (size and modification time).
-pub fn load_current(
-    scorer: &Scorer,
-    fingerprints: &[String],
-    dir: &Path,
-    names: &[String],
-) -> Result<Option<IndexedImages>> {
-    let Ok(Some(index)) = read_index(dir) else {
-        return Ok(None);
-    };
-    if index.meta.models != fingerprints || index.meta.files.len() != names.len() {
-        return Ok(None);
-    }
-    for (stamp, name) in index.meta.files.iter().zip(names) {
-        if &stamp.name != name || quick_stamp(&dir.join(name))? != (stamp.size, stamp.mtime_ns) {
-            return Ok(None);
-        }
-    }
-    let sides = index
-        .models
-        .iter()
-        .map(|rows| side_of(rows, scorer))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Some(IndexedImages {
-        names: names.to_vec(),
-        sides,
-    }))
-}
-
-/// Brings the index of `dir` up to date with `names` (the folder's feature
-/// files) and these models: new and changed files are encoded, removed ones
-/// dropped, unchanged rows kept. An index for other models is rebuilt.
-pub fn update(
-    scorer: &Scorer,
-    fingerprints: &[String],
-    dir: &Path,
-    names: &[String],
-    progress: &mut dyn FnMut(usize),
-) -> Result<(IndexedImages, UpdateReport)> {
-    let mut report = UpdateReport::default();
-    let old = match read_index(dir) {
-        Ok(Some(ix)) if ix.meta.models == fingerprints && ix.meta.version == INDEX_VERSION => {
-            Some(ix)
-        }
-        Ok(None) => None,
-        Ok(Some(_)) | Err(_) => {
-            report.discarded = true;
-            None
-        }
-    };
-    let cfg = scorer.config();
-    let (r, d) = (cfg.num_regions, cfg.embed_size);
-    let old_rows: HashMap<&str, (usize, &FileStamp)> = old
-        .as_ref()
-        .map(|ix| {
-            ix.meta
-                .files
-                .iter()
-                .enumerate()
-                .map(|(i, f)| (f.name.as_str(), (i, f)))
-                .collect()
-        })
-        .unwrap_or_default();
-
-    // Decide, file by file, whether its old row can be reused.
-    let mut stamps = Vec::with_capacity(names.len());
-    let mut reuse: Vec<Option<usize>> = Vec::with_capacity(names.len());
-    for name in names {
-        let path = dir.join(name);
-        let (size, mtime_ns) = quick_stamp(&path)?;
-        let (row, sha256) = match old_rows.get(name.as_str()) {
-            Some((row, old)) if old.size == size && old.mtime_ns == mtime_ns => {
-                report.unchanged += 1;
-                (Some(*row), old.sha256.clone())
+            match load_one(scorer, &dir.join(name)) {
+                Ok(f) => {
+                    feats.extend(f);
+                    ok.push(name.clone());
+                }
+                Err(e) => skip(name, e.to_string()),
             }
-            Some((row, old)) => {
-                let sha = sha256_file(&path)?;
-                if sha == old.sha256 {
-                    report.unchanged += 1;
-                    (Some(*row), sha)
-                } else {
-                    report.changed += 1;
-                    (None, sha)
+        }
+        if !ok.is_empty() {
+            let sides = scorer.image_sides(feats, ok.len())?;
+            each(&ok, sides)?;
+        }
+    }
+    Ok(())
+}
+
+/// `[k, R, d]` and `[k, d]` of image `i` of a side.
+fn side_rows(side: &ImageSide) -> Result<(Vec<f32>, Vec<f32>)> {
+    Ok((
+        side.regions.flatten_all()?.to_vec1()?,
+        side.global.flatten_all()?.to_vec1()?,
+    ))
+}
+
+/// The segments of every manifest built for these models, opened and
+/// checked, and the rows they hold by file name.
+struct Rows {
+    segments: Vec<Segment>,
+    /// The manifest (index into `manifests`) and reference of each segment.
+    owner: Vec<(usize, SegmentRef)>,
+    by_name: HashMap<String, Vec<(usize, usize)>>,
+    manifests: Vec<(String, Manifest)>,
+    /// Manifests for other models or shapes.
+    foreign: Vec<String>,
+    damaged: Vec<String>,
+}
+
+impl Rows {
+    fn open(dir: &Path, fingerprints: &[String], regions: usize, dim: usize) -> Result<Self> {
+        let (all, damaged) = ix::read_manifests(dir)?;
+        let mut rows = Self {
+            segments: Vec::new(),
+            owner: Vec::new(),
+            by_name: HashMap::new(),
+            manifests: Vec::new(),
+            foreign: Vec::new(),
+            damaged,
+        };
+        let mut seen = HashSet::new();
+        for (name, m) in all {
+            if m.fingerprints() != fingerprints || (m.regions, m.dim) != (regions, dim) {
+                rows.foreign.push(name);
+                continue;
+            }
+            let mi = rows.manifests.len();
+            for seg in &m.segments {
+                if !seen.insert(seg.file.clone()) {
+                    rows.damaged
+                        .push(format!("{}: listed by two manifests", seg.file));
+                    continue;
+                }
+                match Segment::open(dir, seg, fingerprints, regions, dim) {
+                    Ok(s) => {
+                        let si = rows.segments.len();
+                        let deleted: HashSet<usize> = seg.deleted.iter().copied().collect();
+                        for (r, f) in s.files.iter().enumerate() {
+                            if !deleted.contains(&r) {
+                                rows.by_name.entry(f.name.clone()).or_default().push((si, r));
+                            }
+                        }
+                        rows.segments.push(s);
+                        rows.owner.push((mi, seg.clone()));
+                    }
+                    Err(e) => rows.damaged.push(e.to_string()),
                 }
             }
-            None => {
-                report.added += 1;
-                (None, sha256_file(&path)?)
+            rows.manifests.push((name, m));
+        }
+        Ok(rows)
+    }
+
+    fn stamp(&self, (s, r): (usize, usize)) -> &FileStamp {
+        &self.segments[s].files[r]
+    }
+
+    /// A live row of `name` whose size and modification time are `now`.
+    fn current(&self, name: &str, now: (u64, u128)) -> Option<(usize, usize)> {
+        self.by_name.get(name).and_then(|c| {
+            c.iter()
+                .copied()
+                .find(|&at| (self.stamp(at).size, self.stamp(at).mtime_ns) == now)
+        })
+    }
+
+    /// Per model, the regions and global vector of one row.
+    fn row(&self, (s, r): (usize, usize), n_models: usize) -> Vec<(Vec<f32>, Vec<f32>)> {
+        let seg = &self.segments[s];
+        (0..n_models)
+            .map(|m| (seg.regions(m, r..r + 1), seg.global(m, r..r + 1)))
+            .collect()
+    }
+}
+
+/// The models an index was built with (those of its main manifest, else of
+/// any manifest): the sources `rank` loads when given no `--model`.
+pub fn index_models(dir: &Path) -> Result<Option<Vec<ModelSpec>>> {
+    let (manifests, _) = ix::read_manifests(dir)?;
+    Ok(manifests.into_iter().next().map(|(_, m)| m.models))
+}
+
+/// Brings `dir`'s index up to date with `names` (the folder's feature files;
+/// with `shard`, the part of them that shard owns, see [`Shard::owns`]): new and changed files
+/// are encoded, removed ones deleted, segments mostly deleted rewritten.
+/// An index for other models is rebuilt. Without `shard`, every shard's
+/// manifest is joined into the main one. `waiting` is called if another
+/// process holds the index's lock.
+pub fn update(
+    scorer: &Scorer,
+    models: &[ModelSpec],
+    dir: &Path,
+    names: &[String],
+    shard: Option<Shard>,
+    progress: &mut dyn FnMut(usize),
+    waiting: &mut dyn FnMut(),
+) -> Result<UpdateReport> {
+    let _lock = IndexLock::acquire(dir, waiting)?;
+    let cfg = scorer.config();
+    let (regions, dim) = (cfg.num_regions, cfg.embed_size);
+    let n_models = scorer.models().len();
+    if models.len() != n_models {
+        return Err(Error::Invalid(format!(
+            "{} model specs for {n_models} models",
+            models.len()
+        )));
+    }
+    let fingerprints: Vec<String> = models.iter().map(|m| m.fingerprint.clone()).collect();
+    let mut report = UpdateReport::default();
+    let rows = Rows::open(dir, &fingerprints, regions, dim)?;
+    report.damaged = rows.damaged.clone();
+    let legacy = dir.join(LEGACY_INDEX_FILE);
+    report.discarded = !rows.foreign.is_empty() || legacy.exists();
+
+    let my_manifest = ix::manifest_name(shard);
+    // The segments this run owns: every compatible one, or the shard's own.
+    let mine: Vec<usize> = (0..rows.segments.len())
+        .filter(|&s| shard.is_none() || rows.manifests[rows.owner[s].0].0 == my_manifest)
+        .collect();
+
+    let wanted: Vec<&String> = names.iter().collect();
+    let mut keep: HashSet<(usize, usize)> = HashSet::new();
+    let mut restamp: Vec<((usize, usize), FileStamp)> = Vec::new();
+    let mut todo: Vec<(String, FileStamp)> = Vec::new();
+    for name in &wanted {
+        let path = dir.join(name.as_str());
+        let (size, mtime_ns) = match quick_stamp(&path) {
+            Ok(s) => s,
+            Err(e) => {
+                report.skipped.push(((*name).clone(), e.to_string()));
+                continue;
             }
         };
-        reuse.push(row);
-        stamps.push(FileStamp {
-            name: name.clone(),
+        if let Some(at) = rows.current(name, (size, mtime_ns)) {
+            keep.insert(at);
+            report.unchanged += 1;
+            continue;
+        }
+        let sha256 = sha256_file(&path)?;
+        let stamp = FileStamp {
+            name: (*name).clone(),
             size,
             mtime_ns,
             sha256,
+        };
+        let same = rows.by_name.get(name.as_str()).and_then(|c| {
+            c.iter()
+                .copied()
+                .find(|&at| rows.stamp(at).sha256 == stamp.sha256)
         });
-    }
-    report.removed = old_rows
-        .keys()
-        .filter(|name| !names.iter().any(|n| n == *name))
-        .count();
-
-    let todo: Vec<String> = names
-        .iter()
-        .zip(&reuse)
-        .filter(|(_, r)| r.is_none())
-        .map(|(n, _)| n.clone())
-        .collect();
-    let fresh = encode_files(scorer, dir, &todo, progress)?;
-    let fresh: Vec<ModelRows> = fresh.iter().map(rows_of).collect::<Result<_>>()?;
-
-    let mut models = Vec::with_capacity(scorer.models().len());
-    for (m, fresh_rows) in fresh.iter().enumerate() {
-        let mut regions = Vec::with_capacity(names.len() * r * d);
-        let mut global = Vec::with_capacity(names.len() * d);
-        let mut next_fresh = 0;
-        for row in &reuse {
-            let (src, i) = match row {
-                Some(i) => (
-                    &old.as_ref().expect("rows come from the old index").models[m],
-                    *i,
-                ),
-                None => {
-                    next_fresh += 1;
-                    (fresh_rows, next_fresh - 1)
-                }
-            };
-            if src.regions_shape[1..] != [r, d] {
-                return Err(Error::Invalid(
-                    "the index holds rows of another shape".into(),
-                ));
+        match same {
+            // Touched but unchanged: the row moves to a new segment with the new stamp.
+            Some(at) => {
+                report.unchanged += 1;
+                restamp.push((at, stamp));
             }
-            regions.extend_from_slice(&src.regions[i * r * d..(i + 1) * r * d]);
-            global.extend_from_slice(&src.global[i * d..(i + 1) * d]);
+            None => {
+                if rows.by_name.contains_key(name.as_str()) {
+                    report.changed += 1;
+                } else {
+                    report.added += 1;
+                }
+                todo.push(((*name).clone(), stamp));
+            }
         }
-        models.push(ModelRows {
-            regions,
-            regions_shape: vec![names.len(), r, d],
-            global,
-            global_shape: vec![names.len(), d],
-        });
     }
-    let index = ImageIndex {
-        meta: IndexMeta {
-            version: INDEX_VERSION,
-            models: fingerprints.to_vec(),
-            files: stamps,
-        },
-        models,
-    };
-    write_index(dir, &index)?;
-    let sides = index
-        .models
+    if shard.is_none() {
+        let listed: HashSet<&str> = names.iter().map(String::as_str).collect();
+        report.removed = rows
+            .by_name
+            .keys()
+            .filter(|n| !listed.contains(n.as_str()))
+            .count();
+    }
+
+    // Tombstones: every row of this run's segments that is not kept.
+    let mut refs: Vec<(usize, SegmentRef)> = mine
         .iter()
-        .map(|rows| side_of(rows, scorer))
-        .collect::<Result<Vec<_>>>()?;
-    Ok((
-        IndexedImages {
-            names: names.to_vec(),
-            sides,
+        .map(|&s| {
+            let mut r = rows.owner[s].1.clone();
+            r.deleted = (0..r.rows).filter(|&i| !keep.contains(&(s, i))).collect();
+            (s, r)
+        })
+        .collect();
+    let manifest = |refs: &[(usize, SegmentRef)], new: &[SegmentRef]| Manifest {
+        version: INDEX_VERSION,
+        models: models.to_vec(),
+        regions,
+        dim,
+        segments: refs
+            .iter()
+            .map(|(_, r)| r.clone())
+            .chain(new.iter().cloned())
+            .collect(),
+    };
+    let mut new_segments: Vec<SegmentRef> = Vec::new();
+    ix::write_manifest(dir, &my_manifest, &manifest(&refs, &new_segments))?;
+
+    let prefix = shard.map_or_else(|| "main".to_string(), |s| format!("s{}of{}", s.index, s.count));
+    let mut writer = SegmentWriter::new(&prefix, n_models, regions, dim);
+    let flush = |writer: &mut SegmentWriter,
+                     refs: &[(usize, SegmentRef)],
+                     new: &mut Vec<SegmentRef>,
+                     force: bool|
+     -> Result<()> {
+        if writer.len() >= SEGMENT_ROWS || (force && !writer.is_empty()) {
+            new.push(writer.finish(dir, &fingerprints)?);
+            ix::write_manifest(dir, &my_manifest, &manifest(refs, new))?;
+        }
+        Ok(())
+    };
+
+    // Rows that move without re-encoding: touched files, and the live rows
+    // of segments that are mostly deleted.
+    let compact: Vec<usize> = refs
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, r))| {
+            let live = r.rows - r.deleted.len();
+            (live as f64) < COMPACT_BELOW * r.rows as f64
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let mut moves: Vec<((usize, usize), FileStamp)> = restamp;
+    for &i in &compact {
+        let (s, r) = &refs[i];
+        let deleted: HashSet<usize> = r.deleted.iter().copied().collect();
+        for row in (0..r.rows).filter(|row| !deleted.contains(row)) {
+            moves.push(((*s, row), rows.stamp((*s, row)).clone()));
+        }
+    }
+    for (at, stamp) in moves {
+        let data = rows.row(at, n_models);
+        let views: Vec<(&[f32], &[f32])> =
+            data.iter().map(|(r, g)| (r.as_slice(), g.as_slice())).collect();
+        writer.push(stamp, &views)?;
+        flush(&mut writer, &refs, &mut new_segments, false)?;
+    }
+    flush(&mut writer, &refs, &mut new_segments, true)?;
+    report.compacted = compact.len();
+    let compacted: HashSet<usize> = compact.iter().map(|&i| refs[i].0).collect();
+    refs.retain(|(s, r)| !compacted.contains(s) && r.deleted.len() < r.rows);
+    ix::write_manifest(dir, &my_manifest, &manifest(&refs, &new_segments))?;
+
+    // New and changed files.
+    let stamps: HashMap<String, FileStamp> = todo.iter().cloned().collect();
+    let todo_names: Vec<String> = todo.into_iter().map(|(n, _)| n).collect();
+    let mut skipped = Vec::new();
+    encode_chunks(
+        scorer,
+        dir,
+        &todo_names,
+        &mut |name, why| skipped.push((name.to_string(), why)),
+        &mut |chunk, sides| {
+            let data = sides.iter().map(side_rows).collect::<Result<Vec<_>>>()?;
+            let (rd, d) = (regions * dim, dim);
+            for (i, name) in chunk.iter().enumerate() {
+                let views: Vec<(&[f32], &[f32])> = data
+                    .iter()
+                    .map(|(r, g)| (&r[i * rd..(i + 1) * rd], &g[i * d..(i + 1) * d]))
+                    .collect();
+                writer.push(stamps[name].clone(), &views)?;
+                flush(&mut writer, &refs, &mut new_segments, false)?;
+            }
+            progress(chunk.len());
+            Ok(())
         },
-        report,
-    ))
+    )?;
+    flush(&mut writer, &refs, &mut new_segments, true)?;
+    for (name, _) in &skipped {
+        if rows.by_name.contains_key(name.as_str()) {
+            report.changed -= 1;
+        } else {
+            report.added -= 1;
+        }
+    }
+    report.skipped.extend(skipped);
+    let last = manifest(&refs, &new_segments);
+    ix::write_manifest(dir, &my_manifest, &last)?;
+    report.rows = last
+        .segments
+        .iter()
+        .map(|s| s.rows - s.deleted.len())
+        .sum();
+    if shard.is_none() {
+        // Joined: the shards' manifests and foreign or old indexes go.
+        for (name, _) in rows.manifests.iter().filter(|(n, _)| *n != my_manifest) {
+            ix::remove_manifest(dir, name)?;
+        }
+        for name in rows.foreign.iter().filter(|n| **n != my_manifest) {
+            ix::remove_manifest(dir, name)?;
+        }
+        ix::collect_garbage(dir, &[&last])?;
+        if legacy.exists() {
+            let _ = std::fs::remove_file(&legacy);
+        }
+    }
+    Ok(report)
+}
+
+/// One ranked file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ranked {
+    pub name: String,
+    pub score: f32,
+}
+
+/// How a ranking was computed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RankReport {
+    /// Images read from the index, and encoded from their files.
+    pub indexed: usize,
+    pub encoded: usize,
+    /// Images scored exactly (all, or the shortlist plus encoded ones).
+    pub exact: usize,
+    pub skipped: Vec<(String, String)>,
+    /// Damaged segments or manifests that were not used.
+    pub damaged: Vec<String>,
+    /// The index exists but was built for other models.
+    pub foreign_index: bool,
+}
+
+/// Scores `[k]` of `k` images (per model `[k, R, d]` + `[k, d]`) against one query.
+fn score_rows(
+    scorer: &Scorer,
+    per_model: Vec<(Vec<f32>, Vec<f32>)>,
+    k: usize,
+    caps: &[CaptionSide],
+) -> Result<Vec<f32>> {
+    let cfg = scorer.config();
+    let dev = scorer.device();
+    let sides = per_model
+        .into_iter()
+        .map(|(r, g)| {
+            Ok(ImageSide {
+                regions: Tensor::from_vec(r, (k, cfg.num_regions, cfg.embed_size), dev)?,
+                global: Tensor::from_vec(g, (k, cfg.embed_size), dev)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(scorer.score(&sides, caps)?.flatten_all()?.to_vec1()?)
+}
+
+/// Ranks the feature files `names` of `dir` for `query`, best first (equal
+/// scores by name). Indexed images are streamed from the index, a chunk at
+/// a time; the others are encoded from their files. With `shortlist`, the
+/// indexed images are first ordered by the cosine of the visual and the
+/// caption global vectors (mean over the models) and only the best
+/// `shortlist` are scored exactly; the scores returned are always exact.
+pub fn rank(
+    scorer: &Scorer,
+    fingerprints: &[String],
+    dir: &Path,
+    names: &[String],
+    query: &str,
+    shortlist: Option<usize>,
+    progress: &mut dyn FnMut(usize),
+) -> Result<(Vec<Ranked>, RankReport)> {
+    let cfg = scorer.config();
+    let (regions, dim) = (cfg.num_regions, cfg.embed_size);
+    let n_models = scorer.models().len();
+    let caps = scorer.caption_sides(&[query])?;
+    let rows = Rows::open(dir, fingerprints, regions, dim)?;
+    let mut report = RankReport {
+        damaged: rows.damaged.clone(),
+        foreign_index: !rows.foreign.is_empty() && rows.manifests.is_empty(),
+        ..Default::default()
+    };
+    // Which images come from which segment row, the rest from their files.
+    let mut per_segment: Vec<Vec<(usize, usize)>> = vec![Vec::new(); rows.segments.len()];
+    let mut unindexed = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let now = match quick_stamp(&dir.join(name)) {
+            Ok(s) => s,
+            Err(e) => {
+                report.skipped.push((name.clone(), e.to_string()));
+                continue;
+            }
+        };
+        match rows.current(name, now) {
+            Some((s, r)) => per_segment[s].push((r, i)),
+            None => unindexed.push(i),
+        }
+    }
+    report.indexed = per_segment.iter().map(Vec::len).sum();
+    let mut scores: Vec<Option<f32>> = vec![None; names.len()];
+
+    if let Some(k) = shortlist {
+        let cap_globals: Vec<Vec<f32>> = caps
+            .iter()
+            .map(|c| Ok(c.global.flatten_all()?.to_vec1()?))
+            .collect::<Result<_>>()?;
+        let mut cheap: Vec<(f32, usize, usize, usize)> = Vec::with_capacity(report.indexed);
+        for (s, list) in per_segment.iter().enumerate() {
+            if list.is_empty() {
+                continue;
+            }
+            let seg = &rows.segments[s];
+            let globals: Vec<Vec<f32>> = (0..n_models).map(|m| seg.global(m, 0..seg.rows())).collect();
+            for &(r, i) in list {
+                let mut c = 0f32;
+                for (g, q) in globals.iter().zip(&cap_globals) {
+                    c += cosine(&g[r * dim..(r + 1) * dim], q);
+                }
+                cheap.push((c / n_models as f32, s, r, i));
+            }
+            progress(list.len());
+        }
+        cheap.sort_by(|a, b| b.0.total_cmp(&a.0).then(names[a.3].cmp(&names[b.3])));
+        cheap.truncate(k);
+        for list in per_segment.iter_mut() {
+            list.clear();
+        }
+        for (_, s, r, i) in cheap {
+            per_segment[s].push((r, i));
+        }
+    }
+    for (s, list) in per_segment.iter_mut().enumerate() {
+        list.sort_unstable();
+        let seg = &rows.segments[s];
+        for chunk in list.chunks(RANK_CHUNK) {
+            let mut data = vec![(Vec::new(), Vec::new()); n_models];
+            // Consecutive rows are read as one run.
+            let mut start = 0;
+            while start < chunk.len() {
+                let mut end = start + 1;
+                while end < chunk.len() && chunk[end].0 == chunk[end - 1].0 + 1 {
+                    end += 1;
+                }
+                let run = chunk[start].0..chunk[end - 1].0 + 1;
+                for (m, (r, g)) in data.iter_mut().enumerate() {
+                    r.extend(seg.regions(m, run.clone()));
+                    g.extend(seg.global(m, run.clone()));
+                }
+                start = end;
+            }
+            let got = score_rows(scorer, data, chunk.len(), &caps)?;
+            for (&(_, i), s) in chunk.iter().zip(got) {
+                scores[i] = Some(s);
+            }
+            report.exact += chunk.len();
+            if shortlist.is_none() {
+                progress(chunk.len());
+            }
+        }
+    }
+    let todo: Vec<String> = unindexed.iter().map(|&i| names[i].clone()).collect();
+    let position: HashMap<&str, usize> = unindexed.iter().map(|&i| (names[i].as_str(), i)).collect();
+    let mut skipped = Vec::new();
+    encode_chunks(
+        scorer,
+        dir,
+        &todo,
+        &mut |name, why| skipped.push((name.to_string(), why)),
+        &mut |chunk, sides| {
+            let got = scorer.score(&sides, &caps)?.flatten_all()?.to_vec1::<f32>()?;
+            for (name, s) in chunk.iter().zip(got) {
+                scores[position[name.as_str()]] = Some(s);
+            }
+            report.encoded += chunk.len();
+            report.exact += chunk.len();
+            progress(chunk.len());
+            Ok(())
+        },
+    )?;
+    report.skipped.extend(skipped);
+    let mut ranked: Vec<Ranked> = names
+        .iter()
+        .zip(scores)
+        .filter_map(|(name, s)| {
+            s.map(|score| Ranked {
+                name: name.clone(),
+                score,
+            })
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.name.cmp(&b.name)));
+    Ok((ranked, report))
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut ab, mut aa, mut bb) = (0f32, 0f32, 0f32);
+    for (x, y) in a.iter().zip(b) {
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    ab / (aa.sqrt() * bb.sqrt()).max(1e-12)
 }

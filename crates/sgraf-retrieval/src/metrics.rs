@@ -149,6 +149,7 @@ pub fn evaluate(
     folds: usize,
     progress: &mut dyn FnMut(usize),
 ) -> crate::Result<Metrics> {
+    data.check_eval()?;
     let n_img = n_images.map_or(data.n_images(), |n| n.min(data.n_images()));
     if folds == 0 || !n_img.is_multiple_of(folds) {
         return Err(crate::Error::Invalid(format!(

@@ -9,13 +9,14 @@ use crate::{Error, Result};
 
 /// Images encoded per block when reading features.
 pub const IMAGE_CHUNK: usize = 128;
-/// Captions encoded and scored per block.
-pub const CAPTION_CHUNK: usize = 128;
+/// Captions encoded and scored per block: enough for the text encoder to
+/// keep every core busy with GEMMs of a few hundred rows.
+pub const CAPTION_CHUNK: usize = 1024;
 
 /// Scores are the mean over the models (SGRAF = an SGR and a SAF model).
 #[derive(Clone, Debug)]
 pub struct Scorer {
-    models: Vec<SgrafModel>,
+    ensemble: Ensemble,
     tokenizer: CaptionTokenizer,
     device: Device,
 }
@@ -50,17 +51,16 @@ impl Scorer {
                 )));
             }
         }
-        let models = ensemble.models().to_vec();
-        let device = models[0].device().clone();
+        let device = ensemble.models()[0].device().clone();
         Ok(Self {
-            models,
+            ensemble,
             tokenizer: tokenizers.into_iter().next().expect("at least one model"),
             device,
         })
     }
 
     pub fn models(&self) -> &[SgrafModel] {
-        &self.models
+        self.ensemble.models()
     }
 
     pub fn tokenizer(&self) -> &CaptionTokenizer {
@@ -68,7 +68,7 @@ impl Scorer {
     }
 
     pub fn config(&self) -> &Config {
-        self.models[0].config()
+        self.models()[0].config()
     }
 
     pub fn device(&self) -> &Device {
@@ -93,7 +93,7 @@ impl Scorer {
     pub fn image_sides(&self, features: Vec<f32>, n: usize) -> Result<Vec<ImageSide>> {
         let cfg = self.config();
         let feats = Tensor::from_vec(features, (n, cfg.num_regions, cfg.img_dim), &self.device)?;
-        self.models
+        self.models()
             .iter()
             .map(|m| Ok(m.image_side(&m.encode_images(&feats)?)?))
             .collect()
@@ -106,7 +106,7 @@ impl Scorer {
         mut rows: impl FnMut(usize, usize) -> Result<Vec<f32>>,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<ImageSide>> {
-        let mut parts: Vec<Vec<ImageSide>> = vec![Vec::new(); self.models.len()];
+        let mut parts: Vec<Vec<ImageSide>> = vec![Vec::new(); self.models().len()];
         for start in (0..n_img).step_by(IMAGE_CHUNK) {
             let n = IMAGE_CHUNK.min(n_img - start);
             for (acc, side) in parts.iter_mut().zip(self.image_sides(rows(start, n)?, n)?) {
@@ -124,7 +124,7 @@ impl Scorer {
     pub fn caption_sides<S: AsRef<str>>(&self, captions: &[S]) -> Result<Vec<CaptionSide>> {
         let batch = self.tokenizer.encode_batch(captions)?;
         let ids = Tensor::from_vec(batch.ids, (captions.len(), batch.max_len), &self.device)?;
-        self.models
+        self.models()
             .iter()
             .map(|m| {
                 let words = m.encode_captions(&ids, &batch.lengths)?;
@@ -135,15 +135,7 @@ impl Scorer {
 
     /// Mean of the models' `[n_img, n_cap]` scores.
     pub fn score(&self, images: &[ImageSide], captions: &[CaptionSide]) -> Result<Tensor> {
-        let mut sum: Option<Tensor> = None;
-        for ((m, img), cap) in self.models.iter().zip(images).zip(captions) {
-            let s = m.score_sides(img, cap)?;
-            sum = Some(match sum {
-                None => s,
-                Some(acc) => (acc + s)?,
-            });
-        }
-        let mean = (sum.expect("at least one model") / self.models.len() as f64)?;
+        let mean = self.ensemble.score_sides(images, captions)?;
         Ok(mean.to_dtype(candle_core::DType::F32)?)
     }
 

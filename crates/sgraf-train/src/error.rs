@@ -10,6 +10,8 @@ pub enum TrainError {
     Retrieval(#[from] sgraf_retrieval::Error),
     #[error(transparent)]
     Tokenizer(#[from] sgraf_text::TokenizerError),
+    #[error(transparent)]
+    EventFile(#[from] crate::tensorboard::EventFileError),
     #[error("{}: {err}", path.display())]
     Io {
         path: std::path::PathBuf,

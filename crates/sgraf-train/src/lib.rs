@@ -1,13 +1,15 @@
 //! Training SGRAF as the published recipe does (shared/SPEC.md, "Training
 //! recipe"): hardest-negative triplet loss, Adam, gradient clipping, a step
 //! learning-rate schedule, validation on `dev` after every epoch keeping the
-//! best rsum; from scratch or from any model folder (fine-tuning).
+//! best rsum; from scratch or from any model folder (fine-tuning). Each run
+//! logs to `metrics.jsonl` and to TensorBoard event files in `RUN/tb/`.
 
 pub mod adam;
 pub mod error;
 pub mod init;
 pub mod loss;
 pub mod synthetic;
+pub mod tensorboard;
 pub mod trainer;
 
 pub use adam::Adam;

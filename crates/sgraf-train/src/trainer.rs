@@ -13,6 +13,7 @@ use sgraf_text::{CaptionTokenizer, Vocab};
 
 use crate::adam::{clip_grad_norm, Adam};
 use crate::error::io;
+use crate::tensorboard::{step_scalars, validation_scalars, EventFile};
 use crate::{contrastive_loss, Result, TrainError};
 
 /// Every option of a run, with the official defaults.
@@ -95,6 +96,58 @@ impl Default for TrainOptions {
     }
 }
 
+impl TrainOptions {
+    /// Checks the options' own invariants, so that every caller (the
+    /// command line, the library, a resumed `state/trainer.json`) gets one
+    /// clear error instead of a division by zero or a silently wrong run.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("batch_size", self.batch_size),
+            ("embed_size", self.embed_size),
+            ("sim_dim", self.sim_dim),
+            ("word_dim", self.word_dim),
+            ("sgr_step", self.sgr_step),
+            ("num_layers", self.num_layers),
+            ("val_images", self.val_images),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(invalid(format!("{name} must be at least 1, found 0")));
+            }
+        }
+        for (name, value) in [("epochs", self.epochs), ("lr_update", self.lr_update)] {
+            if value == Some(0) {
+                return Err(invalid(format!("{name} must be at least 1, found 0")));
+            }
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return Err(invalid(format!(
+                "learning_rate must be a finite number above 0, found {}",
+                self.learning_rate
+            )));
+        }
+        if !(self.margin.is_finite() && self.margin >= 0.0) {
+            return Err(invalid(format!(
+                "margin must be a finite number at least 0, found {}",
+                self.margin
+            )));
+        }
+        if !(self.grad_clip.is_finite() && self.grad_clip >= 0.0) {
+            return Err(invalid(format!(
+                "grad_clip must be a finite number at least 0 (0 disables clipping), found {}",
+                self.grad_clip
+            )));
+        }
+        if !(self.dropout.is_finite() && (0.0..1.0).contains(&self.dropout)) {
+            return Err(invalid(format!(
+                "dropout must be at least 0 and below 1, found {}",
+                self.dropout
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Where a run stands; saved with `last/` so that `--resume` continues it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct RunState {
@@ -142,6 +195,16 @@ pub struct Trainer {
     /// Token ids of every training caption.
     ids: Vec<Vec<u32>>,
     val: Precomp,
+    /// The run's TensorBoard event file, opened by `run` (a resumed run
+    /// adds a file to the same folder).
+    tb: Option<EventFile>,
+}
+
+/// Seconds since the Unix epoch, the events' wall time.
+fn wall_time() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn invalid(msg: impl Into<String>) -> TrainError {
@@ -240,6 +303,7 @@ fn tmp_dir(dst: &Path) -> Result<PathBuf> {
 impl Trainer {
     /// Starts a new run in `run` (which must not exist or be empty).
     pub fn new(run: &Path, options: TrainOptions) -> Result<Self> {
+        options.validate()?;
         if run.exists() && std::fs::read_dir(run).map_err(io(run))?.next().is_some() {
             return Err(invalid(format!(
                 "{} already holds a run: continue it with --resume {0}, or choose another --out",
@@ -275,7 +339,39 @@ impl Trainer {
         let mut state: RunState =
             serde_json::from_str(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
         state.options.max_steps = max_steps;
-        Self::build(run, state, Some(run.join("last")))
+        let damaged = |e: TrainError| {
+            invalid(format!(
+                "{}: cannot resume from this state: {e}",
+                path.display()
+            ))
+        };
+        state.options.validate().map_err(damaged)?;
+        if !(state.best_rsum.is_finite() && state.best_rsum >= 0.0) {
+            return Err(damaged(invalid(format!(
+                "best_rsum must be a finite number at least 0, found {}",
+                state.best_rsum
+            ))));
+        }
+        let t = Self::build(run, state, Some(run.join("last")))?;
+        // The position must be one the loop can reach: `step` counts every
+        // batch of the epochs before `epoch`, then `batch` of this one.
+        let s = &t.state;
+        let batches = t.batches_per_epoch();
+        let expected = (s.epoch as u64)
+            .checked_mul(batches as u64)
+            .and_then(|n| n.checked_add(s.batch as u64));
+        if s.batch > batches || expected != Some(s.step) {
+            return Err(damaged(invalid(format!(
+                "it records step {} at epoch {} batch {}, but an epoch of {} has {batches} batches \
+                 of {} (a damaged state, or training data that changed since)",
+                s.step,
+                s.epoch,
+                s.batch,
+                s.options.train_split,
+                s.options.batch_size
+            ))));
+        }
+        Ok(t)
     }
 
     fn build(run: &Path, state: RunState, resume_from: Option<PathBuf>) -> Result<Self> {
@@ -368,6 +464,7 @@ impl Trainer {
             train,
             ids,
             val,
+            tb: None,
         })
     }
 
@@ -396,6 +493,11 @@ impl Trainer {
 
     pub fn run_dir(&self) -> &Path {
         &self.run
+    }
+
+    /// The folder of the run's TensorBoard event files.
+    pub fn tensorboard_dir(&self) -> PathBuf {
+        self.run.join("tb")
     }
 
     fn metrics_path(&self) -> PathBuf {
@@ -455,8 +557,7 @@ impl Trainer {
         let mut feats = Vec::with_capacity(order.len() * self.cfg.num_regions * self.cfg.img_dim);
         for (row, &k) in order.iter().enumerate() {
             ids[row * max_len..row * max_len + lengths[row]].copy_from_slice(&self.ids[k]);
-            let image = if self.train.stride == 1 { k / 5 } else { k };
-            feats.extend(self.train.images.rows(image, 1)?);
+            feats.extend(self.train.images.rows(self.train.row_of_caption(k), 1)?);
         }
         let b = order.len();
         let dev = Device::Cpu;
@@ -533,6 +634,9 @@ impl Trainer {
             "t2i": m.t2i.to_array(),
             "rsum": m.rsum,
         }))?;
+        if let Some(tb) = &mut self.tb {
+            tb.scalars(wall_time(), self.state.step as i64, &validation_scalars(m))?;
+        }
         on_event(Event::Validation {
             epoch: self.state.epoch,
             step: self.state.step,
@@ -547,6 +651,9 @@ impl Trainer {
         sgraf_core::rng::set_dropout_state(self.state.dropout_rng);
         let epochs = self.state.options.epochs_for(self.cfg.module);
         let batches = self.batches_per_epoch();
+        if self.tb.is_none() {
+            self.tb = Some(EventFile::create(&self.tensorboard_dir(), wall_time())?);
+        }
         while self.state.epoch < epochs {
             let epoch = self.state.epoch;
             self.adam.lr = self.lr_at(epoch);
@@ -556,6 +663,7 @@ impl Trainer {
                         return self.checkpoint();
                     }
                 }
+                let began = std::time::Instant::now();
                 let idx = self.batch_indices(epoch, self.state.batch);
                 let (loss, grad_norm) = self.train_step(&idx)?;
                 self.state.step += 1;
@@ -570,9 +678,16 @@ impl Trainer {
                     lr: self.adam.lr,
                     grad_norm,
                 };
+                // batch_size: the last batch of an epoch is smaller, and the
+                // loss is a sum over the batch; `plot` divides by it.
                 self.log(serde_json::json!({
                     "step": info.step, "epoch": epoch, "loss": loss, "lr": info.lr, "grad_norm": grad_norm,
+                    "batch_size": idx.len(),
                 }))?;
+                if let Some(tb) = &mut self.tb {
+                    let scalars = step_scalars(&info, began.elapsed().as_secs_f64());
+                    tb.scalars(wall_time(), info.step as i64, &scalars)?;
+                }
                 let every = self.state.options.checkpoint_step;
                 if every > 0 && self.state.step.is_multiple_of(every) && self.state.batch < batches
                 {

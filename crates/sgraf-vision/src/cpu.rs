@@ -94,18 +94,50 @@ pub struct Conv {
 impl Conv {
     pub fn from_candle(conv: &Conv2d) -> Result<Self> {
         let (cout, cin, k, k2) = conv.weight().dims4()?;
-        assert_eq!(k, k2, "square kernels only");
         let cfg = conv.config();
-        let w = conv
+        if k != k2 || k == 0 || cin == 0 || cout == 0 {
+            candle_core::bail!(
+                "convolution weight of shape [{cout}, {cin}, {k}, {k2}]: the CPU path needs a non-empty square kernel"
+            );
+        }
+        if cfg.groups != 1 || cfg.stride == 0 || cfg.dilation == 0 {
+            candle_core::bail!(
+                "convolution with groups {}, stride {}, dilation {}: the CPU path needs groups 1, stride and dilation at least 1",
+                cfg.groups,
+                cfg.stride,
+                cfg.dilation
+            );
+        }
+        let w: Vec<f32> = conv
             .weight()
             .permute((2, 3, 1, 0))?
             .contiguous()?
             .flatten_all()?
             .to_vec1()?;
-        let b = match conv.bias() {
-            Some(b) => b.to_vec1()?,
+        let b: Vec<f32> = match conv.bias() {
+            Some(b) => b.flatten_all()?.to_vec1()?,
             None => vec![0.0; cout],
         };
+        // `forward` writes `cout` values per output row from `b` and then
+        // calls `set_len` on them (its SAFETY comment relies on this), and
+        // its GEMM reads `w` as `[k * k * cin, cout]`: check both lengths
+        // here, where every `Conv` is built (`concat` keeps them).
+        if b.len() != cout {
+            candle_core::bail!(
+                "convolution bias has {} values for {cout} output channels",
+                b.len()
+            );
+        }
+        let w_len = k
+            .checked_mul(k)
+            .and_then(|n| n.checked_mul(cin))
+            .and_then(|n| n.checked_mul(cout));
+        if w_len != Some(w.len()) {
+            candle_core::bail!(
+                "convolution weight has {} values for [{cout}, {cin}, {k}, {k}]",
+                w.len()
+            );
+        }
         Ok(Self {
             k,
             stride: cfg.stride,

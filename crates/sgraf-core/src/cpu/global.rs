@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::kernels::{gemm_parallel, softmax, tanh, PLAIN};
+use super::kernels::{gemm_parallel, softmax, tanh, Plain};
 use super::l2_normalize;
 
 /// `VisualSA` in eval mode; BatchNorms folded to `x * scale + shift`.
@@ -46,7 +46,7 @@ fn pool(scores: &mut [f32], rows: &[f32], d: usize, out: &mut [f32]) {
             *o += w * v;
         }
     }
-    l2_normalize::<PLAIN>(out);
+    l2_normalize::<Plain>(out);
 }
 
 impl VisualSa {

@@ -97,9 +97,24 @@ fn gemm_with(
     if m == 0 || n == 0 {
         return;
     }
+    // Checked arithmetic: a wrapped product must not pass these asserts
+    // (this crate is built without overflow checks).
+    let span = |rows: usize, stride: usize, len: usize| {
+        (rows - 1)
+            .checked_mul(stride)
+            .and_then(|s| s.checked_add(len))
+    };
+    let fits = |stride: usize| isize::try_from(stride).is_ok();
     assert!(lda >= k && ldc >= n, "gemm: row stride below row length");
-    assert!(a.len() >= (m - 1) * lda + k, "gemm: lhs too short");
-    assert!(c.len() >= (m - 1) * ldc + n, "gemm: output too short");
+    assert!(fits(lda) && fits(ldc), "gemm: row stride beyond isize");
+    assert!(
+        span(m, lda, k).is_some_and(|need| a.len() >= need),
+        "gemm: lhs too short"
+    );
+    assert!(
+        span(m, ldc, n).is_some_and(|need| c.len() >= need),
+        "gemm: output too short"
+    );
     if k == 0 {
         if !accumulate {
             for row in c.chunks_mut(ldc).take(m) {
@@ -109,10 +124,22 @@ fn gemm_with(
         return;
     }
     assert!(
-        rhs.b.len() > (k - 1) * rhs.rs + (n - 1) * rhs.cs,
+        fits(rhs.rs) && fits(rhs.cs),
+        "gemm: rhs stride beyond isize"
+    );
+    let last = (k - 1)
+        .checked_mul(rhs.rs)
+        .zip((n - 1).checked_mul(rhs.cs))
+        .and_then(|(r, c)| r.checked_add(c));
+    assert!(
+        last.is_some_and(|last| rhs.b.len() > last),
         "gemm: rhs too short"
     );
-    // SAFETY: the asserts above keep every access the strides imply in bounds.
+    // SAFETY: `gemm::gemm` reads `a[i * lda + p]`, `b[p * rs + j * cs]` and
+    // reads/writes `c[i * ldc + j]` for `i < m`, `j < n`, `p < k`; the
+    // asserts above (checked, strides within isize) keep each in bounds, and
+    // `ldc >= n` keeps the rows of `c` disjoint. `c` is a `&mut` borrow, so
+    // it aliases neither input. The crate picks its own SIMD at run time.
     unsafe {
         gemm::gemm(
             m,
@@ -155,40 +182,160 @@ pub fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-/// The instruction set the CPU head is compiled for, picked at run time.
+/// The CPU features the AVX-512 path enables: `Item::run_v4` in
+/// `cpu/mod.rs` (`avx512f,avx512vl,avx2,fma`) and the `v4` kernels
+/// (`avx512f`), with what those imply (`avx`, `f16c`). Detection requires
+/// every one of them.
+pub const V4_FEATURES: [&str; 6] = ["avx512f", "avx512vl", "avx2", "avx", "fma", "f16c"];
+/// The CPU features the AVX2 path (`Item::run_v3`: `avx2,fma`) enables,
+/// with `avx`, which both imply.
+pub const V3_FEATURES: [&str; 3] = ["avx2", "avx", "fma"];
+
+/// Which path a CPU with some features may take; a plain decision, with no
+/// capability attached (see [`Simd`] for that).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    V4,
+    V3,
+    Plain,
+}
+
+impl Isa {
+    /// The widest path all of whose features `has` reports.
+    pub fn choose(has: impl Fn(&str) -> bool) -> Self {
+        if V4_FEATURES.iter().all(|f| has(f)) {
+            Isa::V4
+        } else if V3_FEATURES.iter().all(|f| has(f)) {
+            Isa::V3
+        } else {
+            Isa::Plain
+        }
+    }
+}
+
+/// Whether this CPU (and OS) supports `feature`; `None` for a feature this
+/// function does not know, which [`Simd::detect`] treats as missing.
+pub fn cpu_has(feature: &str) -> Option<bool> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        Some(match feature {
+            "avx512f" => has!("avx512f"),
+            "avx512vl" => has!("avx512vl"),
+            "avx2" => has!("avx2"),
+            "avx" => has!("avx"),
+            "fma" => has!("fma"),
+            "f16c" => has!("f16c"),
+            _ => return None,
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = feature;
+        None
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Plain {}
+    impl Sealed for super::Avx2Fma {}
+    impl Sealed for super::Avx512 {}
+}
+
+/// An instruction-set level the kernels are compiled for. A value of the
+/// level's type is the capability to run it: [`Plain`] is free, [`Avx2Fma`]
+/// and [`Avx512`] have a private field and are created only by
+/// [`Simd::detect`] after it saw every feature of [`V3_FEATURES`] or
+/// [`V4_FEATURES`] on this CPU. The trait is sealed: no other type can
+/// claim a level.
+pub trait Level: Copy + Send + Sync + sealed::Sealed + 'static {
+    /// `f32::mul_add` is one instruction (FMA is enabled); numerically the
+    /// same either way, only speed depends on it.
+    const FMA: bool;
+
+    /// The AVX-512 capability, when this level has it.
+    #[inline(always)]
+    fn avx512(self) -> Option<Avx512> {
+        None
+    }
+}
+
+/// Whatever the build targets; no capability needed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plain;
+
+/// Proof that this CPU has [`V3_FEATURES`] (AVX2 + FMA, x86-64-v3).
+/// Only [`Simd::detect`] creates one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Avx2Fma(());
+
+/// Proof that this CPU has [`V4_FEATURES`] (AVX-512, x86-64-v4). Only
+/// [`Simd::detect`] creates one; code outside this module cannot:
+///
+/// ```compile_fail
+/// let forged = sgraf_core::cpu::kernels::Avx512(());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Avx512(());
+
+impl Level for Plain {
+    const FMA: bool = false;
+}
+
+impl Level for Avx2Fma {
+    const FMA: bool = true;
+}
+
+impl Level for Avx512 {
+    const FMA: bool = true;
+
+    #[inline(always)]
+    fn avx512(self) -> Option<Avx512> {
+        Some(self)
+    }
+}
+
+/// The instruction set the CPU head is compiled for, picked at run time:
+/// the wider variants carry the capability that only detection creates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Simd {
     /// AVX-512 (x86-64-v4)
-    V4,
+    V4(Avx512),
     /// AVX2 + FMA (x86-64-v3)
-    V3,
+    V3(Avx2Fma),
     /// Whatever the build targets.
     Plain,
 }
 
 impl Simd {
+    /// The widest level every one of whose features this CPU has.
     pub fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let fma = std::arch::is_x86_feature_detected!("fma");
-            if fma && std::arch::is_x86_feature_detected!("avx512f") {
-                return Self::V4;
-            }
-            if fma && std::arch::is_x86_feature_detected!("avx2") {
-                return Self::V3;
-            }
+        match Isa::choose(|f| cpu_has(f) == Some(true)) {
+            // `choose` saw every feature of the level on this CPU: the one
+            // place the capabilities are created.
+            Isa::V4 => Simd::V4(Avx512(())),
+            Isa::V3 => Simd::V3(Avx2Fma(())),
+            Isa::Plain => Simd::Plain,
         }
-        Self::Plain
+    }
+
+    pub fn isa(self) -> Isa {
+        match self {
+            Simd::V4(_) => Isa::V4,
+            Simd::V3(_) => Isa::V3,
+            Simd::Plain => Isa::Plain,
+        }
     }
 }
 
 const LANES: usize = 16;
 
-/// `a b + c`, one instruction where FMA is enabled (level `V3` and up; a
-/// library call elsewhere, hence plain `a * b + c` at level `PLAIN`).
+/// `a b + c`, one instruction where FMA is enabled (levels [`Avx2Fma`] and
+/// up; a library call elsewhere, hence plain `a * b + c` at [`Plain`]).
 #[inline(always)]
-pub fn madd<const L: u8>(a: f32, b: f32, c: f32) -> f32 {
-    if L != PLAIN {
+pub fn madd<L: Level>(a: f32, b: f32, c: f32) -> f32 {
+    if L::FMA {
         a.mul_add(b, c)
     } else {
         a * b + c
@@ -197,7 +344,7 @@ pub fn madd<const L: u8>(a: f32, b: f32, c: f32) -> f32 {
 
 /// `sum_i x_i y_i`
 #[inline(always)]
-pub fn dot<const L: u8>(x: &[f32], y: &[f32]) -> f32 {
+pub fn dot<L: Level>(x: &[f32], y: &[f32]) -> f32 {
     assert_eq!(x.len(), y.len());
     // Two independent accumulator vectors hide the FMA latency.
     let mut acc = [[0f32; LANES]; 2];
@@ -224,7 +371,7 @@ pub fn dot<const L: u8>(x: &[f32], y: &[f32]) -> f32 {
 /// `out[j] = x . ys[j]` for the rows `ys` `[out.len(), x.len()]`, four rows
 /// per pass so that `x` is read once per four products.
 #[inline(always)]
-pub fn dots_generic<const L: u8>(x: &[f32], ys: &[f32], out: &mut [f32]) {
+pub fn dots_generic<L: Level>(x: &[f32], ys: &[f32], out: &mut [f32]) {
     let k = x.len();
     assert_eq!(ys.len(), out.len() * k);
     let full = k / LANES * LANES;
@@ -261,7 +408,7 @@ pub fn dots_generic<const L: u8>(x: &[f32], ys: &[f32], out: &mut [f32]) {
 /// `out = bias + sum_j w[j] rows[j]`, rows `[w.len(), ld]` read on their
 /// first `out.len()` columns; the sum stays in registers 64 columns at a time.
 #[inline(always)]
-pub fn combine_generic<const L: u8>(
+pub fn combine_generic<L: Level>(
     w: &[f32],
     rows: &[f32],
     ld: usize,
@@ -338,53 +485,103 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
-/// `out[j] = x . ys[j]` for the rows `ys` `[out.len(), x.len()]`.
+/// `out[j] = x . ys[j]` for the rows `ys` `[out.len(), x.len()]`, with the
+/// AVX-512 code when `level` carries that capability.
 #[inline(always)]
-pub fn dots<const L: u8>(x: &[f32], ys: &[f32], out: &mut [f32]) {
-    assert_eq!(ys.len(), out.len() * x.len());
+pub fn dots<L: Level>(level: L, x: &[f32], ys: &[f32], out: &mut [f32]) {
+    assert_eq!(Some(ys.len()), out.len().checked_mul(x.len()));
     #[cfg(target_arch = "x86_64")]
-    if L == V4 {
-        // SAFETY: `L == V4` only inside code compiled for AVX-512 and
-        // reached after `Simd::detect`; the shapes were checked above.
-        unsafe { v4::dots(x, ys, out) };
+    if let Some(avx512) = level.avx512() {
+        v4::dots(avx512, x, ys, out);
         return;
     }
+    let _ = level;
     dots_generic::<L>(x, ys, out)
 }
 
 /// `out = bias + sum_j w[j] rows[j]`, rows `[w.len(), ld]` read on their
-/// first `out.len()` columns.
+/// first `out.len()` columns, with the AVX-512 code when `level` carries
+/// that capability.
 #[inline(always)]
-pub fn combine<const L: u8>(w: &[f32], rows: &[f32], ld: usize, bias: &[f32], out: &mut [f32]) {
-    let m = out.len();
-    assert!(bias.len() == m && ld >= m && (w.is_empty() || rows.len() >= (w.len() - 1) * ld + m));
+pub fn combine<L: Level>(
+    level: L,
+    w: &[f32],
+    rows: &[f32],
+    ld: usize,
+    bias: &[f32],
+    out: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
-    if L == V4 {
-        // SAFETY: as in `dots`.
-        unsafe { v4::combine(w, rows, ld, bias, out) };
+    if let Some(avx512) = level.avx512() {
+        v4::combine(avx512, w, rows, ld, bias, out);
         return;
     }
+    let _ = level;
     combine_generic::<L>(w, rows, ld, bias, out)
 }
-
-/// Levels for the `L` parameter of the kernels.
-pub const PLAIN: u8 = 0;
-pub const V3: u8 = 1;
-pub const V4: u8 = 2;
 
 #[cfg(target_arch = "x86_64")]
 mod v4 {
     use std::arch::x86_64::*;
 
-    /// Mask of the first `n < 16` lanes.
+    use super::Avx512;
+
+    /// Mask of the first `n <= 16` lanes.
     #[inline(always)]
     fn lanes(n: usize) -> __mmask16 {
+        debug_assert!(n <= 16);
         ((1u32 << n) - 1) as __mmask16
     }
 
+    /// `out[j] = x . ys[j]` for the rows `ys` `[out.len(), x.len()]`.
+    #[inline(always)]
+    pub fn dots(avx512: Avx512, x: &[f32], ys: &[f32], out: &mut [f32]) {
+        let _ = avx512;
+        assert_eq!(
+            Some(ys.len()),
+            out.len().checked_mul(x.len()),
+            "dots: rows are not [out.len(), x.len()]"
+        );
+        // SAFETY: an `Avx512` exists only after `Simd::detect` saw every
+        // feature of `V4_FEATURES` (avx512f among them) on this CPU, so the
+        // features `dots_avx512` enables are there; it reads `x[..k]` and
+        // `ys[..out.len() * k]` (masked loads past a row's end are
+        // suppressed), which the assert above keeps in bounds.
+        unsafe { dots_avx512(x, ys, out) }
+    }
+
+    /// `out = bias + sum_j w[j] rows[j]`, rows `[w.len(), ld]` read on
+    /// their first `out.len()` columns.
+    #[inline(always)]
+    pub fn combine(
+        avx512: Avx512,
+        w: &[f32],
+        rows: &[f32],
+        ld: usize,
+        bias: &[f32],
+        out: &mut [f32],
+    ) {
+        let _ = avx512;
+        let m = out.len();
+        let rows_needed = match w.len() {
+            0 => Some(0),
+            n => (n - 1).checked_mul(ld).and_then(|r| r.checked_add(m)),
+        };
+        assert!(
+            bias.len() == m && ld >= m && rows_needed.is_some_and(|need| rows.len() >= need),
+            "combine: shapes do not agree"
+        );
+        // SAFETY: as in `dots`, the capability proves the features; the
+        // assert bounds every read (`rows[j * ld + c]` for `c < m`,
+        // `bias[..m]`) and write (`out[..m]`) of `combine_avx512`.
+        unsafe { combine_avx512(w, rows, ld, bias, out) }
+    }
+
+    /// # Safety
+    /// The CPU has avx512f; `ys.len() == out.len() * x.len()`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    pub unsafe fn dots(x: &[f32], ys: &[f32], out: &mut [f32]) {
+    unsafe fn dots_avx512(x: &[f32], ys: &[f32], out: &mut [f32]) {
         let k = x.len();
         let (xp, yp) = (x.as_ptr(), ys.as_ptr());
         let mut j = 0;
@@ -400,6 +597,9 @@ mod v4 {
     }
 
     /// The dot products of `x [k]` with `R` consecutive rows of length `k`.
+    ///
+    /// # Safety
+    /// The CPU has avx512f; `x` points to `k` values, `y` to `R * k`.
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn rows<const R: usize>(x: *const f32, y: *const f32, k: usize) -> [f32; R] {
@@ -427,9 +627,12 @@ mod v4 {
         out
     }
 
+    /// # Safety
+    /// The CPU has avx512f; `bias.len() == out.len() <= ld` and `rows`
+    /// holds `(w.len() - 1) * ld + out.len()` values when `w` is not empty.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    pub unsafe fn combine(w: &[f32], rows: &[f32], ld: usize, bias: &[f32], out: &mut [f32]) {
+    unsafe fn combine_avx512(w: &[f32], rows: &[f32], ld: usize, bias: &[f32], out: &mut [f32]) {
         let m = out.len();
         let (rp, bp, op) = (rows.as_ptr(), bias.as_ptr(), out.as_mut_ptr());
         let mut c0 = 0;
@@ -476,22 +679,24 @@ mod tests {
                 .map(|j| (0..n).map(|i| x[i] as f64 * ys[j * n + i] as f64).sum())
                 .collect();
             assert!(
-                (dot::<PLAIN>(&x, &ys[..n]) as f64 - want[0]).abs() < 1e-4,
+                (dot::<Plain>(&x, &ys[..n]) as f64 - want[0]).abs() < 1e-4,
                 "dot n={n}"
             );
             if n > 0 {
                 // The generic code, and the AVX-512 code where this CPU has it.
-                check_dots_and_combine::<PLAIN>(n, &x, &ys, &want);
-                if Simd::detect() == Simd::V4 {
-                    check_dots_and_combine::<V4>(n, &x, &ys, &want);
+                check_dots_and_combine(Plain, n, &x, &ys, &want);
+                match Simd::detect() {
+                    Simd::V4(avx512) => check_dots_and_combine(avx512, n, &x, &ys, &want),
+                    Simd::V3(avx2) => check_dots_and_combine(avx2, n, &x, &ys, &want),
+                    Simd::Plain => {}
                 }
             }
         }
     }
 
-    fn check_dots_and_combine<const L: u8>(n: usize, x: &[f32], ys: &[f32], want: &[f64]) {
+    fn check_dots_and_combine<L: Level>(level: L, n: usize, x: &[f32], ys: &[f32], want: &[f64]) {
         let mut out = vec![0f32; 7];
-        dots::<L>(x, ys, &mut out);
+        dots(level, x, ys, &mut out);
         for (o, w) in out.iter().zip(want) {
             assert!((*o as f64 - w).abs() < 1e-4, "dots n={n}");
         }
@@ -500,11 +705,75 @@ mod tests {
         let w: Vec<f32> = (0..7).map(|j| j as f32 * 0.5 - 1.0).collect();
         let bias: Vec<f32> = (0..m).map(|c| c as f32).collect();
         let mut out = vec![0f32; m];
-        combine::<L>(&w, ys, n, &bias, &mut out);
+        combine(level, &w, ys, n, &bias, &mut out);
         for c in 0..m {
             let want: f32 = bias[c] + (0..7).map(|j| w[j] * ys[j * n + c]).sum::<f32>();
             assert!((out[c] - want).abs() < 1e-4, "combine n={n} c={c}");
         }
+    }
+
+    /// Detection picks a level only when every feature its code enables is
+    /// present: one missing feature demotes it.
+    #[test]
+    fn a_level_needs_every_feature_it_enables() {
+        let all = |f: &str| V4_FEATURES.contains(&f) || V3_FEATURES.contains(&f);
+        assert_eq!(Isa::choose(all), Isa::V4);
+        for missing in V4_FEATURES {
+            let has = |f: &str| all(f) && f != missing;
+            let want = if V3_FEATURES.contains(&missing) {
+                Isa::Plain
+            } else {
+                Isa::V3
+            };
+            assert_eq!(Isa::choose(has), want, "without {missing}");
+        }
+        // The case of the issue: AVX-512F and FMA but no AVX-512VL.
+        let f_and_fma = |f: &str| ["avx512f", "avx2", "avx", "fma", "f16c"].contains(&f);
+        assert_eq!(Isa::choose(f_and_fma), Isa::V3);
+        assert_eq!(Isa::choose(|_| false), Isa::Plain);
+        // Every feature a level needs is one the detector can ask the CPU about.
+        #[cfg(target_arch = "x86_64")]
+        for f in V4_FEATURES.iter().chain(&V3_FEATURES) {
+            assert!(cpu_has(f).is_some(), "cpu_has does not know {f}");
+        }
+        assert_eq!(cpu_has("no-such-feature"), None);
+        // And what this CPU gets agrees with the decision.
+        assert_eq!(
+            Simd::detect().isa(),
+            Isa::choose(|f| cpu_has(f) == Some(true))
+        );
+    }
+
+    /// Every `#[target_feature(enable = ...)]` of the CPU head names only
+    /// features its level's list requires (`run_v3`: [`V3_FEATURES`],
+    /// everything else: [`V4_FEATURES`]), so a feature added to an attribute
+    /// cannot be left out of detection.
+    #[test]
+    fn target_features_are_all_detected() {
+        let mut seen = 0;
+        for src in [include_str!("kernels.rs"), include_str!("mod.rs")] {
+            let marker = concat!("#[target_", "feature(enable = \"");
+            let mut rest = src;
+            while let Some(at) = rest.find(marker) {
+                rest = &rest[at + marker.len()..];
+                let features = &rest[..rest.find('"').unwrap()];
+                let after = &rest[rest.find("fn ").unwrap() + 3..];
+                let name = &after[..after.find(['(', '<']).unwrap()];
+                let level: &[&str] = if name.contains("v3") {
+                    &V3_FEATURES
+                } else {
+                    &V4_FEATURES
+                };
+                for f in features.split(',') {
+                    assert!(
+                        level.contains(&f.trim()),
+                        "{name} enables {f}, which detection does not check"
+                    );
+                }
+                seen += 1;
+            }
+        }
+        assert!(seen >= 5, "found only {seen} target_feature attributes");
     }
 
     #[test]
@@ -537,6 +806,16 @@ mod tests {
                 assert_eq!(t[c * 35 + r], a[r * 70 + c]);
             }
         }
+    }
+
+    /// A stride whose span wraps around `usize` (4 * 2^62 = 2^64 -> 0)
+    /// must not pass for a short slice.
+    #[test]
+    #[should_panic(expected = "gemm: lhs too short")]
+    fn gemm_refuses_strides_that_wrap() {
+        let (a, b) = ([1f32], [1f32]);
+        let mut c = [0f32; 5];
+        gemm(5, 1, 1, &a, 1 << 62, &b, 1, &mut c, 1, false);
     }
 
     #[test]

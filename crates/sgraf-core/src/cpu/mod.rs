@@ -17,12 +17,15 @@
 
 pub mod global;
 pub mod kernels;
+pub mod text;
 
 use rayon::prelude::*;
 
 use crate::ops::NORM_EPS;
 use kernels::{combine, dot, dots, gemm, gemm_nt, softmax, Simd};
-use kernels::{PLAIN, V3, V4};
+#[cfg(target_arch = "x86_64")]
+use kernels::{Avx2Fma, Avx512};
+use kernels::{Level, Plain};
 
 pub(crate) const EPS: f32 = NORM_EPS as f32;
 
@@ -130,7 +133,7 @@ fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
 }
 
 #[inline(always)]
-pub(crate) fn l2_normalize<const L: u8>(x: &mut [f32]) {
+pub(crate) fn l2_normalize<L: Level>(x: &mut [f32]) {
     let norm = dot::<L>(x, x).sqrt() + EPS;
     for v in x.iter_mut() {
         *v /= norm;
@@ -263,14 +266,23 @@ impl CpuHead {
 
 #[cfg(target_arch = "x86_64")]
 impl Item<'_> {
+    /// The head compiled for AVX-512; keep these features equal to
+    /// `kernels::V4_FEATURES` (a test checks they are all detected).
+    ///
+    /// # Safety
+    /// The CPU has every feature enabled here; holding an `Avx512` proves it.
     #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-    unsafe fn run_v4(&self, out: &mut [f32], s: &mut Scratch) {
-        self.score::<V4>(out, s)
+    unsafe fn run_v4(&self, level: Avx512, out: &mut [f32], s: &mut Scratch) {
+        self.score(level, out, s)
     }
 
+    /// The head compiled for AVX2 + FMA (`kernels::V3_FEATURES`).
+    ///
+    /// # Safety
+    /// The CPU has every feature enabled here; holding an `Avx2Fma` proves it.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn run_v3(&self, out: &mut [f32], s: &mut Scratch) {
-        self.score::<V3>(out, s)
+    unsafe fn run_v3(&self, level: Avx2Fma, out: &mut [f32], s: &mut Scratch) {
+        self.score(level, out, s)
     }
 }
 
@@ -278,18 +290,21 @@ impl Item<'_> {
     fn run(&self, simd: Simd, out: &mut [f32], s: &mut Scratch) {
         match simd {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Simd::detect` saw these features on this CPU.
-            Simd::V4 => unsafe { self.run_v4(out, s) },
+            // SAFETY: an `Avx512` is created only by `Simd::detect`, after it
+            // saw every feature of `V4_FEATURES` (a superset of those
+            // `run_v4` enables) on this CPU.
+            Simd::V4(level) => unsafe { self.run_v4(level, out, s) },
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
-            Simd::V3 => unsafe { self.run_v3(out, s) },
-            _ => self.score::<PLAIN>(out, s),
+            // SAFETY: an `Avx2Fma` is created only by `Simd::detect`, after
+            // it saw every feature of `V3_FEATURES` (avx2, fma) on this CPU.
+            Simd::V3(level) => unsafe { self.run_v3(level, out, s) },
+            _ => self.score(Plain, out, s),
         }
     }
 
     /// `out[k * n_cap + c]`: the score of image `images.start + k` with caption `c`.
     #[inline(always)]
-    fn score<const L: u8>(&self, out: &mut [f32], s: &mut Scratch) {
+    fn score<L: Level>(&self, level: L, out: &mut [f32], s: &mut Scratch) {
         let head = self.head;
         let (d, m, r) = (head.d, head.m, self.img.n_regions);
         let cap = &self.cap;
@@ -413,7 +428,7 @@ impl Item<'_> {
             }
         }
         match &head.reasoner {
-            Reasoner::Sgr(steps) => self.sgr::<L>(steps, &lengths, out, s),
+            Reasoner::Sgr(steps) => self.sgr(level, steps, &lengths, out, s),
             Reasoner::Saf {
                 weight,
                 bias,
@@ -422,7 +437,7 @@ impl Item<'_> {
             } => {
                 let nodes = &s.nodes[..n_nodes * m];
                 let gate = grow(&mut s.edges, n_nodes);
-                dots::<L>(weight, nodes, gate);
+                dots(level, weight, nodes, gate);
                 let pooled = grow(&mut s.rows, m);
                 let zeros = grow(&mut s.rows_out, m);
                 zeros.fill(0.0);
@@ -438,7 +453,7 @@ impl Item<'_> {
                     for g in g.iter_mut() {
                         *g /= total;
                     }
-                    combine::<L>(g, &nodes[at * m..(at + n) * m], m, zeros, pooled);
+                    combine(level, g, &nodes[at * m..(at + n) * m], m, zeros, pooled);
                     l2_normalize::<L>(pooled);
                     *o = sigmoid(dot::<L>(pooled, &head.eval_w) + head.eval_b);
                     at += n;
@@ -451,8 +466,9 @@ impl Item<'_> {
     /// Graph reasoning over the packed nodes in `s.nodes` (pairs of
     /// `lengths[p]` words), then the scores.
     #[inline(always)]
-    fn sgr<const L: u8>(
+    fn sgr<L: Level>(
         &self,
+        level: L,
         steps: &[GraphStep],
         lengths: &[usize],
         out: &mut [f32],
@@ -490,13 +506,20 @@ impl Item<'_> {
                         *p += c;
                     }
                     let row = &mut edges[i * n..(i + 1) * n];
-                    dots::<L>(p, nodes, row);
+                    dots(level, p, nodes, row);
                     softmax(row);
                 }
                 let z = &proj[at * 2 * m + m..];
                 for i in 0..n {
                     let o = &mut next[(at + i) * m..(at + i + 1) * m];
-                    combine::<L>(&edges[i * n..(i + 1) * n], z, 2 * m, &step.graph_bias, o);
+                    combine(
+                        level,
+                        &edges[i * n..(i + 1) * n],
+                        z,
+                        2 * m,
+                        &step.graph_bias,
+                        o,
+                    );
                     for v in o.iter_mut() {
                         *v = v.max(0.0);
                     }
@@ -539,9 +562,16 @@ impl Item<'_> {
             }
             let nodes = &s.nodes[at * m..(at + n) * m];
             weights.resize(n, 0.0);
-            dots::<L>(p, nodes, &mut weights);
+            dots(level, p, nodes, &mut weights);
             softmax(&mut weights);
-            combine::<L>(&weights, nodes, m, &zeros, &mut pooled[c * m..(c + 1) * m]);
+            combine(
+                level,
+                &weights,
+                nodes,
+                m,
+                &zeros,
+                &mut pooled[c * m..(c + 1) * m],
+            );
             at += n;
         }
         let result = grow(&mut s.edges, n_cap * m);
