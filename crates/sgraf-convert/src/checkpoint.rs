@@ -1,12 +1,16 @@
 //! Reading `model_best.pth.tar`: the legacy format of PyTorch < 1.6 and
 //! the zip format of later versions.
 
+use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::Read;
+use std::rc::Rc;
 
 use crate::error::{ConvertError, Result};
 use crate::pickle::{
-    unpickle, NoPersistent, PersistentLoad, StorageKind, TensorRef, TorchStorages, Value,
+    clip, unpickle, NoPersistent, PersistentLoad, StorageKind, TensorRef, TorchStorages, Value,
+    MAX_DEPTH,
 };
 
 /// `0x1950a86a20f9469cfc6c`, little-endian, as the legacy format's first pickle holds it.
@@ -45,6 +49,7 @@ impl RawTensor {
     }
 
     pub fn numel(&self) -> usize {
+        // The shape was checked when the tensor was read: this cannot overflow.
         self.shape.iter().product()
     }
 }
@@ -68,10 +73,66 @@ impl Checkpoint {
     }
 }
 
+/// Bytes of tensor data (zip members read, tensors copied out) a checkpoint
+/// may make the importer hold, per byte of the file...
+pub const ALLOC_PER_BYTE: usize = 4;
+/// ...plus this much for any file.
+pub const ALLOC_SLACK: usize = 1 << 20;
+/// Longest parameter name a state dict may hold, bytes.
+pub const MAX_NAME_LEN: usize = 4096;
+
+/// What a file may make the importer allocate: a checkpoint cannot describe
+/// more tensor data than it contains (a few times over, for tensors that
+/// share a storage), so every zip member and tensor is paid for out of
+/// [`ALLOC_PER_BYTE`] times the file's size plus [`ALLOC_SLACK`], before
+/// anything is allocated.
+struct Budget {
+    file: usize,
+    total: usize,
+    left: Cell<usize>,
+}
+
+impl Budget {
+    fn new(file: usize) -> Self {
+        let total = file
+            .saturating_mul(ALLOC_PER_BYTE)
+            .saturating_add(ALLOC_SLACK);
+        Self {
+            file,
+            total,
+            left: Cell::new(total),
+        }
+    }
+
+    fn left(&self) -> usize {
+        self.left.get()
+    }
+
+    /// Pays for `n` bytes of `what`, or says why not.
+    fn take(&self, n: u64, what: impl FnOnce() -> String) -> Result<usize> {
+        match usize::try_from(n)
+            .ok()
+            .and_then(|n| Some((n, self.left().checked_sub(n)?)))
+        {
+            Some((n, left)) => {
+                self.left.set(left);
+                Ok(n)
+            }
+            None => Err(ConvertError::Limit(format!(
+                "{} needs {n} bytes, but a file of {} bytes may make the importer hold at most {} ({} left): a checkpoint cannot describe more tensor data than it contains",
+                what(),
+                self.file,
+                self.total,
+                self.left()
+            ))),
+        }
+    }
+}
+
 /// Remembers the element type of every storage key the pickle names.
 #[derive(Default)]
 struct Storages {
-    kinds: HashMap<String, (StorageKind, usize)>,
+    kinds: HashMap<Rc<str>, (StorageKind, usize)>,
 }
 
 impl PersistentLoad for Storages {
@@ -93,18 +154,22 @@ impl PersistentLoad for Storages {
     }
 }
 
-/// A `torch.save` file taken apart: its pickled object and its storages.
-struct Pickled {
+/// A `torch.save` file taken apart: its pickled object and its storages
+/// (slices of the file in the legacy format, zip members read out).
+struct Pickled<'a> {
     format: Format,
     object: Value,
-    storages: HashMap<String, Vec<u8>>,
+    /// Length of the pickle that made `object`.
+    pickle_len: usize,
+    storages: HashMap<Rc<str>, Cow<'a, [u8]>>,
+    budget: Budget,
 }
 
-impl Pickled {
+impl Pickled<'_> {
     fn storage(&self, key: &str) -> Result<&[u8]> {
         self.storages
             .get(key)
-            .map(Vec::as_slice)
+            .map(|s| &s[..])
             .ok_or_else(|| ConvertError::Contents(format!("storage {key} is missing")))
     }
 
@@ -119,25 +184,36 @@ impl Pickled {
         };
         let mut tensors = Vec::new();
         for (k, v) in entries.borrow().iter() {
-            let name = k
-                .as_str()
-                .ok_or_else(|| contents(format!("{what} has a non-string key")))?;
+            let name = k.as_str().ok_or_else(|| {
+                contents(format!(
+                    "{what} has the key {k} ({}), expected a string",
+                    k.type_name()
+                ))
+            })?;
+            if name.len() > MAX_NAME_LEN {
+                return Err(contents(format!(
+                    "{what} has a key of {} bytes ({}), expected a parameter name of at most {MAX_NAME_LEN}",
+                    name.len(),
+                    clip(name, 64)
+                )));
+            }
             let Value::Tensor(t) = v else {
                 return Err(contents(format!(
-                    "{what}.{name} is a {}, expected a tensor",
+                    "{what}.{} is a {}, expected a tensor",
+                    clip(name, 200),
                     v.type_name()
                 )));
             };
             tensors.push((
                 name.to_string(),
-                materialize(t, self.storage(&t.storage.key)?)?,
+                materialize(t, self.storage(&t.storage.key)?, &self.budget)?,
             ));
         }
         Ok(tensors)
     }
 }
 
-fn read_pickled(bytes: &[u8]) -> Result<Pickled> {
+fn read_pickled(bytes: &[u8]) -> Result<Pickled<'_>> {
     if bytes.starts_with(b"PK\x03\x04") {
         read_zip(bytes)
     } else if bytes.starts_with(&[0x80, 0x02]) {
@@ -152,6 +228,10 @@ fn read_pickled(bytes: &[u8]) -> Result<Pickled> {
 }
 
 /// Parses a checkpoint held in memory.
+///
+/// Any input, however hostile, ends in a [`Checkpoint`] or one error, in time
+/// and memory linear in `bytes.len()`: see [`crate::pickle::unpickle`] for
+/// the pickle's limits, [`ALLOC_PER_BYTE`] for the data's.
 pub fn read_checkpoint(bytes: &[u8]) -> Result<Checkpoint> {
     interpret(&read_pickled(bytes)?)
 }
@@ -171,7 +251,7 @@ pub fn read_state_dict(bytes: &[u8]) -> Result<(Format, Vec<(String, RawTensor)>
     Ok((p.format, tensors))
 }
 
-fn read_legacy(bytes: &[u8]) -> Result<Pickled> {
+fn read_legacy(bytes: &[u8]) -> Result<Pickled<'_>> {
     let not_ckpt = |what: &str| ConvertError::NotACheckpoint(format!("{what} (legacy format)"));
     let (magic, pos) = unpickle(bytes, 0, &mut NoPersistent).map_err(|e| match e {
         ConvertError::Truncated(_) => e,
@@ -183,7 +263,7 @@ fn read_legacy(bytes: &[u8]) -> Result<Pickled> {
     let (proto, pos) = unpickle(bytes, pos, &mut NoPersistent)?;
     if proto.as_int() != Some(LEGACY_PROTOCOL) {
         return Err(not_ckpt(&format!(
-            "protocol version {proto:?}, expected {LEGACY_PROTOCOL}"
+            "protocol version {proto}, expected {LEGACY_PROTOCOL}"
         )));
     }
     let (sys_info, pos) = unpickle(bytes, pos, &mut NoPersistent)?;
@@ -193,13 +273,15 @@ fn read_legacy(bytes: &[u8]) -> Result<Pickled> {
         ));
     }
     let mut storages = Storages::default();
+    let object_start = pos;
     let (object, pos) = unpickle(bytes, pos, &mut storages)?;
+    let pickle_len = pos - object_start;
     let (keys, mut pos) = unpickle(bytes, pos, &mut NoPersistent)?;
-    let keys: Vec<String> = match &keys {
+    let keys: Vec<Rc<str>> = match &keys {
         Value::List(l) => l
             .borrow()
             .iter()
-            .map(|k| k.as_str().map(str::to_string))
+            .map(|k| k.as_rc_str().cloned())
             .collect::<Option<_>>(),
         _ => None,
     }
@@ -207,46 +289,100 @@ fn read_legacy(bytes: &[u8]) -> Result<Pickled> {
         ConvertError::Contents("the storage key list is not a list of strings".into())
     })?;
 
-    let mut raw: HashMap<String, Vec<u8>> = HashMap::new();
+    // Each storage is a slice of the file: nothing is copied yet.
+    let mut raw: HashMap<Rc<str>, Cow<'_, [u8]>> = HashMap::new();
     for key in &keys {
         let (kind, numel) = *storages.kinds.get(key).ok_or_else(|| {
-            ConvertError::Contents(format!("storage {key} is listed but never used"))
+            ConvertError::Contents(format!(
+                "storage {} is listed but never used",
+                clip(key, 64)
+            ))
         })?;
-        let header = bytes.get(pos..pos + 8).ok_or_else(|| {
-            ConvertError::Truncated(format!("storage {key} should start at byte {pos}"))
-        })?;
-        let count = u64::from_le_bytes(header.try_into().unwrap()) as usize;
-        if count != numel {
+        let header = pos
+            .checked_add(8)
+            .and_then(|end| bytes.get(pos..end))
+            .ok_or_else(|| {
+                ConvertError::Truncated(format!("storage {key} should start at byte {pos}"))
+            })?;
+        let count = u64::from_le_bytes(header.try_into().unwrap());
+        if usize::try_from(count).ok() != Some(numel) {
             return Err(ConvertError::Contents(format!(
                 "storage {key} holds {count} elements, the pickle says {numel}"
             )));
         }
         let start = pos + 8;
-        let len = count.saturating_mul(kind.size());
-        let data = start
-            .checked_add(len)
-            .and_then(|end| bytes.get(start..end))
+        let data = numel
+            .checked_mul(kind.size())
+            .and_then(|len| Some((len, start.checked_add(len)?)))
+            .and_then(|(len, end)| Some((len, bytes.get(start..end)?)))
+            .map(|(_, data)| data)
             .ok_or_else(|| {
                 ConvertError::Truncated(format!(
-                    "storage {key} needs {len} bytes from byte {start}, the file has {}",
+                    "storage {key} needs {numel} elements of {} bytes from byte {start}, the file has {}",
+                    kind.size(),
                     bytes.len()
                 ))
             })?;
-        raw.insert(key.clone(), data.to_vec());
-        pos = start + len;
+        pos = start + data.len();
+        raw.insert(key.clone(), Cow::Borrowed(data));
     }
     Ok(Pickled {
         format: Format::Legacy,
         object,
+        pickle_len,
         storages: raw,
+        budget: Budget::new(bytes.len()),
     })
 }
 
-fn read_zip(bytes: &[u8]) -> Result<Pickled> {
-    let zip_err = |e: zip::result::ZipError| match e {
+/// Reads a zip member whole, refusing before any allocation one that
+/// declares more than the budget allows, and one that inflates past the
+/// size it declares (a deflate bomb) or holds less.
+fn read_member(
+    archive: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>,
+    name: &str,
+    budget: &Budget,
+) -> Result<Vec<u8>> {
+    let f = archive.by_name(name).map_err(|e| match e {
         zip::result::ZipError::Io(err) => ConvertError::Truncated(format!("zip archive: {err}")),
-        other => ConvertError::NotACheckpoint(format!("broken zip archive: {other}")),
-    };
+        other => ConvertError::NotACheckpoint(format!(
+            "broken zip archive ({}): {other}",
+            clip(name, 300)
+        )),
+    })?;
+    let declared = f.size();
+    let n = budget.take(declared, || format!("zip entry {}", clip(name, 300)))?;
+    let mut buf = Vec::with_capacity(n);
+    f.take(declared.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(|err| {
+            let msg = format!("zip entry {}: {err}", clip(name, 300));
+            match err.kind() {
+                // A bad checksum, or more data than declared (zip's own check).
+                std::io::ErrorKind::InvalidData => {
+                    ConvertError::NotACheckpoint(format!("broken zip archive: {msg}"))
+                }
+                _ => ConvertError::Truncated(msg),
+            }
+        })?;
+    if buf.len() > n {
+        return Err(ConvertError::Limit(format!(
+            "zip entry {} inflates past the {declared} bytes its header declares",
+            clip(name, 300)
+        )));
+    }
+    if buf.len() < n {
+        return Err(ConvertError::Truncated(format!(
+            "zip entry {} holds {} bytes, its header declares {declared}",
+            clip(name, 300),
+            buf.len()
+        )));
+    }
+    Ok(buf)
+}
+
+fn read_zip(bytes: &[u8]) -> Result<Pickled<'_>> {
+    let budget = Budget::new(bytes.len());
     // A zip's directory sits at its end: a cut file loses it first.
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| {
         ConvertError::Truncated(format!("the zip archive is incomplete or damaged ({e})"))
@@ -257,57 +393,103 @@ fn read_zip(bytes: &[u8]) -> Result<Pickled> {
         .find(|n| n.ends_with("data.pkl") && n.matches('/').count() <= 1)
         .ok_or_else(|| ConvertError::NotACheckpoint("a zip archive without data.pkl".into()))?;
     let prefix = pkl.trim_end_matches("data.pkl").to_string();
-    let mut read_entry = |name: &str| -> Result<Vec<u8>> {
-        let mut f = archive.by_name(name).map_err(zip_err)?;
-        let mut buf = Vec::with_capacity(f.size() as usize);
-        f.read_to_end(&mut buf)
-            .map_err(|err| ConvertError::Truncated(format!("zip entry {name}: {err}")))?;
-        Ok(buf)
-    };
-    let data_pkl = read_entry(&pkl)?;
+    let data_pkl = read_member(&mut archive, &pkl, &budget)?;
     let mut storages = Storages::default();
     let (object, _) = unpickle(&data_pkl, 0, &mut storages)?;
-    let mut cache: HashMap<String, Vec<u8>> = HashMap::new();
-    for (key, (kind, numel)) in &storages.kinds {
-        let data = read_entry(&format!("{prefix}data/{key}"))?;
-        if data.len() < numel * kind.size() {
+    let mut keys: Vec<(&Rc<str>, &(StorageKind, usize))> = storages.kinds.iter().collect();
+    keys.sort_by(|a, b| a.0.cmp(b.0));
+    let mut cache: HashMap<Rc<str>, Cow<'_, [u8]>> = HashMap::new();
+    for (key, &(kind, numel)) in keys {
+        let need = numel.checked_mul(kind.size()).ok_or_else(|| {
+            ConvertError::Limit(format!(
+                "storage {key} declares {numel} elements of {} bytes, more than any file holds",
+                kind.size()
+            ))
+        })?;
+        let data = read_member(&mut archive, &format!("{prefix}data/{key}"), &budget)?;
+        if data.len() < need {
             return Err(ConvertError::Truncated(format!(
-                "storage {key} has {} bytes, {} expected",
+                "storage {key} has {} bytes, {need} expected",
                 data.len(),
-                numel * kind.size()
             )));
         }
-        cache.insert(key.clone(), data);
+        cache.insert(key.clone(), Cow::Owned(data));
     }
     Ok(Pickled {
         format: Format::Zip,
         object,
+        pickle_len: data_pkl.len(),
         storages: cache,
+        budget,
     })
 }
 
-/// Copies a (possibly strided) tensor out of its storage.
-fn materialize(t: &TensorRef, storage: &[u8]) -> Result<RawTensor> {
+/// Copies a (possibly strided) tensor out of its storage. Every size
+/// product is checked (as the safetensors crate does), the tensor must lie
+/// inside its storage, and its bytes are paid for out of `budget` before
+/// they are allocated.
+fn materialize(t: &TensorRef, storage: &[u8], budget: &Budget) -> Result<RawTensor> {
     let size = t.storage.kind.size();
-    let numel: usize = t.size.iter().product();
-    let base = t.storage.offset + t.offset;
+    let key = &t.storage.key;
+    let overflow = || {
+        ConvertError::Limit(format!(
+            "a tensor of shape {:?} and stride {:?} in storage {key}: its size overflows",
+            t.size, t.stride
+        ))
+    };
+    let numel = t
+        .size
+        .iter()
+        .try_fold(1usize, |acc, &n| acc.checked_mul(n))
+        .ok_or_else(overflow)?;
+    let nbytes = numel.checked_mul(size).ok_or_else(overflow)?;
+    let base = t
+        .storage
+        .offset
+        .checked_add(t.offset)
+        .ok_or_else(overflow)?;
+    // Elements of the storage (view) that exist in the file.
+    let end = t
+        .storage
+        .offset
+        .saturating_add(t.storage.elements)
+        .min(storage.len() / size);
+    if numel == 0 {
+        if base > end {
+            return Err(ConvertError::Contents(format!(
+                "an empty tensor of shape {:?} starts at element {base}, past the end of storage {key} ({} elements)",
+                t.size, t.storage.elements
+            )));
+        }
+        return Ok(RawTensor {
+            kind: t.storage.kind,
+            shape: t.size.clone(),
+            data: Vec::new(),
+        });
+    }
     // Largest element index the tensor touches.
     let last = t
         .size
         .iter()
         .zip(&t.stride)
-        .map(|(&n, &s)| n.saturating_sub(1) * s)
-        .sum::<usize>()
-        + base;
-    if numel > 0
-        && (last >= t.storage.offset + t.storage.elements || (last + 1) * size > storage.len())
-    {
+        .try_fold(base, |acc, (&n, &s)| {
+            acc.checked_add((n - 1).checked_mul(s)?)
+        })
+        .ok_or_else(overflow)?;
+    if last >= end {
         return Err(ConvertError::Contents(format!(
-            "a tensor of shape {:?} reaches element {last}, past the end of storage {} ({} elements)",
-            t.size, t.storage.key, t.storage.elements
+            "a tensor of shape {:?} reaches element {last}, past the end of storage {key} ({} elements)",
+            t.size, t.storage.elements
         )));
     }
-    let mut data = Vec::with_capacity(numel * size);
+    budget.take(nbytes as u64, || {
+        format!(
+            "a tensor of shape {:?} ({numel} elements of {size} bytes)",
+            t.size
+        )
+    })?;
+    let mut data = Vec::with_capacity(nbytes);
+    // `numel` > 0: every partial product below is at most `numel`.
     let contiguous = {
         let mut expect = 1;
         t.size.iter().zip(&t.stride).rev().all(|(&n, &s)| {
@@ -339,33 +521,58 @@ fn materialize(t: &TensorRef, storage: &[u8]) -> Result<RawTensor> {
     })
 }
 
-fn to_json(v: &Value) -> serde_json::Value {
+/// An `opt` value as JSON. Recursion is bounded by [`MAX_DEPTH`] (which
+/// the pickle already enforces), and `budget` caps the values and string
+/// bytes made, so that a value shared many times cannot expand without end.
+fn to_json(v: &Value, depth: usize, budget: &mut usize, name: &str) -> Result<serde_json::Value> {
     use serde_json::Value as J;
-    match v {
+    let cost = 1 + match v {
+        Value::Str(s) => s.len(),
+        _ => 0,
+    };
+    *budget = budget.checked_sub(cost).ok_or_else(|| {
+        ConvertError::Limit(format!(
+            "the options ('opt') expand to more values than the pickle holds (at opt.{})",
+            clip(name, 100)
+        ))
+    })?;
+    if depth > MAX_DEPTH {
+        return Err(ConvertError::Limit(format!(
+            "opt.{} nests more than {MAX_DEPTH} levels deep",
+            clip(name, 100)
+        )));
+    }
+    let items = |items: &[Value], budget: &mut usize| -> Result<J> {
+        items
+            .iter()
+            .map(|x| to_json(x, depth + 1, budget, name))
+            .collect::<Result<Vec<_>>>()
+            .map(J::Array)
+    };
+    Ok(match v {
         Value::None => J::Null,
         Value::Bool(b) => J::Bool(*b),
         Value::Int(i) => J::from(*i),
         Value::Float(f) => serde_json::Number::from_f64(*f)
             .map(J::Number)
             .unwrap_or(J::Null),
-        Value::Str(s) => J::String(s.clone()),
-        Value::Tuple(t) => J::Array(t.iter().map(to_json).collect()),
-        Value::List(l) => J::Array(l.borrow().iter().map(to_json).collect()),
-        Value::Dict(d) => J::Object(
-            d.borrow()
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| format!("{k:?}")),
-                        to_json(v),
-                    )
-                })
-                .collect(),
-        ),
+        Value::Str(s) => J::String(s.to_string()),
+        Value::Tuple(t) => items(t, budget)?,
+        Value::List(l) => items(&l.borrow(), budget)?,
+        Value::Dict(d) => {
+            let mut map = serde_json::Map::new();
+            for (k, v) in d.borrow().iter() {
+                let key = match k.as_str() {
+                    Some(s) => s.to_string(),
+                    None => k.to_string(),
+                };
+                *budget = budget.saturating_sub(key.len());
+                map.insert(key, to_json(v, depth + 1, budget, name)?);
+            }
+            J::Object(map)
+        }
         other => J::String(format!("<{}>", other.type_name())),
-    }
+    })
 }
 
 fn interpret(p: &Pickled) -> Result<Checkpoint> {
@@ -380,9 +587,9 @@ fn interpret(p: &Pickled) -> Result<Checkpoint> {
     let model = object
         .get("model")
         .ok_or_else(|| contents("no 'model' entry (the list of three state dicts)".into()))?;
-    let dicts: Vec<Value> = match &model {
-        Value::List(l) => l.borrow().clone(),
-        Value::Tuple(t) => t.to_vec(),
+    let count = match &model {
+        Value::List(l) => l.borrow().len(),
+        Value::Tuple(t) => t.len(),
         other => {
             return Err(contents(format!(
                 "'model' is a {}, expected a list of three state dicts",
@@ -390,28 +597,39 @@ fn interpret(p: &Pickled) -> Result<Checkpoint> {
             )))
         }
     };
-    if dicts.len() != 3 {
+    if count != 3 {
         return Err(contents(format!(
-            "'model' holds {} state dicts, expected 3 (image, text, similarity encoders)",
-            dicts.len()
+            "'model' holds {count} state dicts, expected 3 (image, text, similarity encoders)"
         )));
     }
+    let dicts: Vec<Value> = match &model {
+        Value::List(l) => l.borrow().clone(),
+        Value::Tuple(t) => t.to_vec(),
+        _ => unreachable!("checked above"),
+    };
     let state_dicts = dicts
         .iter()
         .enumerate()
         .map(|(i, d)| p.state_dict(d, &format!("model[{i}]")))
         .collect::<Result<Vec<_>>>()?;
-    let opt = match object.get("opt") {
-        Some(Value::Namespace(ns)) => ns
-            .borrow()
-            .iter()
-            .map(|(k, v)| (k.clone(), to_json(v)))
-            .collect(),
-        Some(Value::Dict(d)) => d
-            .borrow()
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str()?.to_string(), to_json(v))))
-            .collect(),
+    // JSON made from the options: at most twice the pickle, plus 64 KiB.
+    let mut budget = p.pickle_len.saturating_mul(2).saturating_add(1 << 16);
+    let mut opt = Vec::new();
+    match &object.get("opt") {
+        Some(Value::Namespace(ns)) => {
+            for (k, v) in ns.borrow().iter() {
+                budget = budget.saturating_sub(k.len());
+                opt.push((k.to_string(), to_json(v, 1, &mut budget, k)?));
+            }
+        }
+        Some(Value::Dict(d)) => {
+            for (k, v) in d.borrow().iter() {
+                if let Some(k) = k.as_str() {
+                    budget = budget.saturating_sub(k.len());
+                    opt.push((k.to_string(), to_json(v, 1, &mut budget, k)?));
+                }
+            }
+        }
         Some(other) => {
             return Err(contents(format!(
                 "'opt' is a {}, expected a Namespace",

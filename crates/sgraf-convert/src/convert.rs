@@ -60,18 +60,35 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
     })
 }
 
+/// An option's value for an error message: scalars as JSON, long strings
+/// clipped, arrays and objects by their size (never printed whole).
+fn show_json(v: &Json) -> String {
+    match v {
+        Json::String(s) => format!("{:?}", crate::pickle::clip(s, 100)),
+        Json::Array(a) => format!("an array of {} values", a.len()),
+        Json::Object(o) => format!("an object of {} entries", o.len()),
+        other => other.to_string(),
+    }
+}
+
 fn config_from_opt(ckpt: &Checkpoint) -> Result<Config> {
     let missing = |k: &str| ConvertError::Contents(format!("the options ('opt') have no {k}"));
     let int = |k: &str| -> Result<usize> {
         let v = ckpt.opt(k).ok_or_else(|| missing(k))?;
         v.as_u64().map(|n| n as usize).ok_or_else(|| {
-            ConvertError::Contents(format!("opt.{k} is {v}, expected a non-negative integer"))
+            ConvertError::Contents(format!(
+                "opt.{k} is {}, expected a non-negative integer",
+                show_json(v)
+            ))
         })
     };
     let flag = |k: &str| -> Result<bool> {
         let v = ckpt.opt(k).ok_or_else(|| missing(k))?;
         v.as_bool().ok_or_else(|| {
-            ConvertError::Contents(format!("opt.{k} is {v}, expected true or false"))
+            ConvertError::Contents(format!(
+                "opt.{k} is {}, expected true or false",
+                show_json(v)
+            ))
         })
     };
     let module_name = ckpt
@@ -80,12 +97,14 @@ fn config_from_opt(ckpt: &Checkpoint) -> Result<Config> {
     let module: Module = match module_name.as_str() {
         Some(name) => name.parse().map_err(|_| {
             ConvertError::Contents(format!(
-                "unknown module name {name:?}: SGRAF checkpoints are \"SGR\" or \"SAF\""
+                "unknown module name {:?}: SGRAF checkpoints are \"SGR\" or \"SAF\"",
+                crate::pickle::clip(name, 100)
             ))
         })?,
         None => {
             return Err(ConvertError::Contents(format!(
-                "opt.module_name is {module_name}, expected a string"
+                "opt.module_name is {}, expected a string",
+                show_json(module_name)
             )))
         }
     };
@@ -166,7 +185,8 @@ fn weights(ckpt: &Checkpoint, cfg: &Config) -> Result<HashMap<String, Tensor>> {
     }
     if let Some(extra) = found.keys().min() {
         return Err(ConvertError::StateDict(format!(
-            "unexpected tensor {extra} for a {} model with these options",
+            "unexpected tensor {} for a {} model with these options",
+            crate::pickle::clip(extra, 200),
             cfg.module
         )));
     }

@@ -21,6 +21,11 @@ pub enum ConvertError {
     #[error("the pickle references {name} (at byte {offset}), which a checkpoint never needs; refusing to load it")]
     ForbiddenGlobal { name: String, offset: usize },
 
+    /// The file asks for more than its size allows: nesting, work or memory
+    /// past the importer's limits (see the crate's "Hostile input" notes).
+    #[error("refusing the checkpoint: {0}")]
+    Limit(String),
+
     /// The pickle is well formed but does not hold an SGRAF checkpoint.
     #[error("unexpected checkpoint contents: {0}")]
     Contents(String),

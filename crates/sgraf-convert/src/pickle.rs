@@ -5,8 +5,14 @@
 //! Python function. This one imports nothing: every `GLOBAL` is looked up in
 //! a fixed allow-list of the classes `torch.save` writes, and anything else
 //! stops the load with an error that names it.
+//!
+//! It is also built for hostile input: every file ends in a value or one
+//! error, in time and memory linear in its size (see [`unpickle`]).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::rc::Rc;
 
 use crate::error::ConvertError;
@@ -83,12 +89,29 @@ impl Global {
     }
 }
 
+/// Deepest nesting of containers (tuples, lists, dicts, Namespaces) a pickle
+/// may build. A state dict is three levels deep; Python's own limit on
+/// rebuilding nested objects is about 1000.
+pub const MAX_DEPTH: usize = 100;
+
+/// Most dimensions a tensor may have (PyTorch itself stops at 64 in places).
+pub const MAX_NDIM: usize = 64;
+
+/// Longest storage key: `torch.save` writes decimal numbers.
+pub const MAX_KEY_LEN: usize = 256;
+
+/// Work the interpreter may do beyond reading its opcodes (hashing dict
+/// keys, copying attributes, encoding strings), per byte of input...
+pub const WORK_PER_BYTE: usize = 16;
+/// ...plus this much for any input.
+pub const WORK_SLACK: usize = 1 << 20;
+
 /// A storage named by a persistent id: `elements` elements of `kind`
 /// starting `offset` elements into the raw storage `key`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StorageRef {
     pub kind: StorageKind,
-    pub key: String,
+    pub key: Rc<str>,
     pub offset: usize,
     pub elements: usize,
 }
@@ -105,30 +128,140 @@ pub struct TensorRef {
 pub type Shared<T> = Rc<RefCell<T>>;
 
 /// A value on the pickle machine's stack.
-#[derive(Clone, Debug)]
+///
+/// Values are shared, never deep-copied: `DUP` and `BINGET` clone an `Rc`.
+/// Dropping a value never recurses (a million nested tuples are freed with
+/// an explicit stack), and formatting one (`{}` or `{:?}`) prints at most a
+/// few hundred characters, a few levels deep, `[...]` for a container that
+/// contains itself.
+#[derive(Clone)]
 pub enum Value {
     None,
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(String),
-    Bytes(Vec<u8>),
+    Str(Rc<str>),
+    Bytes(Rc<[u8]>),
     Tuple(Rc<Vec<Value>>),
     List(Shared<Vec<Value>>),
     /// `dict` and `OrderedDict`, in insertion order.
-    Dict(Shared<Vec<(Value, Value)>>),
+    Dict(Shared<Dict>),
     /// `argparse.Namespace`, its attributes in pickle order.
-    Namespace(Shared<Vec<(String, Value)>>),
+    Namespace(Shared<Vec<(Rc<str>, Value)>>),
     Global(Global),
     Storage(StorageRef),
     Tensor(Rc<TensorRef>),
     /// A numpy dtype, e.g. `"f8"`.
-    Dtype(String),
+    Dtype(Rc<str>),
     /// An integer too wide for i64 (little-endian two's complement bytes).
-    BigInt(Vec<u8>),
+    BigInt(Rc<[u8]>),
+}
+
+/// A dict in insertion order, with hashed `str` and `int` keys (other keys,
+/// which checkpoints do not use, are kept but never looked up).
+#[derive(Default)]
+pub struct Dict {
+    entries: Vec<(Value, Value)>,
+    strs: HashMap<Rc<str>, usize>,
+    ints: HashMap<i64, usize>,
+}
+
+impl Dict {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, (Value, Value)> {
+        self.entries.iter()
+    }
+
+    /// The value under the string key `key`.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.strs.get(key).map(|&i| &self.entries[i].1)
+    }
+
+    /// Sets `key` to `value`, keeping the first insertion's position.
+    pub fn insert(&mut self, key: Value, value: Value) {
+        let slot = match &key {
+            Value::Str(s) => self.strs.get(&**s).copied(),
+            Value::Int(i) => self.ints.get(i).copied(),
+            _ => None,
+        };
+        match slot {
+            Some(i) => self.entries[i].1 = value,
+            None => {
+                let i = self.entries.len();
+                match &key {
+                    Value::Str(s) => {
+                        self.strs.insert(s.clone(), i);
+                    }
+                    Value::Int(n) => {
+                        self.ints.insert(*n, i);
+                    }
+                    _ => {}
+                }
+                self.entries.push((key, value));
+            }
+        }
+    }
+
+    fn drain_into(&mut self, out: &mut Vec<Value>) {
+        self.strs.clear();
+        self.ints.clear();
+        for (k, v) in self.entries.drain(..) {
+            out.push(k);
+            out.push(v);
+        }
+    }
+}
+
+impl Drop for Value {
+    /// Frees nested containers with an explicit stack: a deep value must not
+    /// overflow the thread's stack the way the derived, recursive drop would.
+    fn drop(&mut self) {
+        if container_id(self).is_none() {
+            return;
+        }
+        let mut pending = Vec::new();
+        self.take_children(&mut pending);
+        while let Some(mut v) = pending.pop() {
+            v.take_children(&mut pending);
+        }
+    }
 }
 
 impl Value {
+    /// Moves the children of a container this value solely owns into `out`.
+    fn take_children(&mut self, out: &mut Vec<Value>) {
+        match self {
+            Value::Tuple(t) => {
+                if let Some(items) = Rc::get_mut(t) {
+                    out.append(items);
+                }
+            }
+            Value::List(l) => {
+                if let Some(cell) = Rc::get_mut(l) {
+                    out.append(cell.get_mut());
+                }
+            }
+            Value::Dict(d) => {
+                if let Some(cell) = Rc::get_mut(d) {
+                    cell.get_mut().drain_into(out);
+                }
+            }
+            Value::Namespace(ns) => {
+                if let Some(cell) = Rc::get_mut(ns) {
+                    out.extend(cell.get_mut().drain(..).map(|(_, v)| v));
+                }
+            }
+            _ => {}
+        }
+    }
+
     pub fn type_name(&self) -> &'static str {
         match self {
             Value::None => "None",
@@ -155,6 +288,14 @@ impl Value {
         }
     }
 
+    /// The shared string, for keeping it without a copy.
+    pub fn as_rc_str(&self) -> Option<&Rc<str>> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
     pub fn as_int(&self) -> Option<i64> {
         match self {
             Value::Int(i) => Some(*i),
@@ -175,21 +316,244 @@ impl Value {
         }
     }
 
-    /// Looks `key` up in a dict with string keys.
+    /// Looks `key` up in a dict with string keys or a Namespace.
     pub fn get(&self, key: &str) -> Option<Value> {
         match self {
-            Value::Dict(d) => d
-                .borrow()
-                .iter()
-                .find(|(k, _)| k.as_str() == Some(key))
-                .map(|(_, v)| v.clone()),
+            Value::Dict(d) => d.borrow().get(key).cloned(),
             Value::Namespace(ns) => ns
                 .borrow()
                 .iter()
-                .find(|(k, _)| k == key)
+                .find(|(k, _)| &**k == key)
                 .map(|(_, v)| v.clone()),
             _ => None,
         }
+    }
+}
+
+/// The identity of a container (for cycle and depth bookkeeping); `None`
+/// for every other value.
+fn container_id(v: &Value) -> Option<usize> {
+    Some(match v {
+        Value::Tuple(t) => Rc::as_ptr(t) as *const () as usize,
+        Value::List(l) => Rc::as_ptr(l) as *const () as usize,
+        Value::Dict(d) => Rc::as_ptr(d) as *const () as usize,
+        Value::Namespace(ns) => Rc::as_ptr(ns) as *const () as usize,
+        _ => return None,
+    })
+}
+
+/// The `i`-th child of a container (a dict's keys and values alternate).
+fn child(v: &Value, i: usize) -> Option<Value> {
+    match v {
+        Value::Tuple(t) => t.get(i).cloned(),
+        Value::List(l) => l.borrow().get(i).cloned(),
+        Value::Dict(d) => d.borrow().entries.get(i / 2).map(|(k, v)| {
+            if i.is_multiple_of(2) {
+                k.clone()
+            } else {
+                v.clone()
+            }
+        }),
+        Value::Namespace(ns) => ns.borrow().get(i).map(|(_, v)| v.clone()),
+        _ => None,
+    }
+}
+
+/// What [`check_nesting`] found wrong.
+enum Shape {
+    TooDeep,
+    Cycle(&'static str),
+}
+
+/// Walks everything reachable from `roots` with an explicit stack and
+/// refuses a container that contains itself or containers nested deeper than
+/// `limit`. Linear in the containers and their items (shared ones are
+/// walked once).
+fn check_nesting<'v>(
+    roots: impl IntoIterator<Item = &'v Value>,
+    limit: usize,
+) -> Result<(), Shape> {
+    // Finished containers: how many levels of containers they hold, themselves included.
+    let mut height: HashMap<usize, usize> = HashMap::new();
+    // Containers on the current path.
+    let mut active: HashSet<usize> = HashSet::new();
+    for root in roots {
+        let Some(id) = container_id(root) else {
+            continue;
+        };
+        if height.contains_key(&id) {
+            continue;
+        }
+        // (container, its id, next child, height so far)
+        let mut stack: Vec<(Value, usize, usize, usize)> = vec![(root.clone(), id, 0, 1)];
+        active.insert(id);
+        loop {
+            let depth = stack.len();
+            let Some(top) = stack.last_mut() else {
+                break;
+            };
+            match child(&top.0, top.2) {
+                Some(c) => {
+                    top.2 += 1;
+                    let Some(cid) = container_id(&c) else {
+                        continue;
+                    };
+                    if active.contains(&cid) {
+                        return Err(Shape::Cycle(c.type_name()));
+                    }
+                    if let Some(&h) = height.get(&cid) {
+                        if depth + h > limit {
+                            return Err(Shape::TooDeep);
+                        }
+                        top.3 = top.3.max(h + 1);
+                        continue;
+                    }
+                    if depth + 1 > limit {
+                        return Err(Shape::TooDeep);
+                    }
+                    active.insert(cid);
+                    stack.push((c, cid, 0, 1));
+                }
+                None => {
+                    let (_, id, _, h) = stack.pop().expect("a frame");
+                    active.remove(&id);
+                    height.insert(id, h);
+                    if let Some(parent) = stack.last_mut() {
+                        parent.3 = parent.3.max(h + 1);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Longest text a formatted value may take, characters.
+const SHOW_CHARS: usize = 200;
+/// Levels of containers a formatted value shows.
+const SHOW_DEPTH: usize = 3;
+/// Items shown per container.
+const SHOW_ITEMS: usize = 6;
+/// Longest string shown, bytes.
+const SHOW_STR: usize = 48;
+
+/// `s`, or its first `max` bytes and its length when it is longer.
+pub(crate) fn clip(s: &str, max: usize) -> Cow<'_, str> {
+    if s.len() <= max {
+        return Cow::Borrowed(s);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}... ({} bytes)", &s[..end], s.len()))
+}
+
+/// Bounded, cycle-safe rendering: recursion is at most [`SHOW_DEPTH`] deep.
+fn show(v: &Value, out: &mut String, depth: usize, path: &mut Vec<usize>) {
+    use std::fmt::Write;
+    if out.len() >= SHOW_CHARS {
+        if !out.ends_with("...") {
+            out.push_str("...");
+        }
+        return;
+    }
+    let _ = match v {
+        Value::None => write!(out, "None"),
+        Value::Bool(b) => write!(out, "{}", if *b { "True" } else { "False" }),
+        Value::Int(i) => write!(out, "{i}"),
+        Value::Float(x) => write!(out, "{x:?}"),
+        Value::Str(s) => write!(out, "'{}'", clip(s, SHOW_STR)),
+        Value::Bytes(b) => write!(out, "<{} bytes>", b.len()),
+        Value::BigInt(b) => write!(out, "<{}-byte int>", b.len()),
+        Value::Global(g) => write!(out, "{g:?}"),
+        Value::Storage(s) => write!(out, "<{:?} storage '{}'>", s.kind, clip(&s.key, SHOW_STR)),
+        Value::Tensor(t) => write!(out, "<tensor of size {:?}>", t.size),
+        Value::Dtype(d) => write!(out, "dtype('{}')", clip(d, SHOW_STR)),
+        Value::Tuple(_) | Value::List(_) | Value::Dict(_) | Value::Namespace(_) => {
+            show_container(v, out, depth, path);
+            Ok(())
+        }
+    };
+}
+
+fn show_container(v: &Value, out: &mut String, depth: usize, path: &mut Vec<usize>) {
+    use std::fmt::Write;
+    let (open, close) = match v {
+        Value::Tuple(_) => ("(", ")"),
+        Value::List(_) => ("[", "]"),
+        Value::Dict(_) => ("{", "}"),
+        _ => ("Namespace(", ")"),
+    };
+    let id = container_id(v).expect("a container");
+    let len = match v {
+        Value::Tuple(t) => t.len(),
+        Value::List(l) => l.try_borrow().map(|l| l.len()).unwrap_or(0),
+        Value::Dict(d) => d.try_borrow().map(|d| d.len()).unwrap_or(0),
+        Value::Namespace(ns) => ns.try_borrow().map(|ns| ns.len()).unwrap_or(0),
+        _ => 0,
+    };
+    if path.contains(&id) {
+        let _ = write!(out, "{open}...{close}");
+        return;
+    }
+    if depth >= SHOW_DEPTH && len > 0 {
+        let _ = write!(out, "{open}<{len} items>{close}");
+        return;
+    }
+    out.push_str(open);
+    path.push(id);
+    for i in 0..len.min(SHOW_ITEMS) {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        match v {
+            Value::Dict(d) => {
+                let Ok(d) = d.try_borrow() else { break };
+                let Some((k, val)) = d.entries.get(i) else {
+                    break;
+                };
+                show(k, out, depth + 1, path);
+                out.push_str(": ");
+                show(val, out, depth + 1, path);
+            }
+            Value::Namespace(ns) => {
+                let Ok(ns) = ns.try_borrow() else { break };
+                let Some((k, val)) = ns.get(i) else { break };
+                let _ = write!(out, "{}=", clip(k, SHOW_STR));
+                show(val, out, depth + 1, path);
+            }
+            _ => match child(v, i) {
+                Some(c) => show(&c, out, depth + 1, path),
+                None => break,
+            },
+        }
+        if out.len() >= SHOW_CHARS {
+            break;
+        }
+    }
+    path.pop();
+    if len > SHOW_ITEMS || (len > 0 && out.len() >= SHOW_CHARS) {
+        let _ = write!(out, ", ... ({len} items)");
+    } else if len == 1 && matches!(v, Value::Tuple(_)) {
+        out.push(',');
+    }
+    out.push_str(close);
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = String::new();
+        show(self, &mut out, 0, &mut Vec::new());
+        f.write_str(&out)
+    }
+}
+
+/// The same bounded rendering as `Display`: no `{:?}` of a hostile value
+/// can run away.
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -211,15 +575,28 @@ impl PersistentLoad for TorchStorages {
                 pid.type_name()
             ));
         };
-        let bad = || format!("unexpected persistent id {items:?}");
+        let bad = || {
+            format!("unexpected persistent id {pid}, expected ('storage', torch.XStorage, key, location, numel)")
+        };
         if items.len() < 5 || items[0].as_str() != Some("storage") {
             return Err(bad());
         }
         let Value::Global(Global::Storage(kind)) = items[1] else {
             return Err(bad());
         };
-        let key = items[2].as_str().ok_or_else(bad)?.to_string();
-        let numel = items[4].as_usize().ok_or_else(bad)?;
+        let key = items[2].as_rc_str().ok_or_else(bad)?.clone();
+        if key.len() > MAX_KEY_LEN {
+            return Err(format!(
+                "a storage key of {} bytes, expected at most {MAX_KEY_LEN}",
+                key.len()
+            ));
+        }
+        let numel = match &items[4] {
+            Value::Int(n) if *n < 0 => {
+                return Err(format!("storage {key} has a negative size {n}"));
+            }
+            v => v.as_usize().ok_or_else(bad)?,
+        };
         let (offset, elements) = match items.get(5) {
             None | Some(Value::None) => (0, numel),
             // A view into another storage: (view_key, offset, size).
@@ -229,7 +606,7 @@ impl PersistentLoad for TorchStorages {
             ),
             Some(_) => return Err(bad()),
         };
-        if offset + elements > numel {
+        if offset.checked_add(elements).is_none_or(|end| end > numel) {
             return Err(format!(
                 "storage view {offset}+{elements} runs past its storage of {numel} elements"
             ));
@@ -254,20 +631,37 @@ impl PersistentLoad for NoPersistent {
 
 /// Runs one pickle from `data[start..]`, returning the value and the offset
 /// just past its STOP opcode.
+///
+/// Hostile input ends in an error, in time and memory linear in
+/// `data.len()`: containers nest at most [`MAX_DEPTH`] deep and never
+/// contain themselves, memo indices are bounded by the input, and the work
+/// beyond reading opcodes is capped at [`WORK_PER_BYTE`] per byte.
 pub fn unpickle(
     data: &[u8],
     start: usize,
     persistent: &mut dyn PersistentLoad,
 ) -> Result<(Value, usize), ConvertError> {
+    let work = data
+        .len()
+        .saturating_mul(WORK_PER_BYTE)
+        .saturating_add(WORK_SLACK);
     let mut m = Machine {
         data,
         pos: start,
         stack: Vec::new(),
         marks: Vec::new(),
-        memo: Vec::new(),
+        memo: HashMap::new(),
+        work_left: work,
+        work,
+        containers: Vec::new(),
     };
-    let value = m.run(persistent)?;
-    Ok((value, m.pos))
+    match m.run(persistent) {
+        Ok(value) => Ok((value, m.pos)),
+        Err(e) => {
+            m.break_cycles();
+            Err(e)
+        }
+    }
 }
 
 struct Machine<'a> {
@@ -275,10 +669,15 @@ struct Machine<'a> {
     pos: usize,
     stack: Vec<Value>,
     marks: Vec<usize>,
-    memo: Vec<Option<Value>>,
+    memo: HashMap<usize, Value>,
+    work_left: usize,
+    work: usize,
+    /// Every list, dict and Namespace made: checked for cycles at STOP and
+    /// emptied on failure, so that nothing leaks.
+    containers: Vec<Value>,
 }
 
-impl Machine<'_> {
+impl<'a> Machine<'a> {
     fn err(&self, at: usize, msg: impl Into<String>) -> ConvertError {
         ConvertError::Pickle {
             offset: at,
@@ -286,18 +685,67 @@ impl Machine<'_> {
         }
     }
 
-    fn take(&mut self, n: usize) -> Result<&[u8], ConvertError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len());
+    /// Spends `units` of the work budget.
+    fn charge(&mut self, units: usize, at: usize) -> Result<(), ConvertError> {
+        match self.work_left.checked_sub(units) {
+            Some(left) => {
+                self.work_left = left;
+                Ok(())
+            }
+            None => Err(ConvertError::Limit(format!(
+                "the pickle needs more than {} steps of work at byte {at}; a file of {} bytes may take at most {WORK_PER_BYTE} per byte plus {WORK_SLACK}",
+                self.work,
+                self.data.len()
+            ))),
+        }
+    }
+
+    /// Registers a new mutable container.
+    fn fresh(&mut self, v: Value) -> Value {
+        if matches!(v, Value::List(_) | Value::Dict(_) | Value::Namespace(_)) {
+            self.containers.push(v.clone());
+        }
+        v
+    }
+
+    /// Empties every container made, breaking any reference cycle.
+    fn break_cycles(&mut self) {
+        let mut graveyard = Vec::new();
+        for c in self.containers.drain(..) {
+            match &c {
+                Value::List(l) => {
+                    if let Ok(mut l) = l.try_borrow_mut() {
+                        graveyard.append(&mut l);
+                    }
+                }
+                Value::Dict(d) => {
+                    if let Ok(mut d) = d.try_borrow_mut() {
+                        d.drain_into(&mut graveyard);
+                    }
+                }
+                Value::Namespace(ns) => {
+                    if let Ok(mut ns) = ns.try_borrow_mut() {
+                        graveyard.extend(ns.drain(..).map(|(_, v)| v));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ConvertError> {
+        let data: &'a [u8] = self.data;
+        let end = self.pos.checked_add(n).filter(|&e| e <= data.len());
         match end {
             Some(end) => {
-                let s = &self.data[self.pos..end];
+                let s = &data[self.pos..end];
                 self.pos = end;
                 Ok(s)
             }
             None => Err(ConvertError::Truncated(format!(
                 "the pickle needs {n} more bytes at offset {} but the file has {}",
                 self.pos,
-                self.data.len()
+                data.len()
             ))),
         }
     }
@@ -336,9 +784,9 @@ impl Machine<'_> {
     }
 
     fn utf8(&mut self, n: usize, at: usize) -> Result<Value, ConvertError> {
-        let bytes = self.take(n)?.to_vec();
-        String::from_utf8(bytes)
-            .map(Value::Str)
+        let bytes = self.take(n)?;
+        std::str::from_utf8(bytes)
+            .map(|s| Value::Str(s.into()))
             .map_err(|_| self.err(at, "string is not valid UTF-8"))
     }
 
@@ -366,22 +814,26 @@ impl Machine<'_> {
 
     fn memo_put(&mut self, idx: usize, at: usize) -> Result<(), ConvertError> {
         let v = self.top(at)?.clone();
+        // A pickler numbers its memo entries 0, 1, 2, ...: an index past the
+        // input's length is never one of them.
         if idx > self.data.len() {
-            return Err(self.err(at, format!("memo index {idx} is out of range")));
+            return Err(self.err(
+                at,
+                format!(
+                    "memo index {idx} is out of range (at most {} in a file of that size)",
+                    self.data.len()
+                ),
+            ));
         }
-        if self.memo.len() <= idx {
-            self.memo.resize(idx + 1, None);
-        }
-        self.memo[idx] = Some(v);
+        self.memo.insert(idx, v);
         Ok(())
     }
 
     fn memo_get(&mut self, idx: usize, at: usize) -> Result<(), ConvertError> {
         let v = self
             .memo
-            .get(idx)
+            .get(&idx)
             .cloned()
-            .flatten()
             .ok_or_else(|| self.err(at, format!("memo slot {idx} is empty")))?;
         self.stack.push(v);
         Ok(())
@@ -391,7 +843,7 @@ impl Machine<'_> {
         Global::resolve(module, name)
             .map(Value::Global)
             .ok_or_else(|| ConvertError::ForbiddenGlobal {
-                name: format!("{module}.{name}"),
+                name: format!("{}.{}", clip(module, 100), clip(name, 100)),
                 offset: at,
             })
     }
@@ -408,13 +860,18 @@ impl Machine<'_> {
         let Value::Dict(d) = target else {
             return Err(self.err(at, format!("SETITEM on a {}", target.type_name())));
         };
+        // Hashing a key costs its length: a key shared through the memo
+        // must not be hashed for free a million times.
+        let cost = items
+            .iter()
+            .step_by(2)
+            .map(|k| 1 + k.as_str().map_or(0, str::len))
+            .fold(0usize, usize::saturating_add);
+        self.charge(cost, at)?;
         let mut d = d.borrow_mut();
         let mut it = items.into_iter();
         while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            match d.iter_mut().find(|(old, _)| same_key(old, &k)) {
-                Some(slot) => slot.1 = v,
-                None => d.push((k, v)),
-            }
+            d.insert(k, v);
         }
         Ok(())
     }
@@ -427,17 +884,56 @@ impl Machine<'_> {
         Ok(())
     }
 
-    fn call(&self, f: Value, args: Value, at: usize) -> Result<Value, ConvertError> {
-        let Value::Global(g) = f else {
+    /// A tensor's size or stride: non-negative, at most [`MAX_NDIM`] of them.
+    fn dims(&self, v: &Value, what: &str, at: usize) -> Result<Vec<usize>, ConvertError> {
+        let Value::Tuple(t) = v else {
+            return Err(self.err(
+                at,
+                format!(
+                    "_rebuild_tensor_v2: the {what} is a {}, expected a tuple",
+                    v.type_name()
+                ),
+            ));
+        };
+        if t.len() > MAX_NDIM {
+            return Err(ConvertError::Limit(format!(
+                "a tensor {what} of {} dimensions at byte {at}, at most {MAX_NDIM} are supported",
+                t.len()
+            )));
+        }
+        t.iter()
+            .map(|d| match d {
+                Value::Int(n) => usize::try_from(*n).map_err(|_| {
+                    self.err(
+                        at,
+                        format!("_rebuild_tensor_v2: the {what} {v} has the negative entry {n}, expected sizes >= 0"),
+                    )
+                }),
+                other => Err(self.err(
+                    at,
+                    format!(
+                        "_rebuild_tensor_v2: the {what} {v} holds a {}, expected integers",
+                        other.type_name()
+                    ),
+                )),
+            })
+            .collect()
+    }
+
+    fn call(&mut self, f: Value, args: Value, at: usize) -> Result<Value, ConvertError> {
+        let Value::Global(g) = &f else {
             return Err(self.err(at, format!("REDUCE calls a {}, not a class", f.type_name())));
         };
-        let Value::Tuple(args) = args else {
+        let Value::Tuple(args) = &args else {
             return Err(self.err(at, "REDUCE arguments are not a tuple"));
         };
-        let bad = |what: &str| self.err(at, format!("bad arguments to {what}: {args:?}"));
+        let bad = |what: &str| ConvertError::Pickle {
+            offset: at,
+            msg: format!("bad arguments to {what}: {}", Value::Tuple(args.clone())),
+        };
         Ok(match g {
-            Global::OrderedDict if args.is_empty() => Value::Dict(Rc::default()),
-            Global::Namespace if args.is_empty() => Value::Namespace(Rc::default()),
+            Global::OrderedDict if args.is_empty() => self.fresh(Value::Dict(Rc::default())),
+            Global::Namespace if args.is_empty() => self.fresh(Value::Namespace(Rc::default())),
             Global::RebuildTensorV2 => {
                 if args.len() < 4 {
                     return Err(bad("_rebuild_tensor_v2"));
@@ -445,19 +941,26 @@ impl Machine<'_> {
                 let Value::Storage(storage) = &args[0] else {
                     return Err(bad("_rebuild_tensor_v2"));
                 };
-                let offset = args[1]
-                    .as_usize()
-                    .ok_or_else(|| bad("_rebuild_tensor_v2"))?;
-                let dims = |v: &Value| -> Option<Vec<usize>> {
-                    match v {
-                        Value::Tuple(t) => t.iter().map(Value::as_usize).collect(),
-                        _ => None,
+                let offset = match &args[1] {
+                    Value::Int(n) if *n < 0 => {
+                        return Err(self.err(
+                            at,
+                            format!("_rebuild_tensor_v2: the storage offset {n} is negative"),
+                        ))
                     }
+                    v => v.as_usize().ok_or_else(|| bad("_rebuild_tensor_v2"))?,
                 };
-                let size = dims(&args[2]).ok_or_else(|| bad("_rebuild_tensor_v2"))?;
-                let stride = dims(&args[3]).ok_or_else(|| bad("_rebuild_tensor_v2"))?;
+                let size = self.dims(&args[2], "size", at)?;
+                let stride = self.dims(&args[3], "stride", at)?;
                 if size.len() != stride.len() {
-                    return Err(bad("_rebuild_tensor_v2"));
+                    return Err(self.err(
+                        at,
+                        format!(
+                            "_rebuild_tensor_v2: a size of {} dimensions with a stride of {}",
+                            size.len(),
+                            stride.len()
+                        ),
+                    ));
                 }
                 Value::Tensor(Rc::new(TensorRef {
                     storage: storage.clone(),
@@ -477,27 +980,41 @@ impl Machine<'_> {
             Global::NumpyScalar => match (args.first(), args.get(1)) {
                 (Some(Value::Dtype(dt)), Some(Value::Bytes(b))) => {
                     numpy_scalar(dt, b).ok_or_else(|| {
-                        self.err(at, format!("unsupported numpy scalar of dtype {dt}"))
+                        self.err(
+                            at,
+                            format!("unsupported numpy scalar of dtype {}", clip(dt, SHOW_STR)),
+                        )
                     })?
                 }
                 _ => return Err(bad("numpy scalar")),
             },
             Global::CodecsEncode => match (args.first(), args.get(1)) {
                 // How protocol 2 spells a bytes object: encode(text, 'latin1').
-                (Some(Value::Str(s)), Some(Value::Str(enc))) if enc == "latin1" => {
+                (Some(Value::Str(s)), Some(Value::Str(enc))) if &**enc == "latin1" => {
+                    self.charge(s.len(), at)?;
                     Value::Bytes(s.chars().map(|c| c as u32 as u8).collect())
                 }
                 _ => return Err(bad("_codecs.encode")),
             },
-            other => return Err(self.err(at, format!("{other:?} cannot be called with {args:?}"))),
+            other => {
+                return Err(self.err(
+                    at,
+                    format!(
+                        "{other:?} cannot be called with {}",
+                        Value::Tuple(args.clone())
+                    ),
+                ))
+            }
         })
     }
 
-    fn build(&self, target: &Value, state: Value, at: usize) -> Result<(), ConvertError> {
+    fn build(&mut self, target: &Value, state: Value, at: usize) -> Result<(), ConvertError> {
         match (target, &state) {
             (Value::Namespace(ns), Value::Dict(d)) => {
+                let d = d.borrow();
+                self.charge(d.len().saturating_add(1), at)?;
                 let mut ns = ns.borrow_mut();
-                for (k, v) in d.borrow().iter() {
+                for (k, v) in d.iter() {
                     let Value::Str(k) = k else {
                         return Err(self.err(at, "Namespace attribute name is not a string"));
                     };
@@ -519,6 +1036,20 @@ impl Machine<'_> {
         }
     }
 
+    /// At STOP: nothing made may nest deeper than [`MAX_DEPTH`] or contain itself.
+    fn check_shapes(&self, result: &Value, at: usize) -> Result<(), ConvertError> {
+        match check_nesting(std::iter::once(result).chain(&self.containers), MAX_DEPTH) {
+            Ok(()) => Ok(()),
+            Err(Shape::TooDeep) => Err(ConvertError::Limit(format!(
+                "the pickle ending at byte {at} nests containers more than {MAX_DEPTH} levels deep, the most a checkpoint may"
+            ))),
+            Err(Shape::Cycle(what)) => Err(self.err(
+                at,
+                format!("a {what} contains itself; a checkpoint holds no reference cycles"),
+            )),
+        }
+    }
+
     fn run(&mut self, persistent: &mut dyn PersistentLoad) -> Result<Value, ConvertError> {
         loop {
             let at = self.pos;
@@ -535,11 +1066,18 @@ impl Machine<'_> {
                 }
                 b'.' => {
                     let v = self.pop(at)?;
+                    self.check_shapes(&v, at)?;
                     return Ok(v);
                 }
                 b'(' => self.marks.push(self.stack.len()),
-                b'}' => self.stack.push(Value::Dict(Rc::default())),
-                b']' => self.stack.push(Value::List(Rc::default())),
+                b'}' => {
+                    let v = self.fresh(Value::Dict(Rc::default()));
+                    self.stack.push(v);
+                }
+                b']' => {
+                    let v = self.fresh(Value::List(Rc::default()));
+                    self.stack.push(v);
+                }
                 b')' => self.stack.push(Value::Tuple(Rc::default())),
                 b't' => {
                     let items = self.pop_mark(at)?;
@@ -556,11 +1094,12 @@ impl Machine<'_> {
                 }
                 b'l' => {
                     let items = self.pop_mark(at)?;
-                    self.stack.push(Value::List(Rc::new(RefCell::new(items))));
+                    let v = self.fresh(Value::List(Rc::new(RefCell::new(items))));
+                    self.stack.push(v);
                 }
                 b'd' => {
                     let items = self.pop_mark(at)?;
-                    let d = Value::Dict(Rc::default());
+                    let d = self.fresh(Value::Dict(Rc::default()));
                     self.set_items(&d, items, at)?;
                     self.stack.push(d);
                 }
@@ -604,7 +1143,7 @@ impl Machine<'_> {
                         let n = self.i32()?;
                         usize::try_from(n).map_err(|_| self.err(at, "negative LONG4 length"))?
                     };
-                    let bytes = self.take(n)?.to_vec();
+                    let bytes = self.take(n)?;
                     self.stack.push(long_value(bytes));
                 }
                 b'G' => {
@@ -631,14 +1170,14 @@ impl Machine<'_> {
                         b'U' | b'C' => self.u8()? as usize,
                         _ => self.u32()? as usize,
                     };
-                    let bytes = self.take(n)?.to_vec();
+                    let bytes = self.take(n)?;
                     // Python 2 `str` (T/U) holds text in these files: field names.
                     let v = match op {
-                        b'T' | b'U' => match String::from_utf8(bytes) {
-                            Ok(s) => Value::Str(s),
-                            Err(e) => Value::Bytes(e.into_bytes()),
+                        b'T' | b'U' => match std::str::from_utf8(bytes) {
+                            Ok(s) => Value::Str(s.into()),
+                            Err(_) => Value::Bytes(bytes.into()),
                         },
-                        _ => Value::Bytes(bytes),
+                        _ => Value::Bytes(bytes.into()),
                     };
                     self.stack.push(v);
                 }
@@ -660,16 +1199,10 @@ impl Machine<'_> {
                     let g = self.global(module, name, at)?;
                     self.stack.push(g);
                 }
-                b'R' => {
+                b'R' | 0x81 => {
                     let args = self.pop(at)?;
                     let f = self.pop(at)?;
                     let v = self.call(f, args, at)?;
-                    self.stack.push(v);
-                }
-                0x81 => {
-                    let args = self.pop(at)?;
-                    let cls = self.pop(at)?;
-                    let v = self.call(cls, args, at)?;
                     self.stack.push(v);
                 }
                 b'b' => {
@@ -720,25 +1253,17 @@ impl Machine<'_> {
     }
 }
 
-fn same_key(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Str(a), Value::Str(b)) => a == b,
-        (Value::Int(a), Value::Int(b)) => a == b,
-        _ => false,
-    }
-}
-
 /// LONG1/LONG4 payload: little-endian two's complement.
-fn long_value(bytes: Vec<u8>) -> Value {
+fn long_value(bytes: &[u8]) -> Value {
     if bytes.is_empty() {
         return Value::Int(0);
     }
     if bytes.len() > 8 {
-        return Value::BigInt(bytes);
+        return Value::BigInt(bytes.into());
     }
     let negative = bytes[bytes.len() - 1] & 0x80 != 0;
     let mut buf = [if negative { 0xff } else { 0 }; 8];
-    buf[..bytes.len()].copy_from_slice(&bytes);
+    buf[..bytes.len()].copy_from_slice(bytes);
     Value::Int(i64::from_le_bytes(buf))
 }
 
