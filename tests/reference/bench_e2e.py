@@ -67,6 +67,18 @@ def make_model(module, seed):
     return model.eval(), cfg
 
 
+def write_folder(folder, model, cfg):
+    """A model folder as sgraf reads it; returns its vocabulary."""
+    os.makedirs(folder, exist_ok=True)
+    save_file(flat_state(model), os.path.join(folder, "model.safetensors"))
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    vocab = vocabulary(cfg["vocab_size"])
+    with open(os.path.join(folder, "tokenizer.json"), "w") as f:
+        json.dump(tokenizer_json(vocab), f)
+    return vocab
+
+
 def encode_captions(model, ids_list):
     """Batches of 128, each sorted longest first (the published collate_fn)."""
     out = []
@@ -102,14 +114,7 @@ def pad(embs):
 def e2e(args):
     gen = torch.Generator().manual_seed(17)
     model, cfg = make_model(args.module, 5)
-    folder = os.path.join(args.dir, args.module.lower())
-    os.makedirs(folder, exist_ok=True)
-    save_file(flat_state(model), os.path.join(folder, "model.safetensors"))
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(cfg, f)
-    vocab = vocabulary(cfg["vocab_size"])
-    with open(os.path.join(folder, "tokenizer.json"), "w") as f:
-        json.dump(tokenizer_json(vocab), f)
+    vocab = write_folder(os.path.join(args.dir, args.module.lower()), model, cfg)
     ckpt = os.path.join(args.dir, f"{args.module.lower()}.pth.tar")
     torch.save({"model": [model.img_enc.state_dict(), model.txt_enc.state_dict(),
                           model.sim_enc.state_dict()]}, ckpt)
@@ -157,14 +162,7 @@ def e2e(args):
 def encoders(args):
     gen = torch.Generator().manual_seed(23)
     model, cfg = make_model("SGR", 9)
-    folder = os.path.join(args.dir, "sgr")
-    os.makedirs(folder, exist_ok=True)
-    save_file(flat_state(model), os.path.join(folder, "model.safetensors"))
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(cfg, f)
-    vocab = vocabulary(cfg["vocab_size"])
-    with open(os.path.join(folder, "tokenizer.json"), "w") as f:
-        json.dump(tokenizer_json(vocab), f)
+    write_folder(os.path.join(args.dir, "sgr"), model, cfg)
     ids = []
     for _ in range(args.captions):
         n = int(torch.randint(11, 19, (1,), generator=gen))

@@ -39,7 +39,7 @@ fn reference(args: &[String], threads: usize) -> Result<serde_json::Value> {
 }
 
 /// The `sgraf-cli` binary of this checkout's dev profile, built now.
-fn cli() -> Result<PathBuf> {
+pub(crate) fn cli() -> Result<PathBuf> {
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "-p", "sgraf-cli", "--bin", "sgraf-cli"])
         .current_dir(crate::root())
@@ -51,7 +51,7 @@ fn cli() -> Result<PathBuf> {
 }
 
 /// Runs a command to completion: (wall seconds, peak RSS in MB).
-fn timed(cmd: &mut Command) -> Result<(f64, f64)> {
+pub(crate) fn timed(cmd: &mut Command) -> Result<(f64, f64)> {
     let start = Instant::now();
     let child = cmd
         .stdout(std::process::Stdio::null())
@@ -85,7 +85,7 @@ fn read_npy(path: &Path) -> Result<Vec<f32>> {
 }
 
 /// Best of `repeat` runs of `cmd`: (seconds, peak RSS MB of that run).
-fn best_of(repeat: usize, mut cmd: impl FnMut() -> Command) -> Result<(f64, f64)> {
+pub(crate) fn best_of(repeat: usize, mut cmd: impl FnMut() -> Command) -> Result<(f64, f64)> {
     let mut best = (f64::INFINITY, 0.0);
     for _ in 0..repeat.max(1) {
         let r = timed(&mut cmd())?;

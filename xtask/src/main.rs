@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_e2e;
+mod bench_rank;
 mod bench_extract;
 mod cuda;
 mod demo;
@@ -63,16 +64,20 @@ enum Task {
     /// Time sgraf against the PyTorch reference on this CPU: `bench` (or `bench scoring`)
     /// times the similarity scoring and writes bench/results/cpu-latest.json (needs python3
     /// with torch, numpy, safetensors); `bench e2e` times `sgraf-cli score` end to end, the
-    /// encoders and `sgraf-cli eval` (bench/results/e2e-latest.json); `bench extract` times region-feature extraction
+    /// encoders and `sgraf-cli eval` (bench/results/e2e-latest.json); `bench rank` times
+    /// `index` and `rank` on 2k and 20k synthetic images (bench/results/rank-latest.json); `bench extract` times region-feature extraction
     /// from photos and writes bench/results/extract-latest.json (also needs torchvision
     /// and opencv-python-headless).
     Bench {
         /// scoring or extract.
-        #[arg(default_value = "scoring", value_parser = ["scoring", "e2e", "extract"])]
+        #[arg(default_value = "scoring", value_parser = ["scoring", "e2e", "rank", "extract"])]
         what: String,
         /// Images of the e2e benchmark's eval case (five captions each; 0 skips it).
         #[arg(long, default_value_t = 1000)]
         eval_images: usize,
+        /// Folder sizes of the rank benchmark.
+        #[arg(long, value_delimiter = ',', default_value = "2000,20000")]
+        sizes: Vec<usize>,
         /// Photos of the extract benchmark.
         #[arg(long, default_value_t = 4)]
         photos: usize,
@@ -248,6 +253,7 @@ fn main() -> Result<()> {
         Task::Bench {
             what,
             eval_images,
+            sizes,
             photos,
             quick,
             out,
@@ -255,6 +261,7 @@ fn main() -> Result<()> {
         } => match what.as_str() {
             "extract" => bench_extract::bench_extract(photos.max(1), out, repeat.unwrap_or(1)),
             "e2e" => bench_e2e::bench_e2e(out, repeat.unwrap_or(1), eval_images),
+            "rank" => bench_rank::bench_rank(&sizes, out),
             _ => bench::bench(quick, out, repeat),
         },
         Task::CudaBuild { compute_cap } => cuda::cuda_build(&compute_cap),

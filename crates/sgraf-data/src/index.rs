@@ -19,6 +19,7 @@
 //! segment is checked against its manifest and its own header (size, dtype,
 //! shapes, row count); a damaged one is never used.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
@@ -171,9 +172,13 @@ pub fn manifest_name(shard: Option<Shard>) -> String {
     shard.map_or_else(|| MAIN_MANIFEST.to_string(), |s| s.manifest_name())
 }
 
+/// Manifests by file name (main first), and the problems of those that
+/// could not be read.
+pub type Manifests = (Vec<(String, Manifest)>, Vec<String>);
+
 /// Every manifest of `dir`'s index by file name (main first), and the
 /// problems of those that could not be read (they are not used).
-pub fn read_manifests(dir: &Path) -> Result<(Vec<(String, Manifest)>, Vec<String>)> {
+pub fn read_manifests(dir: &Path) -> Result<Manifests> {
     let idx = index_dir(dir);
     let mut out = Vec::new();
     let mut problems = Vec::new();
@@ -242,10 +247,9 @@ pub fn collect_garbage(dir: &Path, keep: &[&Manifest]) -> Result<usize> {
     for e in entries.filter_map(|e| e.ok()) {
         let name = e.file_name().to_string_lossy().into_owned();
         let stale_tmp = name.starts_with(".seg-") && name.contains(".tmp");
-        if (name.starts_with("seg-") && !used.contains(name.as_str())) || stale_tmp {
-            if std::fs::remove_file(e.path()).is_ok() {
-                removed += 1;
-            }
+        let unused = name.starts_with("seg-") && !used.contains(name.as_str());
+        if (unused || stale_tmp) && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
         }
     }
     Ok(removed)
@@ -433,22 +437,50 @@ impl Segment {
         self.files.len()
     }
 
-    fn floats(&self, bytes: Range<usize>, rows: Range<usize>, per_row: usize) -> Vec<f32> {
+    /// Drops the pages read so far from this process's memory (they stay in
+    /// the page cache): a streamed ranking then holds one chunk, not every
+    /// segment it has read.
+    pub fn release(&self) {
+        // SAFETY: the mapping is a read-only view of a file that does not
+        // change (see `open`); MADV_DONTNEED on it only discards the
+        // process's page-table entries, and the next read faults the same
+        // bytes back in from the file. No reference into the mapping
+        // outlives this call in a way that could observe a difference.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+        };
+    }
+
+    /// The floats of `rows`, borrowed from the mapping when it is aligned
+    /// (safetensors pads its header to 8 bytes, so it is) on a little-endian
+    /// machine, copied otherwise.
+    fn floats(&self, bytes: Range<usize>, rows: Range<usize>, per_row: usize) -> Cow<'_, [f32]> {
         assert!(rows.end <= self.rows(), "rows past the segment");
         let b = &self.map[bytes][rows.start * per_row * 4..rows.end * per_row * 4];
-        b.chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect()
+        if cfg!(target_endian = "little") {
+            // SAFETY: every bit pattern is a valid f32, and align_to only
+            // yields the part of `b` that is aligned for f32.
+            let (head, mid, tail) = unsafe { b.align_to::<f32>() };
+            if head.is_empty() && tail.is_empty() {
+                return Cow::Borrowed(mid);
+            }
+        }
+        Cow::Owned(
+            b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect(),
+        )
     }
 
     /// Region embeddings of `rows` for model `m`: `[rows, R, d]` row-major.
-    pub fn regions(&self, m: usize, rows: Range<usize>) -> Vec<f32> {
+    pub fn regions(&self, m: usize, rows: Range<usize>) -> Cow<'_, [f32]> {
         let per = self.regions * self.dim;
         self.floats(self.tensors[m].0.clone(), rows, per)
     }
 
     /// Visual global vectors of `rows` for model `m`: `[rows, d]`.
-    pub fn global(&self, m: usize, rows: Range<usize>) -> Vec<f32> {
+    pub fn global(&self, m: usize, rows: Range<usize>) -> Cow<'_, [f32]> {
         self.floats(self.tensors[m].1.clone(), rows, self.dim)
     }
 }

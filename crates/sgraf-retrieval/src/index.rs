@@ -8,8 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use candle_core::Tensor;
-use sgraf_core::{CaptionSide, ImageSide};
+use sgraf_core::ImageSide;
 use sgraf_data::index::{
     self as ix, quick_stamp, sha256_file, FileStamp, IndexLock, Manifest, ModelSpec, Segment,
     SegmentRef, SegmentWriter, Shard, INDEX_VERSION, LEGACY_INDEX_FILE,
@@ -62,6 +61,9 @@ fn load_one(scorer: &Scorer, path: &Path) -> Result<Vec<f32>> {
     Ok(data)
 }
 
+/// What [`encode_chunks`] calls with each chunk's names and image sides.
+pub type ChunkFn<'a> = dyn FnMut(&[String], Vec<ImageSide>) -> Result<()> + 'a;
+
 /// Encodes the feature files `names` of `dir`, [`IMAGE_CHUNK`] at a time,
 /// calling `each` with every chunk's names and sides (one per model); a
 /// file that cannot be read is passed to `skip` with the reason.
@@ -70,7 +72,7 @@ pub fn encode_chunks(
     dir: &Path,
     names: &[String],
     skip: &mut dyn FnMut(&str, String),
-    each: &mut dyn FnMut(&[String], Vec<ImageSide>) -> Result<()>,
+    each: &mut ChunkFn,
 ) -> Result<()> {
     for chunk in names.chunks(IMAGE_CHUNK) {
         let mut feats = Vec::new();
@@ -174,7 +176,12 @@ impl Rows {
     fn row(&self, (s, r): (usize, usize), n_models: usize) -> Vec<(Vec<f32>, Vec<f32>)> {
         let seg = &self.segments[s];
         (0..n_models)
-            .map(|m| (seg.regions(m, r..r + 1), seg.global(m, r..r + 1)))
+            .map(|m| {
+                (
+                    seg.regions(m, r..r + 1).into_owned(),
+                    seg.global(m, r..r + 1).into_owned(),
+                )
+            })
             .collect()
     }
 }
@@ -426,27 +433,6 @@ pub struct RankReport {
     pub foreign_index: bool,
 }
 
-/// Scores `[k]` of `k` images (per model `[k, R, d]` + `[k, d]`) against one query.
-fn score_rows(
-    scorer: &Scorer,
-    per_model: Vec<(Vec<f32>, Vec<f32>)>,
-    k: usize,
-    caps: &[CaptionSide],
-) -> Result<Vec<f32>> {
-    let cfg = scorer.config();
-    let dev = scorer.device();
-    let sides = per_model
-        .into_iter()
-        .map(|(r, g)| {
-            Ok(ImageSide {
-                regions: Tensor::from_vec(r, (k, cfg.num_regions, cfg.embed_size), dev)?,
-                global: Tensor::from_vec(g, (k, cfg.embed_size), dev)?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(scorer.score(&sides, caps)?.flatten_all()?.to_vec1()?)
-}
-
 /// Ranks the feature files `names` of `dir` for `query`, best first (equal
 /// scores by name). Indexed images are streamed from the index, a chunk at
 /// a time; the others are encoded from their files. With `shortlist`, the
@@ -502,7 +488,7 @@ pub fn rank(
                 continue;
             }
             let seg = &rows.segments[s];
-            let globals: Vec<Vec<f32>> = (0..n_models).map(|m| seg.global(m, 0..seg.rows())).collect();
+            let globals: Vec<_> = (0..n_models).map(|m| seg.global(m, 0..seg.rows())).collect();
             for &(r, i) in list {
                 let mut c = 0f32;
                 for (g, q) in globals.iter().zip(&cap_globals) {
@@ -510,6 +496,7 @@ pub fn rank(
                 }
                 cheap.push((c / n_models as f32, s, r, i));
             }
+            seg.release();
             progress(list.len());
         }
         cheap.sort_by(|a, b| b.0.total_cmp(&a.0).then(names[a.3].cmp(&names[b.3])));
@@ -525,22 +512,27 @@ pub fn rank(
         list.sort_unstable();
         let seg = &rows.segments[s];
         for chunk in list.chunks(RANK_CHUNK) {
-            let mut data = vec![(Vec::new(), Vec::new()); n_models];
-            // Consecutive rows are read as one run.
-            let mut start = 0;
-            while start < chunk.len() {
-                let mut end = start + 1;
-                while end < chunk.len() && chunk[end].0 == chunk[end - 1].0 + 1 {
-                    end += 1;
+            let (first, last) = (chunk[0].0, chunk[chunk.len() - 1].0);
+            let got = if last - first + 1 == chunk.len() {
+                // Consecutive rows: scored straight from the mapping.
+                let data: Vec<_> = (0..n_models)
+                    .map(|m| (seg.regions(m, first..last + 1), seg.global(m, first..last + 1)))
+                    .collect();
+                let views: Vec<(&[f32], &[f32])> =
+                    data.iter().map(|(r, g)| (&r[..], &g[..])).collect();
+                scorer.score_image_rows(&views, &caps)?
+            } else {
+                let mut data = vec![(Vec::new(), Vec::new()); n_models];
+                for &(row, _) in chunk {
+                    for (m, (r, g)) in data.iter_mut().enumerate() {
+                        r.extend_from_slice(&seg.regions(m, row..row + 1));
+                        g.extend_from_slice(&seg.global(m, row..row + 1));
+                    }
                 }
-                let run = chunk[start].0..chunk[end - 1].0 + 1;
-                for (m, (r, g)) in data.iter_mut().enumerate() {
-                    r.extend(seg.regions(m, run.clone()));
-                    g.extend(seg.global(m, run.clone()));
-                }
-                start = end;
-            }
-            let got = score_rows(scorer, data, chunk.len(), &caps)?;
+                let views: Vec<(&[f32], &[f32])> =
+                    data.iter().map(|(r, g)| (&r[..], &g[..])).collect();
+                scorer.score_image_rows(&views, &caps)?
+            };
             for (&(_, i), s) in chunk.iter().zip(got) {
                 scores[i] = Some(s);
             }
@@ -549,6 +541,7 @@ pub fn rank(
                 progress(chunk.len());
             }
         }
+        seg.release();
     }
     let todo: Vec<String> = unindexed.iter().map(|&i| names[i].clone()).collect();
     let position: HashMap<&str, usize> = unindexed.iter().map(|&i| (names[i].as_str(), i)).collect();

@@ -139,6 +139,20 @@ impl Scorer {
         Ok(mean.to_dtype(candle_core::DType::F32)?)
     }
 
+    /// Scores `[n_img * n_cap]` (image-major) of images given as plain rows,
+    /// one `(regions [n, R, d], global [n, d])` pair per model.
+    pub fn score_image_rows(
+        &self,
+        images: &[(&[f32], &[f32])],
+        captions: &[CaptionSide],
+    ) -> Result<Vec<f32>> {
+        let mean = self.ensemble.score_image_rows(images, captions)?;
+        Ok(mean
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1()?)
+    }
+
     /// The row-major `[n_img, n_cap]` matrix of encoded images against
     /// captions, captions taken [`CAPTION_CHUNK`] at a time; `progress`
     /// gets the number of pairs done after each block.
