@@ -3,7 +3,7 @@
 //! all regions at once, a kxk convolution an im2col of contiguous channel
 //! runs then one GEMM; bias, residual and ReLU are folded into the GEMM's
 //! output. candle's CPU convolution runs one small GEMM per image of the
-//! batch, which for 300 regions of 7x7 pixels leaves most of the machine
+//! batch, which for 300 regions of 14x14 pixels leaves most of the machine
 //! idle; this path does the same arithmetic (float32, same sums) faster.
 
 use candle_core::{Result, Tensor};
