@@ -123,7 +123,8 @@ pub fn bench_rank(sizes: &[usize], out: Option<PathBuf>) -> Result<()> {
         let _ = std::fs::remove_dir_all(images.join(sgraf_data::index::INDEX_DIR));
         let (index_s, index_mb) = crate::bench_e2e::timed(&mut index(&images))?;
         let (rank_s, rank_mb) = crate::bench_e2e::best_of(3, || rank(&images, &[]))?;
-        let (short_s, short_mb) = crate::bench_e2e::best_of(3, || rank(&images, &["--shortlist", "500"]))?;
+        let (short_s, short_mb) =
+            crate::bench_e2e::best_of(3, || rank(&images, &["--shortlist", "500"]))?;
         write_features(&images, n..n + 1)?;
         let (add_s, add_mb) = crate::bench_e2e::timed(&mut index(&images))?;
         std::fs::remove_file(images.join(format!("img{n:06}.npy")))?;

@@ -160,7 +160,15 @@ pub fn demo(dir: &Path, epochs: usize) -> Result<()> {
         .collect::<Result<_>>()?;
     let mut sorted = names.clone();
     sorted.sort();
-    let report = index::update(&scorer, &models, &images, &sorted, None, &mut |_| {}, &mut || {})?;
+    let report = index::update(
+        &scorer,
+        &models,
+        &images,
+        &sorted,
+        None,
+        &mut |_| {},
+        &mut || {},
+    )?;
     println!(
         "\nIndexed {} images into {} ({} new)",
         report.rows,
@@ -172,7 +180,15 @@ pub fn demo(dir: &Path, epochs: usize) -> Result<()> {
     let query = format!("a {} next to a {}", target[0], target[1]);
     let query = query.as_str();
     let fingerprints: Vec<String> = models.iter().map(|m| m.fingerprint.clone()).collect();
-    let (ranked, _) = index::rank(&scorer, &fingerprints, &images, &sorted, query, None, &mut |_| {})?;
+    let (ranked, _) = index::rank(
+        &scorer,
+        &fingerprints,
+        &images,
+        &sorted,
+        query,
+        None,
+        &mut |_| {},
+    )?;
     let hits: Vec<(f32, &String)> = ranked.iter().map(|r| (r.score, &r.name)).collect();
     let position = hits
         .iter()

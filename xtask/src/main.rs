@@ -2,8 +2,8 @@
 
 mod bench;
 mod bench_e2e;
-mod bench_rank;
 mod bench_extract;
+mod bench_rank;
 mod cuda;
 mod demo;
 

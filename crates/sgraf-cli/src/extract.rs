@@ -65,7 +65,11 @@ pub fn extract(o: &Options) -> Result<()> {
         None => det.config().boxes,
     };
     policy.conf = o.conf;
-    let shard = o.shard.as_deref().map(sgraf_data::index::Shard::parse).transpose()?;
+    let shard = o
+        .shard
+        .as_deref()
+        .map(sgraf_data::index::Shard::parse)
+        .transpose()?;
     let listing = sgraf_data::list_features(&o.images, &o.exclude)?;
     let mut photos = listing.photos;
     if let Some(s) = shard {
@@ -98,7 +102,8 @@ pub fn extract(o: &Options) -> Result<()> {
         } else {
             Err(sgraf_vision::Error::Decode {
                 path: src.clone(),
-                err: "unsupported format (JPEG, PNG, WebP, BMP and TIFF are read; GIF is not)".into(),
+                err: "unsupported format (JPEG, PNG, WebP, BMP and TIFF are read; GIF is not)"
+                    .into(),
             })
         };
         match result.map_err(anyhow::Error::from).and_then(|r| {

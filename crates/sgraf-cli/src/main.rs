@@ -1,5 +1,7 @@
 //! `sgraf-cli`: a thin command line over the sgraf crates.
 
+mod args;
+mod explain;
 mod extract;
 mod plot;
 
@@ -7,16 +9,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use sgraf_core::SgrafModel;
-use sgraf_data::index::{ModelSpec, Shard};
-use sgraf_data::{list_features, load_features, Npy, Precomp};
+use sgraf_data::index::Shard;
+use sgraf_data::{load_features, Npy, Precomp};
 use sgraf_retrieval::index;
-use sgraf_retrieval::Scorer;
-use sgraf_text::CaptionTokenizer;
 
 #[derive(Parser)]
 #[command(
@@ -37,39 +35,28 @@ struct Cli {
 }
 
 #[derive(Args)]
-struct ModelArgs {
+pub struct ModelArgs {
     /// Model folder or Hub id owner/name[@revision]; repeat to average models (SGRAF).
     /// Default: $SGRAF_MODEL (comma-separated), and for rank the models the
     /// folder's index was built with.
     #[arg(long = "model", short = 'm', value_name = "MODEL")]
-    models: Vec<String>,
+    pub models: Vec<String>,
     /// cpu, cuda, cuda:N or metal (cuda and metal need a build with
     /// `--features cuda` / `--features metal`).
     #[arg(long, default_value = "cpu")]
-    device: String,
+    pub device: String,
 }
 
-fn parse_device(spec: &str) -> Result<Device> {
-    let device = match spec {
-        "cpu" => Device::Cpu,
-        "cuda" => Device::new_cuda(0)?,
-        "metal" => Device::new_metal(0)?,
-        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(n)) => Device::new_cuda(n)?,
-            _ => bail!("--device must be cpu, cuda, cuda:N or metal, found {other:?}"),
-        },
-    };
-    Ok(device)
-}
+use sgraf_app::{parse_device, Loaded};
 
 /// Photos in an images folder: their region features come from a detector.
 #[derive(Args, Clone, Default)]
-struct PhotoArgs {
+pub struct PhotoArgs {
     /// Detector folder or Hub id for the photos in the folder (default: the
     /// model folder's `detector/` sub-folder or its config's "detector" entry).
     /// Features are extracted once into DIR/.sgraf-regions/ and reused.
     #[arg(long)]
-    detector: Option<String>,
+    pub detector: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -198,6 +185,13 @@ enum Command {
         #[arg(long, default_value_t = 0.6)]
         smoothing: f64,
     },
+    /// Why an image matches a query: each word's attention over the image's
+    /// regions (the model's own), its strongest regions, and --out a picture of them.
+    Explain(Box<args::ExplainArgs>),
+    /// Search a folder from the browser: a local web page and JSON API
+    /// (/api/search, /api/explain, /api/image, /api/health) over the folder,
+    /// its models and index loaded once.
+    Serve(Box<args::ServeArgs>),
     /// Describe a model.
     Info {
         #[command(flatten)]
@@ -283,58 +277,9 @@ struct TrainArgs {
     checkpoint_step: u64,
 }
 
-/// Loaded models with their folders and the specs they were loaded from.
-struct Loaded {
-    scorer: Scorer,
-    folders: Vec<PathBuf>,
-    specs: Vec<String>,
-}
-
-/// The models to load: --model, else $SGRAF_MODEL (comma-separated), else
-/// `fallback` (the models an index was built with).
-fn model_specs(args: &ModelArgs, fallback: Option<Vec<String>>) -> Result<Vec<String>> {
-    if !args.models.is_empty() {
-        return Ok(args.models.clone());
-    }
-    if let Ok(env) = std::env::var("SGRAF_MODEL") {
-        let specs: Vec<String> = env
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect();
-        if !specs.is_empty() {
-            return Ok(specs);
-        }
-    }
-    fallback.ok_or_else(|| {
-        anyhow::anyhow!("no model: pass --model MODEL (a folder or a Hub id; repeat for SGRAF) or set SGRAF_MODEL")
-    })
-}
-
+/// The models of --model, else $SGRAF_MODEL.
 fn load(args: &ModelArgs) -> Result<Loaded> {
-    load_specs(args, model_specs(args, None)?)
-}
-
-fn load_specs(args: &ModelArgs, specs: Vec<String>) -> Result<Loaded> {
-    let mut models = Vec::new();
-    let mut tokenizers = Vec::new();
-    let mut folders = Vec::new();
-    let device = parse_device(&args.device)
-        .with_context(|| format!("opening the device {:?}", args.device))?;
-    for spec in &specs {
-        let dir = sgraf_hub::resolve(spec)?;
-        let model = SgrafModel::from_folder(&dir, &device)
-            .with_context(|| format!("loading the model {spec}"))?;
-        let tok = CaptionTokenizer::from_file(dir.join(sgraf_core::TOKENIZER_FILE))?;
-        models.push(model);
-        tokenizers.push(tok);
-        folders.push(dir);
-    }
-    Ok(Loaded {
-        scorer: Scorer::new(models, tokenizers)?,
-        folders,
-        specs,
-    })
+    sgraf_app::load_specs(sgraf_app::model_specs(&args.models, None)?, &args.device)
 }
 
 fn progress(len: u64, msg: &str) -> ProgressBar {
@@ -467,150 +412,6 @@ fn eval(model: &ModelArgs, data: &Path, split: &str, fold5: bool, as_json: bool)
     Ok(())
 }
 
-/// The models as an index records them: fingerprint, and the folder
-/// (absolute) or Hub id they came from.
-fn model_records(loaded: &Loaded) -> Result<Vec<ModelSpec>> {
-    loaded
-        .folders
-        .iter()
-        .zip(&loaded.specs)
-        .map(|(dir, spec)| {
-            let source = match Path::new(spec).canonicalize() {
-                Ok(abs) if abs.is_dir() => abs.display().to_string(),
-                _ => spec.clone(),
-            };
-            Ok(ModelSpec {
-                fingerprint: index::model_fingerprint(dir)?,
-                source,
-            })
-        })
-        .collect()
-}
-
-fn fingerprints(loaded: &Loaded) -> Result<Vec<String>> {
-    Ok(model_records(loaded)?
-        .into_iter()
-        .map(|m| m.fingerprint)
-        .collect())
-}
-
-/// The detector for the photos of an images folder: --detector, else the
-/// (first) model folder's `detector/` sub-folder or its config's "detector"
-/// entry (a folder relative to the model, or a Hub id).
-fn find_detector(photos: &PhotoArgs, loaded: &Loaded) -> Result<Option<PathBuf>> {
-    if let Some(spec) = &photos.detector {
-        return Ok(Some(sgraf_hub::resolve_detector(spec)?));
-    }
-    for dir in &loaded.folders {
-        let sub = dir.join("detector");
-        if sub.join("config.json").is_file() {
-            return Ok(Some(sub));
-        }
-        let cfg: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(dir.join(sgraf_core::CONFIG_FILE)).unwrap_or_default(),
-        )
-        .unwrap_or_default();
-        if let Some(spec) = cfg.get("detector").and_then(|v| v.as_str()) {
-            let local = dir.join(spec);
-            return Ok(Some(if local.is_dir() {
-                local
-            } else {
-                sgraf_hub::resolve_detector(spec)?
-            }));
-        }
-    }
-    Ok(None)
-}
-
-/// The feature files of an images folder, photos included when a detector
-/// is known (their features extracted once into DIR/.sgraf-regions/).
-fn feature_names(
-    dir: &Path,
-    exclude: &[String],
-    photos: &PhotoArgs,
-    loaded: &Loaded,
-    shard: Option<Shard>,
-) -> Result<Vec<String>> {
-    let mut listing = list_features(dir, exclude)?;
-    if let Some(s) = shard {
-        // By the file's own name (a photo's, not its cached features').
-        listing.features.retain(|n| s.owns(n));
-        listing.photos.retain(|n| s.owns(n));
-    }
-    let mut names = listing.features;
-    if !listing.photos.is_empty() {
-        match find_detector(photos, loaded)? {
-            Some(det_dir) => names.extend(cached_photo_features(
-                dir,
-                &listing.photos,
-                &det_dir,
-                loaded,
-            )?),
-            None if names.is_empty() => bail!(
-                "{} holds photos ({}{}) but no region features: pass --detector DIR (a detector \
-                 converted with cargo xtask convert-weights --detector) to extract them, or run \
-                 sgraf-cli extract first",
-                dir.display(),
-                listing.photos[..listing.photos.len().min(3)].join(", "),
-                if listing.photos.len() > 3 { ", ..." } else { "" },
-            ),
-            None => eprintln!(
-                "note: skipping {} photo(s) in {}: pass --detector to extract their region features",
-                listing.photos.len(),
-                dir.display()
-            ),
-        }
-    }
-    if names.is_empty() && shard.is_none() {
-        bail!(
-            "{} holds no region-feature files (.npy, .npz, .safetensors) and no photos",
-            dir.display()
-        );
-    }
-    Ok(names)
-}
-
-fn cached_photo_features(
-    dir: &Path,
-    photos: &[String],
-    det_dir: &Path,
-    loaded: &Loaded,
-) -> Result<Vec<String>> {
-    let device = loaded.scorer.device().clone();
-    let fingerprint = index::model_fingerprint(det_dir)?;
-    // The models read a fixed number of regions per image.
-    let policy = sgraf_vision::BoxPolicy::fixed(loaded.scorer.config().num_regions);
-    let bar = progress(photos.len() as u64, "photos");
-    let report = sgraf_vision::store::ensure_cached(
-        dir,
-        photos,
-        &fingerprint,
-        policy,
-        &mut || sgraf_vision::Detector::from_folder(det_dir, &device),
-        &mut |_, _| bar.inc(1),
-    )
-    .with_context(|| format!("extracting with the detector {}", det_dir.display()))?;
-    bar.finish_and_clear();
-    if report.extracted > 0 {
-        eprintln!(
-            "extracted the region features of {} photo(s) into {} ({} reused)",
-            report.extracted,
-            dir.join(sgraf_vision::store::CACHE_DIR).display(),
-            report.reused
-        );
-    }
-    for (photo, why) in &report.failed {
-        eprintln!("skipped {}: {why}", dir.join(photo).display());
-    }
-    Ok(report.ready.into_iter().map(|(_, f)| f).collect())
-}
-
-/// How a ranked file is shown: a cached photo's features as the photo.
-fn display_name(dir: &Path, name: &str) -> String {
-    let shown = sgraf_vision::store::photo_of(name).unwrap_or(name);
-    dir.join(shown).display().to_string()
-}
-
 fn index_cmd(
     model: &ModelArgs,
     dir: &Path,
@@ -620,8 +421,16 @@ fn index_cmd(
 ) -> Result<()> {
     let shard = shard.map(Shard::parse).transpose()?;
     let loaded = load(model)?;
-    let names = feature_names(dir, exclude, photos, &loaded, shard)?;
-    let records = model_records(&loaded)?;
+    let ui = explain::Bars::default();
+    let names = sgraf_app::feature_names(
+        dir,
+        exclude,
+        photos.detector.as_deref(),
+        &loaded,
+        shard,
+        &ui,
+    )?;
+    let records = loaded.model_records()?;
     let bar = progress(names.len() as u64, "encoding");
     let report = index::update(
         &loaded.scorer,
@@ -727,53 +536,24 @@ fn rank(
             if query.trim().is_empty() {
                 bail!("the query is empty");
             }
-            let indexed = index::index_models(dir)?;
-            let specs = model_specs(
-                model,
-                indexed.as_ref().map(|m| m.iter().map(|s| s.source.clone()).collect()),
-            )
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "no model and no index in {0}: index the folder once with \
-                     `sgraf-cli index -m MODEL [-m MODEL] --images {0}` (then rank needs no --model), \
-                     or pass --model / set SGRAF_MODEL",
-                    dir.display()
-                )
-            })?;
-            let loaded = load_specs(model, specs)?;
-            let names = feature_names(dir, exclude, photos, &loaded, None)?;
-            let prints = fingerprints(&loaded)?;
-            let bar = progress(names.len() as u64, "ranking");
-            let (ranked, report) = index::rank(
-                &loaded.scorer,
-                &prints,
+            let ui = explain::Bars::default();
+            let folder = sgraf_app::Folder::open(
                 dir,
-                &names,
-                query,
-                shortlist,
-                &mut |n| bar.inc(n as u64),
+                &model.models,
+                &model.device,
+                exclude,
+                photos.detector.as_deref(),
+                &ui,
             )?;
+            let bar = progress(folder.names.len() as u64, "ranking");
+            let (ranked, report) = folder.rank(query, shortlist, &mut |n| bar.inc(n as u64))?;
             bar.finish_and_clear();
-            for problem in &report.damaged {
-                eprintln!("note: not using a damaged part of the index: {problem}");
-            }
-            if report.encoded > 0 && (report.indexed > 0 || indexed.is_some()) {
-                eprintln!(
-                    "note: {} of {} images are not in the index (new, changed{}); encoded them \
-                     (run sgraf-cli index to update it)",
-                    report.encoded,
-                    names.len(),
-                    if report.foreign_index { ", or the index is for other models" } else { "" }
-                );
-            }
-            for (name, why) in &report.skipped {
-                eprintln!("skipped {}: {why}", dir.join(name).display());
-            }
+            folder.report_notes(&report, &ui);
             let hits = ranked
                 .into_iter()
                 .map(|r| Hit {
                     score: r.score,
-                    label: display_name(dir, &r.name),
+                    label: r.file,
                     extra: json!({}),
                 })
                 .collect();
@@ -929,7 +709,9 @@ fn train(args: TrainArgs) -> Result<()> {
 }
 
 fn info(model: &ModelArgs, as_json: bool) -> Result<()> {
-    let Loaded { scorer, folders, .. } = load(model)?;
+    let Loaded {
+        scorer, folders, ..
+    } = load(model)?;
     let mut all = Vec::new();
     for (m, dir) in scorer.models().iter().zip(&folders) {
         let cfg = m.config();
@@ -1018,6 +800,8 @@ fn main() -> Result<()> {
             shard,
         } => index_cmd(&model, &images, &exclude, &photos, shard.as_deref()),
         Command::Extract(opts) => extract::extract(&opts),
+        Command::Explain(a) => explain::explain(&a),
+        Command::Serve(a) => explain::serve(&a),
         Command::Info { model, json } => info(&model, json),
         Command::Vocab {
             captions,

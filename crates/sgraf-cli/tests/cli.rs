@@ -472,7 +472,10 @@ fn index_is_incremental_and_used_by_rank() {
         "--json",
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("10 of 10 images are not in the index") && err.contains("for other models"), "{err}");
+    assert!(
+        err.contains("10 of 10 images are not in the index") && err.contains("for other models"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -500,7 +503,10 @@ fn rank_without_a_model_uses_the_index_models() {
     index_report(&dir, &both);
     assert_eq!(rank_json(&dir, query, &[], &[]), want);
     // SGRAF_MODEL names the default models (here one of the two).
-    let one = run_env(&["rank", "--images", &d, "--query", query, "--json"], &[("SGRAF_MODEL", &sgr())]);
+    let one = run_env(
+        &["rank", "--images", &d, "--query", query, "--json"],
+        &[("SGRAF_MODEL", &sgr())],
+    );
     assert!(one.status.success());
     let v: Value = serde_json::from_slice(&one.stdout).unwrap();
     let sgr_only = rank_json(&dir, query, &[sgr()], &[]);
@@ -526,9 +532,14 @@ fn damaged_or_old_indexes_are_detected_never_trusted() {
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let d = dir.display().to_string();
     let (b0, b1) = (both[0].as_str(), both[1].as_str());
-    let out = run(&["rank", "-m", b0, "-m", b1, "--images", &d, "--query", query, "--json"]);
+    let out = run(&[
+        "rank", "-m", b0, "-m", b1, "--images", &d, "--query", query, "--json",
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("damaged") && err.contains(&seg) && err.contains("partial"), "{err}");
+    assert!(
+        err.contains("damaged") && err.contains(&seg) && err.contains("partial"),
+        "{err}"
+    );
     let got: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(got.as_array().unwrap().len(), 10);
     for (g, w) in got.as_array().unwrap().iter().zip(&want) {
@@ -537,18 +548,27 @@ fn damaged_or_old_indexes_are_detected_never_trusted() {
     }
     // index re-indexes them and drops the damaged file.
     let report = index_report(&dir, &both);
-    assert!(report.contains("damaged") && report.contains("10 new"), "{report}");
+    assert!(
+        report.contains("damaged") && report.contains("10 new"),
+        "{report}"
+    );
     assert!(!index_files(&dir).contains(&seg));
     assert_eq!(rank_json(&dir, query, &both, &[]), want);
     // A garbled manifest: the same.
     std::fs::write(dir.join(".sgraf-index/manifest.json"), b"{not json").unwrap();
     let report = index_report(&dir, &both);
-    assert!(report.contains("unreadable manifest") && report.contains("10 new"), "{report}");
+    assert!(
+        report.contains("unreadable manifest") && report.contains("10 new"),
+        "{report}"
+    );
     // A format-1 index file is rebuilt, with a message, and removed.
     std::fs::remove_dir_all(dir.join(".sgraf-index")).unwrap();
     std::fs::write(dir.join(".sgraf-index.safetensors"), b"old").unwrap();
     let report = index_report(&dir, &both);
-    assert!(report.contains("older format") && report.contains("10 new"), "{report}");
+    assert!(
+        report.contains("older format") && report.contains("10 new"),
+        "{report}"
+    );
     assert!(!dir.join(".sgraf-index.safetensors").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -559,7 +579,9 @@ fn a_bad_feature_file_is_skipped_by_name() {
     sgraf_data::npy::write_f32(&dir.join("wrong.npy"), &[36, 7], &vec![0.5; 36 * 7]).unwrap();
     let report = index_report(&dir, &[sgr()]);
     assert!(
-        report.contains("skipped") && report.contains("wrong.npy") && report.contains("indexed 10 images"),
+        report.contains("skipped")
+            && report.contains("wrong.npy")
+            && report.contains("indexed 10 images"),
         "{report}"
     );
     let ranked = rank_json(&dir, "a dog", &[sgr()], &[]);
@@ -574,7 +596,11 @@ fn a_bad_feature_file_is_skipped_by_name() {
 fn concurrent_shards_form_one_index() {
     let dir = image_folder("shards");
     for i in 10..40 {
-        std::fs::copy(dir.join(format!("img{}.npy", i % 10)), dir.join(format!("more{i}.npy"))).unwrap();
+        std::fs::copy(
+            dir.join(format!("img{}.npy", i % 10)),
+            dir.join(format!("more{i}.npy")),
+        )
+        .unwrap();
     }
     let both = [sgr(), saf()];
     let query = "Children in the water, playing.";
@@ -584,7 +610,9 @@ fn concurrent_shards_form_one_index() {
         .map(|i| {
             let shard = format!("{i}/3");
             Command::new(env!("CARGO_BIN_EXE_sgraf-cli"))
-                .args(["index", "-m", &both[0], "-m", &both[1], "--images", &d, "--shard", &shard])
+                .args([
+                    "index", "-m", &both[0], "-m", &both[1], "--images", &d, "--shard", &shard,
+                ])
                 .env_remove("SGRAF_MODEL")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -596,29 +624,63 @@ fn concurrent_shards_form_one_index() {
     for c in children {
         let out = c.wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let n: usize = text.split("indexed ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let n: usize = text
+            .split("indexed ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(n > 0 && n < 40, "{text}");
         total += n;
     }
     assert_eq!(total, 40);
-    assert_eq!(index_files(&dir).iter().filter(|n| n.starts_with("manifest-shard-")).count(), 3);
+    assert_eq!(
+        index_files(&dir)
+            .iter()
+            .filter(|n| n.starts_with("manifest-shard-"))
+            .count(),
+        3
+    );
     // Read as one index: every image from a segment, none encoded.
     let (b0, b1) = (both[0].as_str(), both[1].as_str());
-    let out = run(&["rank", "-m", b0, "-m", b1, "--images", &d, "--query", query, "--json"]);
+    let out = run(&[
+        "rank", "-m", b0, "-m", b1, "--images", &d, "--query", query, "--json",
+    ]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("not in the index"));
     let got: Value = serde_json::from_slice(&out.stdout).unwrap();
     let got: Vec<(String, f32)> = got
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| (h["file"].as_str().unwrap().to_string(), h["score"].as_f64().unwrap() as f32))
+        .map(|h| {
+            (
+                h["file"].as_str().unwrap().to_string(),
+                h["score"].as_f64().unwrap() as f32,
+            )
+        })
         .collect();
     assert_eq!(got, want);
     // Joined: one manifest, nothing re-encoded.
     let report = index_report(&dir, &both);
-    assert!(report.contains("0 new, 0 changed, 0 removed, 40 unchanged"), "{report}");
-    assert_eq!(index_files(&dir).iter().filter(|n| n.starts_with("manifest")).count(), 1);
+    assert!(
+        report.contains("0 new, 0 changed, 0 removed, 40 unchanged"),
+        "{report}"
+    );
+    assert_eq!(
+        index_files(&dir)
+            .iter()
+            .filter(|n| n.starts_with("manifest"))
+            .count(),
+        1
+    );
     assert_eq!(rank_json(&dir, query, &both, &[]), want);
     // Two full runs at once after a change: both finish, the index stays whole.
     std::fs::copy(dir.join("img3.npy"), dir.join("late.npy")).unwrap();
@@ -635,9 +697,15 @@ fn concurrent_shards_form_one_index() {
         .collect();
     for r in runs {
         let out = r.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let out = run(&["rank", "-m", b0, "-m", b1, "--images", &d, "--query", query, "--json"]);
+    let out = run(&[
+        "rank", "-m", b0, "-m", b1, "--images", &d, "--query", query, "--json",
+    ]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("not in the index"));
     let got: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(got.as_array().unwrap().len(), 41);
@@ -660,7 +728,11 @@ fn a_shortlist_reranks_exactly() {
     // many images are scored together.
     for (name, score) in &short {
         let e = exact.iter().find(|e| &e.0 == name).unwrap();
-        assert!((score - e.1).abs() <= 1e-6, "{name}: {score} against {}", e.1);
+        assert!(
+            (score - e.1).abs() <= 1e-6,
+            "{name}: {score} against {}",
+            e.1
+        );
     }
     // (Which three: the cheap score's best, which with these random-weight
     // models need not be the exact best; a shortlist can miss images.)

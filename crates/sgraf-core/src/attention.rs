@@ -24,6 +24,27 @@ pub fn text_to_visual(v: &Tensor, t: &Tensor, train: bool) -> Result<Tensor> {
 
 /// [`text_to_visual`] before its final l2norm.
 pub fn attend_unnormalized(v: &Tensor, t: &Tensor, train: bool) -> Result<Tensor> {
+    attend(&attention_weights(v, t, train)?, v)
+}
+
+/// `sum_r alpha_jr v_r` for weights `alpha [n_img, n_cap, L, R]` of
+/// [`attention_weights`] and regions `v [n_img, R, d]`: `[n_img, n_cap, L, d]`.
+pub fn attend(alpha: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let (n_img, regions, d) = v.dims3()?;
+    let (_, n_cap, len, _) = alpha.dims4()?;
+    // [n_img, n_cap*L, R] x [n_img, R, d]
+    alpha
+        .reshape((n_img, n_cap * len, regions))?
+        .matmul(v)?
+        .reshape((n_img, n_cap, len, d))
+}
+
+/// The attention weights of every word over the regions,
+/// `alpha = softmax_r(9 l2norm_L(LeakyReLU(v t^T)))`: `[n_img, n_cap, L, R]`,
+/// each word's row summing to 1 over the regions. This is the computation
+/// [`attend_unnormalized`] (and so scoring) uses; explanations read it from
+/// there.
+pub fn attention_weights(v: &Tensor, t: &Tensor, train: bool) -> Result<Tensor> {
     let (n_img, regions, d) = v.dims3()?;
     let (n_cap, len, _) = t.dims3()?;
     // One GEMM for all pairs: [n_cap*L, n_img*R] -> [n_img, n_cap, L, R].
@@ -37,10 +58,5 @@ pub fn attend_unnormalized(v: &Tensor, t: &Tensor, train: bool) -> Result<Tensor
     let affinity = affinity.maximum(&(&affinity * LEAKY_SLOPE)?)?;
     // Normalise each region's affinities across the words (axis L).
     let affinity = l2norm(&affinity, 2)?;
-    let alpha = crate::ops::softmax_last(&(affinity * SMOOTH)?, train)?;
-    // [n_img, n_cap*L, R] x [n_img, R, d]
-    alpha
-        .reshape((n_img, n_cap * len, regions))?
-        .matmul(v)?
-        .reshape((n_img, n_cap, len, d))
+    crate::ops::softmax_last(&(affinity * SMOOTH)?, train)
 }

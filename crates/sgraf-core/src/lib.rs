@@ -25,6 +25,7 @@ pub mod text_encoder;
 pub use config::{Config, Module};
 pub use error::{Error, Result};
 pub use model::{
-    parameter_shapes, Ensemble, SgrafModel, ShardPlan, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE,
+    parameter_shapes, Ensemble, Explanation, SgrafModel, ShardPlan, CONFIG_FILE, TOKENIZER_FILE,
+    WEIGHTS_FILE,
 };
-pub use similarity::{CaptionSide, ImageSide, SimilarityHead};
+pub use similarity::{BlockOutput, CaptionSide, ImageSide, SimilarityHead};

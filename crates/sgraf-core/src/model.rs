@@ -329,16 +329,62 @@ impl SgrafModel {
         Ok(Tensor::cat(&columns, 1)?)
     }
 
-    /// [`Self::score_sides`] on the CPU scorer: every image against blocks of
-    /// at most `max_captions` captions; memory per worker is bounded by the block.
+    /// [`Self::score_sides`] on the CPU scorer.
     fn score_sides_cpu(&self, img: &ImageSide, cap: &CaptionSide) -> Result<Tensor> {
+        let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
+        let scores = self.score_rows_cpu(&flat(&img.regions)?, &flat(&img.global)?, cap)?;
+        Ok(Tensor::from_vec(
+            scores,
+            (img.len(), cap.len()),
+            &self.device,
+        )?)
+    }
+
+    /// Scores `[n_img, n_cap]` of prepared images given as plain rows:
+    /// region embeddings `[n_img, R, d]` and visual global vectors
+    /// `[n_img, d]`, row-major (e.g. straight from a memory-mapped index).
+    /// The same computation as [`Self::score_sides`], without building tensors
+    /// on the CPU.
+    pub fn score_image_rows(
+        &self,
+        regions: &[f32],
+        global: &[f32],
+        cap: &CaptionSide,
+    ) -> Result<Tensor> {
+        let (r, d) = (self.cfg.num_regions, self.cfg.embed_size);
+        let n_img = global.len() / d.max(1);
+        if global.len() != n_img * d || regions.len() != n_img * r * d {
+            return Err(Error::Input(format!(
+                "image rows must be [n, {r}, {d}] and [n, {d}], found {} and {} values",
+                regions.len(),
+                global.len()
+            )));
+        }
+        if self.uses_cpu_kernels() && n_img > 0 && !cap.is_empty() {
+            let scores = self.score_rows_cpu(regions, global, cap)?;
+            return Ok(Tensor::from_vec(scores, (n_img, cap.len()), &self.device)?);
+        }
+        let side = ImageSide {
+            regions: Tensor::from_slice(regions, (n_img, r, d), &self.device)?
+                .to_dtype(self.dtype)?,
+            global: Tensor::from_slice(global, (n_img, d), &self.device)?.to_dtype(self.dtype)?,
+        };
+        self.score_sides(&side, cap)
+    }
+
+    /// The CPU scorer on plain rows: every image against blocks of at most
+    /// `max_captions` captions; memory per worker is bounded by the block.
+    fn score_rows_cpu(
+        &self,
+        regions: &[f32],
+        image_global: &[f32],
+        cap: &CaptionSide,
+    ) -> Result<Vec<f32>> {
         let weights = self.cpu_weights()?;
         let head = &weights.head;
-        let (n_img, n_cap) = (img.len(), cap.len());
         let d = self.cfg.embed_size;
+        let (n_img, n_cap) = (image_global.len() / d, cap.len());
         let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
-        let regions = flat(&img.regions)?;
-        let image_global = flat(&img.global)?;
         let lengths: Vec<usize> = cap
             .keep
             .to_dtype(DType::U32)?
@@ -350,8 +396,8 @@ impl SgrafModel {
         let words = pack_words(&cap.words, &lengths)?;
         let caption_global = flat(&cap.global)?;
         let images = crate::cpu::Images {
-            regions: &regions,
-            global: &image_global,
+            regions,
+            global: image_global,
             n_regions: self.cfg.num_regions,
         };
         let mut scores = vec![0f32; n_img * n_cap];
@@ -373,7 +419,7 @@ impl SgrafModel {
             }
             w0 = w1;
         }
-        Ok(Tensor::from_vec(scores, (n_img, n_cap), &self.device)?)
+        Ok(scores)
     }
 
     /// Scores `[n_img, n_cap]` of image embeddings `[n_img, R, d]` with
@@ -395,6 +441,76 @@ impl SgrafModel {
         let cap = self.encode_captions(ids, lengths)?;
         self.similarity(&img, &cap, lengths)
     }
+
+    /// Why one image matches one caption: the score and the intermediates
+    /// of the computation that produced it ([`SimilarityHead::forward_block`],
+    /// the scoring path of training and of non-CPU devices, whose scores equal
+    /// [`Self::score`]'s up to rounding).
+    ///
+    /// `image`: region features `[1, R, img_dim]` (or `[R, img_dim]`);
+    /// `ids`: one caption's token ids (`<start>` and `<end>` included).
+    pub fn explain(&self, image: &Tensor, ids: &[u32]) -> Result<Explanation> {
+        if ids.is_empty() {
+            return Err(Error::Input(
+                "an explanation needs at least one token".into(),
+            ));
+        }
+        let image = if image.rank() == 2 {
+            image.unsqueeze(0)?
+        } else {
+            image.clone()
+        };
+        if image.dim(0)? != 1 {
+            return Err(Error::Input(format!(
+                "explain takes one image, found {:?}",
+                image.dims()
+            )));
+        }
+        let emb = self.encode_images(&image)?;
+        let len = ids.len();
+        let ids = Tensor::from_vec(ids.to_vec(), (1, len), &self.device)?;
+        let words = self.txt_enc.forward_t(&ids, &[len], false)?;
+        let img = self.sim_enc.image_side(&emb, false)?;
+        let cap = self.sim_enc.caption_side(&words, &[len], false)?;
+        let out = self.sim_enc.forward_block(&img, &cap, false)?;
+        let f32s = |t: &Tensor| -> Result<Vec<f32>> {
+            Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+        };
+        let score = f32s(&out.scores)?[0];
+        let regions = self.cfg.num_regions;
+        let attention = f32s(&out.attention)?
+            .chunks(regions)
+            .map(<[f32]>::to_vec)
+            .collect();
+        let (saf_global_weight, saf_weights) = match &out.saf_weights {
+            Some(w) => {
+                let w = f32s(w)?;
+                (Some(w[0]), Some(w[1..].to_vec()))
+            }
+            None => (None, None),
+        };
+        Ok(Explanation {
+            score,
+            attention,
+            saf_weights,
+            saf_global_weight,
+        })
+    }
+}
+
+/// One image and one caption through one model: see [`SgrafModel::explain`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Explanation {
+    /// The model's score of the pair.
+    pub score: f32,
+    /// `[L][R]`: each word's text-to-visual attention over the regions
+    /// (`softmax_r`, so each row sums to 1).
+    pub attention: Vec<Vec<f32>>,
+    /// SAF models: each word's filtration weight (`[L]`; with
+    /// [`Self::saf_global_weight`] they sum to 1).
+    pub saf_weights: Option<Vec<f32>>,
+    /// SAF models: the filtration weight of the global alignment node.
+    pub saf_global_weight: Option<f32>,
 }
 
 /// Words `[n_cap, L, d]` -> `[sum(lengths), d]`, each caption cut to its length.
@@ -456,24 +572,43 @@ impl Ensemble {
     /// Mean of the models' scores of prepared images and captions (one
     /// side per model, in the models' order): `[n_img, n_cap]`.
     pub fn score_sides(&self, images: &[ImageSide], captions: &[CaptionSide]) -> Result<Tensor> {
+        self.check_sides(images.len(), captions.len())?;
+        self.mean(|i, m| m.score_sides(&images[i], &captions[i]))
+    }
+
+    /// [`Self::score_sides`] with the images as plain rows, one
+    /// `(regions [n, R, d], global [n, d])` pair per model.
+    pub fn score_image_rows(
+        &self,
+        images: &[(&[f32], &[f32])],
+        captions: &[CaptionSide],
+    ) -> Result<Tensor> {
+        self.check_sides(images.len(), captions.len())?;
+        self.mean(|i, m| m.score_image_rows(images[i].0, images[i].1, &captions[i]))
+    }
+
+    fn check_sides(&self, images: usize, captions: usize) -> Result<()> {
         let n = self.models.len();
-        if images.len() != n || captions.len() != n {
+        if images != n || captions != n {
             return Err(Error::Ensemble(format!(
-                "{n} models need {n} image and caption sides, found {} and {}",
-                images.len(),
-                captions.len()
+                "{n} models need {n} image and caption sides, found {images} and {captions}"
             )));
         }
+        Ok(())
+    }
+
+    /// The mean over the models of `score(i, model_i)`.
+    fn mean(&self, score: impl Fn(usize, &SgrafModel) -> Result<Tensor>) -> Result<Tensor> {
         let mut sum: Option<Tensor> = None;
-        for ((m, img), cap) in self.models.iter().zip(images).zip(captions) {
-            let s = m.score_sides(img, cap)?;
+        for (i, m) in self.models.iter().enumerate() {
+            let s = score(i, m)?;
             sum = Some(match sum {
                 None => s,
                 Some(acc) => (acc + s)?,
             });
         }
         let sum = sum.expect("an ensemble has at least one model");
-        Ok((sum / n as f64)?)
+        Ok((sum / self.models.len() as f64)?)
     }
 }
 

@@ -50,6 +50,19 @@ impl AttentionFiltration {
         n_img: usize,
         train: bool,
     ) -> Result<Tensor> {
+        Ok(self.forward_with_weights(nodes, keep, n_img, train)?.0)
+    }
+
+    /// [`Self::forward_t`] and the filtration weights `beta` it used,
+    /// `[P, 1, n+1]` (node 0 the global alignment, then the words; each
+    /// pair's weights sum to 1, padded nodes get 0).
+    pub fn forward_with_weights(
+        &self,
+        nodes: &Tensor,
+        keep: &Tensor,
+        n_img: usize,
+        train: bool,
+    ) -> Result<(Tensor, Tensor)> {
         // [P, 1, n+1]: the layout PyTorch's BatchNorm1d(1) sees.
         let logits = self.attn.forward(nodes)?.transpose(1, 2)?;
         let normed = if train {
@@ -60,7 +73,8 @@ impl AttentionFiltration {
         let gate = candle_nn::ops::sigmoid(&normed)?;
         let gate = gate.broadcast_mul(&keep.to_dtype(gate.dtype())?)?;
         let beta = l1norm(&gate, D::Minus1)?;
-        l2norm(&beta.matmul(nodes)?.squeeze(1)?, D::Minus1)
+        let vec = l2norm(&beta.matmul(nodes)?.squeeze(1)?, D::Minus1)?;
+        Ok((vec, beta))
     }
 
     fn per_caption_batch_norm(

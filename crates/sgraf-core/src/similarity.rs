@@ -3,7 +3,7 @@
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
-use crate::attention::attend_unnormalized;
+use crate::attention::{attend, attention_weights};
 use crate::ops::{l2norm, xavier_linear};
 use crate::saf::AttentionFiltration;
 use crate::self_attention::{TextSelfAttention, VisualSelfAttention};
@@ -85,6 +85,19 @@ impl CaptionSide {
             global: self.global.narrow(0, start, len)?,
         })
     }
+}
+
+/// What [`SimilarityHead::forward_block`] computes for a block of pairs.
+#[derive(Clone, Debug)]
+pub struct BlockOutput {
+    /// `[n_img, n_cap]`
+    pub scores: Tensor,
+    /// Text-to-visual attention `[n_img, n_cap, L, R]`: each word's weights
+    /// over the regions (rows of padded words are meaningless).
+    pub attention: Tensor,
+    /// SAF only: the filtration weights `[n_img, n_cap, L+1]` of the global
+    /// alignment (index 0) and each word's local alignment.
+    pub saf_weights: Option<Tensor>,
 }
 
 /// The similarity encoder of one SGR or SAF model.
@@ -187,10 +200,22 @@ impl SimilarityHead {
     /// Memory grows as `n_img * n_cap * L * d`: callers shard (see
     /// [`crate::ShardPlan`]).
     pub fn score_block(&self, img: &ImageSide, cap: &CaptionSide, train: bool) -> Result<Tensor> {
+        Ok(self.forward_block(img, cap, train)?.scores)
+    }
+
+    /// [`Self::score_block`] with the intermediates an explanation reads:
+    /// the text-to-visual attention and SAF's filtration weights.
+    pub fn forward_block(
+        &self,
+        img: &ImageSide,
+        cap: &CaptionSide,
+        train: bool,
+    ) -> Result<BlockOutput> {
         let (n_img, n_cap, len) = (img.len(), cap.len(), cap.max_len());
         // Local alignments: [n_img, n_cap, L, m].
         // (l2norm(attended) - t)^2, fused on the CPU when no gradient is tracked.
-        let raw = attend_unnormalized(&img.regions, &cap.words, train)?;
+        let attention = attention_weights(&img.regions, &cap.words, train)?;
+        let raw = attend(&attention, &img.regions)?;
         let diff = crate::ops::normalized_sq_diff(&raw, &cap.words)?;
         let local = l2norm(&self.local_proj.forward(&diff)?, D::Minus1)?;
         // Global alignment: [n_img, n_cap, m].
@@ -212,6 +237,7 @@ impl SimilarityHead {
             .unsqueeze(0)?
             .broadcast_as((n_img, n_cap, len + 1))?
             .reshape((n_img * n_cap, 1, len + 1))?;
+        let mut saf_weights = None;
         let vec = match &self.head {
             Head::Sgr(steps) if train => {
                 let mut nodes = nodes;
@@ -229,8 +255,17 @@ impl SimilarityHead {
                 }
                 last.forward_global_row(&nodes, &keep)?
             }
-            Head::Saf(saf) => saf.forward_t(&nodes, &keep, n_img, train)?,
+            Head::Saf(saf) => {
+                let (vec, beta) = saf.forward_with_weights(&nodes, &keep, n_img, train)?;
+                saf_weights = Some(beta.reshape((n_img, n_cap, len + 1))?);
+                vec
+            }
         };
-        candle_nn::ops::sigmoid(&self.eval.forward(&vec)?)?.reshape((n_img, n_cap))
+        let scores = candle_nn::ops::sigmoid(&self.eval.forward(&vec)?)?.reshape((n_img, n_cap))?;
+        Ok(BlockOutput {
+            scores,
+            attention,
+            saf_weights,
+        })
     }
 }

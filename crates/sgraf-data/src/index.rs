@@ -414,7 +414,9 @@ impl Segment {
                     .try_fold(4usize, |a, &b| a.checked_mul(b))
                     .ok_or_else(|| bad(format!("{name}: size overflows")))?;
                 let (a, b) = info.data_offsets;
-                if b.checked_sub(a) != Some(want) || start.checked_add(b).is_none_or(|e| e > map.len()) {
+                if b.checked_sub(a) != Some(want)
+                    || start.checked_add(b).is_none_or(|e| e > map.len())
+                {
                     return Err(bad(format!("{name}: data outside the file")));
                 }
                 Ok(start + a..start + b)
@@ -519,7 +521,9 @@ impl SegmentWriter {
     /// Appends one image: per model its regions `[R * d]` and global `[d]`.
     pub fn push(&mut self, stamp: FileStamp, rows: &[(&[f32], &[f32])]) -> Result<()> {
         let (rd, d) = (self.regions * self.dim, self.dim);
-        if rows.len() != self.models.len() || rows.iter().any(|(r, g)| r.len() != rd || g.len() != d) {
+        if rows.len() != self.models.len()
+            || rows.iter().any(|(r, g)| r.len() != rd || g.len() != d)
+        {
             return Err(DataError::Invalid(format!(
                 "index row for {} of the wrong size: expected {} models of [{}, {d}] + [{d}]",
                 stamp.name,
@@ -546,7 +550,11 @@ impl SegmentWriter {
             .enumerate()
             .flat_map(|(i, (r, g))| {
                 [
-                    (format!("model{i}.regions"), raw(r), vec![n, self.regions, self.dim]),
+                    (
+                        format!("model{i}.regions"),
+                        raw(r),
+                        vec![n, self.regions, self.dim],
+                    ),
                     (format!("model{i}.global"), raw(g), vec![n, self.dim]),
                 ]
             })

@@ -51,7 +51,10 @@ impl Precomp {
         } else {
             1
         };
-        if rows == 0 || (rows != captions.len() && Some(captions.len()) != rows.checked_mul(CAPTIONS_PER_IMAGE)) {
+        if rows == 0
+            || (rows != captions.len()
+                && Some(captions.len()) != rows.checked_mul(CAPTIONS_PER_IMAGE))
+        {
             return Err(DataError::Invalid(format!(
                 "{} has {} captions for the {rows} rows of {}; expected one row per caption or {} captions per row",
                 caps.display(),

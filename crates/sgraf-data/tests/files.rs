@@ -109,13 +109,26 @@ fn precomp_folders() {
     npy::write_f32(&dir.join("dev_ims.npy"), &[8, 2, 3], &values(48)).unwrap();
     std::fs::write(dir.join("dev_caps.txt"), "a\n".repeat(8)).unwrap();
     let p = Precomp::open(&dir, "dev").unwrap();
-    assert_eq!((0..8).map(|k| p.row_of_caption(k)).collect::<Vec<_>>(), (0..8).collect::<Vec<_>>());
+    assert_eq!(
+        (0..8).map(|k| p.row_of_caption(k)).collect::<Vec<_>>(),
+        (0..8).collect::<Vec<_>>()
+    );
     let err = p.check_eval().unwrap_err().to_string();
-    assert!(err.contains("8 captions for 8 rows") && err.contains("5 captions per image"), "{err}");
+    assert!(
+        err.contains("8 captions for 8 rows") && err.contains("5 captions per image"),
+        "{err}"
+    );
     // Five captions per row: image k / 5.
     std::fs::write(dir.join("dev_caps.txt"), "a\n".repeat(40)).unwrap();
     let p = Precomp::open(&dir, "dev").unwrap();
-    assert_eq!((p.row_of_caption(4), p.row_of_caption(5), p.row_of_caption(39)), (0, 1, 7));
+    assert_eq!(
+        (
+            p.row_of_caption(4),
+            p.row_of_caption(5),
+            p.row_of_caption(39)
+        ),
+        (0, 1, 7)
+    );
     p.check_eval().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -145,7 +145,10 @@ impl Rows {
                         let deleted: HashSet<usize> = seg.deleted.iter().copied().collect();
                         for (r, f) in s.files.iter().enumerate() {
                             if !deleted.contains(&r) {
-                                rows.by_name.entry(f.name.clone()).or_default().push((si, r));
+                                rows.by_name
+                                    .entry(f.name.clone())
+                                    .or_default()
+                                    .push((si, r));
                             }
                         }
                         rows.segments.push(s);
@@ -309,12 +312,15 @@ pub fn update(
     let mut new_segments: Vec<SegmentRef> = Vec::new();
     ix::write_manifest(dir, &my_manifest, &manifest(&refs, &new_segments))?;
 
-    let prefix = shard.map_or_else(|| "main".to_string(), |s| format!("s{}of{}", s.index, s.count));
+    let prefix = shard.map_or_else(
+        || "main".to_string(),
+        |s| format!("s{}of{}", s.index, s.count),
+    );
     let mut writer = SegmentWriter::new(&prefix, n_models, regions, dim);
     let flush = |writer: &mut SegmentWriter,
-                     refs: &[(usize, SegmentRef)],
-                     new: &mut Vec<SegmentRef>,
-                     force: bool|
+                 refs: &[(usize, SegmentRef)],
+                 new: &mut Vec<SegmentRef>,
+                 force: bool|
      -> Result<()> {
         if writer.len() >= SEGMENT_ROWS || (force && !writer.is_empty()) {
             new.push(writer.finish(dir, &fingerprints)?);
@@ -344,8 +350,10 @@ pub fn update(
     }
     for (at, stamp) in moves {
         let data = rows.row(at, n_models);
-        let views: Vec<(&[f32], &[f32])> =
-            data.iter().map(|(r, g)| (r.as_slice(), g.as_slice())).collect();
+        let views: Vec<(&[f32], &[f32])> = data
+            .iter()
+            .map(|(r, g)| (r.as_slice(), g.as_slice()))
+            .collect();
         writer.push(stamp, &views)?;
         flush(&mut writer, &refs, &mut new_segments, false)?;
     }
@@ -390,11 +398,7 @@ pub fn update(
     report.skipped.extend(skipped);
     let last = manifest(&refs, &new_segments);
     ix::write_manifest(dir, &my_manifest, &last)?;
-    report.rows = last
-        .segments
-        .iter()
-        .map(|s| s.rows - s.deleted.len())
-        .sum();
+    report.rows = last.segments.iter().map(|s| s.rows - s.deleted.len()).sum();
     if shard.is_none() {
         // Joined: the shards' manifests and foreign or old indexes go.
         for (name, _) in rows.manifests.iter().filter(|(n, _)| *n != my_manifest) {
@@ -488,7 +492,9 @@ pub fn rank(
                 continue;
             }
             let seg = &rows.segments[s];
-            let globals: Vec<_> = (0..n_models).map(|m| seg.global(m, 0..seg.rows())).collect();
+            let globals: Vec<_> = (0..n_models)
+                .map(|m| seg.global(m, 0..seg.rows()))
+                .collect();
             for &(r, i) in list {
                 let mut c = 0f32;
                 for (g, q) in globals.iter().zip(&cap_globals) {
@@ -516,7 +522,12 @@ pub fn rank(
             let got = if last - first + 1 == chunk.len() {
                 // Consecutive rows: scored straight from the mapping.
                 let data: Vec<_> = (0..n_models)
-                    .map(|m| (seg.regions(m, first..last + 1), seg.global(m, first..last + 1)))
+                    .map(|m| {
+                        (
+                            seg.regions(m, first..last + 1),
+                            seg.global(m, first..last + 1),
+                        )
+                    })
                     .collect();
                 let views: Vec<(&[f32], &[f32])> =
                     data.iter().map(|(r, g)| (&r[..], &g[..])).collect();
@@ -544,7 +555,8 @@ pub fn rank(
         seg.release();
     }
     let todo: Vec<String> = unindexed.iter().map(|&i| names[i].clone()).collect();
-    let position: HashMap<&str, usize> = unindexed.iter().map(|&i| (names[i].as_str(), i)).collect();
+    let position: HashMap<&str, usize> =
+        unindexed.iter().map(|&i| (names[i].as_str(), i)).collect();
     let mut skipped = Vec::new();
     encode_chunks(
         scorer,
@@ -552,7 +564,10 @@ pub fn rank(
         &todo,
         &mut |name, why| skipped.push((name.to_string(), why)),
         &mut |chunk, sides| {
-            let got = scorer.score(&sides, &caps)?.flatten_all()?.to_vec1::<f32>()?;
+            let got = scorer
+                .score(&sides, &caps)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
             for (name, s) in chunk.iter().zip(got) {
                 scores[position[name.as_str()]] = Some(s);
             }

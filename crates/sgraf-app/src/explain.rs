@@ -1,0 +1,189 @@
+//! Why an image matches a query: each word's attention over the image's
+//! regions (from the models' own scoring computation,
+//! [`sgraf_core::SgrafModel::explain`]), SAF's filtration weights, and the
+//! regions' boxes when they are known.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use candle_core::Tensor;
+use serde_json::{json, Value};
+use sgraf_core::Explanation;
+use sgraf_retrieval::Scorer;
+
+/// One model's part of an explanation.
+#[derive(Clone, Debug)]
+pub struct ModelPart {
+    /// "SGR" or "SAF".
+    pub module: String,
+    pub explanation: Explanation,
+}
+
+/// An image and a query through every model of a scorer.
+#[derive(Clone, Debug)]
+pub struct QueryExplanation {
+    /// The image as the caller names it.
+    pub file: String,
+    pub query: String,
+    /// The mean of the models' scores: what `rank` and `score` report.
+    pub score: f32,
+    /// The query's tokens as the model reads them (`<start>`, `<end>`,
+    /// `<unk>` for words outside the vocabulary).
+    pub words: Vec<String>,
+    /// `[words][regions]`: the mean over the models of each word's
+    /// attention over the regions; each row sums to 1.
+    pub attention: Vec<Vec<f32>>,
+    /// The regions' boxes `[x1, y1, x2, y2]` in the photo's pixels, when known.
+    pub boxes: Option<Vec<[f32; 4]>>,
+    /// The photo's `[width, height]`, when known.
+    pub image_size: Option<[usize; 2]>,
+    pub models: Vec<ModelPart>,
+}
+
+/// Explains `features` (one image, row-major `[R, img_dim]`) for `query`.
+pub fn explain(scorer: &Scorer, features: Vec<f32>, query: &str) -> Result<QueryExplanation> {
+    if query.trim().is_empty() {
+        bail!("the query is empty");
+    }
+    let cfg = scorer.config();
+    let (r, d) = (cfg.num_regions, cfg.img_dim);
+    if features.len() != r * d {
+        bail!(
+            "the image has {} values; the model reads {r} regions of {d} features",
+            features.len()
+        );
+    }
+    let image = Tensor::from_vec(features, (1, r, d), scorer.device())?;
+    let ids = scorer.tokenizer().encode(query)?;
+    let vocab = scorer.tokenizer().vocab().words();
+    let words: Vec<String> = ids
+        .iter()
+        .map(|&i| {
+            vocab
+                .get(i as usize)
+                .cloned()
+                .unwrap_or_else(|| "<unk>".into())
+        })
+        .collect();
+    let models = scorer
+        .models()
+        .iter()
+        .map(|m| {
+            Ok(ModelPart {
+                module: m.config().module.to_string(),
+                explanation: m.explain(&image, &ids)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let n = models.len() as f32;
+    let score = models.iter().map(|p| p.explanation.score).sum::<f32>() / n;
+    let mut attention = vec![vec![0f32; r]; ids.len()];
+    for p in &models {
+        for (acc, row) in attention.iter_mut().zip(&p.explanation.attention) {
+            for (a, w) in acc.iter_mut().zip(row) {
+                *a += w / n;
+            }
+        }
+    }
+    Ok(QueryExplanation {
+        file: String::new(),
+        query: query.to_string(),
+        score,
+        words,
+        attention,
+        boxes: None,
+        image_size: None,
+        models,
+    })
+}
+
+/// `NAME.json` beside a feature file `NAME.npy` (`.npz`, `.safetensors`):
+/// where `extract` and the photo cache write the boxes.
+pub fn sidecar_path(features: &Path) -> PathBuf {
+    features.with_extension("json")
+}
+
+/// The boxes and image size in the sidecar of `features`, when it holds
+/// one box per region.
+pub fn read_boxes(features: &Path, regions: usize) -> Option<(Vec<[f32; 4]>, [usize; 2])> {
+    let v: Value = serde_json::from_slice(&std::fs::read(sidecar_path(features)).ok()?).ok()?;
+    let boxes: Vec<[f32; 4]> = serde_json::from_value(v.get("boxes")?.clone()).ok()?;
+    if boxes.len() != regions {
+        return None;
+    }
+    let w = v.get("image_w")?.as_u64()? as usize;
+    let h = v.get("image_h")?.as_u64()? as usize;
+    Some((boxes, [w, h]))
+}
+
+impl QueryExplanation {
+    /// Attaches the boxes of the sidecar of `features` (if any).
+    pub fn with_boxes_of(mut self, features: &Path) -> Self {
+        let regions = self.attention.first().map_or(0, Vec::len);
+        if let Some((boxes, size)) = read_boxes(features, regions) {
+            self.boxes = Some(boxes);
+            self.image_size = Some(size);
+        }
+        self
+    }
+
+    /// The SAF model's per-word filtration weights, if one is loaded.
+    pub fn saf_weights(&self) -> Option<&[f32]> {
+        self.models
+            .iter()
+            .find_map(|p| p.explanation.saf_weights.as_deref())
+    }
+
+    /// The `k` regions word `w` attends to most: `(region, weight)`, strongest first.
+    pub fn top_regions(&self, w: usize, k: usize) -> Vec<(usize, f32)> {
+        let mut order: Vec<(usize, f32)> = self.attention[w].iter().copied().enumerate().collect();
+        order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        order.truncate(k);
+        order
+    }
+
+    /// Words by how peaked their attention is (the largest weight), strongest
+    /// first; `<start>`/`<end>` last.
+    pub fn strongest_words(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.words.len()).collect();
+        let special = |w: &str| w.starts_with('<') && w.ends_with('>');
+        let peak = |i: usize| self.attention[i].iter().fold(0f32, |m, &x| m.max(x));
+        order.sort_by(|&a, &b| {
+            special(&self.words[a])
+                .cmp(&special(&self.words[b]))
+                .then(peak(b).total_cmp(&peak(a)))
+                .then(a.cmp(&b))
+        });
+        order
+    }
+
+    /// The object `sgraf-cli explain --json` prints and `/api/explain` returns.
+    pub fn to_json(&self) -> Value {
+        let mut scores = serde_json::Map::new();
+        for p in &self.models {
+            scores.insert(p.module.clone(), json!(p.explanation.score));
+        }
+        let saf = self
+            .models
+            .iter()
+            .find(|p| p.explanation.saf_weights.is_some());
+        json!({
+            "file": self.file,
+            "query": self.query,
+            "score": self.score,
+            "words": self.words,
+            "attention": self.attention,
+            "boxes": self.boxes,
+            "image_size": self.image_size,
+            "saf_weights": saf.and_then(|p| p.explanation.saf_weights.clone()),
+            "saf_global_weight": saf.and_then(|p| p.explanation.saf_global_weight),
+            "scores": if self.models.len() > 1 { Value::Object(scores) } else { Value::Null },
+            "models": self.models.iter().map(|p| json!({
+                "module": p.module,
+                "score": p.explanation.score,
+                "attention": p.explanation.attention,
+                "saf_weights": p.explanation.saf_weights,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
