@@ -62,129 +62,28 @@ pub struct PhotoArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Score every image of a features array against every caption of a text file.
-    Score {
-        #[command(flatten)]
-        model: ModelArgs,
-        /// Region features, [n_images, 36, img_dim] float32 .npy.
-        #[arg(long)]
-        features: PathBuf,
-        /// Captions, one per line.
-        #[arg(long)]
-        captions: PathBuf,
-        /// Write the [n_images, n_captions] float32 scores to this .npy instead of printing them.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Print the scores as JSON.
-        #[arg(long, conflicts_with = "out")]
-        json: bool,
-    },
+    Score(args::ScoreArgs),
     /// The standard Flickr30K/COCO evaluation on a SCAN precomp folder.
-    Eval {
-        #[command(flatten)]
-        model: ModelArgs,
-        /// Folder with {split}_ims.npy and {split}_caps.txt (five captions per image).
-        #[arg(long)]
-        data: PathBuf,
-        /// Split to evaluate: test, dev, testall (COCO).
-        #[arg(long, default_value = "test")]
-        split: String,
-        /// Average over five folds of the images (COCO 1K: testall in folds of 1000).
-        #[arg(long)]
-        fold5: bool,
-        /// Print {"i2t": [r1, r5, r10, medr, meanr], "t2i": [...], "rsum": x}.
-        #[arg(long)]
-        json: bool,
-    },
+    Eval(args::EvalArgs),
     /// Rank the images of a folder for a query, or the captions of a file for an image.
-    Rank {
-        #[command(flatten)]
-        model: ModelArgs,
-        /// Folder of region-feature files, one per image (NAME.npy [36, img_dim], .npz, .safetensors).
-        #[arg(long, requires = "query", conflicts_with_all = ["image", "captions"])]
-        images: Option<PathBuf>,
-        /// The text to search the images for.
-        #[arg(long)]
-        query: Option<String>,
-        /// One image's region features (caption retrieval).
-        #[arg(long, requires = "captions")]
-        image: Option<PathBuf>,
-        /// Captions to rank for --image, one per line.
-        #[arg(long)]
-        captions: Option<PathBuf>,
-        /// Show only the best K.
-        #[arg(long, value_name = "K")]
-        top: Option<usize>,
-        /// Print JSON.
-        #[arg(long, conflicts_with = "paths_only")]
-        json: bool,
-        /// Print only the ranked files (or captions), one per line.
-        #[arg(long)]
-        paths_only: bool,
-        /// Skip files or folders matching this glob (* and ?), on top of hidden ones; repeatable.
-        #[arg(long, value_name = "GLOB")]
-        exclude: Vec<String>,
-        #[command(flatten)]
-        photos: PhotoArgs,
-        /// First order the indexed images by a cheap score (cosine of the models'
-        /// image and caption global vectors) and score only the best K exactly.
-        /// Faster on large folders, but can miss images the exact ranking would
-        /// place in the top: exact is the default.
-        #[arg(long, value_name = "K")]
-        shortlist: Option<usize>,
-    },
+    Rank(args::RankArgs),
     /// Encode every image of a features folder once into DIR/.sgraf-index/ (segments
     /// of a few hundred images), which rank then streams; updated incrementally: only
     /// new and changed files are encoded. Photos (JPEG, PNG, WebP) go through the
     /// detector first (--detector), once.
-    Index {
-        #[command(flatten)]
-        model: ModelArgs,
-        /// Folder of region-feature files and/or photos.
-        #[arg(long)]
-        images: PathBuf,
-        /// Skip files or folders matching this glob; repeatable.
-        #[arg(long, value_name = "GLOB")]
-        exclude: Vec<String>,
-        #[command(flatten)]
-        photos: PhotoArgs,
-        /// Index only shard I of N (0-based) of the files, e.g. one task of a Slurm
-        /// array or a Kubernetes Indexed Job; every shard writes its own manifest into
-        /// the same folder, rank reads them all, and a later run without --shard joins them.
-        #[arg(long, value_name = "I/N")]
-        shard: Option<String>,
-    },
+    Index(args::IndexArgs),
     /// Extract bottom-up-attention region features from photos: NAME.npy [k, 2048]
     /// and NAME.json (boxes, object and attribute classes, confidences, image size)
     /// per photo, the input SGRAF models read.
     Extract(extract::Options),
     /// Build a vocabulary as the published code does: lowercase + word_tokenize, count,
     /// keep words seen at least THRESHOLD times, ids 0..3 special, then first-seen order.
-    Vocab {
-        /// Caption files, one caption per line.
-        #[arg(long, num_args = 1.., required = true)]
-        captions: Vec<PathBuf>,
-        /// Minimum count of a kept word.
-        #[arg(long, default_value_t = 4)]
-        threshold: usize,
-        /// The vocabulary JSON to write ({"word2idx", "idx2word", "idx"}).
-        #[arg(long)]
-        out: PathBuf,
-    },
+    Vocab(args::VocabArgs),
     /// Train an SGR or SAF model on a SCAN precomp folder, from scratch or from a model (--init).
     Train(Box<TrainArgs>),
     /// Plot the training curves of one or more runs (RUN/metrics.jsonl) to a PNG:
     /// loss, learning rate, validation rsum and R@1/5/10.
-    Plot {
-        /// Run folders (--out of train); several are overlaid.
-        #[arg(required = true, num_args = 1..)]
-        runs: Vec<PathBuf>,
-        /// The PNG to write (default RUN/curves.png; required with several runs).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Weight of the loss smoothing, TensorBoard's debiased EMA (0: none).
-        #[arg(long, default_value_t = 0.6)]
-        smoothing: f64,
-    },
+    Plot(args::PlotArgs),
     /// Why an image matches a query: each word's attention over the image's
     /// regions (the model's own), its strongest regions, and --out a picture of them.
     Explain(Box<args::ExplainArgs>),
@@ -193,13 +92,12 @@ enum Command {
     /// its models and index loaded once.
     Serve(Box<args::ServeArgs>),
     /// Describe a model.
-    Info {
-        #[command(flatten)]
-        model: ModelArgs,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Info(args::InfoArgs),
+}
+
+thread_local! {
+    /// The library's defaults, which the flags show and use: one source.
+    static TRAIN_DEFAULTS: sgraf_train::TrainOptions = sgraf_train::TrainOptions::default();
 }
 
 #[derive(Args)]
@@ -222,36 +120,36 @@ struct TrainArgs {
     /// Continue the run in RUN exactly where it stopped.
     #[arg(long, value_name = "RUN", conflicts_with_all = ["data", "module", "out", "init", "vocab"])]
     resume: Option<PathBuf>,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = TRAIN_DEFAULTS.with(|d| d.batch_size))]
     batch_size: usize,
     /// Default 40 (SGR) / 30 (SAF); 20 on COCO.
     #[arg(long)]
     epochs: Option<usize>,
-    #[arg(long, default_value_t = 2e-4)]
+    #[arg(long, default_value_t = TRAIN_DEFAULTS.with(|d| d.learning_rate))]
     learning_rate: f64,
     /// Epochs between learning-rate decays (x0.1); default 30 (SGR) / 20 (SAF), 10 on COCO.
     #[arg(long)]
     lr_update: Option<usize>,
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = TRAIN_DEFAULTS.with(|d| d.margin))]
     margin: f64,
     /// Sum over all negatives instead of the hardest one (the official --max_violation switch).
     #[arg(long)]
     no_max_violation: bool,
     /// Gradient clipping at this global L2 norm (0 disables).
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = TRAIN_DEFAULTS.with(|d| d.grad_clip))]
     grad_clip: f64,
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = TRAIN_DEFAULTS.with(|d| d.embed_size))]
     embed_size: usize,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = TRAIN_DEFAULTS.with(|d| d.sim_dim))]
     sim_dim: usize,
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = TRAIN_DEFAULTS.with(|d| d.word_dim))]
     word_dim: usize,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = TRAIN_DEFAULTS.with(|d| d.sgr_step))]
     sgr_step: usize,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = TRAIN_DEFAULTS.with(|d| d.num_layers))]
     num_layers: usize,
     /// Dropout probability everywhere (0 disables every dropout).
-    #[arg(long, default_value_t = 0.4)]
+    #[arg(long, default_value_t = TRAIN_DEFAULTS.with(|d| d.dropout))]
     dropout: f32,
     /// Stop after this many optimizer steps in all (last/ is still written); with
     /// --resume, the new limit (without it, the run goes on to its last epoch).
@@ -260,20 +158,20 @@ struct TrainArgs {
     /// Batches in file order.
     #[arg(long)]
     no_shuffle: bool,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = TRAIN_DEFAULTS.with(|d| d.seed))]
     seed: u64,
-    #[arg(long, default_value = "train")]
+    #[arg(long, default_value_t = TRAIN_DEFAULTS.with(|d| d.train_split.clone()))]
     train_split: String,
-    #[arg(long, default_value = "dev")]
+    #[arg(long, default_value_t = TRAIN_DEFAULTS.with(|d| d.val_split.clone()))]
     val_split: String,
     /// Also validate every this many steps (logged only).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = TRAIN_DEFAULTS.with(|d| d.val_step))]
     val_step: u64,
     /// Vocabulary threshold when the vocabulary is built from the training captions.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = TRAIN_DEFAULTS.with(|d| d.vocab_threshold))]
     vocab_threshold: usize,
     /// Also write last/ and state/ every this many steps (0: epoch ends only).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = TRAIN_DEFAULTS.with(|d| d.checkpoint_step))]
     checkpoint_step: u64,
 }
 
@@ -511,20 +409,11 @@ fn print_hits(mut hits: Vec<Hit>, top: Option<usize>, as_json: bool, paths_only:
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn rank(
-    model: &ModelArgs,
-    images: Option<&Path>,
-    query: Option<&str>,
-    image: Option<&Path>,
-    captions: Option<&Path>,
-    top: Option<usize>,
-    as_json: bool,
-    paths_only: bool,
-    exclude: &[String],
-    photos: &PhotoArgs,
-    shortlist: Option<usize>,
-) -> Result<()> {
+fn rank(a: &args::RankArgs) -> Result<()> {
+    let (model, top, as_json, paths_only) = (&a.model, a.top, a.json, a.paths_only);
+    let (images, query) = (a.images.as_deref(), a.query.as_deref());
+    let (image, captions) = (a.image.as_deref(), a.captions.as_deref());
+    let (exclude, photos, shortlist) = (&a.exclude, &a.photos, a.shortlist);
     if top == Some(0) {
         bail!("--top must be at least 1");
     }
@@ -655,14 +544,10 @@ fn train(args: TrainArgs) -> Result<()> {
                 train_split: args.train_split.clone(),
                 val_split: args.val_split.clone(),
                 val_step: args.val_step,
-                val_images: 1000,
                 vocab_threshold: args.vocab_threshold,
                 checkpoint_step: args.checkpoint_step,
-                float64: false,
+                ..sgraf_train::TrainOptions::default()
             };
-            if opts.batch_size == 0 {
-                bail!("--batch-size must be at least 1");
-            }
             sgraf_train::Trainer::new(args.out.as_deref().expect("clap requires --out"), opts)?
         }
     };
@@ -753,68 +638,24 @@ fn main() -> Result<()> {
     }
     sgraf_retrieval::keep_large_allocations_in_heap();
     match Cli::parse().command {
-        Command::Score {
-            model,
-            features,
-            captions,
-            out,
-            json,
-        } => score(&model, &features, &captions, out.as_deref(), json),
-        Command::Eval {
-            model,
-            data,
-            split,
-            fold5,
-            json,
-        } => eval(&model, &data, &split, fold5, json),
-        Command::Rank {
-            model,
-            images,
-            query,
-            image,
-            captions,
-            top,
-            json,
-            paths_only,
-            exclude,
-            photos,
-            shortlist,
-        } => rank(
-            &model,
-            images.as_deref(),
-            query.as_deref(),
-            image.as_deref(),
-            captions.as_deref(),
-            top,
-            json,
-            paths_only,
-            &exclude,
-            &photos,
-            shortlist,
+        Command::Score(a) => score(&a.model, &a.features, &a.captions, a.out.as_deref(), a.json),
+        Command::Eval(a) => eval(&a.model, &a.data, &a.split, a.fold5, a.json),
+        Command::Rank(a) => rank(&a),
+        Command::Index(a) => index_cmd(
+            &a.model,
+            &a.images,
+            &a.exclude,
+            &a.photos,
+            a.shard.as_deref(),
         ),
-        Command::Index {
-            model,
-            images,
-            exclude,
-            photos,
-            shard,
-        } => index_cmd(&model, &images, &exclude, &photos, shard.as_deref()),
         Command::Extract(opts) => extract::extract(&opts),
         Command::Explain(a) => explain::explain(&a),
         Command::Serve(a) => explain::serve(&a),
-        Command::Info { model, json } => info(&model, json),
-        Command::Vocab {
-            captions,
-            threshold,
-            out,
-        } => vocab(&captions, threshold, &out),
+        Command::Info(a) => info(&a.model, a.json),
+        Command::Vocab(a) => vocab(&a.captions, a.threshold, &a.out),
         Command::Train(args) => train(*args),
-        Command::Plot {
-            runs,
-            out,
-            smoothing,
-        } => {
-            let out = plot::plot(&runs, out.as_deref(), smoothing)?;
+        Command::Plot(a) => {
+            let out = plot::plot(&a.runs, a.out.as_deref(), a.smoothing)?;
             println!("wrote {}", out.display());
             Ok(())
         }
