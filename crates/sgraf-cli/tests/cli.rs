@@ -1,14 +1,14 @@
 //! sgraf-cli end to end on the fixture models and the fixture precomp folder,
 //! against the PyTorch reference's scores and metrics.
 
+mod common;
+
+use common::{fixtures, run, run_env, scratch};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
 
 fn sgr() -> String {
     fixtures().join("sgr").display().to_string()
@@ -20,29 +20,6 @@ fn saf() -> String {
 
 fn precomp() -> PathBuf {
     fixtures().join("precomp")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sgraf-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sgraf-cli"));
-    cmd.args(args)
-        .env("RUST_BACKTRACE", "0")
-        .env_remove("HF_HUB_OFFLINE")
-        .env_remove("SGRAF_MODEL");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
-fn run(args: &[&str]) -> Output {
-    run_env(args, &[])
 }
 
 fn ok(args: &[&str]) -> String {

@@ -2,29 +2,13 @@
 //! and `rank`/`index` on a folder of photos with a detector, on a tiny
 //! random-weight detector whose features fit the fixture SGRAF models.
 
+mod common;
+
+use common::{detector, fixtures, run, scratch};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sgraf-photos-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sgraf-cli"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap()
-}
 
 fn ok(args: &[&str]) -> (String, String) {
     let out = run(args);
@@ -37,19 +21,6 @@ fn ok(args: &[&str]) -> (String, String) {
         String::from_utf8(out.stdout).unwrap(),
         String::from_utf8(out.stderr).unwrap(),
     )
-}
-
-/// The fixture detector converted as a user would (its default settings).
-fn detector(root: &Path) -> String {
-    let out = root.join("detector");
-    sgraf_convert::convert_detector(
-        &fixtures().join("vision/bua_dim40_k36.pth"),
-        &out,
-        None,
-        false,
-    )
-    .unwrap();
-    out.display().to_string()
 }
 
 /// wide.png, tall.png in a sub-folder, and a file that is not an image.

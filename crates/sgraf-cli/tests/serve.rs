@@ -3,6 +3,10 @@
 //! score as `rank` scores with attention rows that sum to 1, bad requests get
 //! 4xx, nothing outside the folder is reachable, and `explain --out` draws.
 
+mod common;
+
+use common::{detector, fixtures, scratch};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -10,19 +14,8 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
 fn model(name: &str) -> String {
     fixtures().join(name).display().to_string()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sgraf-serve-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn cli(args: &[&str]) -> String {
@@ -36,18 +29,6 @@ fn cli(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn detector(root: &Path) -> String {
-    let out = root.join("detector");
-    sgraf_convert::convert_detector(
-        &fixtures().join("vision/bua_dim40_k36.pth"),
-        &out,
-        None,
-        false,
-    )
-    .unwrap();
-    out.display().to_string()
 }
 
 /// Five feature files, two photos (one in a sub-folder), and symlinks that

@@ -1,0 +1,64 @@
+//! Helpers every test of the command line shares.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The committed fixtures (tests/fixtures of the workspace).
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+/// An empty scratch folder of this test binary and process.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "sgraf-cli-{}-{}-{name}",
+        env!("CARGO_CRATE_NAME"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `sgraf-cli ARGS` with these environment variables, and none of the
+/// user's that change what it loads.
+pub fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sgraf-cli"));
+    cmd.args(args)
+        .env("RUST_BACKTRACE", "0")
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("SGRAF_MODEL");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+pub fn run(args: &[&str]) -> Output {
+    run_env(args, &[])
+}
+
+/// (success, stdout, stderr) of `sgraf-cli ARGS`.
+pub fn run_text(args: &[&str]) -> (bool, String, String) {
+    let out = run(args);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The fixture detector (40-value features, the fixture models' img_dim)
+/// converted into `root/detector` as a user would.
+pub fn detector(root: &Path) -> String {
+    let out = root.join("detector");
+    sgraf_convert::convert_detector(
+        &fixtures().join("vision/bua_dim40_k36.pth"),
+        &out,
+        None,
+        false,
+    )
+    .unwrap();
+    out.display().to_string()
+}
