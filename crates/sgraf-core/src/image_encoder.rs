@@ -21,6 +21,17 @@ impl ImageEncoder {
     }
 }
 
+impl ImageEncoder {
+    /// The encoder in the CPU form: `W^T` `[img_dim, d]` and the bias.
+    pub fn cpu(&self) -> Result<crate::cpu::CpuImageEncoder> {
+        Ok(crate::cpu::CpuImageEncoder {
+            weight_t: crate::cpu::weight_t(&self.fc)?,
+            bias: crate::cpu::bias(&self.fc)?,
+            normalize: !self.no_imgnorm,
+        })
+    }
+}
+
 impl Module for ImageEncoder {
     /// `[n_img, R, img_dim] -> [n_img, R, d]`
     fn forward(&self, regions: &Tensor) -> Result<Tensor> {

@@ -51,6 +51,7 @@ impl ShardPlan {
 /// [`crate::cpu`].
 #[derive(Debug)]
 struct CpuWeights {
+    image: crate::cpu::CpuImageEncoder,
     head: crate::cpu::CpuHead,
     visual: crate::cpu::global::VisualSa,
     textual: crate::cpu::global::TextSa,
@@ -58,8 +59,13 @@ struct CpuWeights {
 }
 
 impl CpuWeights {
-    fn new(txt_enc: &TextEncoder, sim_enc: &SimilarityHead) -> Result<Self> {
+    fn new(
+        img_enc: &ImageEncoder,
+        txt_enc: &TextEncoder,
+        sim_enc: &SimilarityHead,
+    ) -> Result<Self> {
         Ok(Self {
+            image: img_enc.cpu()?,
             head: sim_enc.cpu_head()?,
             visual: sim_enc.visual_self_attention().cpu()?,
             textual: sim_enc.text_self_attention().cpu()?,
@@ -108,7 +114,11 @@ impl SgrafModel {
     pub fn freeze(mut self) -> Result<Self> {
         self.frozen = None;
         if self.uses_cpu_kernels() {
-            self.frozen = Some(Arc::new(CpuWeights::new(&self.txt_enc, &self.sim_enc)?));
+            self.frozen = Some(Arc::new(CpuWeights::new(
+                &self.img_enc,
+                &self.txt_enc,
+                &self.sim_enc,
+            )?));
         }
         Ok(self)
     }
@@ -117,7 +127,11 @@ impl SgrafModel {
     fn cpu_weights(&self) -> Result<Arc<CpuWeights>> {
         match &self.frozen {
             Some(w) => Ok(w.clone()),
-            None => Ok(Arc::new(CpuWeights::new(&self.txt_enc, &self.sim_enc)?)),
+            None => Ok(Arc::new(CpuWeights::new(
+                &self.img_enc,
+                &self.txt_enc,
+                &self.sim_enc,
+            )?)),
         }
     }
 
@@ -205,6 +219,19 @@ impl SgrafModel {
     /// Region features `[n_img, R, img_dim]` -> region embeddings `[n_img, R, d]`.
     pub fn encode_images(&self, images: &Tensor) -> Result<Tensor> {
         self.check_images(images, self.cfg.img_dim, "region features")?;
+        if self.uses_cpu_kernels() {
+            let (n, r, _) = images.dims3()?;
+            let x = images
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let emb = self.cpu_weights()?.image.forward(&x);
+            return Ok(Tensor::from_vec(
+                emb,
+                (n, r, self.cfg.embed_size),
+                &self.device,
+            )?);
+        }
         Ok(self.img_enc.forward(&images.to_dtype(self.dtype)?)?)
     }
 

@@ -44,6 +44,37 @@ pub(crate) fn bias(l: &candle_nn::Linear) -> candle_core::Result<Vec<f32>> {
     }
 }
 
+/// The image encoder (one linear layer, then l2norm) for float32 inference.
+#[derive(Clone, Debug)]
+pub struct CpuImageEncoder {
+    /// `[img_dim, d]` (`W^T`) and `[d]`
+    pub weight_t: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub normalize: bool,
+}
+
+impl CpuImageEncoder {
+    /// Region features `[rows, img_dim]` -> embeddings `[rows, d]`: one
+    /// GEMM on every core, then bias and l2norm per row, in parallel.
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        let d = self.bias.len();
+        let k = self.weight_t.len() / d.max(1);
+        assert_eq!(x.len() % k.max(1), 0, "features are not [rows, {k}]");
+        let rows = x.len() / k.max(1);
+        let mut out = vec![0f32; rows * d];
+        kernels::gemm_parallel(rows, d, k, x, k, &self.weight_t, d, &mut out, d);
+        out.par_chunks_mut(d).for_each(|row| {
+            for (v, b) in row.iter_mut().zip(&self.bias) {
+                *v += b;
+            }
+            if self.normalize {
+                l2_normalize::<kernels::Plain>(row);
+            }
+        });
+        out
+    }
+}
+
 const SMOOTH: f32 = crate::attention::SMOOTH as f32;
 const LEAKY: f32 = crate::attention::LEAKY_SLOPE as f32;
 
