@@ -203,14 +203,29 @@ fn image_folder(name: &str) -> PathBuf {
 }
 
 fn rank_json(dir: &Path, query: &str, models: &[String], extra: &[&str]) -> Vec<(String, f32)> {
+    let (hits, _) = rank_with_notes(dir, query, models, extra);
+    hits
+}
+
+/// `rank --json`'s (file, score) list and what it said on stderr.
+fn rank_with_notes(
+    dir: &Path,
+    query: &str,
+    models: &[String],
+    extra: &[&str],
+) -> (Vec<(String, f32)>, String) {
     let d = dir.display().to_string();
     let mut args = vec!["rank", "--images", &d, "--query", query, "--json"];
     for m in models {
         args.extend(["--model", m]);
     }
     args.extend(extra);
-    let v: Value = serde_json::from_str(&ok(&args)).unwrap();
-    v.as_array()
+    let out = run(&args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{args:?} failed:\n{err}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hits = v
+        .as_array()
         .unwrap()
         .iter()
         .map(|h| {
@@ -219,7 +234,8 @@ fn rank_json(dir: &Path, query: &str, models: &[String], extra: &[&str]) -> Vec<
                 h["score"].as_f64().unwrap() as f32,
             )
         })
-        .collect()
+        .collect();
+    (hits, err)
 }
 
 #[test]
@@ -507,21 +523,15 @@ fn damaged_or_old_indexes_are_detected_never_trusted() {
     // A partial segment: rank says so and encodes those images instead.
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let d = dir.display().to_string();
-    let (b0, b1) = (both[0].as_str(), both[1].as_str());
-    let out = run(&[
-        "rank", "-m", b0, "-m", b1, "--images", &d, "--query", query, "--json",
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (got, err) = rank_with_notes(&dir, query, &both, &[]);
     assert!(
         err.contains("damaged") && err.contains(&seg) && err.contains("partial"),
         "{err}"
     );
-    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(got.as_array().unwrap().len(), 10);
-    for (g, w) in got.as_array().unwrap().iter().zip(&want) {
-        assert_eq!(g["file"].as_str().unwrap(), w.0);
-        assert!((g["score"].as_f64().unwrap() as f32 - w.1).abs() <= 1e-6);
+    assert_eq!(got.len(), 10);
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.0, w.0);
+        assert!((g.1 - w.1).abs() <= 1e-6);
     }
     // index re-indexes them and drops the damaged file.
     let report = index_report(&dir, &both);
@@ -648,23 +658,8 @@ fn concurrent_shards_form_one_index() {
         3
     );
     // Read as one index: every image from a segment, none encoded.
-    let (b0, b1) = (both[0].as_str(), both[1].as_str());
-    let out = run(&[
-        "rank", "-m", b0, "-m", b1, "--images", &d, "--query", query, "--json",
-    ]);
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("not in the index"));
-    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let got: Vec<(String, f32)> = got
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            (
-                h["file"].as_str().unwrap().to_string(),
-                h["score"].as_f64().unwrap() as f32,
-            )
-        })
-        .collect();
+    let (got, err) = rank_with_notes(&dir, query, &both, &[]);
+    assert!(!err.contains("not in the index"), "{err}");
     same_scores(&got, &want);
     // Joined: one manifest, nothing re-encoded.
     let report = index_report(&dir, &both);
@@ -701,12 +696,9 @@ fn concurrent_shards_form_one_index() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let out = run(&[
-        "rank", "-m", b0, "-m", b1, "--images", &d, "--query", query, "--json",
-    ]);
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("not in the index"));
-    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(got.as_array().unwrap().len(), 41);
+    let (got, err) = rank_with_notes(&dir, query, &both, &[]);
+    assert!(!err.contains("not in the index"), "{err}");
+    assert_eq!(got.len(), 41);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
