@@ -15,30 +15,51 @@ pub struct Case {
     pub captions: usize,
 }
 
-fn reference(dir: &Path, case: &Case, threads: usize, repeat: usize) -> Result<serde_json::Value> {
-    let script = crate::root().join("tests/reference/bench_reference.py");
+/// Runs `tests/reference/SCRIPT ARGS --threads T` with that many threads;
+/// returns the JSON object of its last line. `needs` names its packages.
+pub fn run_reference(
+    script: &str,
+    args: &[String],
+    threads: usize,
+    needs: &str,
+) -> Result<serde_json::Value> {
+    let script = crate::root().join("tests/reference").join(script);
     let out = Command::new("python3")
         .arg(&script)
-        .args(["--dir", &dir.display().to_string()])
-        .args([
-            "--images",
-            &case.images.to_string(),
-            "--captions",
-            &case.captions.to_string(),
-        ])
-        .args(["--module", case.module, "--threads", &threads.to_string()])
-        .args(["--repeat", &repeat.to_string()])
+        .args(args)
+        .args(["--threads", &threads.to_string()])
         .env("OMP_NUM_THREADS", threads.to_string())
         .output()
         .with_context(|| format!("running python3 {}", script.display()))?;
     if !out.status.success() {
         bail!(
-            "the PyTorch reference failed (it needs torch, numpy and safetensors):\n{}",
+            "the PyTorch reference failed (it needs {needs}):\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(serde_json::from_str(text.lines().last().unwrap_or("{}"))?)
+}
+
+fn reference(dir: &Path, case: &Case, threads: usize, repeat: usize) -> Result<serde_json::Value> {
+    let args = [
+        "--dir".to_string(),
+        dir.display().to_string(),
+        "--images".into(),
+        case.images.to_string(),
+        "--captions".into(),
+        case.captions.to_string(),
+        "--module".into(),
+        case.module.into(),
+        "--repeat".into(),
+        repeat.to_string(),
+    ];
+    run_reference(
+        "bench_reference.py",
+        &args,
+        threads,
+        "torch, numpy and safetensors",
+    )
 }
 
 /// Times sgraf on the inputs the reference wrote (best of `repeat`);

@@ -18,24 +18,8 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use sgraf_core::SgrafModel;
 
-/// Runs the reference script; returns its JSON line.
 fn reference(args: &[String], threads: usize) -> Result<serde_json::Value> {
-    let script = crate::root().join("tests/reference/bench_e2e.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .args(args)
-        .args(["--threads", &threads.to_string()])
-        .env("OMP_NUM_THREADS", threads.to_string())
-        .output()
-        .with_context(|| format!("running python3 {}", script.display()))?;
-    if !out.status.success() {
-        bail!(
-            "the PyTorch reference failed (it needs torch, numpy, safetensors):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(serde_json::from_str(text.lines().last().unwrap_or("{}"))?)
+    crate::bench::run_reference("bench_e2e.py", args, threads, "torch, numpy, safetensors")
 }
 
 /// The `sgraf-cli` binary of this checkout's dev profile, built now.

@@ -3,10 +3,9 @@
 //! same random full-size detector, same number of threads, same run.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use candle_core::Device;
 use sgraf_vision::{BgrImage, BoxPolicy, Detector, DetectorConfig};
 
@@ -14,28 +13,20 @@ pub fn bench_extract(images: usize, out: Option<PathBuf>, repeat: usize) -> Resu
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let dir = std::env::temp_dir().join(format!("sgraf-bench-extract-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let script = crate::root().join("tests/reference/bench_extract.py");
     eprintln!("PyTorch reference: full-size random detector, {images} photos ...");
-    let py = Command::new("python3")
-        .arg(&script)
-        .args(["--dir", &dir.display().to_string()])
-        .args(["--images", &images.to_string()])
-        .args(["--threads", &threads.to_string()])
-        .args(["--repeat", &repeat.to_string()])
-        .env("OMP_NUM_THREADS", threads.to_string())
-        .output()
-        .with_context(|| format!("running python3 {}", script.display()))?;
-    if !py.status.success() {
-        bail!(
-            "the PyTorch reference failed (it needs torch, torchvision, numpy, safetensors and opencv-python-headless):\n{}",
-            String::from_utf8_lossy(&py.stderr)
-        );
-    }
-    let r: serde_json::Value = serde_json::from_str(
-        String::from_utf8_lossy(&py.stdout)
-            .lines()
-            .last()
-            .unwrap_or("{}"),
+    let args = [
+        "--dir".to_string(),
+        dir.display().to_string(),
+        "--images".into(),
+        images.to_string(),
+        "--repeat".into(),
+        repeat.to_string(),
+    ];
+    let r = crate::bench::run_reference(
+        "bench_extract.py",
+        &args,
+        threads,
+        "torch, torchvision, numpy, safetensors and opencv-python-headless",
     )?;
     let det_dir = dir.join("detector");
     sgraf_convert::convert_detector(&dir.join("bua_full.pth"), &det_dir, None, true)?;
