@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bua_ref import FULL, Detector, port_state_dict, randomize_, select  # noqa: E402
 from make_vision_fixtures import photo  # noqa: E402
+from bench_reference import sgemm_gflops  # noqa: E402
 
 
 def main():
@@ -59,14 +60,7 @@ def main():
                 proposals.append(len(r["proposals"]))
                 inputs.append(list(r["blob"].shape[1:]))
             secs = min(secs, time.perf_counter() - start)
-        # Measured sgemm rate, for the achieved-GFLOP/s comparison.
-        a, b = torch.rand(2048, 2048), torch.rand(2048, 2048)
-        a @ b
-        t0 = time.perf_counter()
-        reps = 5
-        for _ in range(reps):
-            a @ b
-        sgemm = reps * 2 * 2048 ** 3 / (time.perf_counter() - t0) / 1e9
+        sgemm = sgemm_gflops()
     save_file(out, os.path.join(args.dir, "reference.safetensors"))
     print(json.dumps({"seconds": secs, "images": len(paths), "images_per_second": len(paths) / secs,
                       "threads": args.threads, "torch": torch.__version__, "sgemm_gflops": sgemm,
