@@ -1,4 +1,4 @@
-//! sgraf-data's image-index reader. It reads files of a folder, so each
+//! sgraf-retrieval's image-index reader. It reads files of a folder, so each
 //! input is written into a scratch folder of this process first: the first
 //! byte chooses a manifest (JSON) or a segment (safetensors, opened with a
 //! row count taken from that byte too).
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use sgraf_data::index::{index_dir, read_manifests, Segment, SegmentRef};
+use sgraf_retrieval::index::store::{index_dir, read_manifests, Segment, SegmentRef};
 
 fn scratch() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();

@@ -120,7 +120,7 @@ pub fn bench_rank(sizes: &[usize], out: Option<PathBuf>) -> Result<()> {
     for &n in sizes {
         write_features(&images, have..n)?;
         have = n;
-        let _ = std::fs::remove_dir_all(images.join(sgraf_data::index::INDEX_DIR));
+        let _ = std::fs::remove_dir_all(images.join(sgraf_retrieval::index::INDEX_DIR));
         let (index_s, index_mb) = crate::bench_e2e::timed(&mut index(&images))?;
         let (rank_s, rank_mb) = crate::bench_e2e::best_of(3, || rank(&images, &[]))?;
         let (short_s, short_mb) =
@@ -129,7 +129,7 @@ pub fn bench_rank(sizes: &[usize], out: Option<PathBuf>) -> Result<()> {
         let (add_s, add_mb) = crate::bench_e2e::timed(&mut index(&images))?;
         std::fs::remove_file(images.join(format!("img{n:06}.npy")))?;
         let (remove_s, _) = crate::bench_e2e::timed(&mut index(&images))?;
-        let gb = du(&images.join(sgraf_data::index::INDEX_DIR)) as f64 / 1e9;
+        let gb = du(&images.join(sgraf_retrieval::index::INDEX_DIR)) as f64 / 1e9;
         println!(
             "{:>7} {:>9.1} {:>10.0} {:>9.2} {:>10.0} {:>12.0} {:>9.2} {:>10.0} {:>10.2}",
             n,

@@ -148,11 +148,11 @@ pub fn demo(dir: &Path, epochs: usize) -> Result<()> {
             &feats[i * per..(i + 1) * per],
         )?;
     }
-    let models: Vec<sgraf_data::index::ModelSpec> = trainers
+    let models: Vec<sgraf_retrieval::index::store::ModelSpec> = trainers
         .iter()
         .map(|t| {
             let best = t.run_dir().join("best");
-            Ok(sgraf_data::index::ModelSpec {
+            Ok(sgraf_retrieval::index::store::ModelSpec {
                 fingerprint: index::model_fingerprint(&best)?,
                 source: best.canonicalize()?.display().to_string(),
             })
@@ -172,7 +172,7 @@ pub fn demo(dir: &Path, epochs: usize) -> Result<()> {
     println!(
         "\nIndexed {} images into {} ({} new)",
         report.rows,
-        sgraf_data::index::index_dir(&images).display(),
+        sgraf_retrieval::index::store::index_dir(&images).display(),
         report.added
     );
     // A query naming the two concepts of the first test image.

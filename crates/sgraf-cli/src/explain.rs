@@ -5,7 +5,7 @@ use std::io::Write;
 
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
-use sgraf_app::overlay;
+use sgraf::overlay;
 
 use crate::args::{ExplainArgs, ServeArgs};
 
@@ -13,7 +13,7 @@ use crate::args::{ExplainArgs, ServeArgs};
 #[derive(Default)]
 pub struct Bars(RefCell<Option<ProgressBar>>);
 
-impl sgraf_app::Ui for Bars {
+impl sgraf::Ui for Bars {
     fn note(&self, line: &str) {
         match &*self.0.borrow() {
             Some(bar) => crate::say(bar, line.to_string()),
@@ -39,12 +39,12 @@ pub fn explain(a: &ExplainArgs) -> Result<()> {
     if a.query.trim().is_empty() {
         bail!("the query is empty");
     }
-    let specs = sgraf_app::model_specs(&a.model.models, None)?;
-    let loaded = sgraf_app::load_specs(specs, &a.model.device)?;
+    let specs = sgraf::model_specs(&a.model.models, None)?;
+    let loaded = sgraf::load_specs(specs, &a.model.device)?;
     let scorer = &loaded.scorer;
     let path = &a.image;
     let (mut e, photo) = if sgraf_vision::is_image_path(path) {
-        let Some(det_dir) = sgraf_app::find_detector(a.photos.detector.as_deref(), &loaded)? else {
+        let Some(det_dir) = sgraf::find_detector(a.photos.detector.as_deref(), &loaded)? else {
             bail!(
                 "{} is a photo: pass --detector DIR to extract its regions (or explain its features from sgraf-cli extract)",
                 path.display()
@@ -56,7 +56,7 @@ pub fn explain(a: &ExplainArgs) -> Result<()> {
         let regions = sgraf_vision::BgrImage::open(path)
             .and_then(|img| det.extract(&img, Some(policy)))
             .with_context(|| format!("extracting the regions of {}", path.display()))?;
-        let mut e = sgraf_app::explain(scorer, regions.features.clone(), &a.query)?;
+        let mut e = sgraf::explain(scorer, regions.features.clone(), &a.query)?;
         e.boxes = Some(regions.boxes.clone());
         e.image_size = Some([regions.image_w, regions.image_h]);
         (e, Some(overlay::open_photo(path)?))
@@ -70,7 +70,7 @@ pub fn explain(a: &ExplainArgs) -> Result<()> {
             );
         }
         (
-            sgraf_app::explain(scorer, feats, &a.query)?.with_boxes_of(path),
+            sgraf::explain(scorer, feats, &a.query)?.with_boxes_of(path),
             None,
         )
     };
@@ -84,7 +84,7 @@ pub fn explain(a: &ExplainArgs) -> Result<()> {
                 "--out needs the regions' boxes: {} has no {} with boxes (sgraf-cli extract writes it), \
                  or explain the photo itself with --detector",
                 path.display(),
-                sgraf_app::explain::sidecar_path(path).display()
+                sgraf::explain::sidecar_path(path).display()
             ),
         };
         let words: Vec<usize> = order.iter().copied().take(a.panels.max(1)).collect();

@@ -57,7 +57,7 @@ fn newer_than(output: &Path, photo: &Path) -> bool {
 pub fn extract(o: &Options) -> Result<()> {
     let device = crate::parse_device(&o.device)
         .with_context(|| format!("opening the device {:?}", o.device))?;
-    let det_dir = sgraf_hub::resolve_detector(&o.detector)?;
+    let det_dir = sgraf::hub::resolve_detector(&o.detector)?;
     let det = Detector::from_folder(&det_dir, &device)
         .with_context(|| format!("loading the detector {}", o.detector))?;
     let mut policy = match &o.boxes {
@@ -68,7 +68,7 @@ pub fn extract(o: &Options) -> Result<()> {
     let shard = o
         .shard
         .as_deref()
-        .map(sgraf_data::index::Shard::parse)
+        .map(sgraf_data::Shard::parse)
         .transpose()?;
     let listing = sgraf_data::list_features(&o.images, &o.exclude)?;
     let mut photos = listing.photos;

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use sgraf_data::index::Shard;
+use sgraf_data::Shard;
 use sgraf_data::{load_features, Npy, Precomp};
 use sgraf_retrieval::index;
 
@@ -47,7 +47,7 @@ pub struct ModelArgs {
     pub device: String,
 }
 
-use sgraf_app::{parse_device, Loaded};
+use sgraf::{parse_device, Loaded};
 
 /// Photos in an images folder: their region features come from a detector.
 #[derive(Args, Clone, Default)]
@@ -177,7 +177,7 @@ struct TrainArgs {
 
 /// The models of --model, else $SGRAF_MODEL.
 fn load(args: &ModelArgs) -> Result<Loaded> {
-    sgraf_app::load_specs(sgraf_app::model_specs(&args.models, None)?, &args.device)
+    sgraf::load_specs(sgraf::model_specs(&args.models, None)?, &args.device)
 }
 
 fn progress(len: u64, msg: &str) -> ProgressBar {
@@ -320,7 +320,7 @@ fn index_cmd(
     let shard = shard.map(Shard::parse).transpose()?;
     let loaded = load(model)?;
     let ui = explain::Bars::default();
-    let names = sgraf_app::feature_names(
+    let names = sgraf::feature_names(
         dir,
         exclude,
         photos.detector.as_deref(),
@@ -357,7 +357,7 @@ fn index_cmd(
     println!(
         "indexed {} images in {}{}: {} new, {} changed, {} removed, {} unchanged{}",
         report.rows,
-        sgraf_data::index::index_dir(dir).display(),
+        sgraf_retrieval::index::store::index_dir(dir).display(),
         shard.map_or(String::new(), |s| format!(
             " (shard {}/{})",
             s.index, s.count
@@ -426,7 +426,7 @@ fn rank(a: &args::RankArgs) -> Result<()> {
                 bail!("the query is empty");
             }
             let ui = explain::Bars::default();
-            let folder = sgraf_app::Folder::open(
+            let folder = sgraf::Folder::open(
                 dir,
                 &model.models,
                 &model.device,
@@ -519,7 +519,7 @@ fn train(args: TrainArgs) -> Result<()> {
     let mut trainer = match &args.resume {
         Some(run) => sgraf_train::Trainer::resume(run, args.max_steps)?,
         None => {
-            let init = args.init.as_deref().map(sgraf_hub::resolve).transpose()?;
+            let init = args.init.as_deref().map(sgraf::hub::resolve).transpose()?;
             let opts = sgraf_train::TrainOptions {
                 data: args.data.clone().expect("clap requires --data"),
                 module: args.module.as_deref().map(str::parse).transpose()?,

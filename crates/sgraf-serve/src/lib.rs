@@ -17,7 +17,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use sgraf_app::{Folder, Ui};
+use sgraf::{Folder, Ui};
 
 /// The longest query accepted, in characters.
 pub const MAX_QUERY_CHARS: usize = 500;
@@ -207,10 +207,10 @@ async fn explain(
     let v = blocking(move || {
         let (_, feats) =
             sgraf_data::load_features(&path).map_err(|e| bad(format!("{file}: {e}")))?;
-        let mut e = sgraf_app::explain(&app.folder.loaded.scorer, feats, &q)
+        let mut e = sgraf::explain(&app.folder.loaded.scorer, feats, &q)
             .map_err(|e| bad(format!("{e:#}")))?
             .with_boxes_of(&path);
-        e.file = sgraf_app::display_name(&app.folder.dir, &name);
+        e.file = sgraf::display_name(&app.folder.dir, &name);
         let mut v = e.to_json();
         v["photo"] = json!(app.folder.photo(&name).is_some());
         Ok(v)

@@ -14,12 +14,14 @@
 pub mod boxes;
 pub mod config;
 pub mod cpu;
+#[cfg(feature = "photos")]
 pub mod decode;
 pub mod detector;
 pub mod error;
 pub mod preprocess;
 pub mod resnet;
 pub mod roi_pool;
+#[cfg(feature = "photos")]
 pub mod store;
 
 pub use config::{weight_shapes, BoxPolicy, DetectorConfig};

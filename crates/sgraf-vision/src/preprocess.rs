@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+#[cfg(feature = "photos")]
 use crate::decode;
 use crate::error::{Error, Result};
 
@@ -30,6 +31,7 @@ impl BgrImage {
     /// `cv2.imread(path, cv2.IMREAD_COLOR)` gives, bit for bit, turned
     /// upright by its EXIF orientation as `cv2.imread` turns it (see
     /// [`crate::decode`]). GIF is refused.
+    #[cfg(feature = "photos")]
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|err| Error::Io {
@@ -40,6 +42,7 @@ impl BgrImage {
     }
 
     /// Decodes an image held in memory (`name` is for error messages).
+    #[cfg(feature = "photos")]
     pub fn decode(bytes: &[u8], name: &str) -> Result<Self> {
         let img = decode::decode(bytes).map_err(|err| Error::Decode {
             path: name.into(),

@@ -107,7 +107,7 @@ pub fn ensure_cached(
     let cache = dir.join(CACHE_DIR);
     for photo in photos {
         let path = dir.join(photo);
-        let (size, mtime_ns) = sgraf_data::index::quick_stamp(&path)?;
+        let (size, mtime_ns) = sgraf_data::quick_stamp(&path)?;
         let source = Source {
             photo: photo.clone(),
             size,

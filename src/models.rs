@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use sgraf_core::SgrafModel;
-use sgraf_data::index::ModelSpec;
+use sgraf_retrieval::index::store::ModelSpec;
 use sgraf_retrieval::{index, Scorer};
 use sgraf_text::CaptionTokenizer;
 
@@ -76,7 +76,7 @@ pub fn load_specs(specs: Vec<String>, device: &str) -> Result<Loaded> {
     let mut folders = Vec::new();
     let dev = parse_device(device).with_context(|| format!("opening the device {device:?}"))?;
     for spec in &specs {
-        let dir = sgraf_hub::resolve(spec)?;
+        let dir = crate::hub::resolve(spec)?;
         let model = SgrafModel::from_folder(&dir, &dev)
             .with_context(|| format!("loading the model {spec}"))?;
         let tok = CaptionTokenizer::from_file(dir.join(sgraf_core::TOKENIZER_FILE))?;
@@ -125,7 +125,7 @@ impl Loaded {
 /// folder relative to the model, or a Hub id).
 pub fn find_detector(given: Option<&str>, loaded: &Loaded) -> Result<Option<PathBuf>> {
     if let Some(spec) = given {
-        return Ok(Some(sgraf_hub::resolve_detector(spec)?));
+        return Ok(Some(crate::hub::resolve_detector(spec)?));
     }
     for dir in &loaded.folders {
         let sub = dir.join("detector");
@@ -141,7 +141,7 @@ pub fn find_detector(given: Option<&str>, loaded: &Loaded) -> Result<Option<Path
             return Ok(Some(if local.is_dir() {
                 local
             } else {
-                sgraf_hub::resolve_detector(spec)?
+                crate::hub::resolve_detector(spec)?
             }));
         }
     }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use sgraf_data::index::Shard;
 use sgraf_data::list_features;
+use sgraf_data::Shard;
 use sgraf_retrieval::index::{self, RankReport};
 
 use crate::models::{find_detector, folder_model_specs, load_specs, Loaded};

@@ -22,14 +22,14 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
+
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::error::{DataError, Result};
+use sgraf_data::files::Shard;
+use sgraf_data::{DataError, Result};
 
 /// The index folder inside a features folder.
 pub const INDEX_DIR: &str = ".sgraf-index";
@@ -85,81 +85,6 @@ impl Manifest {
     pub fn fingerprints(&self) -> Vec<String> {
         self.models.iter().map(|m| m.fingerprint.clone()).collect()
     }
-}
-
-/// One of `count` deterministic parts of a folder's files (`I/N`, 0-based),
-/// for spreading `extract` and `index` over machines.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Shard {
-    pub index: usize,
-    pub count: usize,
-}
-
-impl Shard {
-    /// `I/N` with `0 <= I < N`.
-    pub fn parse(s: &str) -> Result<Self> {
-        let bad = || {
-            DataError::Invalid(format!(
-                "--shard must be I/N with 0 <= I < N (e.g. 0/4 ... 3/4), found {s:?}"
-            ))
-        };
-        let (i, n) = s.split_once('/').ok_or_else(bad)?;
-        let (index, count) = (
-            i.trim().parse::<usize>().map_err(|_| bad())?,
-            n.trim().parse::<usize>().map_err(|_| bad())?,
-        );
-        if count == 0 || index >= count {
-            return Err(bad());
-        }
-        Ok(Self { index, count })
-    }
-
-    /// Whether this shard handles the file `name` (relative to the folder):
-    /// FNV-1a of the name, so every machine agrees without coordination.
-    pub fn owns(&self, name: &str) -> bool {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in name.as_bytes() {
-            h ^= *b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        (h % self.count as u64) as usize == self.index
-    }
-
-    pub fn manifest_name(&self) -> String {
-        format!("manifest-shard-{}-of-{}.json", self.index, self.count)
-    }
-}
-
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let io = |err| DataError::Io {
-        path: path.to_path_buf(),
-        err,
-    };
-    let mut f = File::open(path).map_err(io)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Size and modification time of a file (no hashing).
-pub fn quick_stamp(path: &Path) -> Result<(u64, u128)> {
-    let meta = std::fs::metadata(path).map_err(|err| DataError::Io {
-        path: path.to_path_buf(),
-        err,
-    })?;
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    Ok((meta.len(), mtime))
 }
 
 /// `DIR/.sgraf-index`.
@@ -219,7 +144,7 @@ pub fn write_manifest(dir: &Path, name: &str, manifest: &Manifest) -> Result<()>
         err,
     })?;
     let json = serde_json::to_vec_pretty(manifest).expect("a manifest serializes");
-    crate::write_atomic(&idx.join(name), &json)
+    sgraf_data::write_atomic(&idx.join(name), &json)
 }
 
 /// Removes a manifest (a shard's, once joined into the main one).
@@ -592,7 +517,7 @@ impl SegmentWriter {
             path: idx.clone(),
             err,
         })?;
-        crate::write_atomic(&idx.join(&file), &bytes)?;
+        sgraf_data::write_atomic(&idx.join(&file), &bytes)?;
         Ok(SegmentRef {
             file,
             rows: n,

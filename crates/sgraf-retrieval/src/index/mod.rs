@@ -1,5 +1,5 @@
 //! Building, updating and streaming the image index of a features folder
-//! (the format: [`sgraf_data::index`]).
+//! (the format: [`store`]).
 //!
 //! `update` encodes only what changed, in batches, and commits a segment at
 //! a time; `rank` streams the segments memory-mapped, a chunk of images at a
@@ -9,11 +9,16 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use sgraf_core::ImageSide;
-use sgraf_data::index::{
-    self as ix, quick_stamp, sha256_file, FileStamp, IndexLock, Manifest, ModelSpec, Segment,
-    SegmentRef, SegmentWriter, Shard, INDEX_VERSION, LEGACY_INDEX_FILE,
-};
+use sgraf_data::files::{quick_stamp, sha256_file, Shard};
+
+pub mod store;
+
 use sha2::{Digest, Sha256};
+use store::{
+    self as ix, FileStamp, IndexLock, Manifest, ModelSpec, Segment, SegmentRef, SegmentWriter,
+    INDEX_VERSION, LEGACY_INDEX_FILE,
+};
+pub use store::{index_dir, INDEX_DIR};
 
 use crate::scorer::IMAGE_CHUNK;
 use crate::{Error, Result, Scorer};
