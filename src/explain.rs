@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use crate::error::{invalid, Result};
 use candle_core::Tensor;
 use serde_json::{json, Value};
 use sgraf_core::Explanation;
@@ -43,12 +43,12 @@ pub struct QueryExplanation {
 /// Explains `features` (one image, row-major `[R, img_dim]`) for `query`.
 pub fn explain(scorer: &Scorer, features: Vec<f32>, query: &str) -> Result<QueryExplanation> {
     if query.trim().is_empty() {
-        bail!("the query is empty");
+        invalid!("the query is empty");
     }
     let cfg = scorer.config();
     let (r, d) = (cfg.num_regions, cfg.img_dim);
     if features.len() != r * d {
-        bail!(
+        invalid!(
             "the image has {} values; the model reads {r} regions of {d} features",
             features.len()
         );

@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use crate::error::{invalid, Error, Result};
 use sgraf_data::list_features;
 use sgraf_data::Shard;
 use sgraf_retrieval::index::{self, RankReport};
 
-use crate::models::{find_detector, folder_model_specs, load_specs, Loaded};
+use crate::models::{find_detector, Sgraf};
 use crate::Ui;
 
 /// The feature files of an images folder, photos included when a detector
@@ -18,7 +18,7 @@ pub fn feature_names(
     dir: &Path,
     exclude: &[String],
     detector: Option<&str>,
-    loaded: &Loaded,
+    loaded: &Sgraf,
     shard: Option<Shard>,
     ui: &dyn Ui,
 ) -> Result<Vec<String>> {
@@ -38,7 +38,7 @@ pub fn feature_names(
                 loaded,
                 ui,
             )?),
-            None if names.is_empty() => bail!(
+            None if names.is_empty() => invalid!(
                 "{} holds photos ({}{}) but no region features: pass --detector DIR (a detector \
                  converted with cargo xtask convert-weights --detector) to extract them, or run \
                  sgraf-cli extract first",
@@ -54,7 +54,7 @@ pub fn feature_names(
         }
     }
     if names.is_empty() && shard.is_none() {
-        bail!(
+        invalid!(
             "{} holds no region-feature files (.npy, .npz, .safetensors) and no photos",
             dir.display()
         );
@@ -68,7 +68,7 @@ pub fn cached_photo_features(
     dir: &Path,
     photos: &[String],
     det_dir: &Path,
-    loaded: &Loaded,
+    loaded: &Sgraf,
     ui: &dyn Ui,
 ) -> Result<Vec<String>> {
     let device = loaded.scorer.device().clone();
@@ -85,8 +85,10 @@ pub fn cached_photo_features(
         &mut |_, _| ui.inc(1),
     );
     ui.finish();
-    let report = report
-        .map_err(|e| anyhow::anyhow!("extracting with the detector {}: {e}", det_dir.display()))?;
+    let report = report.map_err(|e| Error::Loading {
+        what: format!("extracting with the detector {}", det_dir.display()),
+        source: Box::new(e.into()),
+    })?;
     if report.extracted > 0 {
         ui.note(&format!(
             "extracted the region features of {} photo(s) into {} ({} reused)",
@@ -118,11 +120,22 @@ pub struct Hit {
     pub score: f32,
 }
 
+/// What to list in an images folder.
+#[derive(Clone, Debug, Default)]
+pub struct FolderOptions {
+    /// Glob patterns of files to leave out (relative paths or file names).
+    pub exclude: Vec<String>,
+    /// The detector for photos (a folder or a Hub id); by default the
+    /// models' own (`detector/` in a model folder, or its config's
+    /// `"detector"` entry). Without one, photos are skipped with a note.
+    pub detector: Option<String>,
+}
+
 /// An images folder with its models loaded and its files listed once:
 /// what `rank` runs once and the server keeps.
 pub struct Folder {
     pub dir: PathBuf,
-    pub loaded: Loaded,
+    pub loaded: Sgraf,
     pub fingerprints: Vec<String>,
     /// Feature files relative to `dir` (photos as their cached features).
     pub names: Vec<String>,
@@ -133,21 +146,20 @@ pub struct Folder {
 }
 
 impl Folder {
-    /// Loads the models (`models`, else $SGRAF_MODEL, else the index's) and
-    /// lists the folder, extracting photos' features where needed.
-    pub fn open(
-        dir: &Path,
-        models: &[String],
-        device: &str,
-        exclude: &[String],
-        detector: Option<&str>,
-        ui: &dyn Ui,
-    ) -> Result<Self> {
+    /// Lists the folder `dir` for `models`, extracting photos' features
+    /// where needed (once: they are cached in `DIR/.sgraf-regions/`); see
+    /// [`Sgraf::for_folder`] for the models a folder's index names.
+    pub fn open(dir: &Path, models: Sgraf, opts: &FolderOptions, ui: &dyn Ui) -> Result<Self> {
         let indexed = index::index_models(dir)?.is_some();
-        let specs = folder_model_specs(models, dir)?;
-        let loaded = load_specs(specs, device)?;
-        let names = feature_names(dir, exclude, detector, &loaded, None, ui)?;
-        let fingerprints = loaded.fingerprints()?;
+        let names = feature_names(
+            dir,
+            &opts.exclude,
+            opts.detector.as_deref(),
+            &models,
+            None,
+            ui,
+        )?;
+        let fingerprints = models.fingerprints()?;
         let mut lookup = HashMap::new();
         for (i, name) in names.iter().enumerate() {
             lookup.insert(display_name(dir, name), i);
@@ -157,7 +169,7 @@ impl Folder {
         }
         Ok(Self {
             dir: dir.to_path_buf(),
-            loaded,
+            loaded: models,
             fingerprints,
             names,
             indexed,
@@ -186,7 +198,7 @@ impl Folder {
         progress: &mut dyn FnMut(usize),
     ) -> Result<(Vec<Hit>, RankReport)> {
         if query.trim().is_empty() {
-            bail!("the query is empty");
+            invalid!("the query is empty");
         }
         let (ranked, report) = index::rank(
             &self.loaded.scorer,

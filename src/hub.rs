@@ -34,7 +34,7 @@ pub enum HubError {
 
 /// Where a model comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ModelSpec {
+pub enum ModelSource {
     Local(PathBuf),
     Hub { repo: String, revision: String },
 }
@@ -46,7 +46,7 @@ fn is_repo_part(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
-impl ModelSpec {
+impl ModelSource {
     /// An existing path is a local folder; otherwise `owner/name[@rev]` is a Hub id.
     pub fn parse(spec: &str) -> Result<Self, HubError> {
         let path = Path::new(spec);
@@ -117,8 +117,8 @@ pub fn resolve_detector(spec: &str) -> Result<PathBuf, HubError> {
 
 /// Resolves a folder or Hub id to a local folder holding `files`.
 pub fn resolve_with(spec: &str, files: &[&'static str]) -> Result<PathBuf, HubError> {
-    match ModelSpec::parse(spec)? {
-        ModelSpec::Local(dir) => {
+    match ModelSource::parse(spec)? {
+        ModelSource::Local(dir) => {
             for &file in files {
                 if !dir.join(file).is_file() {
                     return Err(HubError::MissingFile { dir, file });
@@ -126,7 +126,7 @@ pub fn resolve_with(spec: &str, files: &[&'static str]) -> Result<PathBuf, HubEr
             }
             Ok(dir)
         }
-        ModelSpec::Hub { repo, revision } => {
+        ModelSource::Hub { repo, revision } => {
             let mut folder = None;
             for &file in files {
                 let path = match cached(&repo, &revision, file) {

@@ -2,25 +2,32 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use sgraf_core::SgrafModel;
+use sgraf_core::{Config, SgrafModel};
 use sgraf_retrieval::index::store::ModelSpec;
 use sgraf_retrieval::{index, Scorer};
 use sgraf_text::CaptionTokenizer;
 
-/// `cpu`, `cuda`, `cuda:N` or `metal`.
+use crate::error::{invalid, Error, Result};
+use crate::{Folder, FolderOptions, Hit, QueryExplanation, Quiet};
+
+/// `cpu`, `cuda`, `cuda:N` or `metal`, opened.
 pub fn parse_device(spec: &str) -> Result<Device> {
-    let device = match spec {
-        "cpu" => Device::Cpu,
-        "cuda" => Device::new_cuda(0)?,
-        "metal" => Device::new_metal(0)?,
-        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(n)) => Device::new_cuda(n)?,
-            _ => bail!("--device must be cpu, cuda, cuda:N or metal, found {other:?}"),
-        },
+    let open = || -> Result<Device> {
+        Ok(match spec {
+            "cpu" => Device::Cpu,
+            "cuda" => Device::new_cuda(0)?,
+            "metal" => Device::new_metal(0)?,
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Device::new_cuda(n)?,
+                _ => invalid!("--device must be cpu, cuda, cuda:N or metal, found {other:?}"),
+            },
+        })
     };
-    Ok(device)
+    open().map_err(|e| match e {
+        Error::Invalid(_) => e,
+        other => Error::loading(format!("opening the device {spec:?}"))(other),
+    })
 }
 
 /// The models to load: `given` (--model), else $SGRAF_MODEL
@@ -40,7 +47,7 @@ pub fn model_specs(given: &[String], fallback: Option<Vec<String>>) -> Result<Ve
         }
     }
     fallback.ok_or_else(|| {
-        anyhow::anyhow!("no model: pass --model MODEL (a folder or a Hub id; repeat for SGRAF) or set SGRAF_MODEL")
+        Error::Invalid("no model: pass --model MODEL (a folder or a Hub id; repeat for SGRAF) or set SGRAF_MODEL".into())
     })
 }
 
@@ -53,45 +60,167 @@ pub fn folder_model_specs(given: &[String], dir: &Path) -> Result<Vec<String>> {
         indexed.map(|m| m.into_iter().map(|s| s.source).collect()),
     )
     .map_err(|_| {
-        anyhow::anyhow!(
+        Error::Invalid(format!(
             "no model and no index in {0}: index the folder once with \
              `sgraf-cli index -m MODEL [-m MODEL] --images {0}` (then rank needs no --model), \
              or pass --model / set SGRAF_MODEL",
             dir.display()
-        )
+        ))
     })
 }
 
-/// Loaded models with their folders and the specs they were loaded from.
-pub struct Loaded {
+/// SGRAF models ready to score: one model, or several whose scores are
+/// averaged (an SGR and a SAF model together are SGRAF), with their
+/// tokenizer, the folders they were read from and the names they were
+/// given by (folders or Hub ids).
+pub struct Sgraf {
     pub scorer: Scorer,
     pub folders: Vec<PathBuf>,
     pub specs: Vec<String>,
 }
 
 /// Loads the models (folders or Hub ids) onto `device` (see [`parse_device`]).
-pub fn load_specs(specs: Vec<String>, device: &str) -> Result<Loaded> {
-    let mut models = Vec::new();
-    let mut tokenizers = Vec::new();
-    let mut folders = Vec::new();
-    let dev = parse_device(device).with_context(|| format!("opening the device {device:?}"))?;
-    for spec in &specs {
-        let dir = crate::hub::resolve(spec)?;
-        let model = SgrafModel::from_folder(&dir, &dev)
-            .with_context(|| format!("loading the model {spec}"))?;
-        let tok = CaptionTokenizer::from_file(dir.join(sgraf_core::TOKENIZER_FILE))?;
-        models.push(model);
-        tokenizers.push(tok);
-        folders.push(dir);
-    }
-    Ok(Loaded {
-        scorer: Scorer::new(models, tokenizers)?,
-        folders,
-        specs,
-    })
+pub fn load_specs(specs: Vec<String>, device: &str) -> Result<Sgraf> {
+    let dev =
+        parse_device(device).map_err(Error::loading(format!("opening the device {device:?}")))?;
+    Sgraf::load(&specs, &dev)
 }
 
-impl Loaded {
+impl Sgraf {
+    /// Loads each model, a folder or a Hugging Face Hub id
+    /// (`owner/name[@revision]`, fetched into the standard cache; with
+    /// `HF_HUB_OFFLINE=1` only the cache is read), onto `device`, prepared
+    /// for inference. Two or more models are averaged: all must read the
+    /// same vocabulary and features.
+    pub fn load<S: AsRef<str>>(models: &[S], device: &Device) -> Result<Self> {
+        if models.is_empty() {
+            invalid!("no model given: name a model folder or a Hub id (two, an SGR and a SAF model, for SGRAF)");
+        }
+        let mut loaded = Vec::new();
+        let mut tokenizers = Vec::new();
+        let mut folders = Vec::new();
+        for spec in models.iter().map(AsRef::as_ref) {
+            let load = || -> Result<_> {
+                let dir = crate::hub::resolve(spec)?;
+                let model = SgrafModel::from_folder(&dir, device)?;
+                let tok = CaptionTokenizer::from_file(dir.join(sgraf_core::TOKENIZER_FILE))?;
+                Ok((dir, model, tok))
+            };
+            let (dir, model, tok) =
+                load().map_err(Error::loading(format!("loading the model {spec}")))?;
+            loaded.push(model);
+            tokenizers.push(tok);
+            folders.push(dir);
+        }
+        Ok(Self {
+            scorer: Scorer::new(loaded, tokenizers)?,
+            folders,
+            specs: models.iter().map(|s| s.as_ref().to_string()).collect(),
+        })
+    }
+
+    /// The models for ranking the folder `dir`: `models` if any, else
+    /// `$SGRAF_MODEL` (comma-separated), else the models `dir`'s index was
+    /// built with.
+    pub fn for_folder<S: AsRef<str>>(
+        dir: impl AsRef<Path>,
+        models: &[S],
+        device: &Device,
+    ) -> Result<Self> {
+        let given: Vec<String> = models.iter().map(|s| s.as_ref().to_string()).collect();
+        Self::load(&folder_model_specs(&given, dir.as_ref())?, device)
+    }
+
+    /// The models' shared configuration (regions, feature size, ...).
+    pub fn config(&self) -> &Config {
+        self.scorer.config()
+    }
+
+    pub fn device(&self) -> &Device {
+        self.scorer.device()
+    }
+
+    /// The scorer behind [`Sgraf::score`]: encoded sides, blocks, progress.
+    pub fn scorer(&self) -> &Scorer {
+        &self.scorer
+    }
+
+    /// The mean score of every image against every caption: `features`
+    /// holds `n` images row-major (`[n, num_regions, img_dim]`, the SCAN
+    /// precomp layout). Memory follows the images and a block of captions.
+    pub fn score<S: AsRef<str>>(&self, features: &[f32], captions: &[S]) -> Result<Scores> {
+        let cfg = self.config();
+        let per_image = cfg.num_regions * cfg.img_dim;
+        if features.is_empty() || !features.len().is_multiple_of(per_image) {
+            invalid!(
+                "features hold {} values; expected a whole number of images of {} regions x {} features ({} values each)",
+                features.len(), cfg.num_regions, cfg.img_dim, per_image
+            );
+        }
+        if captions.is_empty() {
+            invalid!("no captions to score");
+        }
+        let n = features.len() / per_image;
+        let images = self.scorer.encode_images(
+            n,
+            |start, k| Ok(features[start * per_image..(start + k) * per_image].to_vec()),
+            &mut |_| {},
+        )?;
+        let values = self.scorer.score_captions(&images, captions, &mut |_| {})?;
+        Ok(Scores {
+            n_images: n,
+            n_captions: captions.len(),
+            values,
+        })
+    }
+
+    /// Every image of the folder `dir` for `query`, best first, through
+    /// the folder's index where it has one for these models (images not in
+    /// it are encoded on the fly). Photos need a detector
+    /// ([`FolderOptions::detector`]); see [`Folder`] to rank one folder
+    /// many times.
+    pub fn rank_folder(self, dir: impl AsRef<Path>, query: &str) -> Result<Vec<Hit>> {
+        let folder = Folder::open(dir.as_ref(), self, &FolderOptions::default(), &Quiet)?;
+        Ok(folder.rank(query, None, &mut |_| {})?.0)
+    }
+
+    /// Why the image `features` (`[num_regions, img_dim]`) matches `query`:
+    /// each word's attention over the regions, from the same computation
+    /// that scores it.
+    pub fn explain(&self, features: &[f32], query: &str) -> Result<QueryExplanation> {
+        crate::explain::explain(&self.scorer, features.to_vec(), query)
+    }
+}
+
+/// A score matrix, row-major `[n_images, n_captions]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scores {
+    pub n_images: usize,
+    pub n_captions: usize,
+    pub values: Vec<f32>,
+}
+
+impl Scores {
+    /// The score of image `i` against caption `c`.
+    ///
+    /// Panics when `(i, c)` is outside the matrix, as slice indexing does.
+    pub fn get(&self, i: usize, c: usize) -> f32 {
+        assert!(
+            i < self.n_images && c < self.n_captions,
+            "({i}, {c}) is outside {} x {}",
+            self.n_images,
+            self.n_captions
+        );
+        self.values[i * self.n_captions + c]
+    }
+
+    /// Image `i`'s scores against every caption.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.values[i * self.n_captions..(i + 1) * self.n_captions]
+    }
+}
+
+impl Sgraf {
     /// The models as an index records them: fingerprint, and the folder
     /// (absolute) or Hub id they came from.
     pub fn model_records(&self) -> Result<Vec<ModelSpec>> {
@@ -120,10 +249,20 @@ impl Loaded {
     }
 }
 
+/// The bottom-up-attention detector (a folder converted with `cargo xtask
+/// convert-weights --detector`, or a Hub id) on `device`.
+pub fn load_detector(spec: &str, device: &Device) -> Result<sgraf_vision::Detector> {
+    let load = || -> Result<_> {
+        let dir = crate::hub::resolve_detector(spec)?;
+        Ok(sgraf_vision::Detector::from_folder(&dir, device)?)
+    };
+    load().map_err(Error::loading(format!("loading the detector {spec}")))
+}
+
 /// The detector for photos: `given` (--detector), else the (first) model
 /// folder's `detector/` sub-folder or its config's "detector" entry (a
 /// folder relative to the model, or a Hub id).
-pub fn find_detector(given: Option<&str>, loaded: &Loaded) -> Result<Option<PathBuf>> {
+pub fn find_detector(given: Option<&str>, loaded: &Sgraf) -> Result<Option<PathBuf>> {
     if let Some(spec) = given {
         return Ok(Some(crate::hub::resolve_detector(spec)?));
     }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use crate::error::{invalid, Error, Result};
 use image::{Rgb, RgbImage};
 use imageproc::drawing::draw_hollow_rect_mut;
 use imageproc::rect::Rect;
@@ -52,10 +52,10 @@ pub fn blank(width: usize, height: usize) -> RgbImage {
 /// and outlined by weight ([`colour`]; the strongest drawn last).
 pub fn draw(photo: &RgbImage, e: &QueryExplanation, words: &[usize]) -> Result<RgbImage> {
     let Some(boxes) = &e.boxes else {
-        bail!("no region boxes for {}: an overlay needs NAME.json (boxes) beside the features, or a photo and a detector", e.file);
+        invalid!("no region boxes for {}: an overlay needs NAME.json (boxes) beside the features, or a photo and a detector", e.file);
     };
     if words.is_empty() {
-        bail!("no words to draw");
+        invalid!("no words to draw");
     }
     let scale = (MAX_SIDE as f32 / photo.width().max(photo.height()) as f32).min(1.0);
     let base = if scale < 1.0 {
@@ -135,7 +135,8 @@ pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
     img.write_to(
         &mut std::io::Cursor::new(&mut bytes),
         image::ImageFormat::Png,
-    )?;
+    )
+    .map_err(|e| Error::Invalid(format!("encoding {} as PNG: {e}", path.display())))?;
     sgraf_data::write_atomic(path, &bytes)?;
     Ok(())
 }

@@ -45,7 +45,7 @@ fn cpu_scorer_and_candle_ops_both_match_reference() {
     for tag in ["sgr", "saf"] {
         let want = fx.expected(&format!("{tag}_scores"));
         for fast in [false, true] {
-            let model = fx.model(tag).with_cpu_kernels(fast);
+            let model = fx.model(tag).with_cpu_kernels(fast).unwrap();
             let got = model.score(&fx.images, &fx.ids, &fx.lengths).unwrap();
             assert_close(&format!("{tag} scores, cpu kernels {fast}"), &got, want);
         }
@@ -147,7 +147,7 @@ fn swapped_gru_gates_are_detected() {
     }
     let cfg = sgraf_core::Config::from_file(fx.dir.join("sgr/config.json")).unwrap();
     let vb = VarBuilder::from_tensors(tensors, candle_core::DType::F32, &dev);
-    let model = SgrafModel::load(vb, &cfg).unwrap();
+    let model = SgrafModel::load(vb, &cfg).unwrap().freeze().unwrap();
     let got = model.score(&fx.images, &fx.ids, &fx.lengths).unwrap();
     assert_close(
         "swapped gates vs reference mutant",
@@ -199,6 +199,7 @@ fn cpu_text_encoder_chunks_match_candle_gru() {
         let slow = fx
             .model(tag)
             .with_cpu_kernels(false)
+            .unwrap()
             .encode_captions(&ids, &lengths)
             .unwrap();
         assert_close(

@@ -35,11 +35,13 @@ fuzz_target!(|data: &[u8]| {
             rows: (kind >> 1) as usize,
             bytes: body.len() as u64,
             deleted: Vec::new(),
+            crc32c: sgraf_retrieval::index::store::checksums(body),
         };
         if let Ok(s) = Segment::open(dir, &seg, &["m".to_string()], 2, 3) {
             let rows = s.rows();
             let _ = s.regions(0, 0..rows);
             let _ = s.global(0, 0..rows);
+            let _ = s.verify_all();
         }
     }
 });

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The browser test of `sgraf-cli serve`: builds sgraf-cli, makes a fixture
 # folder (two photos through the tiny fixture detector and a feature file),
-# starts the server on an ephemeral port, drives the page in Debian's
-# chromium with playwright-core (test.mjs), and stops the server.
+# starts the server on an ephemeral port with an access token (SGRAF_TOKEN),
+# drives the page in Debian's chromium with playwright-core (test.mjs: the
+# token prompt, a wrong then the right token, results, a region view), and
+# stops the server.
 # Needs /usr/bin/chromium (apt-get install chromium) and node + npm.
-# Exit 0 on success; SCREENSHOT (default target/serve-screenshot.png) is written.
+# Exit 0 on success; SCREENSHOT (default target/serve-screenshot.png) is
+# written, and the token prompt beside it (serve-screenshot-token.png).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -33,7 +36,8 @@ cp tests/fixtures/vision/images/tall.png "$work/images/sub/tall.png"
 "$bin" extract --detector "$work/detector" --images "$work/images" --out "$work/feats" >/dev/null 2>&1
 cp "$work/feats/wide.npy" "$work/images/features-only.npy"
 cp "$work/feats/wide.json" "$work/images/features-only.json"
-"$bin" serve -m tests/fixtures/sgr -m tests/fixtures/saf --images "$work/images" \
+token="browser-test-$RANDOM-$RANDOM-$$"
+SGRAF_TOKEN="$token" "$bin" serve -m tests/fixtures/sgr -m tests/fixtures/saf --images "$work/images" \
   --detector "$work/detector" --port 0 > "$work/serve.out" 2> "$work/serve.err" &
 server=$!
 url=""
@@ -45,4 +49,4 @@ for _ in $(seq 1 300); do
 done
 [ -n "$url" ] || { echo "serve did not start" >&2; cat "$work/serve.err" >&2; exit 1; }
 mkdir -p "$(dirname "$shot")"
-CHROMIUM="$chromium" node "$here/test.mjs" "${url%/}" "a dog playing in the snow" "$shot"
+CHROMIUM="$chromium" SGRAF_TEST_TOKEN="$token" node "$here/test.mjs" "${url%/}" "a dog playing in the snow" "$shot"

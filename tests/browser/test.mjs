@@ -1,7 +1,9 @@
-// Drives sgraf-cli serve's page in Debian's chromium: load /?q=..., check the
-// results appear, open one, check its region boxes are drawn and a word
-// highlights its regions, and save a screenshot.
-// Usage: node test.mjs BASE_URL QUERY SCREENSHOT
+// Drives sgraf-cli serve's page in Debian's chromium: load /?q=..., answer
+// the access-token prompt (a wrong token first, then the right one), check
+// the results appear, open one, check its region boxes are drawn and a word
+// highlights its regions, save a screenshot, and check a reload does not ask
+// again. Usage: SGRAF_TEST_TOKEN=TOKEN node test.mjs BASE_URL QUERY SCREENSHOT
+// (without SGRAF_TEST_TOKEN the server is expected to need none).
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -27,8 +29,25 @@ try {
   const page = context.pages()[0] || (await context.newPage());
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
+  const token = process.env.SGRAF_TEST_TOKEN || "";
   await page.goto(base + "/?q=" + encodeURIComponent(query));
+  if (token) {
+    // The page asks for the token; a wrong one is refused and asked again.
+    await page.waitForSelector("#login.open", { timeout: 30000 });
+    if ((await page.locator(".card.result").count()) !== 0) fail("results shown before the token");
+    await page.fill("#token", "not-" + token);
+    await page.click("#login-go");
+    await page.waitForSelector("#login-msg.bad", { timeout: 10000 });
+    if (!(await page.isVisible("#login.open"))) fail("a wrong token closed the prompt");
+    await page.screenshot({ path: shot.replace(/\.png$/, "") + "-token.png" });
+    await page.fill("#token", token);
+    await page.click("#login-go");
+    await page.waitForSelector("#login.open", { state: "hidden", timeout: 10000 });
+  }
   await page.waitForSelector(".card.result", { timeout: 30000 });
+  const names = await page.locator(".card .name").evaluateAll((ns) => ns.map((n) => n.title));
+  if (names.some((f) => f.startsWith("/"))) fail(`absolute paths shown: ${names}`);
+  await page.waitForFunction(() => /\d+ images?/.test(document.getElementById("info").textContent), null, { timeout: 10000 });
   const n = await page.locator(".card.result").count();
   if (n < 2) fail(`expected results, found ${n}`);
   if ((await page.inputValue("#q")) !== query) fail("the query box does not hold ?q=");
@@ -58,7 +77,13 @@ try {
   if (strongest < 1) fail("no strongest region outlined");
   if (errors.length) fail("page errors: " + errors.join("; "));
   await page.screenshot({ path: shot });
-  console.log(`ok: ${n} results, ${boxes} boxes; screenshot ${shot}`);
+  // A reload in the same tab does not ask again (the token is kept).
+  await page.reload();
+  await page.waitForSelector(".card.result", { timeout: 30000 });
+  if (await page.isVisible("#login.open")) fail("the token was asked for again after a reload");
+  await page.waitForFunction(() => [...document.querySelectorAll(".card img")].every((i) => i.complete && i.naturalWidth > 0));
+  if (errors.length) fail("page errors: " + errors.join("; "));
+  console.log(`ok: ${n} results, ${boxes} boxes${token ? ", token prompt" : ""}; screenshot ${shot}`);
 } finally {
   await context.close();
   rmSync(profile, { recursive: true, force: true });

@@ -13,7 +13,7 @@ use sgraf_retrieval::{Metrics, Scorer};
 use sgraf_text::CaptionTokenizer;
 use sgraf_train::synthetic::Synthetic;
 use sgraf_train::trainer::Event;
-use sgraf_train::{TrainOptions, Trainer};
+use sgraf_train::Trainer;
 
 fn show(name: &str, m: &Metrics) {
     println!(
@@ -59,20 +59,7 @@ pub fn demo(dir: &Path, epochs: usize) -> Result<()> {
     let test = Precomp::open(&data, "test")?;
     let mut trainers = Vec::new();
     for module in [Module::Sgr, Module::Saf] {
-        let opts = TrainOptions {
-            data: data.clone(),
-            module: Some(module),
-            batch_size: 16,
-            epochs: Some(epochs),
-            learning_rate: 1e-3,
-            embed_size: 32,
-            sim_dim: 16,
-            word_dim: 16,
-            dropout: 0.0,
-            vocab_threshold: 1,
-            seed: 5,
-            ..TrainOptions::default()
-        };
+        let opts = sgraf_train::synthetic::tiny_options(&data, module, epochs);
         let run = dir.join(format!("runs/{}", module.to_string().to_lowercase()));
         trainers.push(Trainer::new(&run, opts)?);
     }

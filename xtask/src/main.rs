@@ -6,6 +6,7 @@ mod bench_extract;
 mod bench_rank;
 mod cuda;
 mod demo;
+mod gpu_check;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -108,6 +109,19 @@ enum Task {
         #[arg(long, default_value = "90")]
         compute_cap: String,
     },
+    /// The GPU engine (`--features gpu`) on a machine with an NVIDIA GPU:
+    /// builds its tests into target/gpu-check/ (stripped, with run.sh) and
+    /// runs run.sh there: nvidia-smi, the GPU tests, the SGR/SAF benchmark
+    /// at 1000 x 5000 against the CPU. `--prepare`: build only (carry
+    /// target/gpu-check to the GPU machine and run `bash target/gpu-check/run.sh`).
+    /// `--nvrtc`: compile every kernel's CUDA C++ with NVRTC 13.0 (installs
+    /// the PyPI wheel), no GPU needed.
+    GpuCheck {
+        #[arg(long)]
+        prepare: bool,
+        #[arg(long, conflicts_with = "prepare")]
+        nvrtc: bool,
+    },
 }
 
 pub fn root() -> PathBuf {
@@ -143,6 +157,16 @@ fn fixtures(full: Option<PathBuf>) -> Result<()> {
     }
 }
 
+/// The converter's error, with the flag that replaces an existing output.
+fn force_hint(e: sgraf_convert::ConvertError) -> anyhow::Error {
+    match e {
+        sgraf_convert::ConvertError::OutputExists(_) => {
+            anyhow::anyhow!("{e} (pass --force to replace it)")
+        }
+        e => e.into(),
+    }
+}
+
 fn convert_weights(
     checkpoint: &Path,
     vocab: &Path,
@@ -151,6 +175,7 @@ fn convert_weights(
     verify: bool,
 ) -> Result<()> {
     let done = sgraf_convert::convert(checkpoint, vocab, out, force)
+        .map_err(force_hint)
         .with_context(|| format!("converting {}", checkpoint.display()))?;
     let cfg = &done.config;
     println!(
@@ -184,6 +209,7 @@ fn convert_detector(
 ) -> Result<()> {
     let boxes = boxes.map(sgraf_vision::BoxPolicy::parse).transpose()?;
     let done = sgraf_convert::convert_detector(pth, out, boxes, force)
+        .map_err(force_hint)
         .with_context(|| format!("converting {}", pth.display()))?;
     let c = &done.config;
     println!(
@@ -233,7 +259,15 @@ fn convert_detector(
 }
 
 fn main() -> Result<()> {
-    sgraf_retrieval::keep_large_allocations_in_heap();
+    // The allocator thresholds sgraf-cli sets first thing (its main.rs), so
+    // that `bench scoring`, which scores in this process, times the scorer
+    // as the binary runs it: block-sized tensors stay in the heap.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator thresholds.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 30);
+    }
     match Cli::parse().task {
         Task::ConvertWeights {
             checkpoint,
@@ -265,5 +299,6 @@ fn main() -> Result<()> {
             _ => bench::bench(quick, out, repeat),
         },
         Task::CudaBuild { compute_cap } => cuda::cuda_build(&compute_cap),
+        Task::GpuCheck { prepare, nvrtc } => gpu_check::gpu_check(prepare, nvrtc),
     }
 }

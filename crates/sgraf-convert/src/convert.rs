@@ -240,42 +240,36 @@ author={{Diao, Haiwen and Zhang, Ying and Ma, Lin and Lu, Huchuan}},\n  booktitl
     )
 }
 
-/// A sibling of `out` that is removed on drop unless kept.
-pub(crate) struct TempDir(Option<PathBuf>);
+/// The output folder being written under a temporary sibling name
+/// (`.NAME.tmp-…`, sgraf-data's [`sgraf_data::Pending`]), removed on drop
+/// unless published.
+pub(crate) struct TempDir(sgraf_data::Pending);
 
-impl TempDir {
-    pub(crate) fn beside(out: &Path, tag: &str) -> Result<Self> {
-        let parent = out
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = out
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model".into());
-        let dir = parent.join(format!(".{name}.{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|err| ConvertError::Write {
-            path: dir.clone(),
-            err,
-        })?;
-        Ok(Self(Some(dir)))
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        self.0.as_deref().expect("not yet kept")
-    }
-
-    fn keep(mut self) -> PathBuf {
-        self.0.take().expect("not yet kept")
+fn data_err(e: sgraf_data::DataError, path: &Path) -> ConvertError {
+    match e {
+        sgraf_data::DataError::Io { path, err } => ConvertError::Write { path, err },
+        other => ConvertError::Write {
+            path: path.to_path_buf(),
+            err: std::io::Error::other(other.to_string()),
+        },
     }
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Some(dir) = self.0.take() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+impl TempDir {
+    /// A temporary folder that [`publish`] moves to `out`.
+    pub(crate) fn beside(out: &Path, _tag: &str) -> Result<Self> {
+        let out = if out.parent().is_none_or(|p| p.as_os_str().is_empty()) {
+            Path::new(".").join(out)
+        } else {
+            out.to_path_buf()
+        };
+        sgraf_data::Pending::dir(&out)
+            .map(Self)
+            .map_err(|e| data_err(e, &out))
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.0.path()
     }
 }
 
@@ -286,31 +280,15 @@ pub(crate) fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// Moves the finished folder `tmp` to `out`, replacing an old one only when `force`.
+/// Moves the finished folder `tmp` to `out`, replacing an old one only when
+/// `force`: in one step (an old `out` is swapped out atomically where the
+/// system can, else renamed aside and put back if the new one cannot move
+/// in), so `out` is never missing nor partial.
 pub(crate) fn publish(tmp: TempDir, out: &Path, force: bool) -> Result<()> {
-    let rename = |from: &Path, to: &Path| {
-        std::fs::rename(from, to).map_err(|err| ConvertError::Write {
-            path: to.to_path_buf(),
-            err,
-        })
-    };
-    if out.exists() {
-        if !force {
-            return Err(ConvertError::OutputExists(out.to_path_buf()));
-        }
-        let old = TempDir::beside(out, "old")?;
-        std::fs::remove_dir(old.path()).ok();
-        rename(out, old.path())?;
-        if let Err(e) = rename(tmp.path(), out) {
-            let _ = std::fs::rename(old.path(), out);
-            return Err(e);
-        }
-        drop(old); // removes the replaced folder
-    } else {
-        rename(tmp.path(), out)?;
+    if out.exists() && !force {
+        return Err(ConvertError::OutputExists(out.to_path_buf()));
     }
-    tmp.keep();
-    Ok(())
+    tmp.0.commit().map_err(|e| data_err(e, out))
 }
 
 /// Converts a released `model_best.pth.tar` and its vocabulary into a model

@@ -37,7 +37,8 @@ pub enum ConvertError {
     #[error("{}: {msg}", path.display())]
     Vocab { path: PathBuf, msg: String },
 
-    #[error("{} already exists (pass --force to replace it)", .0.display())]
+    /// The output folder exists and replacing it was not asked for (`force`).
+    #[error("{} already exists", .0.display())]
     OutputExists(PathBuf),
 
     #[error(transparent)]

@@ -35,6 +35,8 @@
 //! `fuzz/` (cargo-fuzz) exercises [`pickle::unpickle`] and the checkpoint
 //! reader on arbitrary bytes.
 
+#![forbid(unsafe_code)]
+
 pub mod checkpoint;
 pub mod convert;
 pub mod error;

@@ -19,11 +19,9 @@ impl ImageEncoder {
             no_imgnorm: cfg.no_imgnorm,
         })
     }
-}
 
-impl ImageEncoder {
-    /// The encoder in the CPU form: `W^T` `[img_dim, d]` and the bias.
-    pub fn cpu(&self) -> Result<crate::cpu::CpuImageEncoder> {
+    /// The encoder in the CPU engine's form: `W^T` `[img_dim, d]` and the bias.
+    pub(crate) fn cpu(&self) -> Result<crate::cpu::CpuImageEncoder> {
         Ok(crate::cpu::CpuImageEncoder {
             weight_t: crate::cpu::weight_t(&self.fc)?,
             bias: crate::cpu::bias(&self.fc)?,

@@ -12,6 +12,9 @@ pub mod attention;
 pub mod config;
 pub mod cpu;
 pub mod error;
+pub mod gemm;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod image_encoder;
 pub mod model;
 pub mod ops;
@@ -25,7 +28,7 @@ pub mod text_encoder;
 pub use config::{Config, Module};
 pub use error::{Error, Result};
 pub use model::{
-    parameter_shapes, Ensemble, Explanation, SgrafModel, ShardPlan, CONFIG_FILE, TOKENIZER_FILE,
-    WEIGHTS_FILE,
+    parameter_shapes, Engine, Ensemble, Explanation, SgrafModel, ShardPlan, CONFIG_FILE,
+    TOKENIZER_FILE, WEIGHTS_FILE,
 };
 pub use similarity::{BlockOutput, CaptionSide, ImageSide, SimilarityHead};

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::cpu::{Captions, CpuEngine, Images};
 use crate::image_encoder::ImageEncoder;
 use crate::similarity::{CaptionSide, ImageSide, SimilarityHead};
 use crate::text_encoder::TextEncoder;
@@ -47,30 +48,32 @@ impl ShardPlan {
     }
 }
 
-/// The float32 CPU forms of a model's weights (transposed, folded), for
-/// [`crate::cpu`].
-#[derive(Debug)]
-struct CpuWeights {
-    image: crate::cpu::CpuImageEncoder,
-    head: crate::cpu::CpuHead,
-    visual: crate::cpu::global::VisualSa,
-    textual: crate::cpu::global::TextSa,
-    text: crate::cpu::text::CpuTextEncoder,
+/// How a model computes its forward pass; chosen when it is made ready for
+/// inference ([`SgrafModel::freeze`]), never per call.
+#[derive(Clone, Debug)]
+pub enum Engine {
+    /// candle's operations on the model's own tensors: training, float64,
+    /// GPUs, explanations, and any model that is not frozen.
+    Candle,
+    /// The float32 CPU engine ([`crate::cpu`]), its weights prepared once.
+    Cpu(Arc<CpuEngine>),
+    /// The GPU engine ([`crate::gpu`], feature `gpu`): the pairs scored by
+    /// GPU kernels, the encoders on its CPU engine. Chosen by [`Self::freeze`]
+    /// when [`crate::gpu::set_engine_device`] named a device.
+    #[cfg(feature = "gpu")]
+    Gpu(Arc<crate::gpu::GpuEngine>),
 }
 
-impl CpuWeights {
-    fn new(
-        img_enc: &ImageEncoder,
-        txt_enc: &TextEncoder,
-        sim_enc: &SimilarityHead,
-    ) -> Result<Self> {
-        Ok(Self {
-            image: img_enc.cpu()?,
-            head: sim_enc.cpu_head()?,
-            visual: sim_enc.visual_self_attention().cpu()?,
-            textual: sim_enc.text_self_attention().cpu()?,
-            text: txt_enc.cpu()?,
-        })
+impl Engine {
+    /// The CPU engine that encodes and computes the global vectors: the CPU
+    /// engine itself, or the one under the GPU engine.
+    fn host(&self) -> Option<&CpuEngine> {
+        match self {
+            Engine::Candle => None,
+            Engine::Cpu(cpu) => Some(cpu),
+            #[cfg(feature = "gpu")]
+            Engine::Gpu(gpu) => Some(gpu.cpu()),
+        }
     }
 }
 
@@ -84,15 +87,14 @@ pub struct SgrafModel {
     device: Device,
     dtype: DType,
     plan: ShardPlan,
-    cpu_kernels: bool,
-    /// The CPU forms built once ([`Self::freeze`]); without them every call
-    /// builds its own from the current parameters, as training needs.
-    frozen: Option<Arc<CpuWeights>>,
+    engine: Engine,
 }
 
 impl SgrafModel {
     /// Loads from a `VarBuilder` over the model folder's tensors:
     /// `img_enc.*`, `txt_enc.*` and `sim_enc.*` + the official names.
+    /// The model runs on candle (as training needs: its parameters may
+    /// change); [`Self::freeze`] makes it ready for fast inference.
     pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
         cfg.validate()?;
         Ok(Self {
@@ -103,39 +105,43 @@ impl SgrafModel {
             dtype: vb.dtype(),
             cfg: cfg.clone(),
             plan: ShardPlan::default(),
-            cpu_kernels: true,
-            frozen: None,
+            engine: Engine::Candle,
         })
     }
 
-    /// Prepares the CPU scorer's weights once, for a model whose parameters
-    /// no longer change (a loaded model; not one being trained). Without it
-    /// each call prepares them anew from the current parameters.
+    /// Makes the model ready for inference with the parameters' current
+    /// values: on the CPU in float32 the CPU engine's weights are prepared
+    /// here, once; elsewhere it stays on candle. A model whose parameters
+    /// change afterwards (training) must be frozen again to score with them.
     pub fn freeze(mut self) -> Result<Self> {
-        self.frozen = None;
-        if self.uses_cpu_kernels() {
-            self.frozen = Some(Arc::new(CpuWeights::new(
+        #[cfg(feature = "gpu")]
+        if let Some(device) = crate::gpu::engine_device() {
+            if self.device.is_cpu() && self.dtype == DType::F32 {
+                self.engine = Engine::Gpu(Arc::new(crate::gpu::GpuEngine::prepare(
+                    &self.img_enc,
+                    &self.txt_enc,
+                    &self.sim_enc,
+                    self.cfg.num_regions,
+                    &device,
+                )?));
+                return Ok(self);
+            }
+        }
+        self.engine = if self.device.is_cpu() && self.dtype == DType::F32 {
+            Engine::Cpu(Arc::new(CpuEngine::prepare(
                 &self.img_enc,
                 &self.txt_enc,
                 &self.sim_enc,
-            )?));
-        }
+                self.cfg.num_regions,
+            )?))
+        } else {
+            Engine::Candle
+        };
         Ok(self)
     }
 
-    /// The CPU forms of the weights: the frozen ones, else built now.
-    fn cpu_weights(&self) -> Result<Arc<CpuWeights>> {
-        match &self.frozen {
-            Some(w) => Ok(w.clone()),
-            None => Ok(Arc::new(CpuWeights::new(
-                &self.img_enc,
-                &self.txt_enc,
-                &self.sim_enc,
-            )?)),
-        }
-    }
-
-    /// Loads `config.json` and `model.safetensors` (memory-mapped) from a model folder.
+    /// Loads `config.json` and `model.safetensors` (memory-mapped) from a
+    /// model folder, frozen.
     pub fn from_folder(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
         let cfg = Config::from_file(dir.join(CONFIG_FILE))?;
@@ -169,21 +175,28 @@ impl SgrafModel {
         &self.device
     }
 
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// Changes how the score matrix is sharded (results are unchanged).
     pub fn with_shard_plan(mut self, plan: ShardPlan) -> Self {
         self.plan = plan;
         self
     }
 
-    /// Whether float32 inference on the CPU uses the dedicated scorer of
-    /// [`crate::cpu`] (the default) or candle's generic operations. Both
-    /// compute the published model; the switch exists to compare them.
-    pub fn with_cpu_kernels(mut self, on: bool) -> Self {
-        self.cpu_kernels = on;
-        if !self.uses_cpu_kernels() {
-            self.frozen = None;
+    /// `true`: [`Self::freeze`] (the CPU engine where it can run); `false`:
+    /// candle's operations even there. Both compute the published model;
+    /// the switch exists to compare them.
+    pub fn with_cpu_kernels(self, on: bool) -> Result<Self> {
+        if on {
+            self.freeze()
+        } else {
+            Ok(Self {
+                engine: Engine::Candle,
+                ..self
+            })
         }
-        self
     }
 
     pub fn image_encoder(&self) -> &ImageEncoder {
@@ -219,65 +232,62 @@ impl SgrafModel {
     /// Region features `[n_img, R, img_dim]` -> region embeddings `[n_img, R, d]`.
     pub fn encode_images(&self, images: &Tensor) -> Result<Tensor> {
         self.check_images(images, self.cfg.img_dim, "region features")?;
-        if self.uses_cpu_kernels() {
-            let (n, r, _) = images.dims3()?;
-            let x = images
-                .to_dtype(DType::F32)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
-            let emb = self.cpu_weights()?.image.forward(&x);
-            return Ok(Tensor::from_vec(
-                emb,
-                (n, r, self.cfg.embed_size),
-                &self.device,
-            )?);
+        match self.engine.host() {
+            None => Ok(self.img_enc.forward(&images.to_dtype(self.dtype)?)?),
+            Some(cpu) => {
+                let (n, r, _) = images.dims3()?;
+                let emb = cpu.encode_images(&f32s(images)?);
+                Ok(Tensor::from_vec(
+                    emb,
+                    (n, r, self.cfg.embed_size),
+                    &self.device,
+                )?)
+            }
         }
-        Ok(self.img_enc.forward(&images.to_dtype(self.dtype)?)?)
     }
 
     /// Token ids `[n_cap, L]` and true lengths -> word embeddings
     /// `[n_cap, max(lengths), d]`, zero past each caption's end.
     pub fn encode_captions(&self, ids: &Tensor, lengths: &[usize]) -> Result<Tensor> {
-        if self.uses_cpu_kernels() {
-            let ids = self.txt_enc.check_ids(ids, lengths)?;
-            let padded = ids.dim(1)?;
-            let flat = ids.flatten_all()?.to_vec1::<u32>()?;
-            let words = self.cpu_weights()?.text.forward(&flat, padded, lengths);
-            let max_len = lengths.iter().copied().max().unwrap_or(0);
-            return Ok(Tensor::from_vec(
-                words,
-                (lengths.len(), max_len, self.cfg.embed_size),
-                &self.device,
-            )?);
+        match self.engine.host() {
+            None => self.txt_enc.forward_t(ids, lengths, false),
+            Some(cpu) => {
+                let ids = self.txt_enc.check_ids(ids, lengths)?;
+                let padded = ids.dim(1)?;
+                let ids = ids.flatten_all()?.to_vec1::<u32>()?;
+                let words = cpu.encode_captions(&ids, padded, lengths);
+                let max_len = lengths.iter().copied().max().unwrap_or(0);
+                Ok(Tensor::from_vec(
+                    words,
+                    (lengths.len(), max_len, self.cfg.embed_size),
+                    &self.device,
+                )?)
+            }
         }
-        self.txt_enc.forward_t(ids, lengths, false)
     }
 
-    /// Images ready for scoring against any captions, computed in blocks.
+    /// Images ready for scoring against any captions.
     pub fn image_side(&self, img_emb: &Tensor) -> Result<ImageSide> {
         self.check_images(img_emb, self.cfg.embed_size, "image embeddings")?;
-        if self.uses_cpu_kernels() {
-            let (n, r, d) = img_emb.dims3()?;
-            let regions = img_emb.flatten_all()?.to_vec1::<f32>()?;
-            let global = self.cpu_weights()?.visual.forward(&regions, r, d);
-            return Ok(ImageSide {
-                regions: img_emb.clone(),
-                global: Tensor::from_vec(global, (n, d), &self.device)?,
-            });
-        }
         let n = img_emb.dim(0)?;
-        let block = 256;
-        let globals = (0..n)
-            .step_by(block)
-            .map(|s| {
-                let part = img_emb.narrow(0, s, block.min(n - s))?;
-                Ok(self.sim_enc.image_side(&part, false)?.global)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let global = if globals.is_empty() {
-            Tensor::zeros((0, self.cfg.embed_size), self.dtype, &self.device)?
-        } else {
-            Tensor::cat(&globals, 0)?
+        let global = match self.engine.host() {
+            Some(cpu) => {
+                let global = cpu.image_globals(&f32s(img_emb)?);
+                Tensor::from_vec(global, (n, self.cfg.embed_size), &self.device)?
+            }
+            None if n == 0 => Tensor::zeros((0, self.cfg.embed_size), self.dtype, &self.device)?,
+            None => {
+                // In blocks: the self-attention's intermediates are [block, R, d].
+                let block = 256;
+                let globals = (0..n)
+                    .step_by(block)
+                    .map(|s| {
+                        let part = img_emb.narrow(0, s, block.min(n - s))?;
+                        Ok(self.sim_enc.image_side(&part, false)?.global)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&globals, 0)?
+            }
         };
         Ok(ImageSide {
             regions: img_emb.clone(),
@@ -304,22 +314,19 @@ impl SgrafModel {
                 )))
             }
         }
-        if self.uses_cpu_kernels() {
-            let keep = crate::ops::length_mask(lengths, cap_emb.dim(1)?, &self.device)?;
-            let words = cap_emb.broadcast_mul(&keep.to_dtype(self.dtype)?.unsqueeze(2)?)?;
-            let packed = pack_words(&words, lengths)?;
-            let global = self.cpu_weights()?.textual.forward(&packed, lengths, d);
-            return Ok(CaptionSide {
-                words,
-                keep,
-                global: Tensor::from_vec(global, (lengths.len(), d), &self.device)?,
-            });
+        match self.engine.host() {
+            None => Ok(self.sim_enc.caption_side(cap_emb, lengths, false)?),
+            Some(cpu) => {
+                let keep = crate::ops::length_mask(lengths, cap_emb.dim(1)?, &self.device)?;
+                let words = cap_emb.broadcast_mul(&keep.to_dtype(self.dtype)?.unsqueeze(2)?)?;
+                let global = cpu.caption_globals(&pack_words(&words, lengths)?, lengths);
+                Ok(CaptionSide {
+                    words,
+                    keep,
+                    global: Tensor::from_vec(global, (lengths.len(), d), &self.device)?,
+                })
+            }
         }
-        Ok(self.sim_enc.caption_side(cap_emb, lengths, false)?)
-    }
-
-    fn uses_cpu_kernels(&self) -> bool {
-        self.cpu_kernels && self.device.is_cpu() && self.dtype == DType::F32
     }
 
     /// Scores `[n_img, n_cap]` of prepared images and captions, in blocks
@@ -329,21 +336,28 @@ impl SgrafModel {
         if n_img == 0 || n_cap == 0 {
             return Ok(Tensor::zeros((n_img, n_cap), self.dtype, &self.device)?);
         }
-        if self.uses_cpu_kernels() {
-            return self.score_sides_cpu(img, cap);
+        match &self.engine {
+            Engine::Candle => self.score_candle(img, cap),
+            engine => {
+                let scores =
+                    self.score_on(engine, &f32s(&img.regions)?, &f32s(&img.global)?, cap)?;
+                Ok(Tensor::from_vec(scores, (n_img, n_cap), &self.device)?)
+            }
         }
-        let (_, caps) = self
-            .plan
-            .block(n_img, n_cap, cap.max_len(), self.cfg.embed_size);
+    }
+
+    /// [`Self::score_sides`] on candle: blocks of captions, each against
+    /// blocks of images.
+    fn score_candle(&self, img: &ImageSide, cap: &CaptionSide) -> Result<Tensor> {
+        let (n_img, n_cap) = (img.len(), cap.len());
+        let d = self.cfg.embed_size;
+        let (_, caps) = self.plan.block(n_img, n_cap, cap.max_len(), d);
         let mut columns = Vec::with_capacity(n_cap.div_ceil(caps));
         for c0 in (0..n_cap).step_by(caps) {
             let cap_block = cap.narrow(c0, caps.min(n_cap - c0))?;
-            let (imgs, _) = self.plan.block(
-                n_img,
-                cap_block.len(),
-                cap_block.max_len(),
-                self.cfg.embed_size,
-            );
+            let (imgs, _) = self
+                .plan
+                .block(n_img, cap_block.len(), cap_block.max_len(), d);
             let rows = (0..n_img)
                 .step_by(imgs)
                 .map(|i0| {
@@ -354,17 +368,6 @@ impl SgrafModel {
             columns.push(Tensor::cat(&rows, 0)?);
         }
         Ok(Tensor::cat(&columns, 1)?)
-    }
-
-    /// [`Self::score_sides`] on the CPU scorer.
-    fn score_sides_cpu(&self, img: &ImageSide, cap: &CaptionSide) -> Result<Tensor> {
-        let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
-        let scores = self.score_rows_cpu(&flat(&img.regions)?, &flat(&img.global)?, cap)?;
-        Ok(Tensor::from_vec(
-            scores,
-            (img.len(), cap.len()),
-            &self.device,
-        )?)
     }
 
     /// Scores `[n_img, n_cap]` of prepared images given as plain rows:
@@ -387,31 +390,31 @@ impl SgrafModel {
                 global.len()
             )));
         }
-        if self.uses_cpu_kernels() && n_img > 0 && !cap.is_empty() {
-            let scores = self.score_rows_cpu(regions, global, cap)?;
-            return Ok(Tensor::from_vec(scores, (n_img, cap.len()), &self.device)?);
+        match &self.engine {
+            engine if engine.host().is_some() && n_img > 0 && !cap.is_empty() => {
+                let scores = self.score_on(engine, regions, global, cap)?;
+                Ok(Tensor::from_vec(scores, (n_img, cap.len()), &self.device)?)
+            }
+            _ => {
+                let side = ImageSide {
+                    regions: Tensor::from_slice(regions, (n_img, r, d), &self.device)?
+                        .to_dtype(self.dtype)?,
+                    global: Tensor::from_slice(global, (n_img, d), &self.device)?
+                        .to_dtype(self.dtype)?,
+                };
+                self.score_sides(&side, cap)
+            }
         }
-        let side = ImageSide {
-            regions: Tensor::from_slice(regions, (n_img, r, d), &self.device)?
-                .to_dtype(self.dtype)?,
-            global: Tensor::from_slice(global, (n_img, d), &self.device)?.to_dtype(self.dtype)?,
-        };
-        self.score_sides(&side, cap)
     }
 
-    /// The CPU scorer on plain rows: every image against blocks of at most
-    /// `max_captions` captions; memory per worker is bounded by the block.
-    fn score_rows_cpu(
+    /// The CPU or GPU engine on image rows and prepared captions.
+    fn score_on(
         &self,
+        engine: &Engine,
         regions: &[f32],
-        image_global: &[f32],
+        global: &[f32],
         cap: &CaptionSide,
     ) -> Result<Vec<f32>> {
-        let weights = self.cpu_weights()?;
-        let head = &weights.head;
-        let d = self.cfg.embed_size;
-        let (n_img, n_cap) = (image_global.len() / d, cap.len());
-        let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
         let lengths: Vec<usize> = cap
             .keep
             .to_dtype(DType::U32)?
@@ -420,33 +423,22 @@ impl SgrafModel {
             .into_iter()
             .map(|n| n as usize)
             .collect();
-        let words = pack_words(&cap.words, &lengths)?;
-        let caption_global = flat(&cap.global)?;
-        let images = crate::cpu::Images {
+        let images = Images {
             regions,
-            global: image_global,
+            global,
             n_regions: self.cfg.num_regions,
         };
-        let mut scores = vec![0f32; n_img * n_cap];
-        let step = self.plan.max_captions.max(1);
-        let mut w0 = 0;
-        for c0 in (0..n_cap).step_by(step) {
-            let c1 = (c0 + step).min(n_cap);
-            let w1 = w0 + lengths[c0..c1].iter().sum::<usize>();
-            let block = head.score(
-                &images,
-                &crate::cpu::Captions {
-                    words: &words[w0 * d..w1 * d],
-                    global: &caption_global[c0 * d..c1 * d],
-                    lengths: &lengths[c0..c1],
-                },
-            );
-            for (i, row) in block.chunks(c1 - c0).enumerate() {
-                scores[i * n_cap + c0..i * n_cap + c1].copy_from_slice(row);
-            }
-            w0 = w1;
+        let captions = Captions {
+            words: &pack_words(&cap.words, &lengths)?,
+            global: &f32s(&cap.global)?,
+            lengths: &lengths,
+        };
+        match engine {
+            Engine::Cpu(cpu) => Ok(cpu.score(&images, &captions, self.plan.max_captions)),
+            #[cfg(feature = "gpu")]
+            Engine::Gpu(gpu) => gpu.score(&images, &captions, self.plan.max_captions),
+            Engine::Candle => unreachable!("score_on runs the CPU or GPU engine"),
         }
-        Ok(scores)
     }
 
     /// Scores `[n_img, n_cap]` of image embeddings `[n_img, R, d]` with
@@ -470,9 +462,9 @@ impl SgrafModel {
     }
 
     /// Why one image matches one caption: the score and the intermediates
-    /// of the computation that produced it ([`SimilarityHead::forward_block`],
-    /// the scoring path of training and of non-CPU devices, whose scores equal
-    /// [`Self::score`]'s up to rounding).
+    /// of the computation that produced it: the candle definition of the
+    /// head ([`SimilarityHead::forward_block`]), whatever the engine, whose
+    /// scores equal [`Self::score`]'s up to rounding.
     ///
     /// `image`: region features `[1, R, img_dim]` (or `[R, img_dim]`);
     /// `ids`: one caption's token ids (`<start>` and `<end>` included).
@@ -500,9 +492,6 @@ impl SgrafModel {
         let img = self.sim_enc.image_side(&emb, false)?;
         let cap = self.sim_enc.caption_side(&words, &[len], false)?;
         let out = self.sim_enc.forward_block(&img, &cap, false)?;
-        let f32s = |t: &Tensor| -> Result<Vec<f32>> {
-            Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
-        };
         let score = f32s(&out.scores)?[0];
         let regions = self.cfg.num_regions;
         let attention = f32s(&out.attention)?
@@ -538,6 +527,11 @@ pub struct Explanation {
     pub saf_weights: Option<Vec<f32>>,
     /// SAF models: the filtration weight of the global alignment node.
     pub saf_global_weight: Option<f32>,
+}
+
+/// A tensor's values as float32, row-major.
+fn f32s(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
 }
 
 /// Words `[n_cap, L, d]` -> `[sum(lengths), d]`, each caption cut to its length.

@@ -215,72 +215,8 @@ pub fn xavier_linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Li
 
 /// `(l2norm(a) - t)^2` for every image: `a [I, C, L, d]` (attended regions,
 /// not yet normalised), `t [C, L, d]` (the words) -> `[I, C, L, d]`.
-///
-/// On the CPU in float32 this is one fused, multi-threaded pass instead of
-/// seven full-size tensor operations; elsewhere (and for autograd) it is
-/// composed from candle operations. Inference only: no backward pass.
 pub fn normalized_sq_diff(a: &Tensor, t: &Tensor) -> Result<Tensor> {
-    if a.device().is_cpu() && a.dtype() == candle_core::DType::F32 && !a.track_op() {
-        a.contiguous()?
-            .apply_op2_no_bwd(&t.contiguous()?, &NormSqDiff)
-    } else {
-        l2norm(a, candle_core::D::Minus1)?
-            .broadcast_sub(&t.unsqueeze(0)?)?
-            .sqr()
-    }
-}
-
-struct NormSqDiff;
-
-impl candle_core::CustomOp2 for NormSqDiff {
-    fn name(&self) -> &'static str {
-        "sgraf-normalized-sq-diff"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &candle_core::CpuStorage,
-        l1: &candle_core::Layout,
-        s2: &candle_core::CpuStorage,
-        l2: &candle_core::Layout,
-    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let (Some((a0, a1)), Some((t0, t1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            candle_core::bail!("normalized_sq_diff needs contiguous inputs");
-        };
-        let a = &s1.as_slice::<f32>()?[a0..a1];
-        let t = &s2.as_slice::<f32>()?[t0..t1];
-        let d = *l1.dims().last().unwrap_or(&1);
-        let per_image = t.len();
-        if d == 0 || per_image == 0 || a.len() % per_image != 0 || l2.dims().last() != Some(&d) {
-            candle_core::bail!(
-                "normalized_sq_diff: {:?} does not repeat {:?}",
-                l1.dims(),
-                l2.dims()
-            );
-        }
-        let mut out = vec![0f32; a.len()];
-        let rows = a.len() / d;
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(rows.max(1));
-        let per = rows.div_ceil(threads) * d;
-        std::thread::scope(|scope| {
-            for (chunk, (out, a)) in out.chunks_mut(per).zip(a.chunks(per)).enumerate() {
-                scope.spawn(move || {
-                    let first_row = chunk * per / d;
-                    for (r, (o, x)) in out.chunks_mut(d).zip(a.chunks(d)).enumerate() {
-                        let w = ((first_row + r) * d) % per_image;
-                        let w = &t[w..w + d];
-                        let norm = x.iter().map(|v| v * v).sum::<f32>().sqrt() + NORM_EPS as f32;
-                        for ((o, x), w) in o.iter_mut().zip(x).zip(w) {
-                            let diff = x / norm - w;
-                            *o = diff * diff;
-                        }
-                    }
-                });
-            }
-        });
-        Ok((candle_core::CpuStorage::F32(out), l1.shape().clone()))
-    }
+    l2norm(a, candle_core::D::Minus1)?
+        .broadcast_sub(&t.unsqueeze(0)?)?
+        .sqr()
 }

@@ -21,8 +21,8 @@ impl AttentionFiltration {
         })
     }
 
-    /// The filtration in eval mode as [`crate::cpu::Reasoner::Saf`].
-    pub(crate) fn cpu_reasoner(&self) -> Result<crate::cpu::Reasoner> {
+    /// The filtration in eval mode in the CPU engine's form.
+    pub(crate) fn cpu(&self) -> Result<crate::cpu::Reasoner> {
         let scalar =
             |t: &Tensor| -> Result<f32> { t.flatten_all()?.to_vec1::<f32>().map(|v| v[0]) };
         let var = scalar(self.bn.running_var())?;

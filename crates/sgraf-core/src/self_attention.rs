@@ -39,8 +39,8 @@ impl VisualSelfAttention {
         self.dropout = p;
     }
 
-    /// The block in eval mode for [`crate::cpu`].
-    pub fn cpu(&self) -> Result<crate::cpu::global::VisualSa> {
+    /// The block in eval mode in the CPU engine's form.
+    pub(crate) fn cpu(&self) -> Result<crate::cpu::global::VisualSa> {
         let (local_scale, local_shift) = self.local_bn.eval_affine()?;
         let (global_scale, global_shift) = self.global_bn.eval_affine()?;
         Ok(crate::cpu::global::VisualSa {
@@ -103,8 +103,8 @@ impl TextSelfAttention {
         self.dropout = p;
     }
 
-    /// The block in eval mode for [`crate::cpu`].
-    pub fn cpu(&self) -> Result<crate::cpu::global::TextSa> {
+    /// The block in eval mode in the CPU engine's form.
+    pub(crate) fn cpu(&self) -> Result<crate::cpu::global::TextSa> {
         Ok(crate::cpu::global::TextSa {
             local_wt: crate::cpu::weight_t(&self.local)?,
             local_b: crate::cpu::bias(&self.local)?,

@@ -172,16 +172,18 @@ impl SimilarityHead {
         })
     }
 
-    /// The head's weights in the form of the CPU scorer ([`crate::cpu`]),
-    /// read from the current parameters (training changes them).
-    pub fn cpu_head(&self) -> Result<crate::cpu::CpuHead> {
+    /// The head in the CPU engine's form, from the parameters' current values.
+    pub(crate) fn cpu(&self) -> Result<crate::cpu::CpuHead> {
         use crate::cpu::{bias, weight_t};
         let (m, d) = self.local_proj.weight().dims2()?;
         let reasoner = match &self.head {
             Head::Sgr(steps) => crate::cpu::Reasoner::Sgr(
-                steps.iter().map(|s| s.cpu_step()).collect::<Result<_>>()?,
+                steps
+                    .iter()
+                    .map(GraphReasoning::cpu)
+                    .collect::<Result<_>>()?,
             ),
-            Head::Saf(saf) => saf.cpu_reasoner()?,
+            Head::Saf(saf) => saf.cpu()?,
         };
         Ok(crate::cpu::CpuHead {
             d,
@@ -213,7 +215,6 @@ impl SimilarityHead {
     ) -> Result<BlockOutput> {
         let (n_img, n_cap, len) = (img.len(), cap.len(), cap.max_len());
         // Local alignments: [n_img, n_cap, L, m].
-        // (l2norm(attended) - t)^2, fused on the CPU when no gradient is tracked.
         let attention = attention_weights(&img.regions, &cap.words, train)?;
         let raw = attend(&attention, &img.regions)?;
         let diff = crate::ops::normalized_sq_diff(&raw, &cap.words)?;
@@ -239,21 +240,14 @@ impl SimilarityHead {
             .reshape((n_img * n_cap, 1, len + 1))?;
         let mut saf_weights = None;
         let vec = match &self.head {
-            Head::Sgr(steps) if train => {
-                let mut nodes = nodes;
-                for step in steps {
-                    nodes = step.forward_t(&nodes, &keep, train)?;
-                }
-                nodes.narrow(1, 0, 1)?.squeeze(1)?
-            }
             Head::Sgr(steps) => {
-                // Only the global node of the last step is read.
                 let (last, rest) = steps.split_last().expect("sgr_step >= 1 is validated");
                 let mut nodes = nodes;
                 for step in rest {
-                    nodes = step.forward_folded(&nodes, &keep)?;
+                    nodes = step.forward_t(&nodes, len + 1, &keep, train)?;
                 }
-                last.forward_global_row(&nodes, &keep)?
+                // Only the global node of the last step is read.
+                last.forward_t(&nodes, 1, &keep, train)?.squeeze(1)?
             }
             Head::Saf(saf) => {
                 let (vec, beta) = saf.forward_with_weights(&nodes, &keep, n_img, train)?;

@@ -47,8 +47,8 @@ impl GruDirection {
         })
     }
 
-    /// The direction in the CPU encoder's form.
-    pub fn cpu(&self) -> Result<crate::cpu::text::GruDir> {
+    /// The direction in the CPU engine's form.
+    pub(crate) fn cpu(&self) -> Result<crate::cpu::text::GruDir> {
         let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
         Ok(crate::cpu::text::GruDir::new(
             &flat(&self.w_ih)?,
@@ -149,8 +149,8 @@ impl TextEncoder {
         })
     }
 
-    /// The encoder in the CPU form (float32 weights).
-    pub fn cpu(&self) -> Result<crate::cpu::text::CpuTextEncoder> {
+    /// The encoder in the CPU engine's form (float32 weights).
+    pub(crate) fn cpu(&self) -> Result<crate::cpu::text::CpuTextEncoder> {
         let table = self.embed.embeddings();
         let (_, word_dim) = table.dims2()?;
         let layers = self

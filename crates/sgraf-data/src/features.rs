@@ -2,7 +2,7 @@
 //! `NAME.npz` or `NAME.safetensors`.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{format_err, DataError, Result};
 
@@ -18,26 +18,23 @@ pub struct Listing {
     pub photos: Vec<String>,
 }
 
-/// `*` and `?` glob on a name.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    fn go(p: &[char], n: &[char]) -> bool {
-        match (p.first(), n.first()) {
-            (None, None) => true,
-            (Some('*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
-            (Some('?'), Some(_)) => go(&p[1..], &n[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
-            _ => false,
-        }
-    }
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    go(&p, &n)
+/// A glob of `--exclude` (`*`, `?`, `[abc]`, `{a,b}`; `*` also matches
+/// `/`), compiled by `globset`.
+fn glob(pattern: &str) -> Result<globset::Glob> {
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(false)
+        .backslash_escape(true)
+        .build()
+        .map_err(|e| DataError::Invalid(format!("--exclude {pattern:?} is not a glob: {e}")))
 }
 
-fn excluded(rel: &str, name: &str, excludes: &[String]) -> bool {
-    excludes
-        .iter()
-        .any(|p| glob_match(p, rel) || glob_match(p, name))
+/// Whether the glob `pattern` matches `name` (a pattern that is not a glob
+/// matches only itself).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    match glob(pattern) {
+        Ok(g) => g.compile_matcher().is_match(name),
+        Err(_) => pattern == name,
+    }
 }
 
 fn ext_of(name: &str) -> Option<String> {
@@ -48,48 +45,58 @@ fn ext_of(name: &str) -> Option<String> {
 
 /// Lists `dir` recursively. Hidden files and folders (a leading `.`) are
 /// skipped, and so is anything whose name or relative path matches one of
-/// `excludes` (`*`/`?` globs).
+/// `excludes` (globs, see [`glob_match`]); an excluded folder is not entered.
 pub fn list_features(dir: &Path, excludes: &[String]) -> Result<Listing> {
     let mut out = Listing::default();
-    let mut stack = vec![PathBuf::new()];
     if !dir.is_dir() {
         return Err(DataError::Io {
             path: dir.to_path_buf(),
             err: std::io::Error::new(std::io::ErrorKind::NotFound, "no such folder"),
         });
     }
-    while let Some(rel) = stack.pop() {
-        let here = dir.join(&rel);
-        let entries = std::fs::read_dir(&here).map_err(|err| DataError::Io {
-            path: here.clone(),
-            err,
+    let mut set = globset::GlobSetBuilder::new();
+    for p in excludes {
+        set.add(glob(p)?);
+    }
+    let set = set
+        .build()
+        .map_err(|e| DataError::Invalid(format!("--exclude: {e}")))?;
+    let rel_of = |path: &Path| -> String {
+        path.strip_prefix(dir)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .replace('\\', "/")
+    };
+    let walk = walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .into_iter()
+        .filter_entry(|e| {
+            if e.depth() == 0 {
+                return true;
+            }
+            let name = e.file_name().to_string_lossy();
+            !name.starts_with('.') && !set.is_match(rel_of(e.path())) && !set.is_match(&*name)
+        });
+    for entry in walk {
+        let entry = entry.map_err(|e| {
+            let path = e
+                .path()
+                .map_or_else(|| dir.to_path_buf(), Path::to_path_buf);
+            let err = e
+                .into_io_error()
+                .unwrap_or_else(|| std::io::Error::other("a symbolic link loop"));
+            DataError::Io { path, err }
         })?;
-        for entry in entries {
-            let entry = entry.map_err(|err| DataError::Io {
-                path: here.clone(),
-                err,
-            })?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
-                continue;
-            }
-            let rel_path = rel.join(&name);
-            let rel_str = rel_path.to_string_lossy().replace('\\', "/");
-            if excluded(&rel_str, &name, excludes) {
-                continue;
-            }
-            let kind = entry.file_type().map_err(|err| DataError::Io {
-                path: entry.path(),
-                err,
-            })?;
-            if kind.is_dir() {
-                stack.push(rel_path);
-            } else if let Some(ext) = ext_of(&name) {
-                if FEATURE_EXTS.contains(&ext.as_str()) {
-                    out.features.push(rel_str);
-                } else if PHOTO_EXTS.contains(&ext.as_str()) {
-                    out.photos.push(rel_str);
-                }
+        if entry.depth() == 0 || entry.file_type().is_dir() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy();
+        if let Some(ext) = ext_of(&name) {
+            let rel = rel_of(entry.path());
+            if FEATURE_EXTS.contains(&ext.as_str()) {
+                out.features.push(rel);
+            } else if PHOTO_EXTS.contains(&ext.as_str()) {
+                out.photos.push(rel);
             }
         }
     }
@@ -288,4 +295,29 @@ pub fn load_features(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
         ));
     }
     Ok((shape, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_stars_match_in_linear_time() {
+        // Backtracking took time exponential in the stars on this.
+        let pattern = "*a".repeat(30) + "b";
+        let name = "a".repeat(200);
+        let t = std::time::Instant::now();
+        assert!(!glob_match(&pattern, &name));
+        assert!(glob_match(&pattern, &(name + "b")));
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_bad_exclude_pattern_is_an_error_naming_it() {
+        let dir = std::env::temp_dir();
+        let err = list_features(&dir, &["[abc".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[abc"), "{err}");
+    }
 }

@@ -620,17 +620,7 @@ pub fn encode_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
         Some(data.len()),
         "shape and data disagree"
     );
-    let dims = match shape {
-        [one] => format!("({one},)"),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(usize::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
+    let dims = show_shape(shape);
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {dims}, }}");
     // Data aligned to 64 bytes, header ending with a newline.
     let total = MAGIC.len() + 4 + header.len() + 1;

@@ -11,16 +11,3 @@ pub mod scorer;
 pub use error::{Error, Result};
 pub use metrics::{Metrics, Recall};
 pub use scorer::Scorer;
-
-/// Keeps large allocations in the heap (glibc): scoring allocates and frees
-/// block-sized tensors of hundreds of MB, and mapping fresh pages for each
-/// one costs as much in page faults as the arithmetic. Process-wide, so only
-/// binaries call it, first thing in `main`.
-pub fn keep_large_allocations_in_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator thresholds.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 30);
-    }
-}

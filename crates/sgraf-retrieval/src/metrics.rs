@@ -1,7 +1,9 @@
 //! Image-text retrieval metrics on an `[n_img, n_cap]` score matrix with
-//! five captions per image (caption `k` belongs to image `k / 5`), as the
-//! SCAN/SGRAF evaluation defines them. Ranks are 0-based; captions or
-//! images with equal scores are ordered by index.
+//! k captions per image (caption `c` belongs to image `c / k`), as the
+//! SCAN/SGRAF evaluation defines them for k = 5: image -> text takes the
+//! best rank of an image's k captions, text -> image the rank of a
+//! caption's image. k = 1 is plain one-to-one retrieval. Ranks are 0-based;
+//! captions or images with equal scores are ordered by index.
 
 use serde::{Deserialize, Serialize};
 
@@ -107,10 +109,23 @@ fn rank_of(values: impl Iterator<Item = f32> + Clone, target: usize, score: f32)
 
 /// Image -> text: for each image, the best rank of its five captions.
 pub fn i2t_ranks(scores: &[f32], n_img: usize, n_cap: usize) -> Vec<usize> {
+    i2t_ranks_k(scores, n_img, n_cap, CAPTIONS_PER_IMAGE)
+}
+
+/// Text -> image: for each caption, the rank of its image (five captions
+/// per image).
+pub fn t2i_ranks(scores: &[f32], n_img: usize, n_cap: usize) -> Vec<usize> {
+    t2i_ranks_k(scores, n_img, n_cap, CAPTIONS_PER_IMAGE)
+}
+
+/// Image -> text with `k` captions per image: for each image, the best
+/// rank of its captions `k*i .. k*i+k-1`.
+pub fn i2t_ranks_k(scores: &[f32], n_img: usize, n_cap: usize, k: usize) -> Vec<usize> {
+    assert!(k >= 1, "captions per image");
     (0..n_img)
         .map(|i| {
             let row = &scores[i * n_cap..(i + 1) * n_cap];
-            (CAPTIONS_PER_IMAGE * i..(CAPTIONS_PER_IMAGE * (i + 1)).min(n_cap))
+            (k * i..(k * (i + 1)).min(n_cap))
                 .map(|c| rank_of(row.iter().copied(), c, row[c]))
                 .min()
                 .unwrap_or(usize::MAX)
@@ -118,11 +133,13 @@ pub fn i2t_ranks(scores: &[f32], n_img: usize, n_cap: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Text -> image: for each caption, the rank of its image.
-pub fn t2i_ranks(scores: &[f32], n_img: usize, n_cap: usize) -> Vec<usize> {
+/// Text -> image with `k` captions per image: for each caption `c`, the
+/// rank of its image `c / k`.
+pub fn t2i_ranks_k(scores: &[f32], n_img: usize, n_cap: usize, k: usize) -> Vec<usize> {
+    assert!(k >= 1, "captions per image");
     (0..n_cap)
         .map(|c| {
-            let target = c / CAPTIONS_PER_IMAGE;
+            let target = c / k;
             let column = (0..n_img).map(move |i| scores[i * n_cap + c]);
             rank_of(column, target, scores[target * n_cap + c])
         })
@@ -131,16 +148,24 @@ pub fn t2i_ranks(scores: &[f32], n_img: usize, n_cap: usize) -> Vec<usize> {
 
 /// Both directions on a row-major `[n_img, n_cap]` matrix, `n_cap = 5 n_img`.
 pub fn metrics(scores: &[f32], n_img: usize, n_cap: usize) -> Metrics {
+    metrics_k(scores, n_img, n_cap, CAPTIONS_PER_IMAGE)
+}
+
+/// Both directions on a row-major `[n_img, n_cap]` matrix with `k`
+/// captions per image, `n_cap = k n_img`.
+pub fn metrics_k(scores: &[f32], n_img: usize, n_cap: usize, k: usize) -> Metrics {
     assert_eq!(scores.len(), n_img * n_cap, "score matrix size");
     Metrics::new(
-        Recall::from_ranks(&i2t_ranks(scores, n_img, n_cap)),
-        Recall::from_ranks(&t2i_ranks(scores, n_img, n_cap)),
+        Recall::from_ranks(&i2t_ranks_k(scores, n_img, n_cap, k)),
+        Recall::from_ranks(&t2i_ranks_k(scores, n_img, n_cap, k)),
     )
 }
 
 /// The standard protocol on a precomp split: the first `n_images` images
 /// (all when None) and their captions, in `folds` equal folds whose
-/// metrics are averaged (1 for Flickr30K and COCO 5K, 5 for COCO 1K).
+/// metrics are averaged (1 for Flickr30K and COCO 5K, 5 for COCO 1K), with
+/// the split's captions per image ([`sgraf_data::Precomp::captions_per_image`],
+/// 5 in the published data).
 /// `progress` gets the number of image-caption pairs scored.
 pub fn evaluate(
     scorer: &crate::Scorer,
@@ -150,6 +175,7 @@ pub fn evaluate(
     progress: &mut dyn FnMut(usize),
 ) -> crate::Result<Metrics> {
     data.check_eval()?;
+    let k = data.captions_per_image();
     let n_img = n_images.map_or(data.n_images(), |n| n.min(data.n_images()));
     if folds == 0 || !n_img.is_multiple_of(folds) {
         return Err(crate::Error::Invalid(format!(
@@ -164,9 +190,9 @@ pub fn evaluate(
             |s, n| Ok(data.image_rows(f * per + s, n)?),
             &mut |_| {},
         )?;
-        let caps = &data.captions[f * per * CAPTIONS_PER_IMAGE..(f + 1) * per * CAPTIONS_PER_IMAGE];
+        let caps = &data.captions[f * per * k..(f + 1) * per * k];
         let scores = scorer.score_captions(&images, caps, progress)?;
-        parts.push(metrics(&scores, per, per * CAPTIONS_PER_IMAGE));
+        parts.push(metrics_k(&scores, per, per * k, k));
     }
     Ok(Metrics::average(&parts))
 }

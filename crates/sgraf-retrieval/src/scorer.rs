@@ -31,7 +31,13 @@ fn first_difference(a: &[String], b: &[String]) -> String {
 impl Scorer {
     /// Models and their tokenizers; all must read the same vocabulary and features.
     pub fn new(models: Vec<SgrafModel>, tokenizers: Vec<CaptionTokenizer>) -> Result<Self> {
-        assert_eq!(models.len(), tokenizers.len(), "one tokenizer per model");
+        if models.is_empty() || models.len() != tokenizers.len() {
+            return Err(Error::Invalid(format!(
+                "a scorer needs at least one model and one tokenizer per model, found {} models and {} tokenizers",
+                models.len(),
+                tokenizers.len()
+            )));
+        }
         let ensemble = Ensemble::new(models)?;
         let first = tokenizers[0].vocab();
         for (i, t) in tokenizers.iter().enumerate().skip(1) {

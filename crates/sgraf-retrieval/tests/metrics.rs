@@ -44,3 +44,47 @@ fn recall_summary() {
     assert!((avg.i2t.r1 - (0.0 + 100.0 / 6.0) / 2.0).abs() < 1e-12);
     assert_eq!(avg.to_json()["i2t"].as_array().unwrap().len(), 5);
 }
+
+/// k captions per image: image i owns captions k*i .. k*i+k-1.
+#[test]
+fn any_number_of_captions_per_image() {
+    use sgraf_retrieval::metrics::{i2t_ranks_k, metrics_k, t2i_ranks_k};
+    // k = 5 is the published protocol, exactly.
+    let s = scores();
+    assert_eq!(i2t_ranks_k(&s, 2, 10, 5), i2t_ranks(&s, 2, 10));
+    assert_eq!(t2i_ranks_k(&s, 2, 10, 5), t2i_ranks(&s, 2, 10));
+    assert_eq!(metrics_k(&s, 2, 10, 5), metrics(&s, 2, 10));
+
+    // k = 2: three images, six captions; worked out by hand.
+    #[rustfmt::skip]
+    let s2 = vec![
+        // image 0 owns captions 0, 1: caption 1 is second (caption 4 first).
+        0.1, 0.8, 0.2, 0.3, 0.9, 0.0,
+        // image 1 owns 2, 3: caption 3 is best.
+        0.5, 0.1, 0.4, 0.7, 0.2, 0.3,
+        // image 2 owns 4, 5: both below captions 0..3 -> best is 4 at rank 4.
+        0.6, 0.6, 0.6, 0.6, 0.2, 0.1,
+    ];
+    assert_eq!(i2t_ranks_k(&s2, 3, 6, 2), [1, 0, 4]);
+    // Caption c against the images (its own is c / 2); caption 4 ties
+    // images 1 and 2 and the tie goes to image 1.
+    assert_eq!(t2i_ranks_k(&s2, 3, 6, 2), [2, 0, 1, 0, 2, 1]);
+    let m = metrics_k(&s2, 3, 6, 2);
+    assert_eq!(m.i2t.r1, 100.0 / 3.0);
+    assert_eq!(m.i2t.r5, 100.0);
+    assert_eq!(m.t2i.r1, 200.0 / 6.0);
+    assert_eq!(m.t2i.medr, 2.0);
+
+    // k = 1: plain one-to-one retrieval, both ways.
+    #[rustfmt::skip]
+    let s1 = vec![
+        0.9, 0.1, 0.95,
+        0.2, 0.8, 0.1,
+        0.3, 0.85, 0.5,
+    ];
+    assert_eq!(i2t_ranks_k(&s1, 3, 3, 1), [1, 0, 1]);
+    assert_eq!(t2i_ranks_k(&s1, 3, 3, 1), [0, 1, 1]);
+    let m = metrics_k(&s1, 3, 3, 1);
+    assert_eq!((m.i2t.r1, m.t2i.r1), (100.0 / 3.0, 100.0 / 3.0));
+    assert_eq!((m.i2t.r5, m.t2i.r5), (100.0, 100.0));
+}

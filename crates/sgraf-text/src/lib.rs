@@ -8,6 +8,8 @@
 //! pre-tokenizer), so Python users of the file should split with
 //! `nltk.word_tokenize(caption.lower())` and encode the words pre-tokenized.
 
+#![forbid(unsafe_code)]
+
 pub mod tokenizer;
 pub mod vocab;
 pub mod words;

@@ -4,10 +4,13 @@
 //! best rsum; from scratch or from any model folder (fine-tuning). Each run
 //! logs to `metrics.jsonl` and to TensorBoard event files in `RUN/tb/`.
 
+#![forbid(unsafe_code)]
+
 pub mod adam;
 pub mod error;
 pub mod init;
 pub mod loss;
+pub mod metrics_log;
 pub mod synthetic;
 pub mod tensorboard;
 pub mod trainer;

@@ -130,3 +130,22 @@ impl Synthetic {
         Ok(all)
     }
 }
+
+/// Training options for a tiny model that learns the synthetic dataset in
+/// `data` within a few epochs (the demo's and the learning test's).
+pub fn tiny_options(data: &Path, module: sgraf_core::Module, epochs: usize) -> crate::TrainOptions {
+    crate::TrainOptions {
+        data: data.to_path_buf(),
+        module: Some(module),
+        batch_size: 16,
+        epochs: Some(epochs),
+        learning_rate: 1e-3,
+        embed_size: 32,
+        sim_dim: 16,
+        word_dim: 16,
+        dropout: 0.0,
+        vocab_threshold: 1,
+        seed: 5,
+        ..crate::TrainOptions::default()
+    }
+}

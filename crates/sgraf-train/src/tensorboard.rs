@@ -4,8 +4,9 @@
 //! a19d1a9) logs through `tensorboard_logger`: one event per `log_value`
 //! call, each holding one `simple_value` scalar, in a file named
 //! `events.out.tfevents.{secs}.{hostname}` that starts with the
-//! `file_version: "brain.Event:2"` event. We write the same records, with
-//! the few protobuf fields hand-encoded (no protobuf build dependency).
+//! `file_version: "brain.Event:2"` event. We write the same records; the
+//! messages are the few fields of TensorFlow's `event.proto` and
+//! `summary.proto` we use, declared by hand for `prost` (no `protoc`).
 //!
 //! A record (TensorFlow's TFRecord framing) is: the data length as a
 //! little-endian u64, the masked CRC32C of those 8 bytes, the data, the
@@ -43,98 +44,80 @@ pub enum EventFileError {
     Protobuf { offset: usize, msg: String },
 }
 
-// CRC-32C (Castagnoli), reflected polynomial 0x82F63B78, as TFRecord uses.
-const CRC_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82F6_3B78
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-};
-
-/// CRC-32C of `data`.
-pub fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc = CRC_TABLE[((crc ^ b as u32) & 0xFF) as usize] ^ (crc >> 8);
-    }
-    !crc
-}
-
-/// TFRecord's masking of a CRC (so that CRCs of data holding CRCs stay strong).
+/// TFRecord's masking of a CRC-32C (so that CRCs of data holding CRCs stay strong).
 pub fn masked_crc32c(data: &[u8]) -> u32 {
-    let crc = crc32c(data);
-    crc.rotate_right(15).wrapping_add(0xA282_EAD8)
+    crc32c::crc32c(data)
+        .rotate_right(15)
+        .wrapping_add(0xA282_EAD8)
 }
 
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+/// TensorFlow's `Event` (event.proto), the fields we write. proto3 leaves
+/// fields at their default value out, as the Python writers do (a step-0
+/// event has no step field); fields we do not know are skipped on reading.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Event {
+    #[prost(double, tag = "1")]
+    pub wall_time: f64,
+    #[prost(int64, tag = "2")]
+    pub step: i64,
+    #[prost(oneof = "What", tags = "3, 5")]
+    pub what: Option<What>,
 }
 
-fn bytes_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    varint(out, u64::from(field << 3 | 2));
-    varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
+/// `Event.what`: the first event's file version, or a summary.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum What {
+    #[prost(string, tag = "3")]
+    FileVersion(String),
+    #[prost(message, tag = "5")]
+    Summary(Summary),
 }
 
-/// An `Event` message. proto3 leaves fields at their default value out, as
-/// the Python writers do (a step-0 event has no step field).
-fn encode_event(
-    wall_time: f64,
-    step: i64,
-    file_version: Option<&str>,
-    scalar: Option<(&str, f32)>,
-) -> Vec<u8> {
-    let mut ev = Vec::new();
-    if wall_time != 0.0 {
-        ev.push(1 << 3 | 1);
-        ev.extend_from_slice(&wall_time.to_le_bytes());
-    }
-    if step != 0 {
-        ev.push(2 << 3);
-        varint(&mut ev, step as u64);
-    }
-    if let Some(v) = file_version {
-        bytes_field(&mut ev, 3, v.as_bytes());
-    }
-    if let Some((tag, value)) = scalar {
-        let mut val = Vec::new();
-        if !tag.is_empty() {
-            bytes_field(&mut val, 1, tag.as_bytes());
-        }
-        // simple_value sits in a oneof, so it is written even when 0.
-        val.push(2 << 3 | 5);
-        val.extend_from_slice(&value.to_le_bytes());
-        let mut summary = Vec::new();
-        bytes_field(&mut summary, 1, &val);
-        bytes_field(&mut ev, 5, &summary);
-    }
-    ev
+/// TensorFlow's `Summary` (summary.proto).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Summary {
+    #[prost(message, repeated, tag = "1")]
+    pub value: Vec<SummaryValue>,
 }
 
-fn record(data: &[u8]) -> Vec<u8> {
+/// `Summary.Value`: a tag and, of its `value` oneof, the scalar.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SummaryValue {
+    #[prost(string, tag = "1")]
+    pub tag: String,
+    /// `simple_value` sits in a oneof, so it is written even when 0.
+    #[prost(oneof = "Value", tags = "2")]
+    pub value: Option<Value>,
+}
+
+/// `Summary.Value.value`, of which we write `simple_value`.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Value {
+    #[prost(float, tag = "2")]
+    SimpleValue(f32),
+}
+
+fn scalar_event(wall_time: f64, step: i64, tag: &str, value: f32) -> Event {
+    Event {
+        wall_time,
+        step,
+        what: Some(What::Summary(Summary {
+            value: vec![SummaryValue {
+                tag: tag.to_string(),
+                value: Some(Value::SimpleValue(value)),
+            }],
+        })),
+    }
+}
+
+fn record(event: &Event) -> Vec<u8> {
+    let data = prost::Message::encode_to_vec(event);
     let len = (data.len() as u64).to_le_bytes();
     let mut out = Vec::with_capacity(data.len() + 16);
     out.extend_from_slice(&len);
     out.extend_from_slice(&masked_crc32c(&len).to_le_bytes());
-    out.extend_from_slice(data);
-    out.extend_from_slice(&masked_crc32c(data).to_le_bytes());
+    out.extend_from_slice(&data);
+    out.extend_from_slice(&masked_crc32c(&data).to_le_bytes());
     out
 }
 
@@ -146,12 +129,11 @@ pub struct EventWriter<W: Write> {
 impl<W: Write> EventWriter<W> {
     /// Starts a file: writes the `brain.Event:2` event at `wall_time`.
     pub fn new(mut out: W, wall_time: f64) -> std::io::Result<Self> {
-        out.write_all(&record(&encode_event(
+        out.write_all(&record(&Event {
             wall_time,
-            0,
-            Some(FILE_VERSION),
-            None,
-        )))?;
+            step: 0,
+            what: Some(What::FileVersion(FILE_VERSION.to_string())),
+        }))?;
         Ok(Self { out })
     }
 
@@ -163,12 +145,8 @@ impl<W: Write> EventWriter<W> {
         tag: &str,
         value: f32,
     ) -> std::io::Result<()> {
-        self.out.write_all(&record(&encode_event(
-            wall_time,
-            step,
-            None,
-            Some((tag, value)),
-        )))
+        self.out
+            .write_all(&record(&scalar_event(wall_time, step, tag, value)))
     }
 
     /// Several scalars at one step, one event each (in the given order).
@@ -318,110 +296,29 @@ pub struct TbEvent {
     pub scalars: Vec<(String, f32)>,
 }
 
-struct Proto<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Proto<'a> {
-    fn varint(&mut self) -> std::result::Result<u64, String> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = *self.buf.get(self.pos).ok_or("truncated varint")?;
-            self.pos += 1;
-            v |= u64::from(b & 0x7F) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err("varint longer than 10 bytes".into())
-    }
-
-    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
-        let end = end.ok_or("field runs past the message")?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-
-    /// The next (field number, wire type), or None at the end.
-    fn key(&mut self) -> std::result::Result<Option<(u64, u8)>, String> {
-        if self.pos == self.buf.len() {
-            return Ok(None);
-        }
-        let k = self.varint()?;
-        Ok(Some((k >> 3, (k & 7) as u8)))
-    }
-
-    fn skip(&mut self, wire: u8) -> std::result::Result<(), String> {
-        match wire {
-            0 => self.varint().map(|_| ()),
-            1 => self.take(8).map(|_| ()),
-            2 => {
-                let n = self.varint()? as usize;
-                self.take(n).map(|_| ())
-            }
-            5 => self.take(4).map(|_| ()),
-            w => Err(format!("unsupported wire type {w}")),
+impl From<Event> for TbEvent {
+    fn from(e: Event) -> Self {
+        let (file_version, scalars) = match e.what {
+            Some(What::FileVersion(v)) => (Some(v), Vec::new()),
+            Some(What::Summary(s)) => (
+                None,
+                s.value
+                    .into_iter()
+                    .filter_map(|v| match v.value {
+                        Some(Value::SimpleValue(x)) => Some((v.tag, x)),
+                        None => None,
+                    })
+                    .collect(),
+            ),
+            None => (None, Vec::new()),
+        };
+        Self {
+            wall_time: e.wall_time,
+            step: e.step,
+            file_version,
+            scalars,
         }
     }
-}
-
-fn decode_value(buf: &[u8]) -> std::result::Result<Option<(String, f32)>, String> {
-    let mut p = Proto { buf, pos: 0 };
-    let (mut tag, mut value) = (String::new(), None);
-    while let Some((field, wire)) = p.key()? {
-        match (field, wire) {
-            (1, 2) => {
-                let n = p.varint()? as usize;
-                tag = String::from_utf8(p.take(n)?.to_vec()).map_err(|e| e.to_string())?;
-            }
-            (2, 5) => value = Some(f32::from_le_bytes(p.take(4)?.try_into().expect("4 bytes"))),
-            (_, w) => p.skip(w)?,
-        }
-    }
-    Ok(value.map(|v| (tag, v)))
-}
-
-fn decode_event(buf: &[u8]) -> std::result::Result<TbEvent, String> {
-    let mut p = Proto { buf, pos: 0 };
-    let mut ev = TbEvent {
-        wall_time: 0.0,
-        step: 0,
-        file_version: None,
-        scalars: Vec::new(),
-    };
-    while let Some((field, wire)) = p.key()? {
-        match (field, wire) {
-            (1, 1) => ev.wall_time = f64::from_le_bytes(p.take(8)?.try_into().expect("8 bytes")),
-            (2, 0) => ev.step = p.varint()? as i64,
-            (3, 2) => {
-                let n = p.varint()? as usize;
-                let s = String::from_utf8(p.take(n)?.to_vec()).map_err(|e| e.to_string())?;
-                ev.file_version = Some(s);
-            }
-            (5, 2) => {
-                let n = p.varint()? as usize;
-                let mut summary = Proto {
-                    buf: p.take(n)?,
-                    pos: 0,
-                };
-                while let Some((field, wire)) = summary.key()? {
-                    if (field, wire) == (1, 2) {
-                        let n = summary.varint()? as usize;
-                        if let Some(v) = decode_value(summary.take(n)?)? {
-                            ev.scalars.push(v);
-                        }
-                    } else {
-                        summary.skip(wire)?;
-                    }
-                }
-            }
-            (_, w) => p.skip(w)?,
-        }
-    }
-    Ok(ev)
 }
 
 /// Reads every event of an event file, checking both CRCs of every record.
@@ -450,7 +347,12 @@ pub fn read_events(bytes: &[u8]) -> std::result::Result<Vec<TbEvent>, EventFileE
         {
             return Err(EventFileError::DataCrc { offset });
         }
-        events.push(decode_event(data).map_err(|msg| EventFileError::Protobuf { offset, msg })?);
+        let event =
+            <Event as prost::Message>::decode(data).map_err(|e| EventFileError::Protobuf {
+                offset,
+                msg: e.to_string(),
+            })?;
+        events.push(event.into());
         pos = end;
     }
     Ok(events)
@@ -467,22 +369,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn crc32c_check_value() {
-        // The standard check value of CRC-32C (RFC 3720, iSCSI).
-        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
-        assert_eq!(crc32c(b""), 0);
-    }
-
-    #[test]
-    fn varints_round_trip() {
-        for v in [0u64, 1, 127, 128, 300, 1 << 35, u64::MAX] {
-            let mut buf = Vec::new();
-            varint(&mut buf, v);
-            assert_eq!(Proto { buf: &buf, pos: 0 }.varint().unwrap(), v);
-        }
-        let mut buf = Vec::new();
-        varint(&mut buf, 300);
-        assert_eq!(buf, [0xAC, 0x02]);
+    fn masked_crc32c_check_value() {
+        // CRC-32C's standard check value (RFC 3720, iSCSI) is 0xE3069283;
+        // masked: rotated right by 15 bits, plus 0xA282EAD8.
+        let want = 0xE306_9283u32.rotate_right(15).wrapping_add(0xA282_EAD8);
+        assert_eq!(masked_crc32c(b"123456789"), want);
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! The training loop, its checkpoints and its log.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Module as _, Tensor, Var};
@@ -13,6 +12,7 @@ use sgraf_text::{CaptionTokenizer, Vocab};
 
 use crate::adam::{clip_grad_norm, Adam};
 use crate::error::io;
+use crate::metrics_log::{self, Record, StepRecord, ValidationRecord};
 use crate::tensorboard::{step_scalars, validation_scalars, EventFile};
 use crate::{contrastive_loss, Result, TrainError};
 
@@ -271,35 +271,6 @@ fn load_into(varmap: &VarMap, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Replaces `dst` by the folder `tmp` (both beside each other).
-fn publish(tmp: &Path, dst: &Path) -> Result<()> {
-    if dst.exists() {
-        let old = dst.with_file_name(format!(
-            ".{}.old-{}",
-            dst.file_name().unwrap_or_default().to_string_lossy(),
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&old);
-        std::fs::rename(dst, &old).map_err(io(dst))?;
-        std::fs::rename(tmp, dst).map_err(io(dst))?;
-        let _ = std::fs::remove_dir_all(&old);
-    } else {
-        std::fs::rename(tmp, dst).map_err(io(dst))?;
-    }
-    Ok(())
-}
-
-fn tmp_dir(dst: &Path) -> Result<PathBuf> {
-    let tmp = dst.with_file_name(format!(
-        ".{}.tmp-{}",
-        dst.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    Ok(tmp)
-}
-
 impl Trainer {
     /// Starts a new run in `run` (which must not exist or be empty).
     pub fn new(run: &Path, options: TrainOptions) -> Result<Self> {
@@ -501,17 +472,11 @@ impl Trainer {
     }
 
     fn metrics_path(&self) -> PathBuf {
-        self.run.join("metrics.jsonl")
+        self.run.join(metrics_log::FILE_NAME)
     }
 
-    fn log(&self, line: serde_json::Value) -> Result<()> {
-        let path = self.metrics_path();
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        writeln!(f, "{line}").map_err(io(&path))
+    fn log(&self, record: impl Into<Record>) -> Result<()> {
+        metrics_log::append(&self.metrics_path(), &record.into())
     }
 
     fn batches_per_epoch(&self) -> usize {
@@ -593,47 +558,45 @@ impl Trainer {
         )?)
     }
 
-    /// The model being trained, ready to score (eval mode).
+    /// The model being trained, ready to score (eval mode): frozen here,
+    /// once, with the current parameters.
     pub fn scorer(&self) -> Result<Scorer> {
         Ok(Scorer::new(
-            vec![self.model.clone()],
+            vec![self.model.clone().freeze()?],
             vec![self.tokenizer.clone()],
         )?)
     }
 
+    /// Writes the model folder `name` (`best/`, `last/`) whole under a
+    /// temporary name, then swaps it in: the old folder stays until the new
+    /// one takes its place (sgraf-data's [`sgraf_data::Pending`]).
     fn save_model(&self, name: &str) -> Result<()> {
         let dst = self.run.join(name);
-        let tmp = tmp_dir(&dst)?;
+        let pending = sgraf_data::Pending::dir(&dst)?;
+        let tmp = pending.path();
         let cfg = serde_json::to_string_pretty(&self.cfg).expect("config serializes");
-        std::fs::write(tmp.join(sgraf_core::CONFIG_FILE), cfg).map_err(io(&tmp))?;
+        std::fs::write(tmp.join(sgraf_core::CONFIG_FILE), cfg).map_err(io(tmp))?;
         self.varmap.save(tmp.join(sgraf_core::WEIGHTS_FILE))?;
         let tok =
             serde_json::to_string_pretty(&self.tokenizer.vocab().tokenizer_json()).expect("JSON");
-        std::fs::write(tmp.join(sgraf_core::TOKENIZER_FILE), tok).map_err(io(&tmp))?;
-        publish(&tmp, &dst)
+        std::fs::write(tmp.join(sgraf_core::TOKENIZER_FILE), tok).map_err(io(tmp))?;
+        Ok(pending.commit()?)
     }
 
     /// Writes `last/` and the state that `--resume` reads.
     fn checkpoint(&mut self) -> Result<()> {
         self.state.dropout_rng = sgraf_core::rng::dropout_state();
         self.save_model("last")?;
-        let dst = self.run.join("state");
-        let tmp = tmp_dir(&dst)?;
+        let pending = sgraf_data::Pending::dir(&self.run.join("state"))?;
+        let tmp = pending.path();
         self.adam.save(&tmp.join("optimizer.safetensors"))?;
         let state = serde_json::to_string_pretty(&self.state).expect("state serializes");
-        std::fs::write(tmp.join("trainer.json"), state).map_err(io(&tmp))?;
-        publish(&tmp, &dst)
+        std::fs::write(tmp.join("trainer.json"), state).map_err(io(tmp))?;
+        Ok(pending.commit()?)
     }
 
     fn log_validation(&mut self, m: &Metrics, on_event: &mut dyn FnMut(Event)) -> Result<()> {
-        self.log(serde_json::json!({
-            "validation": true,
-            "step": self.state.step,
-            "epoch": self.state.epoch,
-            "i2t": m.i2t.to_array(),
-            "t2i": m.t2i.to_array(),
-            "rsum": m.rsum,
-        }))?;
+        self.log(ValidationRecord::new(self.state.step, self.state.epoch, m))?;
         if let Some(tb) = &mut self.tb {
             tb.scalars(wall_time(), self.state.step as i64, &validation_scalars(m))?;
         }
@@ -680,10 +643,14 @@ impl Trainer {
                 };
                 // batch_size: the last batch of an epoch is smaller, and the
                 // loss is a sum over the batch; `plot` divides by it.
-                self.log(serde_json::json!({
-                    "step": info.step, "epoch": epoch, "loss": loss, "lr": info.lr, "grad_norm": grad_norm,
-                    "batch_size": idx.len(),
-                }))?;
+                self.log(StepRecord {
+                    batch_size: Some(idx.len()),
+                    epoch,
+                    grad_norm,
+                    loss,
+                    lr: info.lr,
+                    step: info.step,
+                })?;
                 if let Some(tb) = &mut self.tb {
                     let scalars = step_scalars(&info, began.elapsed().as_secs_f64());
                     tb.scalars(wall_time(), info.step as i64, &scalars)?;

@@ -5,7 +5,7 @@
 use sgraf_core::Module;
 use sgraf_train::synthetic::Synthetic;
 use sgraf_train::trainer::Event;
-use sgraf_train::{TrainOptions, Trainer};
+use sgraf_train::Trainer;
 
 #[test]
 fn training_lifts_rsum_well_above_chance() {
@@ -22,20 +22,7 @@ fn training_lifts_rsum_well_above_chance() {
     }
     .write(&data)
     .unwrap();
-    let opts = TrainOptions {
-        data: data.clone(),
-        module: Some(Module::Sgr),
-        batch_size: 16,
-        epochs: Some(5),
-        learning_rate: 1e-3,
-        embed_size: 32,
-        sim_dim: 16,
-        word_dim: 16,
-        dropout: 0.0,
-        vocab_threshold: 1,
-        seed: 5,
-        ..TrainOptions::default()
-    };
+    let opts = sgraf_train::synthetic::tiny_options(&data, Module::Sgr, 5);
     let run = root.join("run");
     let mut t = Trainer::new(&run, opts).unwrap();
     let before = t.validate().unwrap().rsum;

@@ -9,6 +9,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::Conv2d;
 use rayon::prelude::*;
+use sgraf_core::gemm::{matmul, MatMut, MatRef, Threads};
 
 /// `[n, h, w, c]`, channels last.
 #[derive(Clone, Debug, Default)]
@@ -42,38 +43,6 @@ impl Act {
         Tensor::from_slice(&self.data, (self.n, self.h, self.w, self.c), device)?
             .permute((0, 3, 1, 2))?
             .contiguous()
-    }
-}
-
-/// `c[m, n] (+)= a[m, k] b[k, n]`, all row-major, on the rayon pool.
-fn matmul(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32], accumulate: bool) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
-    // SAFETY: the slices hold the row-major matrices the strides describe (asserted above).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(rayon::current_num_threads()),
-        )
     }
 }
 
@@ -238,14 +207,13 @@ impl Conv {
         }
         // SAFETY: every one of the rows * cout elements was written above.
         unsafe { out.set_len(rows * cout) };
+        let k = self.k * self.k * self.cin;
         matmul(
-            rows,
-            cout,
-            lhs.len() / rows.max(1),
-            lhs,
-            &self.w,
-            &mut out,
+            MatMut::new(&mut out, rows, cout),
+            MatRef::new(lhs, rows, k),
+            MatRef::new(&self.w, k, cout),
             true,
+            Threads::Rayon,
         );
         if relu {
             out.par_chunks_mut(4096).for_each(|o| {

@@ -41,6 +41,16 @@ pub struct Decoded {
     pub data: Vec<u8>,
 }
 
+impl Decoded {
+    fn new(height: usize, width: usize, data: Vec<u8>) -> Self {
+        Self {
+            height,
+            width,
+            data,
+        }
+    }
+}
+
 /// What the first bytes of a file say it is (OpenCV also picks its decoder
 /// by signature, not by extension).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -334,14 +344,7 @@ mod jpeg {
         }
         // No jpeg_finish_decompress: the pixels are complete, and what
         // follows the last scan (OpenCV reads and ignores it) cannot change them.
-        Ok((
-            Decoded {
-                height: h,
-                width: w,
-                data,
-            },
-            orientation,
-        ))
+        Ok((Decoded::new(h, w, data), orientation))
     }
 
     /// `icvCvt_CMYK2BGR_8u_C4C3R` (utils.cpp): libjpeg's CMYK is Adobe's
@@ -418,14 +421,7 @@ fn png_decode(bytes: &[u8]) -> Result<(Decoded, u16), String> {
             }
         }
     }
-    Ok((
-        Decoded {
-            height: h,
-            width: w,
-            data,
-        },
-        orientation,
-    ))
+    Ok((Decoded::new(h, w, data), orientation))
 }
 
 /// WebP as OpenCV's WebP decoder gives it to IMREAD_COLOR (libwebp's
@@ -455,14 +451,7 @@ fn webp_decode(bytes: &[u8]) -> Result<(Decoded, u16), String> {
     for (s, d) in buf.chunks_exact(channels).zip(data.chunks_exact_mut(3)) {
         d.copy_from_slice(&[s[2], s[1], s[0]]);
     }
-    Ok((
-        Decoded {
-            height: h,
-            width: w,
-            data,
-        },
-        orientation,
-    ))
+    Ok((Decoded::new(h, w, data), orientation))
 }
 
 /// BMP as OpenCV's own `BmpDecoder` reads it (grfmt_bmp.cpp): 1, 4 and 8
@@ -679,14 +668,7 @@ fn tiff_decode(bytes: &[u8]) -> Result<(Decoded, u16), String> {
             d.fill(s[0]);
         }
     }
-    Ok((
-        Decoded {
-            height: h,
-            width: w,
-            data,
-        },
-        orientation,
-    ))
+    Ok((Decoded::new(h, w, data), orientation))
 }
 
 #[cfg(test)]

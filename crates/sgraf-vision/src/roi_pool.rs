@@ -30,6 +30,26 @@ fn bins(b: &BBox, out: usize, spatial_scale: f32, h: usize, w: usize) -> Vec<[us
         .collect()
 }
 
+/// One `c * out * out` slice per box, filled in parallel by `fill(box,
+/// slice, bins)` (the bins of [`bins`]).
+fn per_box(
+    feat_len: usize,
+    (c, h, w): (usize, usize, usize),
+    boxes: &[BBox],
+    out: usize,
+    spatial_scale: f32,
+    fill: impl Fn(&mut [f32], &[[usize; 4]]) + Sync,
+) -> Vec<f32> {
+    assert_eq!(feat_len, c * h * w, "features are not {c} x {h} x {w}");
+    let per_box = c * out * out;
+    let mut pooled = vec![0f32; boxes.len() * per_box];
+    pooled
+        .par_chunks_mut(per_box)
+        .zip(boxes)
+        .for_each(|(dst, b)| fill(dst, &bins(b, out, spatial_scale, h, w)));
+    pooled
+}
+
 /// Pools `[c, h, w]` features under each box (image pixels, scaled by
 /// `spatial_scale` to the grid) into `[n_boxes, c, out, out]`.
 pub fn roi_pool(
@@ -41,17 +61,16 @@ pub fn roi_pool(
     out: usize,
     spatial_scale: f32,
 ) -> Vec<f32> {
-    assert_eq!(feat.len(), c * h * w, "features are not [c, h, w]");
-    let per_box = c * out * out;
-    let mut pooled = vec![0f32; boxes.len() * per_box];
-    pooled
-        .par_chunks_mut(per_box)
-        .zip(boxes)
-        .for_each(|(dst, b)| {
-            let bins = bins(b, out, spatial_scale, h, w);
+    per_box(
+        feat.len(),
+        (c, h, w),
+        boxes,
+        out,
+        spatial_scale,
+        |dst, bins| {
             for (ch, dst) in dst.chunks_mut(out * out).enumerate() {
                 let plane = &feat[ch * h * w..(ch + 1) * h * w];
-                for (d, &[hs, he, ws, we]) in dst.iter_mut().zip(&bins) {
+                for (d, &[hs, he, ws, we]) in dst.iter_mut().zip(bins) {
                     if he <= hs || we <= ws {
                         *d = 0.0;
                         continue;
@@ -67,8 +86,8 @@ pub fn roi_pool(
                     *d = m;
                 }
             }
-        });
-    pooled
+        },
+    )
 }
 
 /// [`roi_pool`] on channels-last features `[h, w, c]`: `[n_boxes, out, out, c]`.
@@ -81,15 +100,14 @@ pub fn roi_pool_nhwc(
     out: usize,
     spatial_scale: f32,
 ) -> Vec<f32> {
-    assert_eq!(feat.len(), c * h * w, "features are not [h, w, c]");
-    let per_box = c * out * out;
-    let mut pooled = vec![0f32; boxes.len() * per_box];
-    pooled
-        .par_chunks_mut(per_box)
-        .zip(boxes)
-        .for_each(|(dst, b)| {
-            for (d, &[hs, he, ws, we]) in dst.chunks_mut(c).zip(&bins(b, out, spatial_scale, h, w))
-            {
+    per_box(
+        feat.len(),
+        (c, h, w),
+        boxes,
+        out,
+        spatial_scale,
+        |dst, bins| {
+            for (d, &[hs, he, ws, we]) in dst.chunks_mut(c).zip(bins) {
                 if he <= hs || we <= ws {
                     d.fill(0.0);
                     continue;
@@ -106,6 +124,6 @@ pub fn roi_pool_nhwc(
                     }
                 }
             }
-        });
-    pooled
+        },
+    )
 }

@@ -62,3 +62,25 @@ pub fn detector(root: &Path) -> String {
     .unwrap();
     out.display().to_string()
 }
+
+/// Writes a small photo (PNG, 120x90) at `path`, its pattern set by `seed`:
+/// distinct photos for the fixture detector, which finds 36 regions in them.
+pub fn write_photo(path: &Path, seed: u32) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    let (a, b, c) = (3 + seed % 7, 5 + seed % 11, 40 * seed);
+    let img = image::RgbImage::from_fn(120, 90, |x, y| {
+        let block = ((x / (10 + seed % 5)) + (y / (8 + seed % 3))) % 2;
+        image::Rgb([
+            ((x * a + c) % 256) as u8,
+            ((y * b + c / 2) % 256) as u8,
+            if block == 0 {
+                30 + (seed * 20 % 200) as u8
+            } else {
+                220
+            },
+        ])
+    });
+    img.save(path).unwrap();
+}

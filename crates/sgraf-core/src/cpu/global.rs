@@ -4,8 +4,9 @@
 
 use rayon::prelude::*;
 
-use super::kernels::{gemm_parallel, softmax, tanh, Plain};
+use super::kernels::{softmax, tanh, Plain};
 use super::l2_normalize;
+use crate::gemm::{matmul, MatMut, MatRef, Threads};
 
 /// `VisualSA` in eval mode; BatchNorms folded to `x * scale + shift`.
 #[derive(Clone, Debug)]
@@ -65,7 +66,13 @@ impl VisualSa {
             mean.resize(n * d, 0.0);
             glob.resize(n * d, 0.0);
             // l = tanh(BN_R(W_l v + b_l)): [n, R, d]
-            gemm_parallel(n * r, d, d, v, d, &self.local_wt, d, &mut local, d);
+            matmul(
+                MatMut::new(&mut local, n * r, d),
+                MatRef::new(v, n * r, d),
+                MatRef::new(&self.local_wt, d, d),
+                false,
+                Threads::Rayon,
+            );
             local.par_chunks_mut(d).enumerate().for_each(|(row, x)| {
                 let (sc, sh) = (self.local_scale[row % r], self.local_shift[row % r]);
                 for (x, b) in x.iter_mut().zip(&self.local_b) {
@@ -86,7 +93,13 @@ impl VisualSa {
                         *m /= r as f32;
                     }
                 });
-            gemm_parallel(n, d, d, &mean, d, &self.global_wt, d, &mut glob, d);
+            matmul(
+                MatMut::new(&mut glob, n, d),
+                MatRef::new(&mean, n, d),
+                MatRef::new(&self.global_wt, d, d),
+                false,
+                Threads::Rayon,
+            );
             // w = softmax_r(W_c (l * g) + b_c), pooled and normalised.
             out.par_chunks_mut(d)
                 .zip(glob.par_chunks_mut(d))
@@ -133,7 +146,13 @@ impl TextSa {
             local.resize(n_words * d, 0.0);
             mean.resize(n * d, 0.0);
             glob.resize(n * d, 0.0);
-            gemm_parallel(n_words, d, d, rows, d, &self.local_wt, d, &mut local, d);
+            matmul(
+                MatMut::new(&mut local, n_words, d),
+                MatRef::new(rows, n_words, d),
+                MatRef::new(&self.local_wt, d, d),
+                false,
+                Threads::Rayon,
+            );
             local.par_chunks_mut(d).for_each(|x| {
                 for (x, b) in x.iter_mut().zip(&self.local_b) {
                     *x = tanh(*x + b);
@@ -151,7 +170,13 @@ impl TextSa {
                     *m /= (e - s) as f32;
                 }
             });
-            gemm_parallel(n, d, d, &mean, d, &self.global_wt, d, &mut glob, d);
+            matmul(
+                MatMut::new(&mut glob, n, d),
+                MatRef::new(&mean, n, d),
+                MatRef::new(&self.global_wt, d, d),
+                false,
+                Threads::Rayon,
+            );
             out[c0 * d..c1 * d]
                 .par_chunks_mut(d)
                 .zip(glob.par_chunks_mut(d))

@@ -1,169 +1,9 @@
-//! Small vector kernels and row-major GEMM wrappers for the CPU head.
+//! Small vector kernels for the CPU engine (its GEMMs are [`crate::gemm`]).
 //!
 //! The kernels are `#[inline(always)]` and generic over FMA: the head is
 //! compiled once per instruction set ([`Simd`]) and they vectorise inside
 //! each copy. `f32::mul_add` is a single instruction only where FMA is
 //! enabled, and a library call elsewhere, hence the flag.
-
-/// Row-major `c[m, n] = a[m, k] . b[k, n]` (`accumulate`: `c += ...`), one thread.
-/// `lda`, `ldb`, `ldc` are the row strides.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    ldb: usize,
-    c: &mut [f32],
-    ldc: usize,
-    accumulate: bool,
-) {
-    let rhs = Rhs { b, rs: ldb, cs: 1 };
-    gemm_with(
-        m,
-        n,
-        k,
-        a,
-        lda,
-        rhs,
-        c,
-        ldc,
-        accumulate,
-        gemm::Parallelism::None,
-    )
-}
-
-/// Row-major `c[m, n] = a[m, k] . bt[n, k]^T`, one thread.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_nt(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    lda: usize,
-    bt: &[f32],
-    ldbt: usize,
-    c: &mut [f32],
-    ldc: usize,
-) {
-    let rhs = Rhs {
-        b: bt,
-        rs: 1,
-        cs: ldbt,
-    };
-    gemm_with(m, n, k, a, lda, rhs, c, ldc, false, gemm::Parallelism::None)
-}
-
-/// [`gemm`] on every thread of the rayon pool, for one large product.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_parallel(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    ldb: usize,
-    c: &mut [f32],
-    ldc: usize,
-) {
-    let rhs = Rhs { b, rs: ldb, cs: 1 };
-    let threads = gemm::Parallelism::Rayon(rayon::current_num_threads());
-    gemm_with(m, n, k, a, lda, rhs, c, ldc, false, threads)
-}
-
-/// The right-hand side `B [k, n]`: element `(i, j)` at `b[i * rs + j * cs]`.
-struct Rhs<'a> {
-    b: &'a [f32],
-    rs: usize,
-    cs: usize,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn gemm_with(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    lda: usize,
-    rhs: Rhs,
-    c: &mut [f32],
-    ldc: usize,
-    accumulate: bool,
-    parallelism: gemm::Parallelism,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    // Checked arithmetic: a wrapped product must not pass these asserts
-    // (this crate is built without overflow checks).
-    let span = |rows: usize, stride: usize, len: usize| {
-        (rows - 1)
-            .checked_mul(stride)
-            .and_then(|s| s.checked_add(len))
-    };
-    let fits = |stride: usize| isize::try_from(stride).is_ok();
-    assert!(lda >= k && ldc >= n, "gemm: row stride below row length");
-    assert!(fits(lda) && fits(ldc), "gemm: row stride beyond isize");
-    assert!(
-        span(m, lda, k).is_some_and(|need| a.len() >= need),
-        "gemm: lhs too short"
-    );
-    assert!(
-        span(m, ldc, n).is_some_and(|need| c.len() >= need),
-        "gemm: output too short"
-    );
-    if k == 0 {
-        if !accumulate {
-            for row in c.chunks_mut(ldc).take(m) {
-                row[..n].fill(0.0);
-            }
-        }
-        return;
-    }
-    assert!(
-        fits(rhs.rs) && fits(rhs.cs),
-        "gemm: rhs stride beyond isize"
-    );
-    let last = (k - 1)
-        .checked_mul(rhs.rs)
-        .zip((n - 1).checked_mul(rhs.cs))
-        .and_then(|(r, c)| r.checked_add(c));
-    assert!(
-        last.is_some_and(|last| rhs.b.len() > last),
-        "gemm: rhs too short"
-    );
-    // SAFETY: `gemm::gemm` reads `a[i * lda + p]`, `b[p * rs + j * cs]` and
-    // reads/writes `c[i * ldc + j]` for `i < m`, `j < n`, `p < k`; the
-    // asserts above (checked, strides within isize) keep each in bounds, and
-    // `ldc >= n` keeps the rows of `c` disjoint. `c` is a `&mut` borrow, so
-    // it aliases neither input. The crate picks its own SIMD at run time.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            ldc as isize,
-            accumulate,
-            a.as_ptr(),
-            1,
-            lda as isize,
-            rhs.b.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            parallelism,
-        )
-    }
-}
 
 /// `a [rows, cols]` -> `a^T [cols, rows]`, row-major, in cache-sized tiles.
 pub fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
@@ -183,7 +23,7 @@ pub fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 /// The CPU features the AVX-512 path enables: `Item::run_v4` in
-/// `cpu/mod.rs` (`avx512f,avx512vl,avx2,fma`) and the `v4` kernels
+/// `cpu/head.rs` (`avx512f,avx512vl,avx2,fma`) and the `v4` kernels
 /// (`avx512f`), with what those imply (`avx`, `f16c`). Detection requires
 /// every one of them.
 pub const V4_FEATURES: [&str; 6] = ["avx512f", "avx512vl", "avx2", "avx", "fma", "f16c"];
@@ -751,7 +591,7 @@ mod tests {
     #[test]
     fn target_features_are_all_detected() {
         let mut seen = 0;
-        for src in [include_str!("kernels.rs"), include_str!("mod.rs")] {
+        for src in [include_str!("kernels.rs"), include_str!("head.rs")] {
             let marker = concat!("#[target_", "feature(enable = \"");
             let mut rest = src;
             while let Some(at) = rest.find(marker) {
@@ -804,34 +644,6 @@ mod tests {
         for r in 0..35 {
             for c in 0..70 {
                 assert_eq!(t[c * 35 + r], a[r * 70 + c]);
-            }
-        }
-    }
-
-    /// A stride whose span wraps around `usize` (4 * 2^62 = 2^64 -> 0)
-    /// must not pass for a short slice.
-    #[test]
-    #[should_panic(expected = "gemm: lhs too short")]
-    fn gemm_refuses_strides_that_wrap() {
-        let (a, b) = ([1f32], [1f32]);
-        let mut c = [0f32; 5];
-        gemm(5, 1, 1, &a, 1 << 62, &b, 1, &mut c, 1, false);
-    }
-
-    #[test]
-    fn gemm_matches_naive_with_strides() {
-        let (m, n, k) = (7, 5, 9);
-        let a: Vec<f32> = (0..m * 11).map(|i| i as f32 * 0.01).collect();
-        let b: Vec<f32> = (0..k * 6).map(|i| 1.0 - i as f32 * 0.02).collect();
-        let mut c = vec![1f32; m * 8];
-        gemm(m, n, k, &a, 11, &b, 6, &mut c, 8, true);
-        for i in 0..m {
-            for j in 0..n {
-                let want: f32 = 1.0 + (0..k).map(|p| a[i * 11 + p] * b[p * 6 + j]).sum::<f32>();
-                assert!((c[i * 8 + j] - want).abs() < 1e-4, "({i},{j})");
-            }
-            for j in n..8 {
-                assert_eq!(c[i * 8 + j], 1.0, "padding untouched");
             }
         }
     }

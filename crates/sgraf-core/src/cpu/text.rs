@@ -14,8 +14,9 @@
 
 use rayon::prelude::*;
 
-use super::kernels::{self, gemm};
+use super::kernels;
 use super::{l2_normalize, sigmoid};
+use crate::gemm::{matmul, MatMut, MatRef, Threads};
 
 /// Captions per worker item: the per-step GEMMs keep a few hundred rows
 /// against the `[h, 3h]` recurrent weights that every step streams.
@@ -73,7 +74,13 @@ impl GruDir {
         let h3 = 3 * h;
         let rows = x.len() / input;
         let gi = super::grow(&mut s.gi, rows * h3);
-        gemm(rows, h3, input, x, input, &self.w_ih_t, h3, gi, h3, false);
+        matmul(
+            MatMut::new(gi, rows, h3),
+            MatRef::new(x, rows, input),
+            MatRef::new(&self.w_ih_t, input, h3),
+            false,
+            Threads::One,
+        );
         for row in gi.chunks_exact_mut(h3) {
             for (g, b) in row.iter_mut().zip(&self.b_i) {
                 *g += b;
@@ -90,7 +97,13 @@ impl GruDir {
         for t in steps {
             let a = active[t];
             let gh = super::grow(&mut s.gh, a * h3);
-            gemm(a, h3, h, state, h, &self.w_hh_t, h3, gh, h3, false);
+            matmul(
+                MatMut::new(gh, a, h3),
+                MatRef::new(&state[..a * h], a, h),
+                MatRef::new(&self.w_hh_t, h, h3),
+                false,
+                Threads::One,
+            );
             let gi_t = &gi[offsets[t] * h3..(offsets[t] + a) * h3];
             let out_t = &mut out[offsets[t] * h..(offsets[t] + a) * h];
             for j in 0..a {

@@ -15,7 +15,7 @@ pub mod store;
 
 use sha2::{Digest, Sha256};
 use store::{
-    self as ix, FileStamp, IndexLock, Manifest, ModelSpec, Segment, SegmentRef, SegmentWriter,
+    self as ix, FileStamp, Lock, Manifest, ModelSpec, Segment, SegmentRef, SegmentWriter,
     INDEX_VERSION, LEGACY_INDEX_FILE,
 };
 pub use store::{index_dir, INDEX_DIR};
@@ -117,19 +117,25 @@ struct Rows {
     manifests: Vec<(String, Manifest)>,
     /// Manifests for other models or shapes.
     foreign: Vec<String>,
+    /// Manifests that could not be read, by file name.
+    unreadable: Vec<String>,
     damaged: Vec<String>,
+    /// Segments found damaged after opening (their rows are not used).
+    dead: HashSet<usize>,
 }
 
 impl Rows {
     fn open(dir: &Path, fingerprints: &[String], regions: usize, dim: usize) -> Result<Self> {
-        let (all, damaged) = ix::read_manifests(dir)?;
+        let (all, bad) = ix::scan_manifests(dir)?;
         let mut rows = Self {
             segments: Vec::new(),
             owner: Vec::new(),
             by_name: HashMap::new(),
             manifests: Vec::new(),
             foreign: Vec::new(),
-            damaged,
+            unreadable: bad.iter().map(|(n, _)| n.clone()).collect(),
+            damaged: bad.into_iter().map(|(_, why)| why).collect(),
+            dead: HashSet::new(),
         };
         let mut seen = HashSet::new();
         for (name, m) in all {
@@ -167,6 +173,46 @@ impl Rows {
         Ok(rows)
     }
 
+    /// Verifies every segment's data against its checksums (several at a
+    /// time); the damaged ones are noted and their rows forgotten.
+    fn verify_all(&mut self) {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let segments = &self.segments;
+        let failed: Vec<(usize, String)> = std::thread::scope(|sc| {
+            let workers: Vec<_> = (0..threads.min(segments.len()))
+                .map(|_| {
+                    sc.spawn(|| {
+                        let mut bad = Vec::new();
+                        loop {
+                            let s = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(seg) = segments.get(s) else {
+                                return bad;
+                            };
+                            if let Err(e) = seg.verify_all() {
+                                bad.push((s, e.to_string()));
+                            }
+                            seg.release();
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("verifying a segment"))
+                .collect()
+        });
+        for (s, why) in failed {
+            self.damaged.push(why);
+            self.dead.insert(s);
+        }
+        let dead = &self.dead;
+        for list in self.by_name.values_mut() {
+            list.retain(|(s, _)| !dead.contains(s));
+        }
+        self.by_name.retain(|_, list| !list.is_empty());
+    }
+
     fn stamp(&self, (s, r): (usize, usize)) -> &FileStamp {
         &self.segments[s].files[r]
     }
@@ -181,14 +227,14 @@ impl Rows {
     }
 
     /// Per model, the regions and global vector of one row.
-    fn row(&self, (s, r): (usize, usize), n_models: usize) -> Vec<(Vec<f32>, Vec<f32>)> {
+    fn row(&self, (s, r): (usize, usize), n_models: usize) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
         let seg = &self.segments[s];
         (0..n_models)
             .map(|m| {
-                (
-                    seg.regions(m, r..r + 1).into_owned(),
-                    seg.global(m, r..r + 1).into_owned(),
-                )
+                Ok((
+                    seg.regions(m, r..r + 1)?.into_owned(),
+                    seg.global(m, r..r + 1)?.into_owned(),
+                ))
             })
             .collect()
     }
@@ -204,9 +250,12 @@ pub fn index_models(dir: &Path) -> Result<Option<Vec<ModelSpec>>> {
 /// Brings `dir`'s index up to date with `names` (the folder's feature files;
 /// with `shard`, the part of them that shard owns, see [`Shard::owns`]): new and changed files
 /// are encoded, removed ones deleted, segments mostly deleted rewritten.
-/// An index for other models is rebuilt. Without `shard`, every shard's
-/// manifest is joined into the main one. `waiting` is called if another
-/// process holds the index's lock.
+/// Every segment is verified against its checksums first; a damaged one is
+/// dropped and its files encoded again. An index for other models is
+/// rebuilt. Without `shard`, every shard's manifest is joined into the main
+/// one (after the runs of those shards end). Runs of different shards
+/// encode at the same time; `waiting` is called if another process runs
+/// the same manifest (or, without `shard`, a shard this run joins).
 pub fn update(
     scorer: &Scorer,
     models: &[ModelSpec],
@@ -216,7 +265,6 @@ pub fn update(
     progress: &mut dyn FnMut(usize),
     waiting: &mut dyn FnMut(),
 ) -> Result<UpdateReport> {
-    let _lock = IndexLock::acquire(dir, waiting)?;
     let cfg = scorer.config();
     let (regions, dim) = (cfg.num_regions, cfg.embed_size);
     let n_models = scorer.models().len();
@@ -227,17 +275,53 @@ pub fn update(
         )));
     }
     let fingerprints: Vec<String> = models.iter().map(|m| m.fingerprint.clone()).collect();
+    let my_manifest = ix::manifest_name(shard);
+    // This run's lock, held to the end: runs of the same manifest take turns.
+    let me = ix::writer(shard);
+    let mut locks = vec![Lock::writer(dir, &me, waiting)?];
+    // The manifests this run rewrites or joins, and their writers.
+    let mut owned: Vec<String> = vec![my_manifest.clone()];
+    let mut writers: Vec<String> = vec![me];
+    if shard.is_none() {
+        // Joining a shard waits for its run to end (a shard that starts
+        // later keeps its own manifest until the next run).
+        let (present, bad) = ix::scan_manifests(dir)?;
+        let mut names: Vec<String> = present
+            .into_iter()
+            .map(|(n, _)| n)
+            .chain(bad.into_iter().map(|(n, _)| n))
+            .collect();
+        names.sort();
+        for name in names {
+            if let Some(s) = ix::shard_of_manifest(&name) {
+                let w = ix::writer(Some(s));
+                locks.push(Lock::writer(dir, &w, waiting)?);
+                owned.push(name);
+                writers.push(w);
+            }
+        }
+    }
     let mut report = UpdateReport::default();
-    let rows = Rows::open(dir, &fingerprints, regions, dim)?;
+    let mut rows = {
+        // No one collects garbage between reading a manifest and opening
+        // its segments; once mapped, a segment stays readable.
+        let _folder = Lock::folder(dir)?;
+        Rows::open(dir, &fingerprints, regions, dim)?
+    };
+    rows.verify_all();
     report.damaged = rows.damaged.clone();
     let legacy = dir.join(LEGACY_INDEX_FILE);
     report.discarded = !rows.foreign.is_empty() || legacy.exists();
 
-    let my_manifest = ix::manifest_name(shard);
-    // The segments this run owns: every compatible one, or the shard's own.
+    // The segments this run owns: those of the manifests it rewrites.
     let mine: Vec<usize> = (0..rows.segments.len())
-        .filter(|&s| shard.is_none() || rows.manifests[rows.owner[s].0].0 == my_manifest)
+        .filter(|&s| !rows.dead.contains(&s) && owned.contains(&rows.manifests[rows.owner[s].0].0))
         .collect();
+    let publish = |m: &Manifest| -> Result<()> {
+        let _folder = Lock::folder(dir)?;
+        ix::write_manifest(dir, &my_manifest, m)?;
+        Ok(())
+    };
 
     let wanted: Vec<&String> = names.iter().collect();
     let mut keep: HashSet<(usize, usize)> = HashSet::new();
@@ -315,13 +399,9 @@ pub fn update(
             .collect(),
     };
     let mut new_segments: Vec<SegmentRef> = Vec::new();
-    ix::write_manifest(dir, &my_manifest, &manifest(&refs, &new_segments))?;
+    publish(&manifest(&refs, &new_segments))?;
 
-    let prefix = shard.map_or_else(
-        || "main".to_string(),
-        |s| format!("s{}of{}", s.index, s.count),
-    );
-    let mut writer = SegmentWriter::new(&prefix, n_models, regions, dim);
+    let mut writer = SegmentWriter::new(&writers[0], n_models, regions, dim);
     let flush = |writer: &mut SegmentWriter,
                  refs: &[(usize, SegmentRef)],
                  new: &mut Vec<SegmentRef>,
@@ -329,7 +409,7 @@ pub fn update(
      -> Result<()> {
         if writer.len() >= SEGMENT_ROWS || (force && !writer.is_empty()) {
             new.push(writer.finish(dir, &fingerprints)?);
-            ix::write_manifest(dir, &my_manifest, &manifest(refs, new))?;
+            publish(&manifest(refs, new))?;
         }
         Ok(())
     };
@@ -354,7 +434,7 @@ pub fn update(
         }
     }
     for (at, stamp) in moves {
-        let data = rows.row(at, n_models);
+        let data = rows.row(at, n_models)?;
         let views: Vec<(&[f32], &[f32])> = data
             .iter()
             .map(|(r, g)| (r.as_slice(), g.as_slice()))
@@ -366,7 +446,7 @@ pub fn update(
     report.compacted = compact.len();
     let compacted: HashSet<usize> = compact.iter().map(|&i| refs[i].0).collect();
     refs.retain(|(s, r)| !compacted.contains(s) && r.deleted.len() < r.rows);
-    ix::write_manifest(dir, &my_manifest, &manifest(&refs, &new_segments))?;
+    publish(&manifest(&refs, &new_segments))?;
 
     // New and changed files.
     let stamps: HashMap<String, FileStamp> = todo.iter().cloned().collect();
@@ -402,21 +482,27 @@ pub fn update(
     }
     report.skipped.extend(skipped);
     let last = manifest(&refs, &new_segments);
-    ix::write_manifest(dir, &my_manifest, &last)?;
     report.rows = last.segments.iter().map(|s| s.rows - s.deleted.len()).sum();
+    let _folder = Lock::folder(dir)?;
+    ix::write_manifest(dir, &my_manifest, &last)?;
     if shard.is_none() {
-        // Joined: the shards' manifests and foreign or old indexes go.
-        for (name, _) in rows.manifests.iter().filter(|(n, _)| *n != my_manifest) {
+        // Joined: the shards' manifests, and foreign, damaged or old indexes go.
+        for name in owned.iter().filter(|n| **n != my_manifest) {
             ix::remove_manifest(dir, name)?;
         }
-        for name in rows.foreign.iter().filter(|n| **n != my_manifest) {
-            ix::remove_manifest(dir, name)?;
+        for name in rows.foreign.iter().chain(&rows.unreadable) {
+            // A shard's is removed above when this run joined it, else its
+            // run started meanwhile and the manifest is its own.
+            if *name != my_manifest && ix::shard_of_manifest(name).is_none() {
+                ix::remove_manifest(dir, name)?;
+            }
         }
-        ix::collect_garbage(dir, &[&last])?;
         if legacy.exists() {
             let _ = std::fs::remove_file(&legacy);
         }
     }
+    ix::collect_garbage(dir, &writers)?;
+    drop(locks);
     Ok(report)
 }
 
@@ -486,21 +572,43 @@ pub fn rank(
     report.indexed = per_segment.iter().map(Vec::len).sum();
     let mut scores: Vec<Option<f32>> = vec![None; names.len()];
 
+    // A segment's rows whose data turns out damaged are encoded instead.
+    let fall_back = |report: &mut RankReport,
+                     unindexed: &mut Vec<usize>,
+                     e: sgraf_data::DataError,
+                     images: &mut dyn Iterator<Item = usize>| {
+        let before = unindexed.len();
+        unindexed.extend(images);
+        report.indexed -= unindexed.len() - before;
+        report.damaged.push(e.to_string());
+    };
     if let Some(k) = shortlist {
         let cap_globals: Vec<Vec<f32>> = caps
             .iter()
             .map(|c| Ok(c.global.flatten_all()?.to_vec1()?))
             .collect::<Result<_>>()?;
         let mut cheap: Vec<(f32, usize, usize, usize)> = Vec::with_capacity(report.indexed);
-        for (s, list) in per_segment.iter().enumerate() {
+        for (s, list) in per_segment.iter_mut().enumerate() {
             if list.is_empty() {
                 continue;
             }
             let seg = &rows.segments[s];
-            let globals: Vec<_> = (0..n_models)
+            let globals = match (0..n_models)
                 .map(|m| seg.global(m, 0..seg.rows()))
-                .collect();
-            for &(r, i) in list {
+                .collect::<std::result::Result<Vec<_>, _>>()
+            {
+                Ok(g) => g,
+                Err(e) => {
+                    fall_back(
+                        &mut report,
+                        &mut unindexed,
+                        e,
+                        &mut list.drain(..).map(|(_, i)| i),
+                    );
+                    continue;
+                }
+            };
+            for &(r, i) in list.iter() {
                 let mut c = 0f32;
                 for (g, q) in globals.iter().zip(&cap_globals) {
                     c += cosine(&g[r * dim..(r + 1) * dim], q);
@@ -526,35 +634,52 @@ pub fn rank(
             let (first, last) = (chunk[0].0, chunk[chunk.len() - 1].0);
             let got = if last - first + 1 == chunk.len() {
                 // Consecutive rows: scored straight from the mapping.
-                let data: Vec<_> = (0..n_models)
+                (0..n_models)
                     .map(|m| {
-                        (
-                            seg.regions(m, first..last + 1),
-                            seg.global(m, first..last + 1),
-                        )
+                        Ok((
+                            seg.regions(m, first..last + 1)?,
+                            seg.global(m, first..last + 1)?,
+                        ))
                     })
-                    .collect();
-                let views: Vec<(&[f32], &[f32])> =
-                    data.iter().map(|(r, g)| (&r[..], &g[..])).collect();
-                scorer.score_image_rows(&views, &caps)?
+                    .collect::<std::result::Result<Vec<_>, sgraf_data::DataError>>()
+                    .map(|data| {
+                        let views: Vec<(&[f32], &[f32])> =
+                            data.iter().map(|(r, g)| (&r[..], &g[..])).collect();
+                        scorer.score_image_rows(&views, &caps)
+                    })
             } else {
                 let mut data = vec![(Vec::new(), Vec::new()); n_models];
-                for &(row, _) in chunk {
-                    for (m, (r, g)) in data.iter_mut().enumerate() {
-                        r.extend_from_slice(&seg.regions(m, row..row + 1));
-                        g.extend_from_slice(&seg.global(m, row..row + 1));
+                let read = (|| {
+                    for &(row, _) in chunk {
+                        for (m, (r, g)) in data.iter_mut().enumerate() {
+                            r.extend_from_slice(&seg.regions(m, row..row + 1)?);
+                            g.extend_from_slice(&seg.global(m, row..row + 1)?);
+                        }
+                    }
+                    Ok(())
+                })();
+                read.map(|()| {
+                    let views: Vec<(&[f32], &[f32])> =
+                        data.iter().map(|(r, g)| (&r[..], &g[..])).collect();
+                    scorer.score_image_rows(&views, &caps)
+                })
+            };
+            match got {
+                Ok(got) => {
+                    for (&(_, i), s) in chunk.iter().zip(got?) {
+                        scores[i] = Some(s);
+                    }
+                    report.exact += chunk.len();
+                    if shortlist.is_none() {
+                        progress(chunk.len());
                     }
                 }
-                let views: Vec<(&[f32], &[f32])> =
-                    data.iter().map(|(r, g)| (&r[..], &g[..])).collect();
-                scorer.score_image_rows(&views, &caps)?
-            };
-            for (&(_, i), s) in chunk.iter().zip(got) {
-                scores[i] = Some(s);
-            }
-            report.exact += chunk.len();
-            if shortlist.is_none() {
-                progress(chunk.len());
+                Err(e) => fall_back(
+                    &mut report,
+                    &mut unindexed,
+                    e,
+                    &mut chunk.iter().map(|&(_, i)| i),
+                ),
             }
         }
         seg.release();

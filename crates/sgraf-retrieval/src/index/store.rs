@@ -1,4 +1,4 @@
-//! The image index of a features folder, format 2: the folder
+//! The image index of a features folder, format 3: the folder
 //! `DIR/.sgraf-index/` (hidden, so never listed as features) holds
 //! immutable **segments** and **manifests**.
 //!
@@ -7,17 +7,33 @@
 //!   global vectors `model{i}.global` `[n, d]` (float32), and in its
 //!   metadata the files' stamps (name, size, modification time, sha256).
 //!   Segments are written under a temporary name and renamed; they are never
-//!   modified afterwards, so readers memory-map them.
+//!   modified afterwards, so readers memory-map them. The file name carries
+//!   its writer (`seg-main-…`, `seg-s0of2-…` for shard 0/2), its process and
+//!   the time.
 //! - A manifest (`manifest.json`, or `manifest-shard-I-of-N.json` for one
 //!   shard of a distributed run) names the models (fingerprint and where
 //!   they came from), the shape of the rows and the segments with their
-//!   sizes and deleted rows. It is replaced atomically after each segment,
-//!   so an interrupted run leaves a usable index that the next run extends.
+//!   sizes, deleted rows and the CRC-32C of every [`CHECK_BLOCK`] bytes of
+//!   each segment. It is stored as `{"crc32c": "…", "manifest": {…}}`, the
+//!   checksum taken over the exact bytes of the inner object, and replaced
+//!   atomically after each segment, so an interrupted run leaves a usable
+//!   index that the next run extends.
 //!
 //! Readers take the union of every manifest built for the same models and,
 //! for each file, a row whose stamp matches the file as it is now. Every
-//! segment is checked against its manifest and its own header (size, dtype,
-//! shapes, row count); a damaged one is never used.
+//! manifest is checked against its checksum, every segment against its
+//! manifest (size, checksums) and its own header (dtype, shapes, row count):
+//! the header's blocks are verified when a segment is opened, the data's
+//! before they are first read. A damaged part is never used: its images are
+//! encoded from their files (`rank`) or re-indexed (`index`). Format 2 (no
+//! checksums) is not trusted: it is rebuilt.
+//!
+//! Locks (`flock`, through `fs4`): a run holds `lock-main` (or its shard's
+//! `lock-s0of2`) for its whole length, so two runs of the same manifest take
+//! turns, while different shards encode at the same time. The folder-wide
+//! `lock` is only held for a moment: to read the manifests and open their
+//! segments, to publish a manifest, and to collect garbage, which deletes a
+//! segment no manifest names only when its writer's lock is free.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -35,10 +51,16 @@ use sgraf_data::{DataError, Result};
 pub const INDEX_DIR: &str = ".sgraf-index";
 /// Format 1: one safetensors file rewritten whole (rebuilt when found).
 pub const LEGACY_INDEX_FILE: &str = ".sgraf-index.safetensors";
-pub const INDEX_VERSION: u32 = 2;
+pub const INDEX_VERSION: u32 = 3;
+/// Bytes of a segment covered by one CRC-32C.
+pub const CHECK_BLOCK: usize = 1 << 20;
 const MAIN_MANIFEST: &str = "manifest.json";
 const SEGMENT_META: &str = "sgraf_segment";
 const LOCK_FILE: &str = "lock";
+/// A segment that no manifest names, of a writer whose lock is free, is
+/// only deleted past this age (a writer on another machine of a filesystem
+/// whose locks are local to each machine publishes well within it).
+const GC_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Largest segment header read (the stamps of a few thousand files).
 const MAX_HEADER: u64 = 64 << 20;
 
@@ -69,6 +91,9 @@ pub struct SegmentRef {
     /// Rows superseded or removed since the segment was written.
     #[serde(default)]
     pub deleted: Vec<usize>,
+    /// CRC-32C of each [`CHECK_BLOCK`] bytes of the file, in order.
+    #[serde(default)]
+    pub crc32c: Vec<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +129,78 @@ pub type Manifests = (Vec<(String, Manifest)>, Vec<String>);
 /// Every manifest of `dir`'s index by file name (main first), and the
 /// problems of those that could not be read (they are not used).
 pub fn read_manifests(dir: &Path) -> Result<Manifests> {
+    let (ok, bad) = scan_manifests(dir)?;
+    Ok((ok, bad.into_iter().map(|(_, why)| why).collect()))
+}
+
+/// The manifest file as written: the manifest and the checksum of its bytes.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    crc32c: String,
+    #[serde(borrow)]
+    manifest: &'a serde_json::value::RawValue,
+}
+
+/// A manifest from its file's bytes, checked against its checksum.
+pub fn parse_manifest(bytes: &[u8]) -> std::result::Result<Manifest, String> {
+    let env: Envelope = match serde_json::from_slice(bytes) {
+        Ok(e) => e,
+        Err(e) => {
+            #[derive(Deserialize)]
+            struct Old {
+                version: u32,
+            }
+            return Err(match serde_json::from_slice::<Old>(bytes) {
+                Ok(old) if old.version == INDEX_VERSION => {
+                    "a manifest without checksums (damaged or edited)".to_string()
+                }
+                Ok(old) => format!(
+                    "index format {}, without checksums, expected {INDEX_VERSION}",
+                    old.version
+                ),
+                Err(_) => format!("unreadable manifest: {e}"),
+            });
+        }
+    };
+    let raw = env.manifest.get().as_bytes();
+    let want = format!("{:08x}", crc32c::crc32c(raw));
+    if env.crc32c != want {
+        return Err(format!(
+            "damaged manifest: its checksum is {want}, it says {}",
+            env.crc32c
+        ));
+    }
+    let m: Manifest =
+        serde_json::from_slice(raw).map_err(|e| format!("unreadable manifest: {e}"))?;
+    if m.version != INDEX_VERSION {
+        return Err(format!(
+            "index format {}, expected {INDEX_VERSION}",
+            m.version
+        ));
+    }
+    Ok(m)
+}
+
+/// The bytes of a manifest file: `{"crc32c": "…", "manifest": {…}}`.
+pub fn manifest_bytes(manifest: &Manifest) -> Vec<u8> {
+    let inner = serde_json::to_vec_pretty(manifest).expect("a manifest serializes");
+    let mut out = format!(
+        "{{\"crc32c\": \"{:08x}\",\n\"manifest\": ",
+        crc32c::crc32c(&inner)
+    )
+    .into_bytes();
+    out.extend_from_slice(&inner);
+    out.extend_from_slice(b"}\n");
+    out
+}
+
+/// Manifests by file name (main first), and the (file name, problem) of
+/// those that could not be read.
+pub type Scanned = (Vec<(String, Manifest)>, Vec<(String, String)>);
+
+/// Like [`read_manifests`], with the names of the manifests that could not
+/// be read.
+pub fn scan_manifests(dir: &Path) -> Result<Scanned> {
     let idx = index_dir(dir);
     let mut out = Vec::new();
     let mut problems = Vec::new();
@@ -121,30 +218,25 @@ pub fn read_manifests(dir: &Path) -> Result<Manifests> {
     for name in names {
         let path = idx.join(&name);
         let parsed = std::fs::read(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice::<Manifest>(&b).map_err(|e| e.to_string()));
+            .map_err(|e| format!("unreadable manifest: {e}"))
+            .and_then(|b| parse_manifest(&b));
         match parsed {
-            Ok(m) if m.version == INDEX_VERSION => out.push((name, m)),
-            Ok(m) => problems.push(format!(
-                "{}: index format {}, expected {INDEX_VERSION}",
-                path.display(),
-                m.version
-            )),
-            Err(e) => problems.push(format!("{}: unreadable manifest: {e}", path.display())),
+            Ok(m) => out.push((name, m)),
+            Err(e) => problems.push((name, format!("{}: {e}", path.display()))),
         }
     }
     Ok((out, problems))
 }
 
-/// Replaces a manifest atomically.
+/// Replaces a manifest atomically (the caller holds the folder's lock, see
+/// [`Lock::folder`]).
 pub fn write_manifest(dir: &Path, name: &str, manifest: &Manifest) -> Result<()> {
     let idx = index_dir(dir);
     std::fs::create_dir_all(&idx).map_err(|err| DataError::Io {
         path: idx.clone(),
         err,
     })?;
-    let json = serde_json::to_vec_pretty(manifest).expect("a manifest serializes");
-    sgraf_data::write_atomic(&idx.join(name), &json)
+    sgraf_data::write_atomic(&idx.join(name), &manifest_bytes(manifest))
 }
 
 /// Removes a manifest (a shard's, once joined into the main one).
@@ -157,44 +249,121 @@ pub fn remove_manifest(dir: &Path, name: &str) -> Result<()> {
     }
 }
 
-/// Deletes the segment files that no manifest in `keep` lists, and the
-/// temporary files of runs that died.
-pub fn collect_garbage(dir: &Path, keep: &[&Manifest]) -> Result<usize> {
+/// The writer a segment's file name carries: `main` or `s0of2`
+/// (`seg-WRITER-…`, `.seg-WRITER-….tmp-…` while written).
+fn writer_of(file: &str) -> Option<&str> {
+    let rest = file
+        .strip_prefix("seg-")
+        .or_else(|| file.strip_prefix(".seg-"))?;
+    rest.split_once('-').map(|(w, _)| w)
+}
+
+/// The writer of a manifest's segments (`main`, or `s0of2` for
+/// `manifest-shard-0-of-2.json`); what its lock is named after.
+pub fn writer(shard: Option<Shard>) -> String {
+    shard.map_or_else(
+        || "main".to_string(),
+        |s| format!("s{}of{}", s.index, s.count),
+    )
+}
+
+/// The shard a manifest's name is of (`None` for the main one or a name
+/// that is no shard's).
+pub fn shard_of_manifest(name: &str) -> Option<Shard> {
+    let rest = name
+        .strip_prefix("manifest-shard-")?
+        .strip_suffix(".json")?;
+    let (i, n) = rest.split_once("-of-")?;
+    Shard::parse(&format!("{i}/{n}")).ok()
+}
+
+/// Deletes the segment files that no manifest of the folder lists, and the
+/// temporary files of runs that died: those of the writers in `own` (this
+/// run's, whose locks it holds), and those of other writers when their lock
+/// is free (no run of theirs is going on) and they are older than an hour.
+/// A running shard's segments, written but not yet in its manifest, are
+/// never deleted. The caller holds the folder's lock.
+pub fn collect_garbage(dir: &Path, own: &[String]) -> Result<usize> {
     let idx = index_dir(dir);
-    let used: std::collections::HashSet<&str> = keep
+    let (manifests, _) = scan_manifests(dir)?;
+    let used: std::collections::HashSet<&str> = manifests
         .iter()
-        .flat_map(|m| m.segments.iter().map(|s| s.file.as_str()))
+        .flat_map(|(_, m)| m.segments.iter().map(|s| s.file.as_str()))
         .collect();
     let mut removed = 0;
     let Ok(entries) = std::fs::read_dir(&idx) else {
         return Ok(0);
     };
+    // Per writer: whether its segments may go (its lock is held meanwhile).
+    let mut free: HashMap<String, Option<Lock>> = HashMap::new();
     for e in entries.filter_map(|e| e.ok()) {
         let name = e.file_name().to_string_lossy().into_owned();
-        let stale_tmp = name.starts_with(".seg-") && name.contains(".tmp");
-        let unused = name.starts_with("seg-") && !used.contains(name.as_str());
-        if (unused || stale_tmp) && std::fs::remove_file(e.path()).is_ok() {
+        let Some(w) = writer_of(&name) else {
+            continue;
+        };
+        if name.starts_with("seg-") && used.contains(name.as_str()) {
+            continue;
+        }
+        if !own.iter().any(|o| o == w) {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= GC_MIN_AGE);
+            if !old {
+                continue;
+            }
+            let lock = free
+                .entry(w.to_string())
+                .or_insert_with(|| Lock::try_writer(dir, w).ok().flatten());
+            if lock.is_none() {
+                continue;
+            }
+        }
+        if std::fs::remove_file(e.path()).is_ok() {
             removed += 1;
         }
     }
     Ok(removed)
 }
 
-/// An exclusive lock on a folder's index, held while a run writes it; a
-/// second `index` on the same folder waits for the first.
-pub struct IndexLock {
+/// An exclusive lock (`flock`, through `fs4`) on a file of a folder's index,
+/// released when dropped.
+pub struct Lock {
     _file: File,
 }
 
-impl IndexLock {
-    /// Takes the lock, calling `waiting` once if another process holds it.
-    pub fn acquire(dir: &Path, waiting: &mut dyn FnMut()) -> Result<Self> {
+impl Lock {
+    /// The folder-wide lock, held for a moment (reading the manifests,
+    /// publishing one, collecting garbage).
+    pub fn folder(dir: &Path) -> Result<Self> {
+        Self::acquire(dir, LOCK_FILE, &mut || {})
+    }
+
+    /// The lock of a writer (`main`, `s0of2`), held by a run for its whole
+    /// length; `waiting` is called once if another process holds it.
+    pub fn writer(dir: &Path, writer: &str, waiting: &mut dyn FnMut()) -> Result<Self> {
+        Self::acquire(dir, &format!("lock-{writer}"), waiting)
+    }
+
+    /// A writer's lock if no one holds it.
+    pub fn try_writer(dir: &Path, writer: &str) -> Result<Option<Self>> {
+        let (file, path) = Self::open(dir, &format!("lock-{writer}"))?;
+        match fs4::FileExt::try_lock(&file) {
+            Ok(()) => Ok(Some(Self { _file: file })),
+            Err(fs4::TryLockError::WouldBlock) => Ok(None),
+            Err(fs4::TryLockError::Error(err)) => Err(lock_error(&path, err)),
+        }
+    }
+
+    fn open(dir: &Path, name: &str) -> Result<(File, PathBuf)> {
         let idx = index_dir(dir);
         std::fs::create_dir_all(&idx).map_err(|err| DataError::Io {
             path: idx.clone(),
             err,
         })?;
-        let path = idx.join(LOCK_FILE);
+        let path = idx.join(name);
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -204,25 +373,46 @@ impl IndexLock {
                 path: path.clone(),
                 err,
             })?;
-        use std::os::fd::AsRawFd;
-        let fd = file.as_raw_fd();
-        // SAFETY: flock on a descriptor this function owns; no memory is shared.
-        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(DataError::Io { path, err });
+        Ok((file, path))
+    }
+
+    /// Takes the lock `name`, calling `waiting` once if another process
+    /// holds it.
+    fn acquire(dir: &Path, name: &str, waiting: &mut dyn FnMut()) -> Result<Self> {
+        let (file, path) = Self::open(dir, name)?;
+        match fs4::FileExt::try_lock(&file) {
+            Ok(()) => {}
+            Err(fs4::TryLockError::WouldBlock) => {
+                waiting();
+                fs4::FileExt::lock(&file).map_err(|err| lock_error(&path, err))?;
             }
-            waiting();
-            // SAFETY: as above.
-            if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
-                return Err(DataError::Io {
-                    path,
-                    err: std::io::Error::last_os_error(),
-                });
-            }
+            Err(fs4::TryLockError::Error(err)) => return Err(lock_error(&path, err)),
         }
         Ok(Self { _file: file })
     }
+}
+
+/// The error of a lock that could not be taken; a filesystem without
+/// `flock` (Lustre mounted without `-o flock`, NFS with `nolock`, some FUSE
+/// filesystems) gets a message naming the file and what to do.
+pub fn lock_error(path: &Path, err: std::io::Error) -> DataError {
+    let unsupported = matches!(
+        err.raw_os_error(),
+        Some(code) if [libc::ENOLCK, libc::EOPNOTSUPP, libc::ENOTSUP, libc::ENOSYS].contains(&code)
+    ) || err.kind() == std::io::ErrorKind::Unsupported;
+    if !unsupported {
+        return DataError::Io {
+            path: path.to_path_buf(),
+            err,
+        };
+    }
+    DataError::Invalid(format!(
+        "{}: the filesystem does not support file locks (flock: {err}), which keep concurrent \
+         index runs from overwriting each other's work. Mount it with locks (Lustre: -o flock; \
+         NFS: without -o nolock, with the lock daemon running), or index a copy of the folder \
+         on a local disk and copy its {INDEX_DIR} folder back.",
+        path.display()
+    ))
 }
 
 /// The metadata a segment carries about itself.
@@ -233,11 +423,16 @@ struct SegmentMeta {
     files: Vec<FileStamp>,
 }
 
-/// A segment opened read-only, memory-mapped and checked.
+/// A segment opened read-only, memory-mapped and checked: its header when
+/// opened, its data's blocks before they are first read.
 pub struct Segment {
     pub file: String,
     pub files: Vec<FileStamp>,
+    path: PathBuf,
     map: memmap2::Mmap,
+    /// The manifest's checksums, and which blocks were verified.
+    crc32c: Vec<u32>,
+    verified: Vec<std::sync::atomic::AtomicBool>,
     /// Per model: byte ranges of the regions and the global vectors.
     tensors: Vec<(Range<usize>, Range<usize>)>,
     regions: usize,
@@ -279,6 +474,12 @@ impl Segment {
                 seg.bytes
             )));
         }
+        if seg.crc32c.len() as u64 != len.div_ceil(CHECK_BLOCK as u64) {
+            return Err(bad(format!(
+                "the manifest has {} checksums for a segment of {len} bytes",
+                seg.crc32c.len()
+            )));
+        }
         // SAFETY: segments are written under a temporary name and renamed
         // into place, and never written again: the mapping is of a file
         // that does not change while mapped (a run that replaces the index
@@ -296,7 +497,23 @@ impl Segment {
                 "declares a header of {header_len} bytes in a file of {len}"
             )));
         }
-        let (_, header) = safetensors::SafeTensors::read_metadata(&map)
+        let verified = (0..seg.crc32c.len())
+            .map(|_| std::sync::atomic::AtomicBool::new(false))
+            .collect();
+        let mut this = Self {
+            file: seg.file.clone(),
+            files: Vec::new(),
+            path: path.clone(),
+            map,
+            crc32c: seg.crc32c.clone(),
+            verified,
+            tensors: Vec::new(),
+            regions,
+            dim,
+        };
+        this.verify(0..8 + header_len as usize)?;
+        let map = &this.map;
+        let (_, header) = safetensors::SafeTensors::read_metadata(map)
             .map_err(|e| bad(format!("is not a readable segment: {e}")))?;
         let meta: SegmentMeta = header
             .metadata()
@@ -350,18 +567,45 @@ impl Segment {
             let g = range(format!("model{i}.global"), &[n, dim])?;
             tensors.push((r, g));
         }
-        Ok(Self {
-            file: seg.file.clone(),
-            files: meta.files,
-            map,
-            tensors,
-            regions,
-            dim,
-        })
+        this.files = meta.files;
+        this.tensors = tensors;
+        Ok(this)
     }
 
     pub fn rows(&self) -> usize {
         self.files.len()
+    }
+
+    /// Checks the blocks that hold `bytes` against the manifest's checksums
+    /// (each block once).
+    pub fn verify(&self, bytes: Range<usize>) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        for b in bytes.start / CHECK_BLOCK..bytes.end.div_ceil(CHECK_BLOCK) {
+            if self.verified[b].load(Ordering::Relaxed) {
+                continue;
+            }
+            let block = &self.map[b * CHECK_BLOCK..((b + 1) * CHECK_BLOCK).min(self.map.len())];
+            if crc32c::crc32c(block) != self.crc32c[b] {
+                return Err(DataError::Format {
+                    path: self.path.clone(),
+                    msg: format!(
+                        "damaged: bytes {}..{} do not match their checksum in the manifest",
+                        b * CHECK_BLOCK,
+                        b * CHECK_BLOCK + block.len()
+                    ),
+                });
+            }
+            self.verified[b].store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Checks the whole file.
+    pub fn verify_all(&self) -> Result<()> {
+        self.verify(0..self.map.len())
     }
 
     /// Drops the pages read so far from this process's memory (they stay in
@@ -382,34 +626,47 @@ impl Segment {
     /// The floats of `rows`, borrowed from the mapping when it is aligned
     /// (safetensors pads its header to 8 bytes, so it is) on a little-endian
     /// machine, copied otherwise.
-    fn floats(&self, bytes: Range<usize>, rows: Range<usize>, per_row: usize) -> Cow<'_, [f32]> {
+    /// Verified first: a damaged block is an error, never data.
+    fn floats(
+        &self,
+        bytes: Range<usize>,
+        rows: Range<usize>,
+        per_row: usize,
+    ) -> Result<Cow<'_, [f32]>> {
         assert!(rows.end <= self.rows(), "rows past the segment");
-        let b = &self.map[bytes][rows.start * per_row * 4..rows.end * per_row * 4];
+        let at = bytes.start + rows.start * per_row * 4..bytes.start + rows.end * per_row * 4;
+        self.verify(at.clone())?;
+        let b = &self.map[at];
         if cfg!(target_endian = "little") {
             // SAFETY: every bit pattern is a valid f32, and align_to only
             // yields the part of `b` that is aligned for f32.
             let (head, mid, tail) = unsafe { b.align_to::<f32>() };
             if head.is_empty() && tail.is_empty() {
-                return Cow::Borrowed(mid);
+                return Ok(Cow::Borrowed(mid));
             }
         }
-        Cow::Owned(
+        Ok(Cow::Owned(
             b.chunks_exact(4)
                 .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
                 .collect(),
-        )
+        ))
     }
 
     /// Region embeddings of `rows` for model `m`: `[rows, R, d]` row-major.
-    pub fn regions(&self, m: usize, rows: Range<usize>) -> Cow<'_, [f32]> {
+    pub fn regions(&self, m: usize, rows: Range<usize>) -> Result<Cow<'_, [f32]>> {
         let per = self.regions * self.dim;
         self.floats(self.tensors[m].0.clone(), rows, per)
     }
 
     /// Visual global vectors of `rows` for model `m`: `[rows, d]`.
-    pub fn global(&self, m: usize, rows: Range<usize>) -> Cow<'_, [f32]> {
+    pub fn global(&self, m: usize, rows: Range<usize>) -> Result<Cow<'_, [f32]>> {
         self.floats(self.tensors[m].1.clone(), rows, self.dim)
     }
+}
+
+/// The CRC-32C of each [`CHECK_BLOCK`] bytes of a segment.
+pub fn checksums(bytes: &[u8]) -> Vec<u32> {
+    bytes.chunks(CHECK_BLOCK).map(crc32c::crc32c).collect()
 }
 
 /// Rows collected for a new segment.
@@ -523,6 +780,64 @@ impl SegmentWriter {
             rows: n,
             bytes: bytes.len() as u64,
             deleted: Vec::new(),
+            crc32c: checksums(&bytes),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filesystem_without_locks_is_named_with_what_to_do() {
+        let path = Path::new("/lustre/photos/.sgraf-index/lock-main");
+        for code in [libc::ENOLCK, libc::EOPNOTSUPP, libc::ENOSYS] {
+            let msg = lock_error(path, std::io::Error::from_raw_os_error(code)).to_string();
+            assert!(
+                msg.contains("/lustre/photos/.sgraf-index/lock-main")
+                    && msg.contains("does not support file locks")
+                    && msg.contains("-o flock"),
+                "{msg}"
+            );
+        }
+        let msg = lock_error(path, std::io::Error::from_raw_os_error(libc::EACCES)).to_string();
+        assert!(!msg.contains("does not support"), "{msg}");
+    }
+
+    #[test]
+    fn writers_of_segments_and_manifests() {
+        assert_eq!(writer_of("seg-main-12-34.st"), Some("main"));
+        assert_eq!(writer_of(".seg-s1of4-12-34.st.tmp-12-0"), Some("s1of4"));
+        assert_eq!(writer_of("manifest.json"), None);
+        let s = shard_of_manifest("manifest-shard-1-of-4.json").unwrap();
+        assert_eq!(writer(Some(s)), "s1of4");
+        assert_eq!(shard_of_manifest("manifest.json"), None);
+    }
+
+    #[test]
+    fn garbage_collection_spares_running_writers() {
+        let dir = std::env::temp_dir().join(format!("sgraf-gc-{}", std::process::id()));
+        let idx = index_dir(&dir);
+        std::fs::create_dir_all(&idx).unwrap();
+        for f in ["seg-main-1-1.st", "seg-s0of2-1-1.st", "seg-s1of2-1-1.st"] {
+            std::fs::write(idx.join(f), b"x").unwrap();
+        }
+        let old = std::time::SystemTime::now() - GC_MIN_AGE * 2;
+        for f in ["seg-s0of2-1-1.st", "seg-s1of2-1-1.st"] {
+            std::fs::File::options()
+                .write(true)
+                .open(idx.join(f))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        // Shard 1 is running (its lock is held): its segment stays.
+        let running = Lock::try_writer(&dir, "s1of2").unwrap().unwrap();
+        assert_eq!(collect_garbage(&dir, &["main".to_string()]).unwrap(), 2);
+        assert!(idx.join("seg-s1of2-1-1.st").exists());
+        drop(running);
+        assert_eq!(collect_garbage(&dir, &[]).unwrap(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

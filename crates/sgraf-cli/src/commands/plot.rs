@@ -9,98 +9,31 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use sgraf_train::metrics_log::{self, Log, StepRecord, ValidationRecord};
 
-/// One optimizer step of the log.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StepRow {
-    pub step: u64,
-    pub epoch: usize,
-    /// The batch's loss: a sum over its captions.
-    pub loss: f64,
-    pub lr: f64,
-    /// Captions in the batch; absent in logs written before it was logged.
-    pub batch_size: Option<usize>,
-}
+use crate::flags::PlotArgs;
 
-/// One validation of the log.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ValRow {
-    pub step: u64,
-    /// R@1, R@5, R@10, medr, meanr.
-    pub i2t: [f64; 5],
-    pub t2i: [f64; 5],
-    pub rsum: f64,
-}
-
-/// A run's log.
+/// A run's log, named for the legend.
 #[derive(Clone, Debug)]
 pub struct Run {
     pub name: String,
-    pub steps: Vec<StepRow>,
-    pub vals: Vec<ValRow>,
+    pub steps: Vec<StepRecord>,
+    pub vals: Vec<ValidationRecord>,
 }
 
-fn recalls(v: &serde_json::Value) -> Option<[f64; 5]> {
-    let a = v.as_array()?;
-    let mut out = [0.0; 5];
-    for (o, x) in out.iter_mut().zip(a) {
-        *o = x.as_f64()?;
-    }
-    (a.len() == 5).then_some(out)
-}
-
-/// Reads `RUN/metrics.jsonl`. A resumed run repeats the steps taken after
-/// its last checkpoint; as TensorBoard does with such "orphaned" events, a
-/// step at or before one already read drops what was logged from it on.
-pub fn read_run(dir: &Path) -> Result<Run> {
-    let path = dir.join("metrics.jsonl");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let mut run = Run {
-        name: String::new(),
-        steps: Vec::new(),
-        vals: Vec::new(),
-    };
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("{} line {}", path.display(), i + 1))?;
-        let step = v["step"].as_u64().unwrap_or(0);
-        if let Some(rsum) = v.get("rsum").and_then(|r| r.as_f64()) {
-            let (Some(i2t), Some(t2i)) = (recalls(&v["i2t"]), recalls(&v["t2i"])) else {
-                bail!(
-                    "{} line {}: a validation without i2t/t2i",
-                    path.display(),
-                    i + 1
-                );
-            };
-            run.vals.push(ValRow {
-                step,
-                i2t,
-                t2i,
-                rsum,
-            });
-        } else if let Some(loss) = v.get("loss").and_then(|l| l.as_f64()) {
-            if run.steps.last().is_some_and(|last| last.step >= step) {
-                run.steps.retain(|r| r.step < step);
-                run.vals.retain(|r| r.step < step);
-            }
-            run.steps.push(StepRow {
-                step,
-                epoch: v["epoch"].as_u64().unwrap_or(0) as usize,
-                loss,
-                lr: v["lr"].as_f64().unwrap_or(f64::NAN),
-                batch_size: v["batch_size"].as_u64().map(|b| b as usize),
-            });
-        }
-    }
-    if run.steps.is_empty() {
+/// Reads `RUN/metrics.jsonl` (a resumed run's repeated steps replace the
+/// ones logged before: see [`Log::parse`]).
+pub fn read_run(dir: &Path, name: String) -> Result<Run> {
+    let path = dir.join(metrics_log::FILE_NAME);
+    let log = Log::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    if log.steps.is_empty() {
         bail!("{} holds no training steps yet", path.display());
     }
-    Ok(run)
+    Ok(Run {
+        name,
+        steps: log.steps,
+        vals: log.validations,
+    })
 }
 
 /// TensorBoard's scalar smoothing: an exponential moving average started
@@ -685,7 +618,7 @@ fn panels(runs: &[Run], smoothing: f64) -> (Vec<Panel>, (f64, f64)) {
         lines,
         vlines: vlines.clone(),
     };
-    let recall_panel = |title: &str, pick: fn(&ValRow) -> [f64; 5]| {
+    let recall_panel = |title: &str, pick: fn(&ValidationRecord) -> [f64; 5]| {
         let mut lines = Vec::new();
         for (i, run) in runs.iter().enumerate() {
             for (k, (name, marker)) in [
@@ -769,6 +702,12 @@ fn draw(runs: &[Run], smoothing: f64, out: &Path, labels: bool) -> Result<()> {
     draw_on(&root, runs, smoothing, labels).map(|_| ())
 }
 
+pub fn run(a: &PlotArgs) -> Result<()> {
+    let out = plot(&a.runs, a.out.as_deref(), a.smoothing)?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
 /// Plots `runs` into `out` (default: `RUN/curves.png` for one run) through
 /// a temporary file; returns the path written. Text needs a system font
 /// (DejaVu and fontconfig here); without one the curves are drawn unlabelled.
@@ -781,16 +720,10 @@ pub fn plot(dirs: &[PathBuf], out: Option<&Path>, smoothing: f64) -> Result<Path
         (None, [one]) => one.join("curves.png"),
         _ => bail!("several runs: say where the picture goes with --out"),
     };
-    let names = run_names(dirs);
     let runs = dirs
         .iter()
-        .zip(names)
-        .map(|(d, name)| {
-            Ok(Run {
-                name,
-                ..read_run(d)?
-            })
-        })
+        .zip(run_names(dirs))
+        .map(|(d, name)| read_run(d, name))
         .collect::<Result<Vec<_>>>()?;
     let tmp = out.with_file_name(format!(
         ".{}.tmp-{}.png",
@@ -867,49 +800,34 @@ mod tests {
         assert_eq!(t.len(), 5);
     }
 
-    fn write_log(dir: &Path, lines: &[serde_json::Value]) {
-        std::fs::create_dir_all(dir).unwrap();
-        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-        std::fs::write(dir.join("metrics.jsonl"), text).unwrap();
-    }
-
-    fn step(step: u64, epoch: u64, loss: f64, batch: u64) -> serde_json::Value {
-        serde_json::json!({"step": step, "epoch": epoch, "loss": loss, "lr": 2e-4, "grad_norm": 1.0, "batch_size": batch})
-    }
-
-    fn val(step: u64, r: f64) -> serde_json::Value {
-        serde_json::json!({"validation": true, "step": step, "epoch": 0,
-            "i2t": [r, r + 10.0, r + 20.0, 2.0, 3.0], "t2i": [r, r + 5.0, r + 9.0, 2.0, 3.0], "rsum": 6.0 * r + 44.0})
-    }
-
     #[test]
-    fn a_resumed_log_keeps_the_steps_taken_last() {
-        let dir = std::env::temp_dir().join(format!("sgraf-plot-resume-{}", std::process::id()));
-        // Steps 1-3 and a validation at 2, then a resume from the checkpoint
-        // after step 1 redoes steps 2 and 3.
-        write_log(
-            &dir,
-            &[
-                step(1, 0, 9.0, 4),
-                step(2, 0, 8.0, 4),
-                val(2, 10.0),
-                step(3, 0, 7.0, 2),
-                step(2, 0, 6.0, 4),
-                step(3, 0, 5.0, 2),
-                val(3, 20.0),
+    fn the_loss_is_shown_per_caption_when_the_log_has_batch_sizes() {
+        let step = |step, loss, batch_size| StepRecord {
+            batch_size,
+            epoch: 0,
+            grad_norm: 1.0,
+            loss,
+            lr: 2e-4,
+            step,
+        };
+        let mut run = Run {
+            name: "run".into(),
+            steps: vec![
+                step(1, 9.0, Some(4)),
+                step(2, 6.0, Some(4)),
+                step(3, 5.0, Some(2)),
             ],
-        );
-        let run = read_run(&dir).unwrap();
-        let got: Vec<(u64, f64)> = run.steps.iter().map(|s| (s.step, s.loss)).collect();
-        assert_eq!(got, [(1, 9.0), (2, 6.0), (3, 5.0)]);
-        assert_eq!(run.vals.iter().map(|v| v.step).collect::<Vec<_>>(), [3]);
+            vals: Vec::new(),
+        };
         // Per caption: the small last batch is not a drop.
         assert!(has_batch_sizes(&run));
         assert_eq!(
             loss_points(&run, true),
             [(1.0, 2.25), (2.0, 1.5), (3.0, 2.5)]
         );
-        std::fs::remove_dir_all(&dir).unwrap();
+        run.steps[1].batch_size = None;
+        assert!(!has_batch_sizes(&run));
+        assert_eq!(loss_points(&run, false)[1], (2.0, 6.0));
     }
 
     fn demo_like(name: &str, n: u64, per_epoch: u64, seed: u64) -> Run {
@@ -920,7 +838,7 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             (rng >> 33) as f64 / (1u64 << 31) as f64
         };
-        let steps: Vec<StepRow> = (1..=n)
+        let steps: Vec<StepRecord> = (1..=n)
             .map(|s| {
                 let last = s % per_epoch == 0;
                 let b = if last { 4 } else { 16 };
@@ -930,23 +848,26 @@ mod tests {
                 } else {
                     1.0 / (1.0 + s as f64 / 50.0) + 0.3 * noise()
                 };
-                StepRow {
-                    step: s,
+                StepRecord {
+                    batch_size: Some(b),
                     epoch: ((s - 1) / per_epoch) as usize,
+                    grad_norm: 1.0,
                     loss: per * b as f64,
                     lr: if s > n / 2 { 1e-4 } else { 1e-3 },
-                    batch_size: Some(b),
+                    step: s,
                 }
             })
             .collect();
         let vals = (1..=n / per_epoch)
             .map(|e| {
                 let r = (e as f64 * 9.0).min(90.0);
-                ValRow {
-                    step: e * per_epoch,
+                ValidationRecord {
+                    epoch: e as usize - 1,
                     i2t: [r, r + 5.0, r + 9.0, 2.0, 3.0],
-                    t2i: [r, r + 3.0, r + 7.0, 2.0, 3.0],
                     rsum: 6.0 * r + 24.0,
+                    step: e * per_epoch,
+                    t2i: [r, r + 3.0, r + 7.0, 2.0, 3.0],
+                    validation: true,
                 }
             })
             .collect();

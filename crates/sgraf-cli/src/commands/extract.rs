@@ -6,42 +6,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use sgraf_vision::{store, BgrImage, BoxPolicy, Detector};
 
-#[derive(clap::Args)]
-pub struct Options {
-    /// Detector folder (cargo xtask convert-weights --detector) or Hub id.
-    #[arg(long)]
-    pub detector: String,
-    /// Folder of photos (JPEG, PNG, WebP, BMP, TIFF), searched recursively.
-    #[arg(long)]
-    pub images: PathBuf,
-    /// Output folder (the photos' sub-folders are kept).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Regions per photo: N (exactly, e.g. 36 for the SCAN features) or MIN-MAX
-    /// (those of confidence >= --conf, at least MIN, at most MAX); default: the
-    /// detector's own (36 for the k36 model, 10-100 otherwise).
-    #[arg(long)]
-    pub boxes: Option<String>,
-    /// Confidence threshold of the MIN-MAX selection.
-    #[arg(long, default_value_t = 0.2)]
-    pub conf: f32,
-    /// Keep outputs that already exist and are newer than their photo.
-    #[arg(long)]
-    pub skip_existing: bool,
-    /// Skip files or folders matching this glob; repeatable.
-    #[arg(long, value_name = "GLOB")]
-    pub exclude: Vec<String>,
-    /// cpu, cuda, cuda:N or metal.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Print a JSON summary (extracted files and failures) on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// Extract only shard I of N (0-based) of the photos, the same split as
-    /// `index --shard`: one task of a Slurm array or Kubernetes Indexed Job.
-    #[arg(long, value_name = "I/N")]
-    pub shard: Option<String>,
-}
+use crate::flags::ExtractArgs;
+use crate::ui::{progress, say};
 
 /// `a/b/photo.jpg` -> `OUT/a/b/photo` (the .npy and .json stem).
 fn stem(out: &Path, photo: &str) -> PathBuf {
@@ -54,8 +20,8 @@ fn newer_than(output: &Path, photo: &Path) -> bool {
     matches!((m(output), m(photo)), (Some(o), Some(p)) if o >= p)
 }
 
-pub fn extract(o: &Options) -> Result<()> {
-    let device = crate::parse_device(&o.device)
+pub fn run(o: &ExtractArgs) -> Result<()> {
+    let device = sgraf::parse_device(&o.device)
         .with_context(|| format!("opening the device {:?}", o.device))?;
     let det_dir = sgraf::hub::resolve_detector(&o.detector)?;
     let det = Detector::from_folder(&det_dir, &device)
@@ -86,7 +52,7 @@ pub fn extract(o: &Options) -> Result<()> {
         );
     }
     std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
-    let bar = crate::progress(photos.len() as u64, "photos");
+    let bar = progress(photos.len() as u64, "photos");
     let (mut written, mut skipped, mut failed) = (Vec::new(), 0usize, Vec::new());
     for photo in &photos {
         let src = o.images.join(photo);
@@ -112,7 +78,7 @@ pub fn extract(o: &Options) -> Result<()> {
         }) {
             Ok(k) => written.push(json!({"photo": photo, "features": npy, "regions": k})),
             Err(e) => {
-                crate::say(&bar, format!("skipped {}: {e:#}", src.display()));
+                say(&bar, format!("skipped {}: {e:#}", src.display()));
                 failed.push(json!({"photo": photo, "error": format!("{e:#}")}));
             }
         }

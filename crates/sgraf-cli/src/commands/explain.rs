@@ -1,41 +1,11 @@
-//! `sgraf-cli explain` and `sgraf-cli serve`.
-
-use std::cell::RefCell;
-use std::io::Write;
+//! `sgraf-cli explain`: why an image matches a query.
 
 use anyhow::{bail, Context, Result};
-use indicatif::ProgressBar;
 use sgraf::overlay;
 
-use crate::args::{ExplainArgs, ServeArgs};
+use crate::flags::ExplainArgs;
 
-/// Library notes and progress as the command line shows them.
-#[derive(Default)]
-pub struct Bars(RefCell<Option<ProgressBar>>);
-
-impl sgraf::Ui for Bars {
-    fn note(&self, line: &str) {
-        match &*self.0.borrow() {
-            Some(bar) => crate::say(bar, line.to_string()),
-            None => eprintln!("{line}"),
-        }
-    }
-    fn start(&self, what: &str, len: u64) {
-        *self.0.borrow_mut() = Some(crate::progress(len, what));
-    }
-    fn inc(&self, n: u64) {
-        if let Some(bar) = &*self.0.borrow() {
-            bar.inc(n);
-        }
-    }
-    fn finish(&self) {
-        if let Some(bar) = self.0.borrow_mut().take() {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-pub fn explain(a: &ExplainArgs) -> Result<()> {
+pub fn run(a: &ExplainArgs) -> Result<()> {
     if a.query.trim().is_empty() {
         bail!("the query is empty");
     }
@@ -137,23 +107,4 @@ pub fn explain(a: &ExplainArgs) -> Result<()> {
         println!("  {word:<width$}{filt}  {}", regions.join("  "));
     }
     Ok(())
-}
-
-pub fn serve(a: &ServeArgs) -> Result<()> {
-    let opts = sgraf_serve::Options {
-        images: a.images.clone(),
-        models: a.model.models.clone(),
-        device: a.model.device.clone(),
-        exclude: a.exclude.clone(),
-        detector: a.photos.detector.clone(),
-        host: a.host.clone(),
-        port: a.port,
-    };
-    sgraf_serve::run(&opts, &Bars::default(), |addr| {
-        println!(
-            "serving {} at http://{addr}/ (Ctrl-C stops)",
-            a.images.display()
-        );
-        let _ = std::io::stdout().flush();
-    })
 }

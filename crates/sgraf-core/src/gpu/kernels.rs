@@ -1,0 +1,616 @@
+//! The GPU kernels, written once in Rust with CubeCL: the same code is
+//! compiled to WGSL (wgpu: Vulkan, Metal, DX12; lavapipe in CI) and to
+//! CUDA C++ (CubeCL's CUDA runtime, NVRTC at run time).
+//!
+//! Layouts, for a block of `ni` images against `nc` captions holding `nw`
+//! words (packed to their true lengths, as in [`crate::cpu`]):
+//! - affinity / attention `[ni, nw, R]`, region norms `[ni, nc, R]`;
+//! - context `[ni, nw, d]` (then squared differences in place);
+//! - graph nodes `[ni * (nw + nc), m]`: for image `k`, caption `c`, the pair's
+//!   global node then its `len[c]` local nodes, pairs packed image-major;
+//! - per node: the pair it belongs to; per pair: its first node and its
+//!   node count (`len + 1`); edges `[nodes, max_nodes]`.
+//!
+//! Every kernel checks its own bounds (they are launched unchecked).
+
+use cubecl::prelude::*;
+
+/// The `eps` of `l2norm` and `l1norm` (added to the norm).
+pub const EPS: f32 = 1e-8;
+/// SCAN's inverse softmax temperature.
+pub const SMOOTH: f32 = 9.0;
+/// The LeakyReLU slope of the attention.
+pub const LEAKY: f32 = 0.1;
+
+/// Units per cube of the elementwise and row kernels (a power of two).
+pub const UNITS: u32 = 256;
+/// Output tile of the matrix product: `TILE x TILE`, `TILE_K` deep.
+pub const TILE: u32 = 64;
+pub const TILE_K: u32 = 16;
+
+#[cube]
+fn sigmoid(x: f32) -> f32 {
+    1.0f32 / (1.0f32 + (-x).exp())
+}
+
+/// Batched, strided matrix product: for every batch `z` (`CUBE_POS_Z`),
+/// `C[z, i, j] = sum_t A[z, i, t] B[z, t, j]` where
+/// `A[z, i, t] = a[a_off + z a_sb + i a_si + t a_st]`,
+/// `B[z, t, j] = b[b_off + z b_sb + t b_st + j b_sj]`,
+/// `C[z, i, j] = c[c_off + z c_sb + i c_si + j]`.
+/// Cubes of 16 x 16 units, each unit computing 4 x 4 outputs of a 64 x 64
+/// tile through shared memory.
+#[cube(launch_unchecked, create_dummy_kernel)]
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    rows: usize,
+    cols: usize,
+    depth: usize,
+    a_off: usize,
+    a_sb: usize,
+    a_si: usize,
+    a_st: usize,
+    b_off: usize,
+    b_sb: usize,
+    b_st: usize,
+    b_sj: usize,
+    c_off: usize,
+    c_sb: usize,
+    c_si: usize,
+) {
+    // Shared tiles: As[t][i] (transposed) and Bs[t][j], TILE_K x TILE each.
+    let mut a_tile = Shared::<[f32]>::new_slice(1024usize);
+    let mut b_tile = Shared::<[f32]>::new_slice(1024usize);
+    let tx = UNIT_POS_X as usize;
+    let ty = UNIT_POS_Y as usize;
+    let tid = ty * 16 + tx;
+    let z = CUBE_POS_Z as usize;
+    let i0 = CUBE_POS_Y as usize * 64;
+    let j0 = CUBE_POS_X as usize * 64;
+    let a_base = a_off + z * a_sb;
+    let b_base = b_off + z * b_sb;
+    let mut acc = Array::<f32>::new(16usize);
+    #[unroll]
+    for q in 0..16usize {
+        acc[q] = 0.0f32;
+    }
+    let mut t0 = 0usize;
+    while t0 < depth {
+        #[unroll]
+        for l in 0..4usize {
+            // A: 64 rows x 16 columns; consecutive units take consecutive t.
+            let idx = tid + l * 256;
+            let row = idx / 16;
+            let kk = idx % 16;
+            let i = i0 + row;
+            let t = t0 + kk;
+            let mut va = 0.0f32;
+            if i < rows && t < depth {
+                va = a[a_base + i * a_si + t * a_st];
+            }
+            a_tile[kk * 64 + row] = va;
+            // B: 16 rows x 64 columns; consecutive units take consecutive j.
+            let kb = idx / 64;
+            let col = idx % 64;
+            let j = j0 + col;
+            let tb = t0 + kb;
+            let mut vb = 0.0f32;
+            if j < cols && tb < depth {
+                vb = b[b_base + tb * b_st + j * b_sj];
+            }
+            b_tile[kb * 64 + col] = vb;
+        }
+        sync_cube();
+        #[unroll]
+        for kk in 0..16usize {
+            let a0 = a_tile[kk * 64 + ty];
+            let a1 = a_tile[kk * 64 + ty + 16];
+            let a2 = a_tile[kk * 64 + ty + 32];
+            let a3 = a_tile[kk * 64 + ty + 48];
+            let b0 = b_tile[kk * 64 + tx];
+            let b1 = b_tile[kk * 64 + tx + 16];
+            let b2 = b_tile[kk * 64 + tx + 32];
+            let b3 = b_tile[kk * 64 + tx + 48];
+            acc[0] += a0 * b0;
+            acc[1] += a0 * b1;
+            acc[2] += a0 * b2;
+            acc[3] += a0 * b3;
+            acc[4] += a1 * b0;
+            acc[5] += a1 * b1;
+            acc[6] += a1 * b2;
+            acc[7] += a1 * b3;
+            acc[8] += a2 * b0;
+            acc[9] += a2 * b1;
+            acc[10] += a2 * b2;
+            acc[11] += a2 * b3;
+            acc[12] += a3 * b0;
+            acc[13] += a3 * b1;
+            acc[14] += a3 * b2;
+            acc[15] += a3 * b3;
+        }
+        sync_cube();
+        t0 += 16;
+    }
+    let c_base = c_off + z * c_sb;
+    #[unroll]
+    for u in 0..4usize {
+        #[unroll]
+        for v in 0..4usize {
+            let i = i0 + ty + u * 16;
+            let j = j0 + tx + v * 16;
+            if i < rows && j < cols {
+                c[c_base + i * c_si + j] = acc[u * 4 + v];
+            }
+        }
+    }
+}
+
+/// Step 1 of the attention, one unit per (image, caption, region):
+/// `norms[k, c, r] = ||LeakyReLU(A[k, words of c, r])|| + eps`.
+#[cube(launch_unchecked, create_dummy_kernel)]
+#[allow(clippy::too_many_arguments)]
+pub fn attention_norms(
+    affinity: &[f32],
+    cap_start: &[u32],
+    cap_len: &[u32],
+    norms: &mut [f32],
+    ni: usize,
+    nc: usize,
+    nw: usize,
+    regions: usize,
+) {
+    let pos = ABSOLUTE_POS;
+    if pos < ni * nc * regions {
+        let r = pos % regions;
+        let c = (pos / regions) % nc;
+        let k = pos / (regions * nc);
+        let start = cap_start[c] as usize;
+        let len = cap_len[c] as usize;
+        let mut sum = 0.0f32;
+        for w in 0..len {
+            let v = affinity[(k * nw + start + w) * regions + r];
+            let v = f32::max(v, v * LEAKY);
+            sum += v * v;
+        }
+        norms[pos] = f32::sqrt(sum) + EPS;
+    }
+}
+
+/// Step 2 of the attention, one unit per (image, word), in place:
+/// `A[k, w, :] = softmax_r(SMOOTH * LeakyReLU(A[k, w, r]) / norms[k, c(w), r])`.
+#[cube(launch_unchecked, create_dummy_kernel)]
+pub fn attention_softmax(
+    affinity: &mut [f32],
+    word_cap: &[u32],
+    norms: &[f32],
+    ni: usize,
+    nc: usize,
+    nw: usize,
+    regions: usize,
+) {
+    let pos = ABSOLUTE_POS;
+    if pos < ni * nw {
+        let w = pos % nw;
+        let k = pos / nw;
+        let c = word_cap[w] as usize;
+        let row = pos * regions;
+        let norm_row = (k * nc + c) * regions;
+        let mut max = f32::new(-3.0e38);
+        for r in 0..regions {
+            let v = affinity[row + r];
+            let v = f32::max(v, v * LEAKY) / norms[norm_row + r] * SMOOTH;
+            affinity[row + r] = v;
+            max = f32::max(max, v);
+        }
+        let mut sum = 0.0f32;
+        for r in 0..regions {
+            let e = (affinity[row + r] - max).exp();
+            affinity[row + r] = e;
+            sum += e;
+        }
+        for r in 0..regions {
+            affinity[row + r] /= sum;
+        }
+    }
+}
+
+/// One cube per (image, word) row of the context `[ni * nw, d]`, in place:
+/// `x = (x / (||x|| + eps) - word)^2`, the word being row `w_off + w` of `words`.
+#[cube(launch_unchecked, create_dummy_kernel)]
+pub fn context_diff(
+    context: &mut [f32],
+    words: &[f32],
+    rows: usize,
+    nw: usize,
+    d: usize,
+    w_off: usize,
+) {
+    let row = CUBE_POS;
+    // Every unit of a cube takes the same branch: the barriers stay uniform.
+    if row < rows {
+        let unit = UNIT_POS as usize;
+        let base = row * d;
+        let mut sum = 0.0f32;
+        let mut e = unit;
+        while e < d {
+            let v = context[base + e];
+            sum += v * v;
+            e += 256;
+        }
+        // The sum over the cube's units (a tree in shared memory).
+        let mut shared = Shared::<[f32]>::new_slice(256usize);
+        shared[unit] = sum;
+        sync_cube();
+        #[unroll]
+        for level in 0..8u32 {
+            let half = (128u32 >> level) as usize;
+            if unit < half {
+                shared[unit] += shared[unit + half];
+            }
+            sync_cube();
+        }
+        let total = shared[0];
+        let inv = 1.0f32 / (f32::sqrt(total) + EPS);
+        let word = (w_off + row % nw) * d;
+        let mut e = unit;
+        while e < d {
+            let diff = context[base + e] * inv - words[word + e];
+            context[base + e] = diff * diff;
+            e += 256;
+        }
+    }
+}
+
+/// One unit per (image, caption, feature): `out[k, c, e] = (img[k, e] - cap[c_off + c, e])^2`.
+#[cube(launch_unchecked, create_dummy_kernel)]
+pub fn global_diff(
+    img: &[f32],
+    cap: &[f32],
+    out: &mut [f32],
+    ni: usize,
+    nc: usize,
+    d: usize,
+    c_off: usize,
+) {
+    let pos = ABSOLUTE_POS;
+    if pos < ni * nc * d {
+        let e = pos % d;
+        let c = (pos / d) % nc;
+        let k = pos / (d * nc);
+        let diff = img[k * d + e] - cap[(c_off + c) * d + e];
+        out[pos] = diff * diff;
+    }
+}
+
+/// One cube per row of `x` `[rows, m]`: `out[dst[row]] = l2norm(x[row] + bias)`.
+#[cube(launch_unchecked, create_dummy_kernel)]
+pub fn bias_l2norm_rows(
+    x: &[f32],
+    bias: &[f32],
+    dst: &[u32],
+    out: &mut [f32],
+    rows: usize,
+    m: usize,
+) {
+    let row = CUBE_POS;
+    if row < rows {
+        let unit = UNIT_POS as usize;
+        let mut sum = 0.0f32;
+        let mut e = unit;
+        while e < m {
+            let v = x[row * m + e] + bias[e];
+            sum += v * v;
+            e += 256;
+        }
+        // The sum over the cube's units (a tree in shared memory).
+        let mut shared = Shared::<[f32]>::new_slice(256usize);
+        shared[unit] = sum;
+        sync_cube();
+        #[unroll]
+        for level in 0..8u32 {
+            let half = (128u32 >> level) as usize;
+            if unit < half {
+                shared[unit] += shared[unit + half];
+            }
+            sync_cube();
+        }
+        let total = shared[0];
+        let norm = f32::sqrt(total) + EPS;
+        let to = dst[row] as usize * m;
+        let mut e = unit;
+        while e < m {
+            out[to + e] = (x[row * m + e] + bias[e]) / norm;
+            e += 256;
+        }
+    }
+}
+
+/// Graph edges, one unit per (node i, node j of the same pair):
+/// `edges[i, j] = (proj[i, :m] + fold_bias) . nodes[j]` (`proj` `[nodes, 2m]`).
+#[cube(launch_unchecked, create_dummy_kernel)]
+#[allow(clippy::too_many_arguments)]
+pub fn graph_edges(
+    proj: &[f32],
+    fold_bias: &[f32],
+    nodes: &[f32],
+    node_pair: &[u32],
+    pair_start: &[u32],
+    pair_nodes: &[u32],
+    edges: &mut [f32],
+    n_nodes: usize,
+    max_nodes: usize,
+    m: usize,
+) {
+    let pos = ABSOLUTE_POS;
+    if pos < n_nodes * max_nodes {
+        let j = pos % max_nodes;
+        let i = pos / max_nodes;
+        let p = node_pair[i] as usize;
+        if j < pair_nodes[p] as usize {
+            let other = (pair_start[p] as usize + j) * m;
+            let q = i * 2 * m;
+            let mut sum = 0.0f32;
+            for t in 0..m {
+                sum += (proj[q + t] + fold_bias[t]) * nodes[other + t];
+            }
+            edges[pos] = sum;
+        }
+    }
+}
+
+/// Row softmax of the edges, one unit per node.
+#[cube(launch_unchecked, create_dummy_kernel)]
+pub fn graph_softmax(
+    edges: &mut [f32],
+    node_pair: &[u32],
+    pair_nodes: &[u32],
+    n_nodes: usize,
+    max_nodes: usize,
+) {
+    let i = ABSOLUTE_POS;
+    if i < n_nodes {
+        let n = pair_nodes[node_pair[i] as usize] as usize;
+        let row = i * max_nodes;
+        let mut max = f32::new(-3.0e38);
+        for j in 0..n {
+            max = f32::max(max, edges[row + j]);
+        }
+        let mut sum = 0.0f32;
+        for j in 0..n {
+            let e = (edges[row + j] - max).exp();
+            edges[row + j] = e;
+            sum += e;
+        }
+        for j in 0..n {
+            edges[row + j] /= sum;
+        }
+    }
+}
+
+/// The graph update, one unit per (node, feature):
+/// `next[i, e] = ReLU(sum_j edges[i, j] proj[j, m + e] + graph_bias[e])`.
+#[cube(launch_unchecked, create_dummy_kernel)]
+#[allow(clippy::too_many_arguments)]
+pub fn graph_combine(
+    edges: &[f32],
+    proj: &[f32],
+    graph_bias: &[f32],
+    node_pair: &[u32],
+    pair_start: &[u32],
+    pair_nodes: &[u32],
+    next: &mut [f32],
+    n_nodes: usize,
+    max_nodes: usize,
+    m: usize,
+) {
+    let pos = ABSOLUTE_POS;
+    if pos < n_nodes * m {
+        let e = pos % m;
+        let i = pos / m;
+        let p = node_pair[i] as usize;
+        let start = pair_start[p] as usize;
+        let n = pair_nodes[p] as usize;
+        let mut sum = graph_bias[e];
+        for j in 0..n {
+            sum += edges[i * max_nodes + j] * proj[(start + j) * 2 * m + m + e];
+        }
+        next[pos] = f32::max(sum, 0.0f32);
+    }
+}
+
+/// SGR's score, one unit per pair: `sigmoid(eval_w . nodes[first node] + eval_b)`.
+#[cube(launch_unchecked, create_dummy_kernel)]
+pub fn sgr_score(
+    nodes: &[f32],
+    pair_start: &[u32],
+    eval_w: &[f32],
+    out: &mut [f32],
+    pairs: usize,
+    m: usize,
+    eval_b: f32,
+) {
+    let p = ABSOLUTE_POS;
+    if p < pairs {
+        let row = pair_start[p] as usize * m;
+        let mut sum = 0.0f32;
+        for e in 0..m {
+            sum += nodes[row + e] * eval_w[e];
+        }
+        out[p] = sigmoid(sum + eval_b);
+    }
+}
+
+/// SAF's gates, one unit per node: `sigmoid(BN(w . node + b))`, the
+/// BatchNorm folded into `scale`, `shift`.
+#[cube(launch_unchecked, create_dummy_kernel)]
+#[allow(clippy::too_many_arguments)]
+pub fn saf_gate(
+    nodes: &[f32],
+    weight: &[f32],
+    gates: &mut [f32],
+    n_nodes: usize,
+    m: usize,
+    bias: f32,
+    scale: f32,
+    shift: f32,
+) {
+    let i = ABSOLUTE_POS;
+    if i < n_nodes {
+        let mut sum = 0.0f32;
+        for e in 0..m {
+            sum += nodes[i * m + e] * weight[e];
+        }
+        gates[i] = sigmoid((sum + bias) * scale + shift);
+    }
+}
+
+/// SAF's score, one unit per pair: `beta = l1norm(gates)`, pooled
+/// `s = sum_j beta_j node_j`, `sigmoid(eval_w . l2norm(s) + eval_b)`.
+#[cube(launch_unchecked, create_dummy_kernel)]
+#[allow(clippy::too_many_arguments)]
+pub fn saf_score(
+    nodes: &[f32],
+    gates: &[f32],
+    pair_start: &[u32],
+    pair_nodes: &[u32],
+    eval_w: &[f32],
+    out: &mut [f32],
+    pairs: usize,
+    m: usize,
+    eval_b: f32,
+) {
+    let p = ABSOLUTE_POS;
+    if p < pairs {
+        let start = pair_start[p] as usize;
+        let n = pair_nodes[p] as usize;
+        let mut total = 0.0f32;
+        for j in 0..n {
+            total += f32::abs(gates[start + j]);
+        }
+        total += EPS;
+        let mut dot = 0.0f32;
+        let mut square = 0.0f32;
+        for e in 0..m {
+            let mut s = 0.0f32;
+            for j in 0..n {
+                s += gates[start + j] / total * nodes[(start + j) * m + e];
+            }
+            dot += s * eval_w[e];
+            square += s * s;
+        }
+        out[p] = sigmoid(dot / (f32::sqrt(square) + EPS) + eval_b);
+    }
+}
+
+/// The last SGR step computes the global node only (as the CPU engine
+/// does). Step 1, one unit per (pair, feature): the pair's first node,
+/// gathered into `out` `[pairs, m]`.
+#[cube(launch_unchecked, create_dummy_kernel)]
+pub fn gather_first_nodes(
+    nodes: &[f32],
+    pair_start: &[u32],
+    out: &mut [f32],
+    pairs: usize,
+    m: usize,
+) {
+    let pos = ABSOLUTE_POS;
+    if pos < pairs * m {
+        let e = pos % m;
+        let p = pos / m;
+        out[pos] = nodes[pair_start[p] as usize * m + e];
+    }
+}
+
+/// Step 2 (after `query = first M`), one unit per pair: the global node's
+/// edge weights `softmax_j((query + fold_bias) . node_j)` into `weights`
+/// `[pairs, max_nodes]`.
+#[cube(launch_unchecked, create_dummy_kernel)]
+#[allow(clippy::too_many_arguments)]
+pub fn sgr_last_weights(
+    query: &[f32],
+    fold_bias: &[f32],
+    nodes: &[f32],
+    pair_start: &[u32],
+    pair_nodes: &[u32],
+    weights: &mut [f32],
+    pairs: usize,
+    max_nodes: usize,
+    m: usize,
+) {
+    let p = ABSOLUTE_POS;
+    if p < pairs {
+        let start = pair_start[p] as usize;
+        let n = pair_nodes[p] as usize;
+        let row = p * max_nodes;
+        let mut max = f32::new(-3.0e38);
+        for j in 0..n {
+            let mut sum = 0.0f32;
+            for t in 0..m {
+                sum += (query[p * m + t] + fold_bias[t]) * nodes[(start + j) * m + t];
+            }
+            weights[row + j] = sum;
+            max = f32::max(max, sum);
+        }
+        let mut total = 0.0f32;
+        for j in 0..n {
+            let e = (weights[row + j] - max).exp();
+            weights[row + j] = e;
+            total += e;
+        }
+        for j in 0..n {
+            weights[row + j] /= total;
+        }
+    }
+}
+
+/// Step 3, one unit per (pair, feature): `pooled[p] = sum_j weights[p, j] node_j`.
+#[cube(launch_unchecked, create_dummy_kernel)]
+#[allow(clippy::too_many_arguments)]
+pub fn sgr_last_pool(
+    weights: &[f32],
+    nodes: &[f32],
+    pair_start: &[u32],
+    pair_nodes: &[u32],
+    pooled: &mut [f32],
+    pairs: usize,
+    max_nodes: usize,
+    m: usize,
+) {
+    let pos = ABSOLUTE_POS;
+    if pos < pairs * m {
+        let e = pos % m;
+        let p = pos / m;
+        let start = pair_start[p] as usize;
+        let n = pair_nodes[p] as usize;
+        let mut sum = 0.0f32;
+        for j in 0..n {
+            sum += weights[p * max_nodes + j] * nodes[(start + j) * m + e];
+        }
+        pooled[pos] = sum;
+    }
+}
+
+/// Step 4 (after `x = pooled W_g^T`), one unit per pair:
+/// `sigmoid(eval_w . ReLU(x + graph_bias) + eval_b)`.
+#[cube(launch_unchecked, create_dummy_kernel)]
+pub fn sgr_last_score(
+    x: &[f32],
+    graph_bias: &[f32],
+    eval_w: &[f32],
+    out: &mut [f32],
+    pairs: usize,
+    m: usize,
+    eval_b: f32,
+) {
+    let p = ABSOLUTE_POS;
+    if p < pairs {
+        let mut sum = 0.0f32;
+        for e in 0..m {
+            sum += f32::max(x[p * m + e] + graph_bias[e], 0.0f32) * eval_w[e];
+        }
+        out[p] = sigmoid(sum + eval_b);
+    }
+}

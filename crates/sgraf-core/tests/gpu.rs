@@ -1,0 +1,805 @@
+//! The GPU engine's kernels and scores against the CPU engine, on whatever
+//! wgpu adapter this machine has (lavapipe in CI: `apt-get install
+//! mesa-vulkan-drivers libvulkan1`). Skips, saying so, where there is none.
+#![cfg(feature = "gpu")]
+
+use std::sync::Arc;
+
+use sgraf_core::cpu::kernels::softmax;
+use sgraf_core::cpu::{Captions, CpuHead, GraphStep, Images, Reasoner};
+use sgraf_core::gpu::{
+    self, BlockMeta, Gpu, GpuDevice, GpuHead, GpuPlan, GpuStep, GraphMeta, Strides,
+};
+
+const TOL: f32 = 1e-5;
+
+/// The wgpu device, self-checked (`None`, printed, where there is none).
+fn device() -> Option<Arc<Gpu>> {
+    if !gpu::wgpu_available() {
+        println!("{}", gpu::NO_ADAPTER);
+        return None;
+    }
+    let gpu = Gpu::open(&GpuDevice::Wgpu).expect("the wgpu device passes its self-check");
+    println!("running on {}", gpu.describe());
+    Some(gpu)
+}
+
+/// The wgpu device without the self-check: the kernel tests say which
+/// kernel differs.
+fn raw_device() -> Option<Arc<Gpu>> {
+    if !gpu::wgpu_available() {
+        println!("{}", gpu::NO_ADAPTER);
+        return None;
+    }
+    let gpu = Gpu::open_unchecked(&GpuDevice::Wgpu).expect("a wgpu client");
+    println!("running on {}", gpu.describe());
+    Some(gpu)
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                self.0 = self
+                    .0
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale
+            })
+            .collect()
+    }
+
+    /// Rows of `d` with unit norm, as the encoders output.
+    fn unit_rows(&mut self, rows: usize, d: usize) -> Vec<f32> {
+        let mut x = self.vec(rows * d, 1.0);
+        for row in x.chunks_mut(d) {
+            let n = row.iter().map(|v| v * v).sum::<f32>().sqrt() + 1e-8;
+            row.iter_mut().for_each(|v| *v /= n);
+        }
+        x
+    }
+}
+
+fn close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let mut worst = (0f32, 0usize);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let diff = (g - w).abs() / w.abs().max(1.0);
+        assert!(diff.is_finite(), "{what}[{i}]: {g} vs {w}");
+        if diff > worst.0 {
+            worst = (diff, i);
+        }
+    }
+    println!(
+        "{what}: {} values, largest difference {:e}",
+        got.len(),
+        worst.0
+    );
+    assert!(
+        worst.0 <= tol,
+        "{what}[{}]: {} on the device, {} on the CPU",
+        worst.1,
+        got[worst.1],
+        want[worst.1]
+    );
+}
+
+/// `C[z, i, j] = sum_t A[z, i, t] B[z, t, j]` with the kernel's strides.
+fn matmul_ref(
+    a: &[f32],
+    sa: Strides,
+    b: &[f32],
+    sb: Strides,
+    (batches, rows, cols, depth): (usize, usize, usize, usize),
+) -> Vec<f32> {
+    let mut c = vec![0f32; batches * rows * cols];
+    for z in 0..batches {
+        for i in 0..rows {
+            for j in 0..cols {
+                let mut s = 0f64;
+                for t in 0..depth {
+                    s += a[sa.offset + z * sa.batch + i * sa.row + t * sa.col] as f64
+                        * b[sb.offset + z * sb.batch + t * sb.row + j * sb.col] as f64;
+                }
+                c[(z * rows + i) * cols + j] = s as f32;
+            }
+        }
+    }
+    c
+}
+
+#[test]
+fn matmul_kernel_matches_cpu() {
+    let Some(gpu) = raw_device() else { return };
+    let mut rng = Rng(1);
+    // Plain, transposed B, batched with offsets; sizes off the 64 x 16 tiles.
+    let cases: [(usize, usize, usize, usize, bool); 4] = [
+        (1, 37, 45, 70, false),
+        (1, 130, 256, 1024, false),
+        (3, 29, 36, 1024, true),
+        (2, 65, 17, 3, false),
+    ];
+    for (batches, rows, cols, depth, transposed) in cases {
+        let a = rng.vec(5 + batches * rows * depth, 0.5);
+        let b = rng.vec(batches * cols * depth, 0.5);
+        let sa = Strides::rows(5, depth, rows * depth);
+        let sb = if transposed {
+            Strides::transposed(0, depth, cols * depth)
+        } else {
+            Strides::rows(0, cols, cols * depth)
+        };
+        let dims = (batches, rows, cols, depth);
+        let want = matmul_ref(&a, sa, &b, sb, dims);
+        let (ga, gb) = (gpu.upload(&a), gpu.upload(&b));
+        let gc = gpu.empty(want.len());
+        gpu.matmul(
+            &ga,
+            sa,
+            &gb,
+            sb,
+            &gc,
+            Strides::rows(0, cols, rows * cols),
+            dims,
+        );
+        let got = gpu.read(&gc, want.len()).unwrap();
+        close(
+            &format!("matmul {dims:?} transposed {transposed}"),
+            &got,
+            &want,
+            TOL,
+        );
+    }
+}
+
+#[test]
+fn attention_and_similarity_kernels_match_cpu() {
+    let Some(gpu) = raw_device() else { return };
+    let mut rng = Rng(2);
+    let (ni, r, d, m) = (3, 36, 1024, 256);
+    let lengths = [4usize, 1, 9, 12];
+    let (nc, nw) = (lengths.len(), lengths.iter().sum::<usize>());
+    let meta = BlockMeta::new(&gpu, &lengths);
+
+    // Attention: LeakyReLU, per-region norms over each caption's words, softmax * 9.
+    let affinity = rng.vec(ni * nw * r, 0.3);
+    let mut want = affinity.clone();
+    for k in 0..ni {
+        let mut start = 0;
+        for &len in &lengths {
+            let block = &mut want[(k * nw + start) * r..(k * nw + start + len) * r];
+            let mut norms = vec![0f32; r];
+            for row in block.chunks_mut(r) {
+                for (v, n) in row.iter_mut().zip(norms.iter_mut()) {
+                    *v = v.max(*v * 0.1);
+                    *n += *v * *v;
+                }
+            }
+            for n in norms.iter_mut() {
+                *n = n.sqrt() + 1e-8;
+            }
+            for row in block.chunks_mut(r) {
+                for (v, n) in row.iter_mut().zip(&norms) {
+                    *v = *v / n * 9.0;
+                }
+                softmax(row);
+            }
+            start += len;
+        }
+    }
+    let g = gpu.upload(&affinity);
+    let norms = gpu.empty(ni * nc * r);
+    gpu.attention(&g, &meta, &norms, ni, r);
+    close("attention", &gpu.read(&g, want.len()).unwrap(), &want, TOL);
+
+    // Context: (a / (||a|| + eps) - t)^2, the words at an offset.
+    let w_off = 2;
+    let words = rng.unit_rows(w_off + nw, d);
+    let context = rng.vec(ni * nw * d, 0.2);
+    let mut want = context.clone();
+    for (row, a) in want.chunks_mut(d).enumerate() {
+        let t = &words[(w_off + row % nw) * d..][..d];
+        let inv = 1.0 / (a.iter().map(|v| v * v).sum::<f32>().sqrt() + 1e-8);
+        for (a, t) in a.iter_mut().zip(t) {
+            let diff = *a * inv - t;
+            *a = diff * diff;
+        }
+    }
+    let g = gpu.upload(&context);
+    gpu.context_diff(&g, &gpu.upload(&words), (ni * nw, nw, d, w_off));
+    close(
+        "context_diff",
+        &gpu.read(&g, want.len()).unwrap(),
+        &want,
+        TOL,
+    );
+
+    // Global differences, captions at an offset.
+    let c_off = 1;
+    let img = rng.unit_rows(ni, d);
+    let cap = rng.unit_rows(c_off + nc, d);
+    let mut want = vec![0f32; ni * nc * d];
+    for k in 0..ni {
+        for c in 0..nc {
+            for e in 0..d {
+                let diff = img[k * d + e] - cap[(c_off + c) * d + e];
+                want[(k * nc + c) * d + e] = diff * diff;
+            }
+        }
+    }
+    let out = gpu.empty(want.len());
+    gpu.global_diff(
+        &gpu.upload(&img),
+        &gpu.upload(&cap),
+        &out,
+        (ni, nc, d, c_off),
+    );
+    close(
+        "global_diff",
+        &gpu.read(&out, want.len()).unwrap(),
+        &want,
+        TOL,
+    );
+
+    // Bias + l2norm, scattered to the graph nodes.
+    let graph = GraphMeta::new(&gpu, &lengths, ni);
+    let local = rng.vec(ni * nw * m, 0.5);
+    let bias = rng.vec(m, 0.5);
+    let mut want = vec![f32::NAN; graph.n_nodes * m];
+    let mut at = 0;
+    let mut row = 0;
+    for _ in 0..ni {
+        for &len in &lengths {
+            for j in 0..len {
+                let mut v: Vec<f32> = local[row * m..(row + 1) * m]
+                    .iter()
+                    .zip(&bias)
+                    .map(|(x, b)| x + b)
+                    .collect();
+                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt() + 1e-8;
+                v.iter_mut().for_each(|x| *x /= n);
+                want[(at + 1 + j) * m..(at + 2 + j) * m].copy_from_slice(&v);
+                row += 1;
+            }
+            at += len + 1;
+        }
+    }
+    let nodes = gpu.upload(&vec![f32::NAN; graph.n_nodes * m]);
+    gpu.bias_l2norm_rows(
+        &gpu.upload(&local),
+        &gpu.upload(&bias),
+        &graph.local_dst_buf(),
+        &nodes,
+        ni * nw,
+    );
+    let got = gpu.read(&nodes, want.len()).unwrap();
+    let keep: Vec<usize> = (0..want.len()).filter(|&i| !want[i].is_nan()).collect();
+    assert!(keep.iter().all(|&i| !got[i].is_nan()));
+    close(
+        "bias_l2norm_rows (scattered)",
+        &keep.iter().map(|&i| got[i]).collect::<Vec<_>>(),
+        &keep.iter().map(|&i| want[i]).collect::<Vec<_>>(),
+        TOL,
+    );
+}
+
+/// One SGR step on packed nodes, as the CPU engine computes it.
+fn graph_step_ref(step: &GraphStep, nodes: &[f32], lengths: &[usize], m: usize) -> Vec<f32> {
+    let mut next = vec![0f32; nodes.len()];
+    let mut at = 0;
+    for &len in lengths {
+        let n = len + 1;
+        let block = &nodes[at * m..(at + n) * m];
+        // [P | Z] = N [M | W_g^T]
+        let mut proj = vec![0f32; n * 2 * m];
+        for i in 0..n {
+            for o in 0..2 * m {
+                proj[i * 2 * m + o] = (0..m)
+                    .map(|t| block[i * m + t] * step.fold_graph[t * 2 * m + o])
+                    .sum();
+            }
+        }
+        for i in 0..n {
+            let mut edges: Vec<f32> = (0..n)
+                .map(|j| {
+                    (0..m)
+                        .map(|t| (proj[i * 2 * m + t] + step.fold_bias[t]) * block[j * m + t])
+                        .sum()
+                })
+                .collect();
+            softmax(&mut edges);
+            for e in 0..m {
+                let s: f32 = step.graph_bias[e]
+                    + (0..n)
+                        .map(|j| edges[j] * proj[j * 2 * m + m + e])
+                        .sum::<f32>();
+                next[(at + i) * m + e] = s.max(0.0);
+            }
+        }
+        at += n;
+    }
+    next
+}
+
+#[test]
+fn graph_kernels_match_cpu() {
+    let Some(gpu) = raw_device() else { return };
+    let mut rng = Rng(3);
+    let (ni, m) = (2, 256);
+    let lengths = [3usize, 1, 8];
+    let graph = GraphMeta::new(&gpu, &lengths, ni);
+    let all_lengths: Vec<usize> = (0..ni).flat_map(|_| lengths).collect();
+    let nodes = rng.unit_rows(graph.n_nodes, m);
+    let step = GraphStep {
+        fold_graph: rng.vec(m * 2 * m, 0.1),
+        fold_bias: rng.vec(m, 0.1),
+        graph_bias: rng.vec(m, 0.1),
+    };
+    let want = graph_step_ref(&step, &nodes, &all_lengths, m);
+    let gstep = GpuStep {
+        fold_graph: gpu.upload(&step.fold_graph),
+        fold_bias: gpu.upload(&step.fold_bias),
+        graph_bias: gpu.upload(&step.graph_bias),
+    };
+    let next = gpu.empty(graph.n_nodes * m);
+    let proj = gpu.empty(graph.n_nodes * 2 * m);
+    let edges = gpu.empty(graph.n_nodes * graph.max_nodes);
+    gpu.graph_step(&gstep, &gpu.upload(&nodes), &next, &proj, &edges, &graph, m);
+    close(
+        "graph_step",
+        &gpu.read(&next, want.len()).unwrap(),
+        &want,
+        TOL,
+    );
+
+    // The scores from the global nodes: after a full step (`sgr_score`),
+    // and the last step on the global nodes only (`sgr_last_step`).
+    let eval_w = rng.vec(m, 0.2);
+    let cpu_head = CpuHead {
+        d: 8,
+        m,
+        local_wt: vec![0.0; 8 * m],
+        local_b: vec![0.0; m],
+        global_wt: vec![0.0; 8 * m],
+        global_b: vec![0.0; m],
+        eval_w: eval_w.clone(),
+        eval_b: 0.1,
+        reasoner: Reasoner::Sgr(vec![step.clone()]),
+    };
+    let head = GpuHead::upload(&gpu, &cpu_head);
+    let mut scores = Vec::new();
+    let mut at = 0;
+    for &len in &all_lengths {
+        let x: f32 = (0..m).map(|e| want[at * m + e] * eval_w[e]).sum::<f32>() + 0.1;
+        scores.push(1.0 / (1.0 + (-x).exp()));
+        at += len + 1;
+    }
+    let out = gpu.empty(graph.pairs);
+    gpu.sgr_score(&next, &graph, &head, &out);
+    close(
+        "sgr_score",
+        &gpu.read(&out, graph.pairs).unwrap(),
+        &scores,
+        TOL,
+    );
+    let out = gpu.empty(graph.pairs);
+    gpu.sgr_last_step(&gstep, &gpu.upload(&nodes), &graph, &head, &out);
+    close(
+        "sgr_last_step",
+        &gpu.read(&out, graph.pairs).unwrap(),
+        &scores,
+        TOL,
+    );
+}
+
+/// A head at the released size (d 1024, sim_dim 256), random weights of
+/// about the trained models' scale.
+fn head(sgr: bool, rng: &mut Rng) -> CpuHead {
+    let (d, m) = (1024, 256);
+    let xavier = |i: usize, o: usize| (6.0 / (i + o) as f32).sqrt();
+    let reasoner = if sgr {
+        Reasoner::Sgr(
+            (0..3)
+                .map(|_| GraphStep {
+                    fold_graph: rng.vec(m * 2 * m, xavier(m, m)),
+                    fold_bias: rng.vec(m, 0.05),
+                    graph_bias: rng.vec(m, 0.05),
+                })
+                .collect(),
+        )
+    } else {
+        Reasoner::Saf {
+            weight: rng.vec(m, xavier(m, 1)),
+            bias: 0.02,
+            bn_scale: 1.1,
+            bn_shift: -0.05,
+        }
+    };
+    CpuHead {
+        d,
+        m,
+        local_wt: rng.vec(d * m, xavier(d, m)),
+        local_b: rng.vec(m, 0.05),
+        global_wt: rng.vec(d * m, xavier(d, m)),
+        global_b: rng.vec(m, 0.05),
+        eval_w: rng.vec(m, xavier(m, 1) * 4.0),
+        eval_b: 0.01,
+        reasoner,
+    }
+}
+
+struct Data {
+    regions: Vec<f32>,
+    global: Vec<f32>,
+    words: Vec<f32>,
+    cap_global: Vec<f32>,
+    lengths: Vec<usize>,
+}
+
+fn data(n_img: usize, lengths: Vec<usize>, rng: &mut Rng) -> Data {
+    let (r, d) = (36, 1024);
+    Data {
+        regions: rng.unit_rows(n_img * r, d),
+        global: rng.unit_rows(n_img, d),
+        words: rng.unit_rows(lengths.iter().sum(), d),
+        cap_global: rng.unit_rows(lengths.len(), d),
+        lengths,
+    }
+}
+
+impl Data {
+    fn sides(&self) -> (Images<'_>, Captions<'_>) {
+        (
+            Images {
+                regions: &self.regions,
+                global: &self.global,
+                n_regions: 36,
+            },
+            Captions {
+                words: &self.words,
+                global: &self.cap_global,
+                lengths: &self.lengths,
+            },
+        )
+    }
+}
+
+#[test]
+fn full_size_sgr_and_saf_scores_match_cpu() {
+    let Some(gpu) = device() else { return };
+    let mut rng = Rng(4);
+    let data = data(5, vec![12, 1, 7, 20, 9, 3, 15], &mut rng);
+    let (img, cap) = data.sides();
+    for sgr in [true, false] {
+        let cpu = head(sgr, &mut rng);
+        let want = cpu.score(&img, &cap);
+        let on_gpu = GpuHead::upload(&gpu, &cpu);
+        // One block; then blocks of 3 captions and 2 images (last ones short).
+        for (max_captions, plan) in [
+            (128, GpuPlan::default()),
+            (
+                3,
+                GpuPlan {
+                    max_block_floats: 2 * 35 * 1024,
+                },
+            ),
+        ] {
+            let got = on_gpu.score(&gpu, &img, &cap, max_captions, plan).unwrap();
+            let name = if sgr { "SGR" } else { "SAF" };
+            close(
+                &format!("{name} scores, {max_captions} captions per block"),
+                &got,
+                &want,
+                TOL,
+            );
+        }
+    }
+}
+
+/// Ranks as the evaluation computes them (ties by index).
+fn ranks(scores: &[f32], n_img: usize, n_cap: usize, per_image: usize) -> (Vec<usize>, Vec<usize>) {
+    let order = |mut idx: Vec<usize>, key: &dyn Fn(usize) -> f32| {
+        idx.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
+        idx
+    };
+    let i2t = (0..n_img)
+        .map(|i| {
+            let o = order((0..n_cap).collect(), &|c| scores[i * n_cap + c]);
+            (i * per_image..(i + 1) * per_image)
+                .map(|c| o.iter().position(|&x| x == c).unwrap())
+                .min()
+                .unwrap()
+        })
+        .collect();
+    let t2i = (0..n_cap)
+        .map(|c| {
+            let o = order((0..n_img).collect(), &|i| scores[i * n_cap + c]);
+            o.iter().position(|&x| x == c / per_image).unwrap()
+        })
+        .collect();
+    (i2t, t2i)
+}
+
+fn recall(ranks: &[usize], k: usize) -> f64 {
+    100.0 * ranks.iter().filter(|&&r| r < k).count() as f64 / ranks.len() as f64
+}
+
+#[test]
+fn eval_metrics_and_rank_match_cpu() {
+    let Some(gpu) = device() else { return };
+    let mut rng = Rng(5);
+    // 6 images x 5 captions each, the evaluation's layout.
+    let lengths: Vec<usize> = (0..30).map(|i| 1 + (i * 7) % 16).collect();
+    let data = data(6, lengths, &mut rng);
+    let (img, cap) = data.sides();
+    for sgr in [true, false] {
+        let cpu = head(sgr, &mut rng);
+        let want = cpu.score(&img, &cap);
+        let got = GpuHead::upload(&gpu, &cpu)
+            .score(&gpu, &img, &cap, 8, GpuPlan::default())
+            .unwrap();
+        close("eval scores", &got, &want, TOL);
+        let (gi, gt) = ranks(&got, 6, 30, 5);
+        let (wi, wt) = ranks(&want, 6, 30, 5);
+        assert_eq!(gi, wi, "image -> text ranks");
+        assert_eq!(gt, wt, "text -> image ranks");
+        for k in [1, 5, 10] {
+            assert_eq!(recall(&gi, k), recall(&wi, k));
+            assert_eq!(recall(&gt, k), recall(&wt, k));
+        }
+        // Rank one query: the captions of image 0 in score order.
+        let order = |s: &[f32]| {
+            let mut idx: Vec<usize> = (0..30).collect();
+            idx.sort_by(|&a, &b| s[b].total_cmp(&s[a]).then(a.cmp(&b)));
+            idx
+        };
+        assert_eq!(
+            order(&got[..30]),
+            order(&want[..30]),
+            "rank of image 0's captions"
+        );
+        println!(
+            "{}: i2t R@1/5/10 {:.1} {:.1} {:.1}, t2i {:.1} {:.1} {:.1} on both",
+            if sgr { "SGR" } else { "SAF" },
+            recall(&gi, 1),
+            recall(&gi, 5),
+            recall(&gi, 10),
+            recall(&gt, 1),
+            recall(&gt, 5),
+            recall(&gt, 10)
+        );
+    }
+}
+
+#[test]
+fn self_check_passes_and_catches_a_wrong_device() {
+    let Some(gpu) = device() else { return };
+    let worst = gpu::self_check(&gpu).unwrap();
+    println!("self-check: largest difference {worst:e}");
+    assert!(worst <= gpu::SELF_CHECK_TOLERANCE);
+    // A wrong result must be caught: perturb the head the device gets.
+    let gpu::SelfCheckCase {
+        head,
+        regions,
+        global,
+        words,
+        cap_global,
+        lengths,
+    } = gpu::self_check_case(true);
+    let mut wrong = head.clone();
+    wrong.eval_b += 1e-3;
+    let img = Images {
+        regions: &regions,
+        global: &global,
+        n_regions: 6,
+    };
+    let cap = Captions {
+        words: &words,
+        global: &cap_global,
+        lengths: &lengths,
+    };
+    let want = head.score(&img, &cap);
+    let got = GpuHead::upload(&gpu, &wrong)
+        .score(&gpu, &img, &cap, 2, GpuPlan::default())
+        .unwrap();
+    let diff = got
+        .iter()
+        .zip(&want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        diff > gpu::SELF_CHECK_TOLERANCE,
+        "a perturbed head went unnoticed: {diff}"
+    );
+}
+
+/// Every kernel as CUDA C++ (CubeCL's generator), compiled for the H100 /
+/// H200 (`sm_90`) with NVRTC 13 where it is installed (`cargo xtask
+/// gpu-check --nvrtc` installs the wheel; or set `SGRAF_NVRTC`).
+#[cfg(feature = "gpu-cuda")]
+#[test]
+fn cuda_sources_compile_with_nvrtc() {
+    use sgraf_core::gpu::cuda;
+    let Some(gpu) = raw_device() else { return };
+    let sources = cuda::cuda_sources(&gpu).expect("CUDA C++ of every kernel");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/gpu-cuda");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, src) in &sources {
+        std::fs::write(dir.join(format!("{name}.cu")), src).unwrap();
+    }
+    println!("{} kernels as CUDA C++ in {}", sources.len(), dir.display());
+    let Some(path) = cuda::find_nvrtc() else {
+        println!("skipped: NVRTC not found (cargo xtask gpu-check --nvrtc installs nvidia-cuda-nvrtc 13.0, or set SGRAF_NVRTC)");
+        return;
+    };
+    let nvrtc = cuda::Nvrtc::load(&path).unwrap();
+    println!("NVRTC {:?} from {path}", nvrtc.version());
+    let include: Vec<String> = std::env::var("SGRAF_CUDA_INCLUDE")
+        .ok()
+        .into_iter()
+        .chain(
+            std::path::Path::new(&path)
+                .parent()
+                .and_then(|lib| lib.parent())
+                .map(|cu13| cu13.join("include").to_string_lossy().into_owned()),
+        )
+        .collect();
+    for (name, src) in &sources {
+        let ptx = nvrtc.compile(name, src, "sm_90", &include).unwrap();
+        assert!(ptx.ptx.contains(".target sm_90"), "{name}: no sm_90 PTX");
+        std::fs::write(dir.join(format!("{name}.ptx")), &ptx.ptx).unwrap();
+        println!("{name}: {} bytes of PTX for sm_90", ptx.ptx.len());
+    }
+}
+
+/// The benchmark of `cargo xtask gpu-check` (ignored by default):
+/// `SGRAF_GPU_BENCH=IMAGESxCAPTIONS` (default `1000x5000`) pairs of SGR and
+/// SAF at the released size (d 1024, sim_dim 256, 36 regions, captions of 6
+/// to 17 words) on the wgpu device, and the CPU engine on the first
+/// `SGRAF_GPU_BENCH_CPU_IMAGES` images (default 100) of the same run, whose
+/// scores must agree; prints pairs/s and the COCO 5K evaluation
+/// (5000 x 25000 pairs, SGR + SAF) extrapolated from them.
+#[test]
+#[ignore]
+fn bench_pairs_per_second() {
+    let Some(gpu) = device() else { return };
+    let spec = std::env::var("SGRAF_GPU_BENCH").unwrap_or_else(|_| "1000x5000".into());
+    let (n_img, n_cap) = spec
+        .split_once('x')
+        .and_then(|(i, c)| Some((i.parse::<usize>().ok()?, c.parse::<usize>().ok()?)))
+        .expect("SGRAF_GPU_BENCH=IMAGESxCAPTIONS");
+    let cpu_images: usize = std::env::var("SGRAF_GPU_BENCH_CPU_IMAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
+        .min(n_img);
+    let mut rng = Rng(6);
+    let lengths: Vec<usize> = (0..n_cap).map(|i| 6 + (i * 7) % 12).collect();
+    let data = data(n_img, lengths, &mut rng);
+    let (img, cap) = data.sides();
+    let slice = Images {
+        regions: &data.regions[..cpu_images * 36 * 1024],
+        global: &data.global[..cpu_images * 1024],
+        n_regions: 36,
+    };
+    let mut rates = Vec::new();
+    for sgr in [true, false] {
+        let name = if sgr { "SGR" } else { "SAF" };
+        let head = head(sgr, &mut rng);
+        let on_gpu = GpuHead::upload(&gpu, &head);
+        // Warm-up: compiles the kernels.
+        on_gpu
+            .score(
+                &gpu,
+                &slice,
+                &Captions {
+                    words: &data.words[..data.lengths[0] * 1024],
+                    global: &data.cap_global[..1024],
+                    lengths: &data.lengths[..1],
+                },
+                128,
+                GpuPlan::default(),
+            )
+            .unwrap();
+        let t = std::time::Instant::now();
+        let got = on_gpu
+            .score(&gpu, &img, &cap, 128, GpuPlan::default())
+            .unwrap();
+        let gpu_s = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        let want = head.score(&slice, &cap);
+        let cpu_s = t.elapsed().as_secs_f64();
+        let diff = got[..want.len()]
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (g - w).abs())
+            .fold(0f32, f32::max);
+        let gpu_rate = (n_img * n_cap) as f64 / gpu_s;
+        let cpu_rate = (cpu_images * n_cap) as f64 / cpu_s;
+        println!(
+            "{name}: {n_img} x {n_cap} on {}: {gpu_s:.2} s, {gpu_rate:.0} pairs/s; CPU engine ({} threads) on {cpu_images} x {n_cap}: {cpu_s:.2} s, {cpu_rate:.0} pairs/s; speed-up {:.1}x; largest difference {diff:e}",
+            gpu.describe(),
+            rayon_threads(),
+            gpu_rate / cpu_rate
+        );
+        assert!(
+            diff <= 1e-5,
+            "{name}: the device and the CPU differ by {diff:e}"
+        );
+        rates.push((gpu_rate, cpu_rate));
+    }
+    let pairs = 5000.0 * 25000.0;
+    let gpu_eval: f64 = rates.iter().map(|r| pairs / r.0).sum();
+    let cpu_eval: f64 = rates.iter().map(|r| pairs / r.1).sum();
+    println!(
+        "COCO 5K evaluation (SGR + SAF, 2 x 125M pairs), extrapolated: {gpu_eval:.0} s on {}, {cpu_eval:.0} s on the CPU engine",
+        gpu.describe()
+    );
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Through the model: `set_engine_device` makes `freeze` choose the GPU
+/// engine, whose scores, ranks and recalls are the CPU engine's.
+#[test]
+fn model_on_the_gpu_engine_scores_as_on_the_cpu() {
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::{VarBuilder, VarMap};
+    use sgraf_core::{Config, Engine, Module, SgrafModel};
+    let Some(_gpu) = device() else { return };
+    let (n_img, n_cap, regions) = (4, 20, 36);
+    for module in [Module::Sgr, Module::Saf] {
+        let cfg = Config {
+            img_dim: 64,
+            word_dim: 16,
+            embed_size: 256,
+            sim_dim: 64,
+            num_layers: 1,
+            bi_gru: true,
+            no_imgnorm: false,
+            no_txtnorm: false,
+            module,
+            sgr_step: 3,
+            vocab_size: 50,
+            num_regions: regions,
+            data_name: None,
+            training: None,
+        };
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let model = SgrafModel::load(vb, &cfg).unwrap();
+        let cpu = model.clone().freeze().unwrap();
+        assert!(matches!(cpu.engine(), Engine::Cpu(_)));
+        gpu::set_engine_device(Some(GpuDevice::Wgpu)).unwrap();
+        let on_gpu = model.freeze();
+        gpu::set_engine_device(None).unwrap();
+        let on_gpu = on_gpu.unwrap();
+        assert!(
+            matches!(on_gpu.engine(), Engine::Gpu(_)),
+            "frozen with a GPU device: GPU"
+        );
+        let images: Vec<f32> = (0..n_img * regions * 64)
+            .map(|i| (i as f32 * 0.37).sin())
+            .collect();
+        let images = Tensor::from_vec(images, (n_img, regions, 64), &Device::Cpu).unwrap();
+        let lengths: Vec<usize> = (0..n_cap).map(|c| 1 + (c * 5) % 11).collect();
+        let ids: Vec<u32> = (0..n_cap * 11).map(|i| (i * 7 % 49) as u32 + 1).collect();
+        let ids = Tensor::from_vec(ids, (n_cap, 11), &Device::Cpu).unwrap();
+        let flat = |m: &SgrafModel| -> Vec<f32> {
+            m.score(&images, &ids, &lengths)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        let (want, got) = (flat(&cpu), flat(&on_gpu));
+        close(&format!("{module} model scores"), &got, &want, TOL);
+        let (gi, gt) = ranks(&got, n_img, n_cap, 5);
+        let (wi, wt) = ranks(&want, n_img, n_cap, 5);
+        assert_eq!((gi, gt), (wi, wt), "{module}: ranks");
+    }
+}
