@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fixtures, run, run_env, scratch};
+use common::{fixtures, rank_with_notes, run, run_env, scratch};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -190,52 +190,12 @@ fn eval_matches_the_reference_metrics() {
     assert!(err.contains("dev_ims.npy"), "{err}");
 }
 
-/// A features folder with the precomp images as one file each.
 fn image_folder(name: &str) -> PathBuf {
-    let dir = scratch(name);
-    let (shape, data) = read_npy(&precomp().join("test_ims.npy"));
-    let per = shape[1] * shape[2];
-    for i in 0..shape[0] {
-        let path = dir.join(format!("img{i}.npy"));
-        sgraf_data::npy::write_f32(&path, &shape[1..], &data[i * per..(i + 1) * per]).unwrap();
-    }
-    dir
+    common::image_folder(name, 10)
 }
 
 fn rank_json(dir: &Path, query: &str, models: &[String], extra: &[&str]) -> Vec<(String, f32)> {
-    let (hits, _) = rank_with_notes(dir, query, models, extra);
-    hits
-}
-
-/// `rank --json`'s (file, score) list and what it said on stderr.
-fn rank_with_notes(
-    dir: &Path,
-    query: &str,
-    models: &[String],
-    extra: &[&str],
-) -> (Vec<(String, f32)>, String) {
-    let d = dir.display().to_string();
-    let mut args = vec!["rank", "--images", &d, "--query", query, "--json"];
-    for m in models {
-        args.extend(["--model", m]);
-    }
-    args.extend(extra);
-    let out = run(&args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{args:?} failed:\n{err}");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let hits = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            (
-                h["file"].as_str().unwrap().to_string(),
-                h["score"].as_f64().unwrap() as f32,
-            )
-        })
-        .collect();
-    (hits, err)
+    rank_with_notes(dir, query, models, extra).0
 }
 
 #[test]

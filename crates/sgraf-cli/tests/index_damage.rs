@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{fixtures, run, scratch};
+use common::{fixtures, image_folder, rank_with_notes, run};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,25 +18,6 @@ fn models() -> [String; 2] {
     ["sgr", "saf"].map(|m| fixtures().join(m).display().to_string())
 }
 
-/// A features folder of `n` files, the fixture precomp images in turn.
-fn images(name: &str, n: usize) -> PathBuf {
-    let dir = scratch(name);
-    let a = sgraf_data::Npy::open(fixtures().join("precomp/test_ims.npy")).unwrap();
-    let shape = a.shape().to_vec();
-    let per = shape[1] * shape[2];
-    let data = a.to_vec().unwrap();
-    for i in 0..n {
-        let k = i % shape[0];
-        sgraf_data::npy::write_f32(
-            &dir.join(format!("img{i:02}.npy")),
-            &shape[1..],
-            &data[k * per..(k + 1) * per],
-        )
-        .unwrap();
-    }
-    dir
-}
-
 fn with_models<'a>(mut args: Vec<&'a str>, models: &'a [String]) -> Vec<&'a str> {
     for m in models {
         args.extend(["-m", m.as_str()]);
@@ -46,28 +27,7 @@ fn with_models<'a>(mut args: Vec<&'a str>, models: &'a [String]) -> Vec<&'a str>
 
 /// `rank --json`: the (file, score) list, and stderr.
 fn rank(dir: &Path, query: &str) -> (Vec<(String, f32)>, String) {
-    let d = dir.display().to_string();
-    let m = models();
-    let out = run(&with_models(
-        vec!["rank", "--images", &d, "--query", query, "--json"],
-        &m,
-    ));
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "rank failed:\n{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let hits = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            (
-                h["file"].as_str().unwrap().to_string(),
-                h["score"].as_f64().unwrap() as f32,
-            )
-        })
-        .collect();
-    (hits, err)
+    rank_with_notes(dir, query, &models(), &[])
 }
 
 /// `index`'s stdout and stderr.
@@ -135,7 +95,7 @@ fn segment_positions(bytes: &[u8]) -> Vec<usize> {
 
 #[test]
 fn flipped_bytes_never_change_a_ranking() {
-    let dir = images("flips", 10);
+    let dir = image_folder("flips", 10);
     let query = "A dog runs on the beach";
     let (want, _) = rank(&dir, query);
     let report = index(&dir);
@@ -244,7 +204,7 @@ fn flipped_bytes_never_change_a_ranking() {
 /// process's index.
 #[test]
 fn shards_index_at_the_same_time() {
-    let dir = images("parallel", 24);
+    let dir = image_folder("parallel", 24);
     let query = "Children in the water, playing.";
     let (want, _) = rank(&dir, query);
     let zero = sgraf_data::Shard::parse("0/2").unwrap();
@@ -305,7 +265,7 @@ fn shards_index_at_the_same_time() {
     // Let shard 0 go on: the pipe gives an image's bytes, then ends.
     use std::io::Write;
     writer
-        .write_all(&std::fs::read(dir.join("img00.npy")).unwrap())
+        .write_all(&std::fs::read(dir.join("img0.npy")).unwrap())
         .unwrap();
     drop(writer);
     let a_out = a.wait_with_output().unwrap();

@@ -6,6 +6,7 @@ use std::path::Path;
 
 #[cfg(feature = "photos")]
 use crate::decode;
+#[cfg(feature = "photos")]
 use crate::error::{Error, Result};
 
 /// A decoded image: `[height, width, 3]` bytes in BGR order (what `cv2.imread` gives).

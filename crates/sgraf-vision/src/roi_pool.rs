@@ -30,23 +30,32 @@ fn bins(b: &BBox, out: usize, spatial_scale: f32, h: usize, w: usize) -> Vec<[us
         .collect()
 }
 
-/// One `c * out * out` slice per box, filled in parallel by `fill(box,
-/// slice, bins)` (the bins of [`bins`]).
-fn per_box(
-    feat_len: usize,
-    (c, h, w): (usize, usize, usize),
-    boxes: &[BBox],
+/// A feature grid of `c` channels, `h x w` cells, pooled into `out x out`
+/// bins per box (box corners scaled by `scale` to the grid).
+struct Grid {
+    c: usize,
+    h: usize,
+    w: usize,
     out: usize,
-    spatial_scale: f32,
+    scale: f32,
+}
+
+/// One `c * out * out` slice per box, filled in parallel by `fill(slice,
+/// bins)` (the bins of [`bins`]).
+fn per_box(
+    feat: &[f32],
+    g: &Grid,
+    boxes: &[BBox],
     fill: impl Fn(&mut [f32], &[[usize; 4]]) + Sync,
 ) -> Vec<f32> {
-    assert_eq!(feat_len, c * h * w, "features are not {c} x {h} x {w}");
-    let per_box = c * out * out;
+    let (c, h, w) = (g.c, g.h, g.w);
+    assert_eq!(feat.len(), c * h * w, "features are not {c} x {h} x {w}");
+    let per_box = c * g.out * g.out;
     let mut pooled = vec![0f32; boxes.len() * per_box];
     pooled
         .par_chunks_mut(per_box)
         .zip(boxes)
-        .for_each(|(dst, b)| fill(dst, &bins(b, out, spatial_scale, h, w)));
+        .for_each(|(dst, b)| fill(dst, &bins(b, g.out, g.scale, h, w)));
     pooled
 }
 
@@ -61,33 +70,33 @@ pub fn roi_pool(
     out: usize,
     spatial_scale: f32,
 ) -> Vec<f32> {
-    per_box(
-        feat.len(),
-        (c, h, w),
-        boxes,
+    let grid = Grid {
+        c,
+        h,
+        w,
         out,
-        spatial_scale,
-        |dst, bins| {
-            for (ch, dst) in dst.chunks_mut(out * out).enumerate() {
-                let plane = &feat[ch * h * w..(ch + 1) * h * w];
-                for (d, &[hs, he, ws, we]) in dst.iter_mut().zip(bins) {
-                    if he <= hs || we <= ws {
-                        *d = 0.0;
-                        continue;
-                    }
-                    let mut m = f32::MIN;
-                    for y in hs..he {
-                        for &v in &plane[y * w + ws..y * w + we] {
-                            if v > m {
-                                m = v;
-                            }
+        scale: spatial_scale,
+    };
+    per_box(feat, &grid, boxes, |dst, bins| {
+        for (ch, dst) in dst.chunks_mut(out * out).enumerate() {
+            let plane = &feat[ch * h * w..(ch + 1) * h * w];
+            for (d, &[hs, he, ws, we]) in dst.iter_mut().zip(bins) {
+                if he <= hs || we <= ws {
+                    *d = 0.0;
+                    continue;
+                }
+                let mut m = f32::MIN;
+                for y in hs..he {
+                    for &v in &plane[y * w + ws..y * w + we] {
+                        if v > m {
+                            m = v;
                         }
                     }
-                    *d = m;
                 }
+                *d = m;
             }
-        },
-    )
+        }
+    })
 }
 
 /// [`roi_pool`] on channels-last features `[h, w, c]`: `[n_boxes, out, out, c]`.
@@ -100,30 +109,30 @@ pub fn roi_pool_nhwc(
     out: usize,
     spatial_scale: f32,
 ) -> Vec<f32> {
-    per_box(
-        feat.len(),
-        (c, h, w),
-        boxes,
+    let grid = Grid {
+        c,
+        h,
+        w,
         out,
-        spatial_scale,
-        |dst, bins| {
-            for (d, &[hs, he, ws, we]) in dst.chunks_mut(c).zip(bins) {
-                if he <= hs || we <= ws {
-                    d.fill(0.0);
-                    continue;
-                }
-                d.fill(f32::MIN);
-                for y in hs..he {
-                    for x in ws..we {
-                        let at = (y * w + x) * c;
-                        // A select, not a branch: vectorises, and keeps the
-                        // reference's rule (replace only when greater).
-                        for (d, &v) in d.iter_mut().zip(&feat[at..at + c]) {
-                            *d = if v > *d { v } else { *d };
-                        }
+        scale: spatial_scale,
+    };
+    per_box(feat, &grid, boxes, |dst, bins| {
+        for (d, &[hs, he, ws, we]) in dst.chunks_mut(c).zip(bins) {
+            if he <= hs || we <= ws {
+                d.fill(0.0);
+                continue;
+            }
+            d.fill(f32::MIN);
+            for y in hs..he {
+                for x in ws..we {
+                    let at = (y * w + x) * c;
+                    // A select, not a branch: vectorises, and keeps the
+                    // reference's rule (replace only when greater).
+                    for (d, &v) in d.iter_mut().zip(&feat[at..at + c]) {
+                        *d = if v > *d { v } else { *d };
                     }
                 }
             }
-        },
-    )
+        }
+    })
 }

@@ -84,3 +84,52 @@ pub fn write_photo(path: &Path, seed: u32) {
     });
     img.save(path).unwrap();
 }
+
+/// A features folder of `n` files `img{i}.npy`, the fixture precomp images
+/// in turn.
+pub fn image_folder(name: &str, n: usize) -> PathBuf {
+    let dir = scratch(name);
+    let a = sgraf_data::Npy::open(fixtures().join("precomp/test_ims.npy")).unwrap();
+    let shape = a.shape().to_vec();
+    let per = shape[1] * shape[2];
+    let data = a.to_vec().unwrap();
+    for i in 0..n {
+        let k = i % shape[0];
+        let path = dir.join(format!("img{i}.npy"));
+        sgraf_data::npy::write_f32(&path, &shape[1..], &data[k * per..(k + 1) * per]).unwrap();
+    }
+    dir
+}
+
+/// `rank --json` on a folder: its (file, score) list and what it said on
+/// stderr (it must succeed and not panic).
+pub fn rank_with_notes(
+    dir: &Path,
+    query: &str,
+    models: &[String],
+    extra: &[&str],
+) -> (Vec<(String, f32)>, String) {
+    let d = dir.display().to_string();
+    let mut args = vec!["rank", "--images", &d, "--query", query, "--json"];
+    for m in models {
+        args.extend(["--model", m]);
+    }
+    args.extend(extra);
+    let out = run(&args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{args:?} failed:\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hits = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["file"].as_str().unwrap().to_string(),
+                h["score"].as_f64().unwrap() as f32,
+            )
+        })
+        .collect();
+    (hits, err)
+}

@@ -310,6 +310,12 @@ impl Gpu {
         }
     }
 
+    /// The most floats one buffer may hold on this device (its largest
+    /// storage binding).
+    pub fn max_buffer_floats(&self) -> usize {
+        (self.client.properties().memory.max_page_size / 4).min(usize::MAX as u64) as usize
+    }
+
     /// An uninitialised buffer of `n` floats.
     pub fn empty(&self, n: usize) -> Buf {
         let len = n.max(1);
@@ -977,40 +983,55 @@ impl GpuHead {
         if n_img == 0 || n_cap == 0 {
             return Ok(scores);
         }
-        let caps_on_device = CaptionsOnDevice {
-            words: gpu.upload(cap.words),
-            global: gpu.upload(cap.global),
-        };
-        // Caption blocks: whole captions, at most `max_captions` of them.
+        // Every buffer stays within the plan and the device's largest binding.
+        let limit = plan
+            .max_block_floats
+            .min(gpu.max_buffer_floats())
+            .max(r * d);
+        // Caption chunks (uploaded once each): whole captions, their words
+        // within the limit; inside, blocks of at most `max_captions`.
         let step = max_captions.max(1);
-        let mut blocks = Vec::new();
-        let (mut c0, mut w0) = (0, 0);
-        while c0 < n_cap {
-            let c1 = (c0 + step).min(n_cap);
-            let nw: usize = cap.lengths[c0..c1].iter().sum();
-            blocks.push((c0, c1, w0, BlockMeta::new(gpu, &cap.lengths[c0..c1])));
-            (c0, w0) = (c1, w0 + nw);
-        }
-        // Images per device block: the context `[ni, nw, d]` within the plan.
-        let widest = blocks.iter().map(|b| b.3.n_words).max().unwrap_or(1);
-        let per_image = (widest * d).max(1);
-        let group = (plan.max_block_floats / per_image)
-            .clamp(1, n_img)
-            .min(65535);
-        for i0 in (0..n_img).step_by(group) {
-            let i1 = (i0 + group).min(n_img);
-            let imgs = ImagesOnDevice {
-                regions: gpu.upload(&img.regions[i0 * r * d..i1 * r * d]),
-                global: gpu.upload(&img.global[i0 * d..i1 * d]),
-                n: i1 - i0,
+        let (mut s0, mut sw0) = (0, 0);
+        while s0 < n_cap {
+            let (mut s1, mut sw1) = (s0, sw0);
+            while s1 < n_cap && (s1 == s0 || (sw1 - sw0 + cap.lengths[s1]) * d <= limit) {
+                sw1 += cap.lengths[s1];
+                s1 += 1;
+            }
+            let caps_on_device = CaptionsOnDevice {
+                words: gpu.upload(&cap.words[sw0 * d..sw1 * d]),
+                global: gpu.upload(&cap.global[s0 * d..s1 * d]),
             };
-            for (c0, c1, w0, meta) in &blocks {
-                let block = self.score_block(gpu, &imgs, r, &caps_on_device, *c0, *w0, meta)?;
-                let nc = c1 - c0;
-                for (k, row) in block.chunks(nc).enumerate() {
-                    scores[(i0 + k) * n_cap + c0..(i0 + k) * n_cap + c1].copy_from_slice(row);
+            // Blocks: (first caption, end, first word), relative to the chunk.
+            let mut blocks = Vec::new();
+            let (mut c0, mut w0) = (0, 0);
+            while s0 + c0 < s1 {
+                let c1 = (c0 + step).min(s1 - s0);
+                let lengths = &cap.lengths[s0 + c0..s0 + c1];
+                blocks.push((c0, c1, w0, BlockMeta::new(gpu, lengths)));
+                (c0, w0) = (c1, w0 + lengths.iter().sum::<usize>());
+            }
+            // Images per device block: the context `[ni, nw, d]` and the
+            // regions `[ni, R, d]` within the limit.
+            let widest = blocks.iter().map(|b| b.3.n_words).max().unwrap_or(1);
+            let per_image = (widest.max(r) * d).max(1);
+            let group = (limit / per_image).clamp(1, n_img).min(65535);
+            for i0 in (0..n_img).step_by(group) {
+                let i1 = (i0 + group).min(n_img);
+                let imgs = ImagesOnDevice {
+                    regions: gpu.upload(&img.regions[i0 * r * d..i1 * r * d]),
+                    global: gpu.upload(&img.global[i0 * d..i1 * d]),
+                    n: i1 - i0,
+                };
+                for (c0, c1, w0, meta) in &blocks {
+                    let block = self.score_block(gpu, &imgs, r, &caps_on_device, *c0, *w0, meta)?;
+                    let (a, b) = (s0 + c0, s0 + c1);
+                    for (k, row) in block.chunks(c1 - c0).enumerate() {
+                        scores[(i0 + k) * n_cap + a..(i0 + k) * n_cap + b].copy_from_slice(row);
+                    }
                 }
             }
+            (s0, sw0) = (s1, sw1);
         }
         Ok(scores)
     }
