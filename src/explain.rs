@@ -97,6 +97,9 @@ pub fn explain(scorer: &Scorer, features: Vec<f32>, query: &str) -> Result<Query
     })
 }
 
+/// The largest photo side a sidecar may claim (pixels).
+pub const MAX_PHOTO_SIDE: usize = 1 << 15;
+
 /// `NAME.json` beside a feature file `NAME.npy` (`.npz`, `.safetensors`):
 /// where `extract` and the photo cache write the boxes.
 pub fn sidecar_path(features: &Path) -> PathBuf {
@@ -111,8 +114,14 @@ pub fn read_boxes(features: &Path, regions: usize) -> Option<(Vec<[f32; 4]>, [us
     if boxes.len() != regions {
         return None;
     }
-    let w = v.get("image_w")?.as_u64()? as usize;
-    let h = v.get("image_h")?.as_u64()? as usize;
+    let w = usize::try_from(v.get("image_w")?.as_u64()?).ok()?;
+    let h = usize::try_from(v.get("image_h")?.as_u64()?).ok()?;
+    // A sidecar is a file like any other: a photo larger than any the
+    // detector reads, or a box that is not a number, is not believed.
+    let plausible = |n: usize| (1..=MAX_PHOTO_SIDE).contains(&n);
+    if !plausible(w) || !plausible(h) || boxes.iter().flatten().any(|c| !c.is_finite()) {
+        return None;
+    }
     Some((boxes, [w, h]))
 }
 
@@ -135,8 +144,12 @@ impl QueryExplanation {
     }
 
     /// The `k` regions word `w` attends to most: `(region, weight)`, strongest first.
+    /// Empty when there is no word `w`.
     pub fn top_regions(&self, w: usize, k: usize) -> Vec<(usize, f32)> {
-        let mut order: Vec<(usize, f32)> = self.attention[w].iter().copied().enumerate().collect();
+        let Some(row) = self.attention.get(w) else {
+            return Vec::new();
+        };
+        let mut order: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
         order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         order.truncate(k);
         order
@@ -147,7 +160,11 @@ impl QueryExplanation {
     pub fn strongest_words(&self) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.words.len()).collect();
         let special = |w: &str| w.starts_with('<') && w.ends_with('>');
-        let peak = |i: usize| self.attention[i].iter().fold(0f32, |m, &x| m.max(x));
+        let peak = |i: usize| {
+            self.attention
+                .get(i)
+                .map_or(0.0, |row| row.iter().fold(0f32, |m, &x| m.max(x)))
+        };
         order.sort_by(|&a, &b| {
             special(&self.words[a])
                 .cmp(&special(&self.words[b]))

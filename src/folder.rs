@@ -1,7 +1,6 @@
 //! A folder of images (feature files, and photos through the detector)
 //! and ranking it for a query.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{invalid, Error, Result};
@@ -141,8 +140,6 @@ pub struct Folder {
     pub names: Vec<String>,
     /// Whether the folder had an index for some models when opened.
     pub indexed: bool,
-    /// Shown name ([`display_name`]) and relative name -> index in `names`.
-    lookup: HashMap<String, usize>,
 }
 
 impl Folder {
@@ -160,33 +157,13 @@ impl Folder {
             ui,
         )?;
         let fingerprints = models.fingerprints()?;
-        let mut lookup = HashMap::new();
-        for (i, name) in names.iter().enumerate() {
-            lookup.insert(display_name(dir, name), i);
-            let shown = sgraf_vision::store::photo_of(name).unwrap_or(name);
-            lookup.entry(shown.to_string()).or_insert(i);
-            lookup.entry(name.clone()).or_insert(i);
-        }
         Ok(Self {
             dir: dir.to_path_buf(),
             loaded: models,
             fingerprints,
             names,
             indexed,
-            lookup,
         })
-    }
-
-    /// The feature file (relative to the folder) of a listed file, named as
-    /// [`Hit::file`] shows it, by its path relative to the folder, or as the
-    /// feature file itself. Nothing outside the listing is ever returned.
-    pub fn resolve(&self, file: &str) -> Option<&str> {
-        self.lookup.get(file).map(|&i| self.names[i].as_str())
-    }
-
-    /// The photo behind a feature file, when it is a photo's cached features.
-    pub fn photo(&self, name: &str) -> Option<PathBuf> {
-        sgraf_vision::store::photo_of(name).map(|p| self.dir.join(p))
     }
 
     /// Every listed image for `query`, best first (equal scores by name),

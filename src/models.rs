@@ -72,7 +72,8 @@ pub fn folder_model_specs(given: &[String], dir: &Path) -> Result<Vec<String>> {
 /// SGRAF models ready to score: one model, or several whose scores are
 /// averaged (an SGR and a SAF model together are SGRAF), with their
 /// tokenizer, the folders they were read from and the names they were
-/// given by (folders or Hub ids).
+/// given by (folders or Hub ids). Cloning is cheap: the weights are shared.
+#[derive(Clone)]
 pub struct Sgraf {
     pub scorer: Scorer,
     pub folders: Vec<PathBuf>,
@@ -81,9 +82,7 @@ pub struct Sgraf {
 
 /// Loads the models (folders or Hub ids) onto `device` (see [`parse_device`]).
 pub fn load_specs(specs: Vec<String>, device: &str) -> Result<Sgraf> {
-    let dev =
-        parse_device(device).map_err(Error::loading(format!("opening the device {device:?}")))?;
-    Sgraf::load(&specs, &dev)
+    Sgraf::load(&specs, &parse_device(device)?)
 }
 
 impl Sgraf {
@@ -179,8 +178,8 @@ impl Sgraf {
     /// it are encoded on the fly). Photos need a detector
     /// ([`FolderOptions::detector`]); see [`Folder`] to rank one folder
     /// many times.
-    pub fn rank_folder(self, dir: impl AsRef<Path>, query: &str) -> Result<Vec<Hit>> {
-        let folder = Folder::open(dir.as_ref(), self, &FolderOptions::default(), &Quiet)?;
+    pub fn rank_folder(&self, dir: impl AsRef<Path>, query: &str) -> Result<Vec<Hit>> {
+        let folder = Folder::open(dir.as_ref(), self.clone(), &FolderOptions::default(), &Quiet)?;
         Ok(folder.rank(query, None, &mut |_| {})?.0)
     }
 

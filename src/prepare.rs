@@ -495,65 +495,6 @@ fn npy_header(shape: &[usize]) -> Vec<u8> {
     out
 }
 
-/// Temporary files that are removed unless kept (renamed into place).
-struct Pending(Vec<(PathBuf, PathBuf)>);
-
-impl Pending {
-    fn tmp(&mut self, dst: PathBuf) -> PathBuf {
-        let tmp = sgraf_data::tmp_sibling(&dst);
-        self.0.push((tmp.clone(), dst));
-        tmp
-    }
-
-    fn commit(mut self) -> Result<()> {
-        for (tmp, dst) in std::mem::take(&mut self.0) {
-            std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        for (tmp, _) in &self.0 {
-            let _ = std::fs::remove_file(tmp);
-        }
-    }
-}
-
-/// Removes the temporary files (`.NAME.tmp-PID`) that an interrupted run
-/// left in `out`, those of processes no longer running (Linux; elsewhere
-/// they stay, hidden, and are overwritten by no one).
-fn remove_stale_tmp(out: &Path) {
-    let Ok(entries) = std::fs::read_dir(out) else {
-        return;
-    };
-    let ours: Vec<String> = Split::ALL
-        .iter()
-        .flat_map(|s| {
-            [
-                format!("{}_ims.npy", s.name()),
-                format!("{}_caps.txt", s.name()),
-            ]
-        })
-        .chain([LAYOUT_FILE.to_string()])
-        .collect();
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some((file, pid)) = name.strip_prefix('.').and_then(|n| n.rsplit_once(".tmp-")) else {
-            continue;
-        };
-        let gone = pid.parse::<u32>().is_ok_and(|pid| {
-            pid != std::process::id()
-                && Path::new("/proc/self").exists()
-                && !Path::new(&format!("/proc/{pid}")).exists()
-        });
-        if gone && ours.iter().any(|f| f == file) {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
 /// Photos and captions -> a precomp folder (see the module's notes). With
 /// `shard`, only extracts that shard's photos into the region cache; a run
 /// without it then writes the folder from the cache.
@@ -754,14 +695,18 @@ pub fn prepare(o: &PrepareOptions, ui: &dyn Ui) -> Result<PrepareReport> {
     report.regions = regions;
     report.feature_dim = dim;
 
-    std::fs::create_dir_all(&o.out).map_err(io(&o.out))?;
-    remove_stale_tmp(&o.out);
-    let mut pending = Pending(Vec::new());
+    // The whole folder is written under a temporary name and swapped in at
+    // the end: an error or an interruption leaves the previous one as it was.
+    if let Some(parent) = o.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    let pending = sgraf_data::Pending::dir(&o.out)?;
+    let tmp = pending.path().to_path_buf();
     let rows: usize = splits.iter().map(|(_, v)| v.len()).sum();
     ui.start("writing", rows as u64);
     for (split, images) in &splits {
         let name = split.name();
-        let ims = pending.tmp(o.out.join(format!("{name}_ims.npy")));
+        let ims = tmp.join(format!("{name}_ims.npy"));
         let file = std::fs::File::create(&ims).map_err(io(&ims))?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
         let failed = io(&ims);
@@ -785,11 +730,8 @@ pub fn prepare(o: &PrepareOptions, ui: &dyn Ui) -> Result<PrepareReport> {
             w.write_all(&bytes).map_err(&failed)?;
             ui.inc(1);
         }
-        w.into_inner()
-            .map_err(|e| failed(e.into_error()))?
-            .sync_all()
-            .map_err(&failed)?;
-        let caps = pending.tmp(o.out.join(format!("{name}_caps.txt")));
+        w.into_inner().map_err(|e| failed(e.into_error()))?;
+        let caps = tmp.join(format!("{name}_caps.txt"));
         let mut text = String::new();
         for e in images {
             for c in &e.captions {
@@ -801,7 +743,7 @@ pub fn prepare(o: &PrepareOptions, ui: &dyn Ui) -> Result<PrepareReport> {
         report.splits.push((*split, images.len()));
     }
     ui.finish();
-    let layout = pending.tmp(o.out.join(LAYOUT_FILE));
+    let layout = tmp.join(LAYOUT_FILE);
     let mut description = report.to_json();
     if let Some(obj) = description.as_object_mut() {
         // What this run did is no property of the folder.
@@ -815,26 +757,6 @@ pub fn prepare(o: &PrepareOptions, ui: &dyn Ui) -> Result<PrepareReport> {
     let bytes = serde_json::to_vec_pretty(&description).expect("JSON");
     std::fs::write(&layout, bytes).map_err(io(&layout))?;
     pending.commit()?;
-    // A split an earlier run wrote and this one has not would be stale.
-    for split in Split::ALL {
-        if report.splits.iter().any(|(s, _)| *s == split) {
-            continue;
-        }
-        for f in [
-            format!("{}_ims.npy", split.name()),
-            format!("{}_caps.txt", split.name()),
-        ] {
-            let p = o.out.join(&f);
-            if p.is_file() {
-                std::fs::remove_file(&p).map_err(io(&p))?;
-                ui.note(&format!(
-                    "removed {} (this run has no {} photos)",
-                    p.display(),
-                    split.name()
-                ));
-            }
-        }
-    }
     Ok(report)
 }
 

@@ -144,20 +144,48 @@ impl Pending {
             let path = path.to_path_buf();
             move |err| DataError::Io { path, err }
         };
+        // On disk before it is in place: after a power loss the name shows
+        // either the old content or the whole new one, never an empty file.
+        sync_tree(&tmp).map_err(io(&tmp))?;
         let replacing_dir =
             tmp.is_dir() && std::fs::symlink_metadata(&dst).is_ok_and(|m| m.file_type().is_dir());
         if !replacing_dir {
             std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
             self.tmp = None;
-            return Ok(());
-        }
-        let swapped = replace_dir(&tmp, &dst, exchange)?;
-        if !swapped {
+        } else if !replace_dir(&tmp, &dst, exchange)? {
             self.tmp = None;
         }
         // Swapped: `tmp` now holds the old folder, which `drop` removes.
+        if let Some(parent) = dst.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent).map_err(io(parent))?;
+        }
         Ok(())
     }
+}
+
+/// `fsync` of a file, or of a folder we wrote and everything in it.
+fn sync_tree(path: &Path) -> std::io::Result<()> {
+    if !path.is_dir() {
+        return std::fs::File::open(path)?.sync_all();
+    }
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                stack.push(entry.path());
+            } else if entry.file_type()?.is_file() {
+                std::fs::File::open(entry.path())?.sync_all()?;
+            }
+        }
+        sync_dir(&dir)?;
+    }
+    Ok(())
+}
+
+/// `fsync` of a folder: its entries (a rename into it) reach the disk.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Puts the folder `tmp` in the place of the folder `dst`: swapped by

@@ -274,6 +274,10 @@ mod jpeg {
     }
 
     pub(super) fn decode(bytes: &[u8]) -> Result<(Decoded, u16), String> {
+        // SAFETY: `decode_inner` needs only a readable byte slice, which
+        // `bytes` is for the whole call; libjpeg's error exit unwinds (a
+        // `JpegError` payload) through C built with -fexceptions
+        // (mozjpeg-sys/unwinding), and is caught here.
         match catch_unwind(AssertUnwindSafe(|| unsafe { decode_inner(bytes) })) {
             Ok(r) => r,
             Err(payload) => match payload.downcast::<JpegError>() {
@@ -283,6 +287,10 @@ mod jpeg {
         }
     }
 
+    /// # Safety
+    /// Must run inside `catch_unwind`: libjpeg reports errors by unwinding
+    /// out of `error_exit`. Every libjpeg object it uses lives in `Session`,
+    /// whose drop destroys the decompressor exactly once.
     unsafe fn decode_inner(bytes: &[u8]) -> Result<(Decoded, u16), String> {
         let mut err: Box<jpeg_error_mgr> = Box::new(std::mem::zeroed());
         jpeg_std_error(&mut err);
@@ -361,6 +369,12 @@ mod jpeg {
     }
 
     /// The orientation of the first APP1 marker that holds EXIF.
+    ///
+    /// # Safety
+    /// `cinfo` must have read its header with markers saved
+    /// (`jpeg_save_markers`): libjpeg then keeps a valid list of markers,
+    /// each with `data_length` readable bytes at `data`, alive until the
+    /// decompressor is destroyed.
     unsafe fn exif(cinfo: &jpeg_decompress_struct) -> Option<u16> {
         let mut m = cinfo.marker_list;
         while !m.is_null() {

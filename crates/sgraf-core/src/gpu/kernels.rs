@@ -328,8 +328,11 @@ pub fn bias_l2norm_rows(
     }
 }
 
-/// Graph edges, one unit per (node i, node j of the same pair):
-/// `edges[i, j] = (proj[i, :m] + fold_bias) . nodes[j]` (`proj` `[nodes, 2m]`).
+/// Graph edges, one cube per node `i`:
+/// `edges[i, j] = (proj[i, :m] + fold_bias) . nodes[j]` for the nodes `j`
+/// of its pair (`proj` `[nodes, 2m]`). The cube's 256 units are 8 groups of
+/// 32: a group takes one `j` at a time, its lanes read consecutive features
+/// (coalesced), and the 32 partial sums meet in shared memory.
 #[cube(launch_unchecked, create_dummy_kernel)]
 #[allow(clippy::too_many_arguments)]
 pub fn graph_edges(
@@ -344,19 +347,41 @@ pub fn graph_edges(
     max_nodes: usize,
     m: usize,
 ) {
-    let pos = ABSOLUTE_POS;
-    if pos < n_nodes * max_nodes {
-        let j = pos % max_nodes;
-        let i = pos / max_nodes;
+    let mut partial = Shared::<[f32]>::new_slice(256usize);
+    let i = CUBE_POS;
+    // Uniform per cube: every unit takes the same branch and loop count.
+    if i < n_nodes {
+        let unit = UNIT_POS as usize;
+        let lane = unit % 32;
+        let group = unit / 32;
         let p = node_pair[i] as usize;
-        if j < pair_nodes[p] as usize {
-            let other = (pair_start[p] as usize + j) * m;
-            let q = i * 2 * m;
+        let start = pair_start[p] as usize;
+        let n = pair_nodes[p] as usize;
+        let rounds = n.div_ceil(8);
+        for round in 0..rounds {
+            let j = round * 8 + group;
             let mut sum = 0.0f32;
-            for t in 0..m {
-                sum += (proj[q + t] + fold_bias[t]) * nodes[other + t];
+            if j < n {
+                let mut t = lane;
+                while t < m {
+                    sum += (proj[i * 2 * m + t] + fold_bias[t]) * nodes[(start + j) * m + t];
+                    t += 32;
+                }
             }
-            edges[pos] = sum;
+            partial[unit] = sum;
+            sync_cube();
+            #[unroll]
+            for level in 0..5u32 {
+                let half = (16u32 >> level) as usize;
+                if lane < half {
+                    partial[unit] += partial[unit + half];
+                }
+                sync_cube();
+            }
+            if lane == 0 && j < n {
+                edges[i * max_nodes + j] = partial[unit];
+            }
+            sync_cube();
         }
     }
 }

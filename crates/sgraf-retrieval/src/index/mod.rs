@@ -125,6 +125,8 @@ struct Rows {
 }
 
 impl Rows {
+    /// The segments of every manifest for these models, as they are now
+    /// (callers that write hold the folder lock around it).
     fn open(dir: &Path, fingerprints: &[String], regions: usize, dim: usize) -> Result<Self> {
         let (all, bad) = ix::scan_manifests(dir)?;
         let mut rows = Self {
@@ -171,6 +173,25 @@ impl Rows {
             rows.manifests.push((name, m));
         }
         Ok(rows)
+    }
+
+    /// [`Rows::open`] for a reader, which takes no lock: a writer may
+    /// publish, join or collect between its reads of the manifests and of
+    /// the segments, so what looks damaged is read again under the folder
+    /// lock (which writers hold for those moments; a folder we cannot write
+    /// has none) before it is called damage.
+    fn open_reader(
+        dir: &Path,
+        fingerprints: &[String],
+        regions: usize,
+        dim: usize,
+    ) -> Result<Self> {
+        let first = Self::open(dir, fingerprints, regions, dim)?;
+        if first.damaged.is_empty() {
+            return Ok(first);
+        }
+        let _lock = ix::Lock::folder(dir).ok();
+        Self::open(dir, fingerprints, regions, dim)
     }
 
     /// Verifies every segment's data against its checksums (several at a
@@ -547,7 +568,7 @@ pub fn rank(
     let (regions, dim) = (cfg.num_regions, cfg.embed_size);
     let n_models = scorer.models().len();
     let caps = scorer.caption_sides(&[query])?;
-    let rows = Rows::open(dir, fingerprints, regions, dim)?;
+    let rows = Rows::open_reader(dir, fingerprints, regions, dim)?;
     let mut report = RankReport {
         damaged: rows.damaged.clone(),
         foreign_index: !rows.foreign.is_empty() && rows.manifests.is_empty(),
