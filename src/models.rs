@@ -11,16 +11,21 @@ use sgraf_text::CaptionTokenizer;
 use crate::error::{invalid, Error, Result};
 use crate::{Folder, FolderOptions, Hit, QueryExplanation, Quiet};
 
-/// `cpu`, `cuda`, `cuda:N` or `metal`, opened.
+/// `cpu`, `cuda`, `cuda:N`, `metal` or `wgpu`, opened. `wgpu` (a build
+/// with the `gpu` feature) keeps tensors on the CPU and makes models that
+/// are then made ready choose the GPU engine, whose kernels run through wgpu
+/// (Vulkan, Metal, DX12); the device is self-checked when opened, and its
+/// adapter printed on stderr.
 pub fn parse_device(spec: &str) -> Result<Device> {
     let open = || -> Result<Device> {
         Ok(match spec {
             "cpu" => Device::Cpu,
             "cuda" => Device::new_cuda(0)?,
             "metal" => Device::new_metal(0)?,
+            "wgpu" => wgpu_engine()?,
             other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
                 Some(Ok(n)) => Device::new_cuda(n)?,
-                _ => invalid!("--device must be cpu, cuda, cuda:N or metal, found {other:?}"),
+                _ => invalid!("--device must be cpu, cuda, cuda:N, metal or wgpu, found {other:?}"),
             },
         })
     };
@@ -28,6 +33,22 @@ pub fn parse_device(spec: &str) -> Result<Device> {
         Error::Invalid(_) => e,
         other => Error::loading(format!("opening the device {spec:?}"))(other),
     })
+}
+
+#[cfg(feature = "gpu")]
+fn wgpu_engine() -> Result<Device> {
+    use sgraf_core::gpu::{set_engine_device, GpuDevice};
+    match set_engine_device(Some(GpuDevice::Wgpu)) {
+        Ok(Some(gpu)) => eprintln!("device: wgpu on {}", gpu.adapter()),
+        Ok(None) => {}
+        Err(e) => invalid!("--device wgpu: {e}"),
+    }
+    Ok(Device::Cpu)
+}
+
+#[cfg(not(feature = "gpu"))]
+fn wgpu_engine() -> Result<Device> {
+    invalid!("--device wgpu needs a build with the `gpu` feature (cargo build --release -p sgraf-cli --features gpu)")
 }
 
 /// The models to load: `given` (--model), else $SGRAF_MODEL
@@ -179,7 +200,12 @@ impl Sgraf {
     /// ([`FolderOptions::detector`]); see [`Folder`] to rank one folder
     /// many times.
     pub fn rank_folder(&self, dir: impl AsRef<Path>, query: &str) -> Result<Vec<Hit>> {
-        let folder = Folder::open(dir.as_ref(), self.clone(), &FolderOptions::default(), &Quiet)?;
+        let folder = Folder::open(
+            dir.as_ref(),
+            self.clone(),
+            &FolderOptions::default(),
+            &Quiet,
+        )?;
         Ok(folder.rank(query, None, &mut |_| {})?.0)
     }
 

@@ -82,6 +82,11 @@ enum Task {
         /// Photos of the extract benchmark.
         #[arg(long, default_value_t = 4)]
         photos: usize,
+        /// `bench rank`: another sgraf-cli binary (an earlier build) timed in
+        /// the same run on the same files, each with its own index, with the
+        /// ratios printed: before and after a change.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
         /// Only the 100 x 100 shards.
         #[arg(long)]
         quick: bool,
@@ -289,13 +294,14 @@ fn main() -> Result<()> {
             eval_images,
             sizes,
             photos,
+            baseline,
             quick,
             out,
             repeat,
         } => match what.as_str() {
             "extract" => bench_extract::bench_extract(photos.max(1), out, repeat.unwrap_or(1)),
             "e2e" => bench_e2e::bench_e2e(out, repeat.unwrap_or(1), eval_images),
-            "rank" => bench_rank::bench_rank(&sizes, out),
+            "rank" => bench_rank::bench_rank(&sizes, out, baseline),
             _ => bench::bench(quick, out, repeat),
         },
         Task::CudaBuild { compute_cap } => cuda::cuda_build(&compute_cap),

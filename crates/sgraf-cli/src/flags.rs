@@ -75,8 +75,9 @@ pub struct ModelArgs {
     /// folder's index was built with.
     #[arg(long = "model", short = 'm', value_name = "MODEL")]
     pub models: Vec<String>,
-    /// cpu, cuda, cuda:N or metal (cuda and metal need a build with
-    /// `--features cuda` / `--features metal`).
+    /// cpu, cuda, cuda:N, metal or wgpu (cuda, metal and wgpu need a build
+    /// with `--features cuda` / `--features metal` / `--features gpu`; wgpu
+    /// runs the GPU engine's kernels on Vulkan, Metal or DX12).
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }

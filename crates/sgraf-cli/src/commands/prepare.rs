@@ -1,6 +1,6 @@
 //! `sgraf-cli prepare`: photos and captions -> a SCAN precomp folder.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use sgraf::prepare::{prepare, PrepareOptions};
 
 use crate::flags::PrepareArgs;
