@@ -25,7 +25,8 @@ const WHEELS: &[&str] = &[
 /// `(link name, versioned file prefix)` of the libraries to expose as `libX.so`.
 const LIBS: &[&str] = &["cublas", "cublasLt", "curand", "nvrtc", "cudart"];
 
-fn run(cmd: &mut Command) -> Result<()> {
+/// Runs `cmd`, failing unless it exits with success.
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd
         .status()
         .with_context(|| format!("running {:?}", cmd.get_program()))?;

@@ -24,6 +24,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::cuda::run;
+
 const RUN_SH: &str = r#"#!/usr/bin/env bash
 # sgraf GPU check (written by `cargo xtask gpu-check`): on a machine with an
 # NVIDIA GPU, prints nvidia-smi, runs the GPU engine's tests on the GPU
@@ -69,16 +71,6 @@ bench=${PIPESTATUS[0]}
 echo "== gpu-check: tests exit $tests, benchmark exit $bench"
 [ "$tests" = 0 ] && [ "$bench" = 0 ]
 "#;
-
-fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("running {:?}", cmd.get_program()))?;
-    if !status.success() {
-        bail!("{cmd:?} failed with {status}");
-    }
-    Ok(())
-}
 
 /// Builds tests/gpu.rs of sgraf-core with `features`; its executable.
 fn build_tests(root: &Path, features: &str) -> Result<PathBuf> {

@@ -4,6 +4,7 @@
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
+use crate::cpu::global::SaProjections;
 use crate::ops::{dropout_t, l2norm, masked_softmax_last_dim, xavier_linear, BatchNorm1d};
 
 /// Dropout after each tanh in the published self-attention blocks.
@@ -44,16 +45,11 @@ impl VisualSelfAttention {
         let (local_scale, local_shift) = self.local_bn.eval_affine()?;
         let (global_scale, global_shift) = self.global_bn.eval_affine()?;
         Ok(crate::cpu::global::VisualSa {
-            local_wt: crate::cpu::weight_t(&self.local)?,
-            local_b: crate::cpu::bias(&self.local)?,
+            proj: SaProjections::from_linears(&self.local, &self.global, &self.common)?,
             local_scale: local_scale.to_vec1()?,
             local_shift: local_shift.to_vec1()?,
-            global_wt: crate::cpu::weight_t(&self.global)?,
-            global_b: crate::cpu::bias(&self.global)?,
             global_scale: global_scale.to_vec1()?,
             global_shift: global_shift.to_vec1()?,
-            common_w: self.common.weight().flatten_all()?.to_vec1()?,
-            common_b: crate::cpu::bias(&self.common)?[0],
         })
     }
 
@@ -106,12 +102,7 @@ impl TextSelfAttention {
     /// The block in eval mode in the CPU engine's form.
     pub(crate) fn cpu(&self) -> Result<crate::cpu::global::TextSa> {
         Ok(crate::cpu::global::TextSa {
-            local_wt: crate::cpu::weight_t(&self.local)?,
-            local_b: crate::cpu::bias(&self.local)?,
-            global_wt: crate::cpu::weight_t(&self.global)?,
-            global_b: crate::cpu::bias(&self.global)?,
-            common_w: self.common.weight().flatten_all()?.to_vec1()?,
-            common_b: crate::cpu::bias(&self.common)?[0],
+            proj: SaProjections::from_linears(&self.local, &self.global, &self.common)?,
         })
     }
 

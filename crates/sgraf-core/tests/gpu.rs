@@ -586,29 +586,12 @@ fn self_check_passes_and_catches_a_wrong_device() {
     println!("self-check: largest difference {worst:e}");
     assert!(worst <= gpu::SELF_CHECK_TOLERANCE);
     // A wrong result must be caught: perturb the head the device gets.
-    let gpu::SelfCheckCase {
-        head,
-        regions,
-        global,
-        words,
-        cap_global,
-        lengths,
-    } = gpu::self_check_case(true);
-    let mut wrong = head.clone();
+    let case = gpu::self_check_case(true);
+    let mut wrong = case.head.clone();
     wrong.eval_b += 1e-3;
-    let img = Images {
-        regions: &regions,
-        global: &global,
-        n_regions: 6,
-    };
-    let cap = Captions {
-        words: &words,
-        global: &cap_global,
-        lengths: &lengths,
-    };
-    let want = head.score(&img, &cap);
-    let got = GpuHead::upload(&gpu, &wrong)
-        .score(&gpu, &img, &cap, 2, GpuPlan::default())
+    let want = case.cpu_scores();
+    let got = case
+        .device_scores(&gpu, &wrong, GpuPlan::default())
         .unwrap();
     let diff = got
         .iter()

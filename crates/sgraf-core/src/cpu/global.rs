@@ -8,34 +8,63 @@ use super::kernels::{softmax, tanh, Plain};
 use super::l2_normalize;
 use crate::gemm::{matmul, MatMut, MatRef, Threads};
 
-/// `VisualSA` in eval mode; BatchNorms folded to `x * scale + shift`.
+/// The projections `VisualSA` and `TextSA` share: local and global `[d, d]`
+/// (`W^T`) with their `[d]` biases, and the common projection `[d]` to one
+/// score per row.
 #[derive(Clone, Debug)]
-pub struct VisualSa {
-    /// `[d, d]` (`W^T`) and `[d]`
+pub struct SaProjections {
     pub local_wt: Vec<f32>,
     pub local_b: Vec<f32>,
-    /// Per region `[R]`.
-    pub local_scale: Vec<f32>,
-    pub local_shift: Vec<f32>,
     pub global_wt: Vec<f32>,
     pub global_b: Vec<f32>,
-    /// Per channel `[d]`.
-    pub global_scale: Vec<f32>,
-    pub global_shift: Vec<f32>,
     /// `[d]` and the bias of the common projection.
     pub common_w: Vec<f32>,
     pub common_b: f32,
 }
 
+impl SaProjections {
+    /// The CPU engine's form of the three linear layers.
+    pub(crate) fn from_linears(
+        local: &candle_nn::Linear,
+        global: &candle_nn::Linear,
+        common: &candle_nn::Linear,
+    ) -> candle_core::Result<Self> {
+        Ok(Self {
+            local_wt: super::weight_t(local)?,
+            local_b: super::bias(local)?,
+            global_wt: super::weight_t(global)?,
+            global_b: super::bias(global)?,
+            common_w: common.weight().flatten_all()?.to_vec1()?,
+            common_b: super::bias(common)?[0],
+        })
+    }
+
+    /// The attention score of each row of `local` (`[n, d]`) against `g`:
+    /// `sum_k l_k g_k w_k + b`.
+    fn scores(&self, local: &[f32], g: &[f32], d: usize) -> Vec<f32> {
+        local
+            .chunks(d)
+            .map(|row| common(row, g, &self.common_w) + self.common_b)
+            .collect()
+    }
+}
+
+/// `VisualSA` in eval mode; BatchNorms folded to `x * scale + shift`.
+#[derive(Clone, Debug)]
+pub struct VisualSa {
+    pub proj: SaProjections,
+    /// Per region `[R]`.
+    pub local_scale: Vec<f32>,
+    pub local_shift: Vec<f32>,
+    /// Per channel `[d]`.
+    pub global_scale: Vec<f32>,
+    pub global_shift: Vec<f32>,
+}
+
 /// `TextSA` in eval mode.
 #[derive(Clone, Debug)]
 pub struct TextSa {
-    pub local_wt: Vec<f32>,
-    pub local_b: Vec<f32>,
-    pub global_wt: Vec<f32>,
-    pub global_b: Vec<f32>,
-    pub common_w: Vec<f32>,
-    pub common_b: f32,
+    pub proj: SaProjections,
 }
 
 /// `w = softmax(scores)`, `out = l2norm(sum_j w_j rows_j)`.
@@ -60,46 +89,25 @@ impl VisualSa {
         // weights are packed once per block, not once per image).
         const BLOCK: usize = 128;
         let (mut local, mut mean, mut glob) = (Vec::new(), Vec::new(), Vec::new());
+        let p = &self.proj;
         for (out, v) in out.chunks_mut(BLOCK * d).zip(regions.chunks(BLOCK * r * d)) {
             let n = out.len() / d;
             local.resize(n * r * d, 0.0);
             mean.resize(n * d, 0.0);
             glob.resize(n * d, 0.0);
             // l = tanh(BN_R(W_l v + b_l)): [n, R, d]
-            matmul(
-                MatMut::new(&mut local, n * r, d),
-                MatRef::new(v, n * r, d),
-                MatRef::new(&self.local_wt, d, d),
-                false,
-                Threads::Rayon,
-            );
+            project(&mut local, v, n * r, &p.local_wt, d);
             local.par_chunks_mut(d).enumerate().for_each(|(row, x)| {
                 let (sc, sh) = (self.local_scale[row % r], self.local_shift[row % r]);
-                for (x, b) in x.iter_mut().zip(&self.local_b) {
+                for (x, b) in x.iter_mut().zip(&p.local_b) {
                     *x = tanh((*x + b) * sc + sh);
                 }
             });
             // g = tanh(BN_d(W_g mean_r v + b_g)): [n, d]
             mean.par_chunks_mut(d)
                 .zip(v.par_chunks(r * d))
-                .for_each(|(m, v)| {
-                    m.fill(0.0);
-                    for row in v.chunks(d) {
-                        for (m, x) in m.iter_mut().zip(row) {
-                            *m += x;
-                        }
-                    }
-                    for m in m.iter_mut() {
-                        *m /= r as f32;
-                    }
-                });
-            matmul(
-                MatMut::new(&mut glob, n, d),
-                MatRef::new(&mean, n, d),
-                MatRef::new(&self.global_wt, d, d),
-                false,
-                Threads::Rayon,
-            );
+                .for_each(|(m, v)| mean_rows(m, v, d));
+            project(&mut glob, &mean, n, &p.global_wt, d);
             // w = softmax_r(W_c (l * g) + b_c), pooled and normalised.
             out.par_chunks_mut(d)
                 .zip(glob.par_chunks_mut(d))
@@ -107,17 +115,39 @@ impl VisualSa {
                 .for_each(|((out, g), (l, v))| {
                     for (j, g) in g.iter_mut().enumerate() {
                         *g = tanh(
-                            (*g + self.global_b[j]) * self.global_scale[j] + self.global_shift[j],
+                            (*g + p.global_b[j]) * self.global_scale[j] + self.global_shift[j],
                         );
                     }
-                    let mut scores: Vec<f32> = l
-                        .chunks(d)
-                        .map(|row| common(row, g, &self.common_w) + self.common_b)
-                        .collect();
+                    let mut scores = p.scores(l, g, d);
                     pool(&mut scores, v, d, out);
                 });
         }
         out
+    }
+}
+
+/// `out [n, d] = x [n, d] wt` (`wt` `[d, d]`, a layer's `W^T`), one GEMM.
+fn project(out: &mut [f32], x: &[f32], n: usize, wt: &[f32], d: usize) {
+    matmul(
+        MatMut::new(out, n, d),
+        MatRef::new(x, n, d),
+        MatRef::new(wt, d, d),
+        false,
+        Threads::Rayon,
+    );
+}
+
+/// `m [d]` = the mean of the rows (of `d`) of `rows`.
+fn mean_rows(m: &mut [f32], rows: &[f32], d: usize) {
+    m.fill(0.0);
+    for row in rows.chunks(d) {
+        for (m, x) in m.iter_mut().zip(row) {
+            *m += x;
+        }
+    }
+    let count = (rows.len() / d) as f32;
+    for m in m.iter_mut() {
+        *m /= count;
     }
 }
 
@@ -137,6 +167,7 @@ impl TextSa {
         }
         let mut out = vec![0f32; n_cap * d];
         const BLOCK: usize = 256;
+        let p = &self.proj;
         let (mut local, mut mean, mut glob) = (Vec::new(), Vec::new(), Vec::new());
         for c0 in (0..n_cap).step_by(BLOCK) {
             let c1 = (c0 + BLOCK).min(n_cap);
@@ -146,50 +177,27 @@ impl TextSa {
             local.resize(n_words * d, 0.0);
             mean.resize(n * d, 0.0);
             glob.resize(n * d, 0.0);
-            matmul(
-                MatMut::new(&mut local, n_words, d),
-                MatRef::new(rows, n_words, d),
-                MatRef::new(&self.local_wt, d, d),
-                false,
-                Threads::Rayon,
-            );
+            project(&mut local, rows, n_words, &p.local_wt, d);
             local.par_chunks_mut(d).for_each(|x| {
-                for (x, b) in x.iter_mut().zip(&self.local_b) {
+                for (x, b) in x.iter_mut().zip(&p.local_b) {
                     *x = tanh(*x + b);
                 }
             });
             mean.par_chunks_mut(d).enumerate().for_each(|(c, m)| {
                 let (s, e) = (starts[c0 + c] - w0, starts[c0 + c + 1] - w0);
-                m.fill(0.0);
-                for row in rows[s * d..e * d].chunks(d) {
-                    for (m, x) in m.iter_mut().zip(row) {
-                        *m += x;
-                    }
-                }
-                for m in m.iter_mut() {
-                    *m /= (e - s) as f32;
-                }
+                mean_rows(m, &rows[s * d..e * d], d);
             });
-            matmul(
-                MatMut::new(&mut glob, n, d),
-                MatRef::new(&mean, n, d),
-                MatRef::new(&self.global_wt, d, d),
-                false,
-                Threads::Rayon,
-            );
+            project(&mut glob, &mean, n, &p.global_wt, d);
             out[c0 * d..c1 * d]
                 .par_chunks_mut(d)
                 .zip(glob.par_chunks_mut(d))
                 .enumerate()
                 .for_each(|(c, (out, g))| {
-                    for (x, b) in g.iter_mut().zip(&self.global_b) {
+                    for (x, b) in g.iter_mut().zip(&p.global_b) {
                         *x = tanh(*x + b);
                     }
                     let (s, e) = (starts[c0 + c] - w0, starts[c0 + c + 1] - w0);
-                    let mut scores: Vec<f32> = local[s * d..e * d]
-                        .chunks(d)
-                        .map(|row| common(row, g, &self.common_w) + self.common_b)
-                        .collect();
+                    let mut scores = p.scores(&local[s * d..e * d], g, d);
                     pool(&mut scores, &rows[s * d..e * d], d, out);
                 });
         }

@@ -25,7 +25,7 @@ use crate::similarity::SimilarityHead;
 use crate::text_encoder::TextEncoder;
 use kernels::{dot, Level};
 
-pub use global::{TextSa, VisualSa};
+pub use global::{SaProjections, TextSa, VisualSa};
 pub use head::{CpuHead, GraphStep, Reasoner};
 pub use text::CpuTextEncoder;
 

@@ -33,6 +33,108 @@ fn sigmoid(x: f32) -> f32 {
     1.0f32 / (1.0f32 + (-x).exp())
 }
 
+/// The sum of `value` over each group of `2^levels` consecutive units
+/// (`lane`: the unit's place in its group), a tree in `shared` (a slot per
+/// unit), returned to every unit of the group. Every unit of the cube must
+/// call it: it synchronises the cube.
+#[cube]
+fn group_sum(
+    shared: &mut [f32],
+    value: f32,
+    unit: usize,
+    lane: usize,
+    #[comptime] levels: u32,
+) -> f32 {
+    let top = comptime!(1u32 << (levels - 1));
+    shared[unit] = value;
+    sync_cube();
+    #[unroll]
+    for level in 0..levels {
+        let half = (top >> level) as usize;
+        if lane < half {
+            shared[unit] += shared[unit + half];
+        }
+        sync_cube();
+    }
+    shared[unit - lane]
+}
+
+/// The sum of every unit's `value` over the cube's 256 units, returned to
+/// each (see [`group_sum`]).
+#[cube]
+fn cube_sum(value: f32, unit: usize) -> f32 {
+    let mut shared = Shared::<[f32]>::new_slice(256usize);
+    group_sum(&mut shared, value, unit, unit, 8u32)
+}
+
+/// `x[at]` where `inside`, else 0 (`x` is not read).
+#[cube]
+fn read_or_zero(x: &[f32], inside: bool, at: usize) -> f32 {
+    let mut v = 0.0f32;
+    if inside {
+        v = x[at];
+    }
+    v
+}
+
+/// The position `pos` of a unit in `[ni, nc, inner]` as `(k, c, x)`.
+#[cube]
+fn split3(pos: usize, nc: usize, inner: usize) -> (usize, usize, usize) {
+    (pos / (inner * nc), (pos / inner) % nc, pos % inner)
+}
+
+/// `(first node, node count)` of pair `p`.
+#[cube]
+fn pair_span(pair_start: &[u32], pair_nodes: &[u32], p: usize) -> (usize, usize) {
+    (pair_start[p] as usize, pair_nodes[p] as usize)
+}
+
+/// The second half of a softmax, in place on `x[row..row + n]` whose
+/// largest value is `max`: `exp(x - max)`, then divided by their sum.
+#[cube]
+fn exp_normalize(x: &mut [f32], row: usize, n: usize, max: f32) {
+    let mut sum = 0.0f32;
+    for j in 0..n {
+        let e = (x[row + j] - max).exp();
+        x[row + j] = e;
+        sum += e;
+    }
+    for j in 0..n {
+        x[row + j] /= sum;
+    }
+}
+
+/// `sum_e a[a_off + e] b[e]` over `e < n`.
+#[cube]
+fn dot(a: &[f32], a_off: usize, b: &[f32], n: usize) -> f32 {
+    let mut sum = 0.0f32;
+    for e in 0..n {
+        sum += a[a_off + e] * b[e];
+    }
+    sum
+}
+
+/// `init + sum_j w[w_row + j] x[(start + j) stride + col]` over the `n`
+/// nodes of a pair.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn weighted_nodes(
+    init: f32,
+    w: &[f32],
+    w_row: usize,
+    x: &[f32],
+    start: usize,
+    n: usize,
+    stride: usize,
+    col: usize,
+) -> f32 {
+    let mut sum = init;
+    for j in 0..n {
+        sum += w[w_row + j] * x[(start + j) * stride + col];
+    }
+    sum
+}
+
 /// Batched, strided matrix product: for every batch `z` (`CUBE_POS_Z`),
 /// `C[z, i, j] = sum_t A[z, i, t] B[z, t, j]` where
 /// `A[z, i, t] = a[a_off + z a_sb + i a_si + t a_st]`,
@@ -87,49 +189,33 @@ pub fn matmul(
             let kk = idx % 16;
             let i = i0 + row;
             let t = t0 + kk;
-            let mut va = 0.0f32;
-            if i < rows && t < depth {
-                va = a[a_base + i * a_si + t * a_st];
-            }
-            a_tile[kk * 64 + row] = va;
+            a_tile[kk * 64 + row] =
+                read_or_zero(a, i < rows && t < depth, a_base + i * a_si + t * a_st);
             // B: 16 rows x 64 columns; consecutive units take consecutive j.
             let kb = idx / 64;
             let col = idx % 64;
             let j = j0 + col;
             let tb = t0 + kb;
-            let mut vb = 0.0f32;
-            if j < cols && tb < depth {
-                vb = b[b_base + tb * b_st + j * b_sj];
-            }
-            b_tile[kb * 64 + col] = vb;
+            b_tile[kb * 64 + col] =
+                read_or_zero(b, j < cols && tb < depth, b_base + tb * b_st + j * b_sj);
         }
         sync_cube();
         #[unroll]
         for kk in 0..16usize {
-            let a0 = a_tile[kk * 64 + ty];
-            let a1 = a_tile[kk * 64 + ty + 16];
-            let a2 = a_tile[kk * 64 + ty + 32];
-            let a3 = a_tile[kk * 64 + ty + 48];
-            let b0 = b_tile[kk * 64 + tx];
-            let b1 = b_tile[kk * 64 + tx + 16];
-            let b2 = b_tile[kk * 64 + tx + 32];
-            let b3 = b_tile[kk * 64 + tx + 48];
-            acc[0] += a0 * b0;
-            acc[1] += a0 * b1;
-            acc[2] += a0 * b2;
-            acc[3] += a0 * b3;
-            acc[4] += a1 * b0;
-            acc[5] += a1 * b1;
-            acc[6] += a1 * b2;
-            acc[7] += a1 * b3;
-            acc[8] += a2 * b0;
-            acc[9] += a2 * b1;
-            acc[10] += a2 * b2;
-            acc[11] += a2 * b3;
-            acc[12] += a3 * b0;
-            acc[13] += a3 * b1;
-            acc[14] += a3 * b2;
-            acc[15] += a3 * b3;
+            let mut a_reg = Array::<f32>::new(4usize);
+            let mut b_reg = Array::<f32>::new(4usize);
+            #[unroll]
+            for q in 0..4usize {
+                a_reg[q] = a_tile[kk * 64 + ty + q * 16];
+                b_reg[q] = b_tile[kk * 64 + tx + q * 16];
+            }
+            #[unroll]
+            for u in 0..4usize {
+                #[unroll]
+                for v in 0..4usize {
+                    acc[u * 4 + v] += a_reg[u] * b_reg[v];
+                }
+            }
         }
         sync_cube();
         t0 += 16;
@@ -164,9 +250,7 @@ pub fn attention_norms(
 ) {
     let pos = ABSOLUTE_POS;
     if pos < ni * nc * regions {
-        let r = pos % regions;
-        let c = (pos / regions) % nc;
-        let k = pos / (regions * nc);
+        let (k, c, r) = split3(pos, nc, regions);
         let start = cap_start[c] as usize;
         let len = cap_len[c] as usize;
         let mut sum = 0.0f32;
@@ -205,15 +289,7 @@ pub fn attention_softmax(
             affinity[row + r] = v;
             max = f32::max(max, v);
         }
-        let mut sum = 0.0f32;
-        for r in 0..regions {
-            let e = (affinity[row + r] - max).exp();
-            affinity[row + r] = e;
-            sum += e;
-        }
-        for r in 0..regions {
-            affinity[row + r] /= sum;
-        }
+        exp_normalize(affinity, row, regions, max);
     }
 }
 
@@ -240,19 +316,7 @@ pub fn context_diff(
             sum += v * v;
             e += 256;
         }
-        // The sum over the cube's units (a tree in shared memory).
-        let mut shared = Shared::<[f32]>::new_slice(256usize);
-        shared[unit] = sum;
-        sync_cube();
-        #[unroll]
-        for level in 0..8u32 {
-            let half = (128u32 >> level) as usize;
-            if unit < half {
-                shared[unit] += shared[unit + half];
-            }
-            sync_cube();
-        }
-        let total = shared[0];
+        let total = cube_sum(sum, unit);
         let inv = 1.0f32 / (f32::sqrt(total) + EPS);
         let word = (w_off + row % nw) * d;
         let mut e = unit;
@@ -277,9 +341,7 @@ pub fn global_diff(
 ) {
     let pos = ABSOLUTE_POS;
     if pos < ni * nc * d {
-        let e = pos % d;
-        let c = (pos / d) % nc;
-        let k = pos / (d * nc);
+        let (k, c, e) = split3(pos, nc, d);
         let diff = img[k * d + e] - cap[(c_off + c) * d + e];
         out[pos] = diff * diff;
     }
@@ -305,20 +367,7 @@ pub fn bias_l2norm_rows(
             sum += v * v;
             e += 256;
         }
-        // The sum over the cube's units (a tree in shared memory).
-        let mut shared = Shared::<[f32]>::new_slice(256usize);
-        shared[unit] = sum;
-        sync_cube();
-        #[unroll]
-        for level in 0..8u32 {
-            let half = (128u32 >> level) as usize;
-            if unit < half {
-                shared[unit] += shared[unit + half];
-            }
-            sync_cube();
-        }
-        let total = shared[0];
-        let norm = f32::sqrt(total) + EPS;
+        let norm = f32::sqrt(cube_sum(sum, unit)) + EPS;
         let to = dst[row] as usize * m;
         let mut e = unit;
         while e < m {
@@ -354,9 +403,7 @@ pub fn graph_edges(
         let unit = UNIT_POS as usize;
         let lane = unit % 32;
         let group = unit / 32;
-        let p = node_pair[i] as usize;
-        let start = pair_start[p] as usize;
-        let n = pair_nodes[p] as usize;
+        let (start, n) = pair_span(pair_start, pair_nodes, node_pair[i] as usize);
         let rounds = n.div_ceil(8);
         for round in 0..rounds {
             let j = round * 8 + group;
@@ -368,18 +415,9 @@ pub fn graph_edges(
                     t += 32;
                 }
             }
-            partial[unit] = sum;
-            sync_cube();
-            #[unroll]
-            for level in 0..5u32 {
-                let half = (16u32 >> level) as usize;
-                if lane < half {
-                    partial[unit] += partial[unit + half];
-                }
-                sync_cube();
-            }
+            let total = group_sum(&mut partial, sum, unit, lane, 5u32);
             if lane == 0 && j < n {
-                edges[i * max_nodes + j] = partial[unit];
+                edges[i * max_nodes + j] = total;
             }
             sync_cube();
         }
@@ -403,15 +441,7 @@ pub fn graph_softmax(
         for j in 0..n {
             max = f32::max(max, edges[row + j]);
         }
-        let mut sum = 0.0f32;
-        for j in 0..n {
-            let e = (edges[row + j] - max).exp();
-            edges[row + j] = e;
-            sum += e;
-        }
-        for j in 0..n {
-            edges[row + j] /= sum;
-        }
+        exp_normalize(edges, row, n, max);
     }
 }
 
@@ -435,13 +465,17 @@ pub fn graph_combine(
     if pos < n_nodes * m {
         let e = pos % m;
         let i = pos / m;
-        let p = node_pair[i] as usize;
-        let start = pair_start[p] as usize;
-        let n = pair_nodes[p] as usize;
-        let mut sum = graph_bias[e];
-        for j in 0..n {
-            sum += edges[i * max_nodes + j] * proj[(start + j) * 2 * m + m + e];
-        }
+        let (start, n) = pair_span(pair_start, pair_nodes, node_pair[i] as usize);
+        let sum = weighted_nodes(
+            graph_bias[e],
+            edges,
+            i * max_nodes,
+            proj,
+            start,
+            n,
+            2 * m,
+            m + e,
+        );
         next[pos] = f32::max(sum, 0.0f32);
     }
 }
@@ -459,11 +493,7 @@ pub fn sgr_score(
 ) {
     let p = ABSOLUTE_POS;
     if p < pairs {
-        let row = pair_start[p] as usize * m;
-        let mut sum = 0.0f32;
-        for e in 0..m {
-            sum += nodes[row + e] * eval_w[e];
-        }
+        let sum = dot(nodes, pair_start[p] as usize * m, eval_w, m);
         out[p] = sigmoid(sum + eval_b);
     }
 }
@@ -484,10 +514,7 @@ pub fn saf_gate(
 ) {
     let i = ABSOLUTE_POS;
     if i < n_nodes {
-        let mut sum = 0.0f32;
-        for e in 0..m {
-            sum += nodes[i * m + e] * weight[e];
-        }
+        let sum = dot(nodes, i * m, weight, m);
         gates[i] = sigmoid((sum + bias) * scale + shift);
     }
 }
@@ -509,8 +536,7 @@ pub fn saf_score(
 ) {
     let p = ABSOLUTE_POS;
     if p < pairs {
-        let start = pair_start[p] as usize;
-        let n = pair_nodes[p] as usize;
+        let (start, n) = pair_span(pair_start, pair_nodes, p);
         let mut total = 0.0f32;
         for j in 0..n {
             total += f32::abs(gates[start + j]);
@@ -567,8 +593,7 @@ pub fn sgr_last_weights(
 ) {
     let p = ABSOLUTE_POS;
     if p < pairs {
-        let start = pair_start[p] as usize;
-        let n = pair_nodes[p] as usize;
+        let (start, n) = pair_span(pair_start, pair_nodes, p);
         let row = p * max_nodes;
         let mut max = f32::new(-3.0e38);
         for j in 0..n {
@@ -579,15 +604,7 @@ pub fn sgr_last_weights(
             weights[row + j] = sum;
             max = f32::max(max, sum);
         }
-        let mut total = 0.0f32;
-        for j in 0..n {
-            let e = (weights[row + j] - max).exp();
-            weights[row + j] = e;
-            total += e;
-        }
-        for j in 0..n {
-            weights[row + j] /= total;
-        }
+        exp_normalize(weights, row, n, max);
     }
 }
 
@@ -608,13 +625,8 @@ pub fn sgr_last_pool(
     if pos < pairs * m {
         let e = pos % m;
         let p = pos / m;
-        let start = pair_start[p] as usize;
-        let n = pair_nodes[p] as usize;
-        let mut sum = 0.0f32;
-        for j in 0..n {
-            sum += weights[p * max_nodes + j] * nodes[(start + j) * m + e];
-        }
-        pooled[pos] = sum;
+        let (start, n) = pair_span(pair_start, pair_nodes, p);
+        pooled[pos] = weighted_nodes(0.0f32, weights, p * max_nodes, nodes, start, n, m, e);
     }
 }
 

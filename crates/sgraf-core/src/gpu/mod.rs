@@ -105,10 +105,11 @@ impl GpuDevice {
             Self::Cuda(i) => cubecl::Device::cuda(*i),
         };
         found.map_err(|e| match e {
-            cubecl::device::DeviceUnavailable::NotLinked(_) => GpuError(format!(
+            cubecl::device::DeviceUnavailable::NotLinked(_) => GpuError(
                 "CubeCL's CUDA runtime is not in this build (cubecl-cuda 0.11 needs a prebuilt \
                  LLVM); use `wgpu` (Vulkan on NVIDIA) or candle's `cuda` feature"
-            )),
+                    .to_string(),
+            ),
             other => GpuError(format!("no {self:?} device: {other:?}")),
         })
     }
@@ -194,6 +195,22 @@ type Opened = HashMap<GpuDevice, Arc<Gpu>>;
 fn opened() -> &'static Mutex<Opened> {
     static OPENED: std::sync::OnceLock<Mutex<Opened>> = std::sync::OnceLock::new();
     OPENED.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Launches `kernels::$kernel` on the grid `$grid` (`(CubeCount, CubeDim)`)
+/// of `$gpu`'s client: its buffers (each a [`Buf`]), `;`, its scalars.
+macro_rules! launch {
+    ($gpu:expr, $kernel:ident, $grid:expr; $($buf:expr),+; $($scalar:expr),+ $(,)?) => {{
+        let (count, dim) = $grid;
+        // SAFETY: every kernel checks each index it reads or writes against
+        // its scalars, which describe the buffers (the callers' layouts,
+        // checked by the tests).
+        unsafe {
+            kernels::$kernel::launch_unchecked(
+                &$gpu.client, count, dim, $($buf.arg(),)+ $($scalar),+
+            )
+        }
+    }};
 }
 
 /// Grid of `n` units in cubes of [`kernels::UNITS`] (2-D past 65535 cubes).
@@ -366,33 +383,14 @@ impl Gpu {
             gx <= 65535 && gy <= 65535 && batches <= 65535,
             "product too large for one launch"
         );
-        // SAFETY: every index the kernel reads or writes is checked
-        // against `rows`, `cols`, `depth` inside it; the strides describe
-        // the buffers (checked by the callers' layouts and the tests).
-        unsafe {
-            kernels::matmul::launch_unchecked(
-                &self.client,
-                CubeCount::Static(gx as u32, gy as u32, batches as u32),
-                CubeDim::new_2d(16, 16),
-                a.arg(),
-                b.arg(),
-                c.arg(),
-                rows,
-                cols,
-                depth,
-                sa.offset,
-                sa.batch,
-                sa.row,
-                sa.col,
-                sb.offset,
-                sb.batch,
-                sb.row,
-                sb.col,
-                sc.offset,
-                sc.batch,
-                sc.row,
-            )
-        };
+        let grid = (
+            CubeCount::Static(gx as u32, gy as u32, batches as u32),
+            CubeDim::new_2d(16, 16),
+        );
+        launch!(self, matmul, grid; a, b, c; rows, cols, depth,
+            sa.offset, sa.batch, sa.row, sa.col,
+            sb.offset, sb.batch, sb.row, sb.col,
+            sc.offset, sc.batch, sc.row);
     }
 
     /// `norms` then the softmax of [`kernels::attention_norms`] and
@@ -407,36 +405,10 @@ impl Gpu {
         regions: usize,
     ) {
         let (nc, nw) = (meta.lengths.len(), meta.n_words);
-        let (count, dim) = units(ni * nc * regions);
-        // SAFETY: bounds are checked in the kernels.
-        unsafe {
-            kernels::attention_norms::launch_unchecked(
-                &self.client,
-                count,
-                dim,
-                affinity.arg(),
-                meta.cap_start.arg(),
-                meta.cap_len.arg(),
-                norms.arg(),
-                ni,
-                nc,
-                nw,
-                regions,
-            );
-            let (count, dim) = units(ni * nw);
-            kernels::attention_softmax::launch_unchecked(
-                &self.client,
-                count,
-                dim,
-                affinity.arg(),
-                meta.word_cap.arg(),
-                norms.arg(),
-                ni,
-                nc,
-                nw,
-                regions,
-            );
-        }
+        launch!(self, attention_norms, units(ni * nc * regions);
+            affinity, meta.cap_start, meta.cap_len, norms; ni, nc, nw, regions);
+        launch!(self, attention_softmax, units(ni * nw);
+            affinity, meta.word_cap, norms; ni, nc, nw, regions);
     }
 
     /// [`kernels::context_diff`] on `rows` rows of `d`.
@@ -449,21 +421,8 @@ impl Gpu {
         if rows == 0 {
             return;
         }
-        let (count, dim) = cubes_grid(rows, kernels::UNITS);
-        // SAFETY: bounds are checked in the kernel.
-        unsafe {
-            kernels::context_diff::launch_unchecked(
-                &self.client,
-                count,
-                dim,
-                context.arg(),
-                words.arg(),
-                rows,
-                nw,
-                d,
-                w_off,
-            )
-        };
+        launch!(self, context_diff, cubes_grid(rows, kernels::UNITS);
+            context, words; rows, nw, d, w_off);
     }
 
     /// [`kernels::global_diff`].
@@ -474,22 +433,7 @@ impl Gpu {
         out: &Buf,
         (ni, nc, d, c_off): (usize, usize, usize, usize),
     ) {
-        let (count, dim) = units(ni * nc * d);
-        // SAFETY: bounds are checked in the kernel.
-        unsafe {
-            kernels::global_diff::launch_unchecked(
-                &self.client,
-                count,
-                dim,
-                img.arg(),
-                cap.arg(),
-                out.arg(),
-                ni,
-                nc,
-                d,
-                c_off,
-            )
-        };
+        launch!(self, global_diff, units(ni * nc * d); img, cap, out; ni, nc, d, c_off);
     }
 
     /// [`kernels::bias_l2norm_rows`].
@@ -497,21 +441,8 @@ impl Gpu {
         if rows == 0 {
             return;
         }
-        let (count, dim) = cubes_grid(rows, kernels::UNITS);
-        // SAFETY: bounds are checked in the kernel.
-        unsafe {
-            kernels::bias_l2norm_rows::launch_unchecked(
-                &self.client,
-                count,
-                dim,
-                x.arg(),
-                bias.arg(),
-                dst.arg(),
-                out.arg(),
-                rows,
-                bias.len,
-            )
-        };
+        launch!(self, bias_l2norm_rows, cubes_grid(rows, kernels::UNITS);
+            x, bias, dst, out; rows, bias.len);
     }
 
     /// One SGR step on `nodes` `[n_nodes, m]` into `next`; `proj` holds
@@ -540,53 +471,12 @@ impl Gpu {
             Strides::rows(0, 2 * m, 0),
             (1, n, 2 * m, m),
         );
-        let mx = graph.max_nodes;
-        // SAFETY: bounds are checked in the kernels.
-        unsafe {
-            let (count, dim) = cubes_grid(n, kernels::UNITS);
-            kernels::graph_edges::launch_unchecked(
-                &self.client,
-                count,
-                dim,
-                proj.arg(),
-                step.fold_bias.arg(),
-                nodes.arg(),
-                graph.node_pair.arg(),
-                graph.pair_start.arg(),
-                graph.pair_nodes.arg(),
-                edges.arg(),
-                n,
-                mx,
-                m,
-            );
-            let (count, dim) = units(n);
-            kernels::graph_softmax::launch_unchecked(
-                &self.client,
-                count,
-                dim,
-                edges.arg(),
-                graph.node_pair.arg(),
-                graph.pair_nodes.arg(),
-                n,
-                mx,
-            );
-            let (count, dim) = units(n * m);
-            kernels::graph_combine::launch_unchecked(
-                &self.client,
-                count,
-                dim,
-                edges.arg(),
-                proj.arg(),
-                step.graph_bias.arg(),
-                graph.node_pair.arg(),
-                graph.pair_start.arg(),
-                graph.pair_nodes.arg(),
-                next.arg(),
-                n,
-                mx,
-                m,
-            );
-        }
+        let (g, mx) = (graph, graph.max_nodes);
+        launch!(self, graph_edges, cubes_grid(n, kernels::UNITS);
+            proj, step.fold_bias, nodes, g.node_pair, g.pair_start, g.pair_nodes, edges; n, mx, m);
+        launch!(self, graph_softmax, units(n); edges, g.node_pair, g.pair_nodes; n, mx);
+        launch!(self, graph_combine, units(n * m);
+            edges, proj, step.graph_bias, g.node_pair, g.pair_start, g.pair_nodes, next; n, mx, m);
     }
 
     /// The last SGR step, on the global nodes only, and the scores:
@@ -603,20 +493,8 @@ impl Gpu {
         let first = self.empty(pairs * m);
         let query = self.empty(pairs * m);
         let weights = self.empty(pairs * mx);
-        // SAFETY: bounds are checked in the kernels.
-        unsafe {
-            let (count, dim) = units(pairs * m);
-            kernels::gather_first_nodes::launch_unchecked(
-                &self.client,
-                count,
-                dim,
-                nodes.arg(),
-                graph.pair_start.arg(),
-                first.arg(),
-                pairs,
-                m,
-            );
-        }
+        let g = graph;
+        launch!(self, gather_first_nodes, units(pairs * m); nodes, g.pair_start, first; pairs, m);
         // The M half of [M | W_g^T] (`[m, 2m]`).
         let half = Strides {
             offset: 0,
@@ -633,38 +511,10 @@ impl Gpu {
             Strides::rows(0, m, 0),
             (1, pairs, m, m),
         );
-        // SAFETY: bounds are checked in the kernels.
-        unsafe {
-            let (count, dim) = units(pairs);
-            kernels::sgr_last_weights::launch_unchecked(
-                &self.client,
-                count,
-                dim,
-                query.arg(),
-                step.fold_bias.arg(),
-                nodes.arg(),
-                graph.pair_start.arg(),
-                graph.pair_nodes.arg(),
-                weights.arg(),
-                pairs,
-                mx,
-                m,
-            );
-            let (count, dim) = units(pairs * m);
-            kernels::sgr_last_pool::launch_unchecked(
-                &self.client,
-                count,
-                dim,
-                weights.arg(),
-                nodes.arg(),
-                graph.pair_start.arg(),
-                graph.pair_nodes.arg(),
-                first.arg(),
-                pairs,
-                mx,
-                m,
-            );
-        }
+        launch!(self, sgr_last_weights, units(pairs);
+            query, step.fold_bias, nodes, g.pair_start, g.pair_nodes, weights; pairs, mx, m);
+        launch!(self, sgr_last_pool, units(pairs * m);
+            weights, nodes, g.pair_start, g.pair_nodes, first; pairs, mx, m);
         // The W_g^T half.
         self.matmul(
             &first,
@@ -675,44 +525,15 @@ impl Gpu {
             Strides::rows(0, m, 0),
             (1, pairs, m, m),
         );
-        // SAFETY: bounds are checked in the kernel.
-        unsafe {
-            let (count, dim) = units(pairs);
-            kernels::sgr_last_score::launch_unchecked(
-                &self.client,
-                count,
-                dim,
-                query.arg(),
-                step.graph_bias.arg(),
-                head.eval_w.arg(),
-                out.arg(),
-                pairs,
-                m,
-                head.eval_b,
-            );
-        }
+        launch!(self, sgr_last_score, units(pairs);
+            query, step.graph_bias, head.eval_w, out; pairs, m, head.eval_b);
     }
 
     /// SGR's scores from the nodes after a full last step (the reference
     /// for [`Self::sgr_last_step`] in the tests).
     pub fn sgr_score(&self, nodes: &Buf, graph: &GraphMeta, head: &GpuHead, out: &Buf) {
-        let pairs = graph.pairs;
-        let (count, dim) = units(pairs);
-        // SAFETY: bounds are checked in the kernel.
-        unsafe {
-            kernels::sgr_score::launch_unchecked(
-                &self.client,
-                count,
-                dim,
-                nodes.arg(),
-                graph.pair_start.arg(),
-                head.eval_w.arg(),
-                out.arg(),
-                pairs,
-                head.m,
-                head.eval_b,
-            )
-        };
+        launch!(self, sgr_score, units(graph.pairs);
+            nodes, graph.pair_start, head.eval_w, out; graph.pairs, head.m, head.eval_b);
     }
 
     /// SAF's gates and scores.
@@ -726,39 +547,11 @@ impl Gpu {
         saf: &GpuSaf,
         out: &Buf,
     ) {
-        let m = head.m;
-        // SAFETY: bounds are checked in the kernels.
-        unsafe {
-            let (count, dim) = units(graph.n_nodes);
-            kernels::saf_gate::launch_unchecked(
-                &self.client,
-                count,
-                dim,
-                nodes.arg(),
-                saf.weight.arg(),
-                gates.arg(),
-                graph.n_nodes,
-                m,
-                saf.bias,
-                saf.scale,
-                saf.shift,
-            );
-            let (count, dim) = units(graph.pairs);
-            kernels::saf_score::launch_unchecked(
-                &self.client,
-                count,
-                dim,
-                nodes.arg(),
-                gates.arg(),
-                graph.pair_start.arg(),
-                graph.pair_nodes.arg(),
-                head.eval_w.arg(),
-                out.arg(),
-                graph.pairs,
-                m,
-                head.eval_b,
-            );
-        }
+        let (g, m) = (graph, head.m);
+        launch!(self, saf_gate, units(g.n_nodes);
+            nodes, saf.weight, gates; g.n_nodes, m, saf.bias, saf.scale, saf.shift);
+        launch!(self, saf_score, units(g.pairs);
+            nodes, gates, g.pair_start, g.pair_nodes, head.eval_w, out; g.pairs, m, head.eval_b);
     }
 }
 
@@ -1144,9 +937,42 @@ pub struct SelfCheckCase {
     pub lengths: Vec<usize>,
 }
 
+impl SelfCheckCase {
+    /// The image side.
+    pub fn images(&self) -> Images<'_> {
+        Images {
+            regions: &self.regions,
+            global: &self.global,
+            n_regions: SELF_CHECK_REGIONS,
+        }
+    }
+
+    /// The caption side.
+    pub fn captions(&self) -> Captions<'_> {
+        Captions {
+            words: &self.words,
+            global: &self.cap_global,
+            lengths: &self.lengths,
+        }
+    }
+
+    /// The CPU engine's scores of the case's head.
+    pub fn cpu_scores(&self) -> Vec<f32> {
+        self.head.score(&self.images(), &self.captions())
+    }
+
+    /// `head`'s scores of the case's input on `gpu`, two captions per block.
+    pub fn device_scores(&self, gpu: &Gpu, head: &CpuHead, plan: GpuPlan) -> GpuResult<Vec<f32>> {
+        GpuHead::upload(gpu, head).score(gpu, &self.images(), &self.captions(), 2, plan)
+    }
+}
+
+/// Regions per image of [`self_check_case`].
+const SELF_CHECK_REGIONS: usize = 6;
+
 /// A small fixed head and input (SGR and SAF), for the self-check.
 pub fn self_check_case(sgr: bool) -> SelfCheckCase {
-    let (d, m, r) = (40, 24, 6);
+    let (d, m, r) = (40, 24, SELF_CHECK_REGIONS);
     let lengths = vec![3usize, 1, 7, 2, 5];
     let mut seed = 0x5eed_u64;
     let mut rnd = |n: usize, scale: f32| -> Vec<f32> {
@@ -1209,30 +1035,13 @@ pub fn self_check_case(sgr: bool) -> SelfCheckCase {
 pub fn self_check(gpu: &Gpu) -> GpuResult<f32> {
     let mut worst = 0f32;
     for sgr in [true, false] {
-        let SelfCheckCase {
-            head,
-            regions,
-            global,
-            words,
-            cap_global,
-            lengths,
-        } = self_check_case(sgr);
-        let img = Images {
-            regions: &regions,
-            global: &global,
-            n_regions: 6,
-        };
-        let cap = Captions {
-            words: &words,
-            global: &cap_global,
-            lengths: &lengths,
-        };
-        let want = head.score(&img, &cap);
+        let case = self_check_case(sgr);
+        let want = case.cpu_scores();
         // Two caption blocks, two image blocks: the blocking is checked too.
         let plan = GpuPlan {
-            max_block_floats: 2 * lengths[..2].iter().sum::<usize>() * head.d,
+            max_block_floats: 2 * case.lengths[..2].iter().sum::<usize>() * case.head.d,
         };
-        let got = GpuHead::upload(gpu, &head).score(gpu, &img, &cap, 2, plan)?;
+        let got = case.device_scores(gpu, &case.head, plan)?;
         for (g, w) in got.iter().zip(&want) {
             let diff = (g - w).abs();
             if diff.is_nan() || diff > SELF_CHECK_TOLERANCE {
