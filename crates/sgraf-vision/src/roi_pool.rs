@@ -40,6 +40,18 @@ struct Grid {
     scale: f32,
 }
 
+impl Grid {
+    fn new(c: usize, h: usize, w: usize, out: usize, scale: f32) -> Self {
+        Self {
+            c,
+            h,
+            w,
+            out,
+            scale,
+        }
+    }
+}
+
 /// One `c * out * out` slice per box, filled in parallel by `fill(slice,
 /// bins)` (the bins of [`bins`]).
 fn per_box(
@@ -70,13 +82,7 @@ pub fn roi_pool(
     out: usize,
     spatial_scale: f32,
 ) -> Vec<f32> {
-    let grid = Grid {
-        c,
-        h,
-        w,
-        out,
-        scale: spatial_scale,
-    };
+    let grid = Grid::new(c, h, w, out, spatial_scale);
     per_box(feat, &grid, boxes, |dst, bins| {
         for (ch, dst) in dst.chunks_mut(out * out).enumerate() {
             let plane = &feat[ch * h * w..(ch + 1) * h * w];
@@ -109,13 +115,7 @@ pub fn roi_pool_nhwc(
     out: usize,
     spatial_scale: f32,
 ) -> Vec<f32> {
-    let grid = Grid {
-        c,
-        h,
-        w,
-        out,
-        scale: spatial_scale,
-    };
+    let grid = Grid::new(c, h, w, out, spatial_scale);
     per_box(feat, &grid, boxes, |dst, bins| {
         for (d, &[hs, he, ws, we]) in dst.chunks_mut(c).zip(bins) {
             if he <= hs || we <= ws {
