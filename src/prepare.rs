@@ -15,9 +15,9 @@
 //! captions per image, consecutive, images in the captions file's order),
 //! and `precomp.json` naming k. Photos go through the detector once, into
 //! the folder's region cache (`DIR/.sgraf-regions/`) that `rank` and
-//! `index` share; the arrays are then written a row at a time from it and
-//! renamed into place, so an interrupted run leaves no partial output and
-//! resumes at no cost.
+//! `index` share; the arrays are then written a row at a time from it into
+//! a temporary folder that replaces the output folder whole at the end, so
+//! an interrupted run leaves no partial output and resumes at no cost.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

@@ -757,16 +757,8 @@ fn model_on_the_gpu_engine_scores_as_on_the_cpu() {
             word_dim: 16,
             embed_size: 256,
             sim_dim: 64,
-            num_layers: 1,
-            bi_gru: true,
-            no_imgnorm: false,
-            no_txtnorm: false,
-            module,
-            sgr_step: 3,
-            vocab_size: 50,
             num_regions: regions,
-            data_name: None,
-            training: None,
+            ..Config::released(module, 50)
         };
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
