@@ -136,3 +136,18 @@ pub trait Ui {
 pub struct Quiet;
 
 impl Ui for Quiet {}
+
+// The book's Rust examples (docs/book) and the README's run as doctests of
+// this crate, so that they cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}
+#[cfg(doctest)]
+#[doc = include_str!("../docs/book/src/getting-started.md")]
+mod book_getting_started {}
+#[cfg(doctest)]
+#[doc = include_str!("../docs/book/src/search.md")]
+mod book_search {}
+#[cfg(doctest)]
+#[doc = include_str!("../docs/book/src/architecture.md")]
+mod book_architecture {}
