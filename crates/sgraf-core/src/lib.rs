@@ -11,6 +11,7 @@
 pub mod attention;
 pub mod config;
 pub mod cpu;
+pub mod device;
 pub mod error;
 pub mod gemm;
 #[cfg(feature = "gpu")]
@@ -26,6 +27,7 @@ pub mod similarity;
 pub mod text_encoder;
 
 pub use config::{Config, Module};
+pub use device::Device;
 pub use error::{Error, Result};
 pub use model::{
     parameter_shapes, Engine, Ensemble, Explanation, SgrafModel, ShardPlan, CONFIG_FILE,
