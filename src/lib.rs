@@ -95,11 +95,11 @@ pub mod models;
 pub mod overlay;
 pub mod prepare;
 
-pub use candle_core::Device;
 pub use error::{Error, Result};
 pub use explain::{explain, QueryExplanation};
 pub use folder::{display_name, feature_names, Folder, FolderOptions, Hit};
 pub use models::load_detector;
+pub use sgraf_core::Device;
 pub use sgraf_vision::{BgrImage, Detector, Regions};
 /// One image's region features from a file (`.npy`, `.npz`,
 /// `.safetensors`, `[regions, img_dim]`): its shape and values, row-major.

@@ -24,7 +24,7 @@ fn show(name: &str, m: &Metrics) {
 
 fn load(dir: &Path) -> Result<(SgrafModel, CaptionTokenizer)> {
     Ok((
-        SgrafModel::from_folder(dir, &Device::Cpu)?,
+        SgrafModel::from_folder(dir, &sgraf_core::Device::Cpu)?,
         CaptionTokenizer::from_file(dir.join(sgraf_core::TOKENIZER_FILE))?,
     ))
 }

@@ -22,7 +22,8 @@ fn newer_than(output: &Path, photo: &Path) -> bool {
 
 pub fn run(o: &ExtractArgs) -> Result<()> {
     let device = sgraf::parse_device(&o.device)
-        .with_context(|| format!("opening the device {:?}", o.device))?;
+        .with_context(|| format!("opening the device {:?}", o.device))?
+        .tensors();
     let det_dir = sgraf::hub::resolve_detector(&o.detector)?;
     let det = Detector::from_folder(&det_dir, &device)
         .with_context(|| format!("loading the detector {}", o.detector))?;

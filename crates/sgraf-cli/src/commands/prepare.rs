@@ -24,7 +24,7 @@ pub fn run(a: &PrepareArgs) -> Result<()> {
         .as_deref()
         .map(sgraf_data::Shard::parse)
         .transpose()?;
-    let device = sgraf::parse_device(&a.device)?;
+    let device = sgraf::parse_device(&a.device)?.tensors();
     let opts = PrepareOptions {
         captions: a.captions.clone(),
         images: a.images.clone(),
