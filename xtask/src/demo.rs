@@ -4,7 +4,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
-use candle_core::Device;
 use sgraf_core::{Module, SgrafModel};
 use sgraf_data::Precomp;
 use sgraf_retrieval::index;
