@@ -16,8 +16,8 @@ use sgraf::core::{Ensemble, SgrafModel};
 fn main() -> Result<()> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let dev = Device::Cpu;
-    let sgr = SgrafModel::from_folder(dir.join("sgr"), &dev)?;
-    let saf = SgrafModel::from_folder(dir.join("saf"), &dev)?;
+    let sgr = SgrafModel::from_folder(dir.join("sgr"), &sgraf::Device::Cpu)?;
+    let saf = SgrafModel::from_folder(dir.join("saf"), &sgraf::Device::Cpu)?;
     let inputs = candle_core::safetensors::load(dir.join("inputs.safetensors"), &dev)
         .context("reading the fixture inputs")?;
     let lengths: Vec<usize> = inputs["lengths"]

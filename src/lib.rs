@@ -99,7 +99,6 @@ pub mod prepare;
 pub mod score;
 pub mod vocab;
 
-pub use candle_core::Device;
 pub use error::{Error, Result};
 pub use evaluate::{evaluate, EvalOptions, EvalReport, Evaluation, Recall};
 pub use explain::{explain, QueryExplanation};
@@ -118,6 +117,7 @@ pub use sgraf_train::metrics_log::{
 };
 pub use sgraf_train::{Event as TrainEvent, StepInfo, TrainOptions, Trainer};
 pub use sgraf_vision::{is_image_path, BoxPolicy};
+pub use sgraf_core::Device;
 pub use sgraf_vision::{BgrImage, Detector, Regions};
 pub use vocab::{build_vocab, VocabSummary};
 /// One image's region features from a file (`.npy`, `.npz`,

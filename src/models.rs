@@ -2,8 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
-use sgraf_core::{Config, SgrafModel};
+use sgraf_core::{Config, Device, SgrafModel};
 use sgraf_retrieval::index::store::ModelSpec;
 use sgraf_retrieval::{index, Scorer};
 use sgraf_text::CaptionTokenizer;
@@ -11,44 +10,17 @@ use sgraf_text::CaptionTokenizer;
 use crate::error::{invalid, Error, Result};
 use crate::{Folder, FolderOptions, Hit, QueryExplanation, Quiet};
 
-/// `cpu`, `cuda`, `cuda:N`, `metal` or `wgpu`, opened. `wgpu` (a build
-/// with the `gpu` feature) keeps tensors on the CPU and makes models that
-/// are then made ready choose the GPU engine, whose kernels run through wgpu
-/// (Vulkan, Metal, DX12); the device is self-checked when opened, and its
-/// adapter printed on stderr.
+/// `cpu`, `cuda`, `cuda:N`, `metal` or `wgpu`, opened ([`Device::open`]).
+/// `wgpu` (a build with the `gpu` feature) runs each model loaded onto it
+/// on the GPU engine, whose kernels run through wgpu (Vulkan, Metal, DX12);
+/// the device is self-checked when opened, and its adapter printed on
+/// stderr.
 pub fn parse_device(spec: &str) -> Result<Device> {
-    let open = || -> Result<Device> {
-        Ok(match spec {
-            "cpu" => Device::Cpu,
-            "cuda" => Device::new_cuda(0)?,
-            "metal" => Device::new_metal(0)?,
-            "wgpu" => wgpu_engine()?,
-            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-                Some(Ok(n)) => Device::new_cuda(n)?,
-                _ => invalid!("--device must be cpu, cuda, cuda:N, metal or wgpu, found {other:?}"),
-            },
-        })
-    };
-    open().map_err(|e| match e {
-        Error::Invalid(_) => e,
-        other => Error::loading(format!("opening the device {spec:?}"))(other),
-    })
-}
-
-#[cfg(feature = "gpu")]
-fn wgpu_engine() -> Result<Device> {
-    use sgraf_core::gpu::{set_engine_device, GpuDevice};
-    match set_engine_device(Some(GpuDevice::Wgpu)) {
-        Ok(Some(gpu)) => eprintln!("device: wgpu on {}", gpu.adapter()),
-        Ok(None) => {}
-        Err(e) => invalid!("--device wgpu: {e}"),
+    let device = Device::open(spec)?;
+    if spec == "wgpu" {
+        eprintln!("device: {}", device.describe());
     }
-    Ok(Device::Cpu)
-}
-
-#[cfg(not(feature = "gpu"))]
-fn wgpu_engine() -> Result<Device> {
-    invalid!("--device wgpu needs a build with the `gpu` feature (cargo build --release -p sgraf-cli --features gpu)")
+    Ok(device)
 }
 
 /// The models to load: `given` (--model), else $SGRAF_MODEL
@@ -157,7 +129,8 @@ impl Sgraf {
         self.scorer.config()
     }
 
-    pub fn device(&self) -> &Device {
+    /// The candle device of the models' tensors.
+    pub fn device(&self) -> &candle_core::Device {
         self.scorer.device()
     }
 
@@ -273,7 +246,7 @@ impl Sgraf {
 pub fn load_detector(spec: &str, device: &Device) -> Result<sgraf_vision::Detector> {
     let load = || -> Result<_> {
         let dir = crate::hub::resolve_detector(spec)?;
-        Ok(sgraf_vision::Detector::from_folder(&dir, device)?)
+        Ok(sgraf_vision::Detector::from_folder(&dir, &device.tensors())?)
     };
     load().map_err(Error::loading(format!("loading the detector {spec}")))
 }

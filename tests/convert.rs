@@ -104,7 +104,7 @@ fn converted_checkpoints_score_like_the_reference() {
                     "{format} {tag} {name}"
                 );
             }
-            let model = SgrafModel::from_folder(&out, &dev).unwrap();
+            let model = SgrafModel::from_folder(&out, &sgraf_core::Device::Cpu).unwrap();
             let cfg = model.config();
             assert_eq!(cfg.data_name.as_deref(), Some("f30k_precomp"));
             let training = cfg.training.as_ref().unwrap();
@@ -316,7 +316,7 @@ fn tensors_stored_as_views_convert_exactly() {
         let out = dir.join(format);
         let src = fixtures().join(format!("views/sgr.{format}.pth.tar"));
         convert(&src, &vocab(), &out, false).unwrap_or_else(|e| panic!("{format}: {e}"));
-        let model = SgrafModel::from_folder(&out, &Device::Cpu).unwrap();
+        let model = SgrafModel::from_folder(&out, &sgraf_core::Device::Cpu).unwrap();
         let scores = model.score(&fx.images, &fx.ids, &fx.lengths).unwrap();
         assert_close(
             &format!("views {format}"),

@@ -78,9 +78,8 @@ fn scratch(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn broken_model_folders_are_refused() {
-    let dev = Device::Cpu;
     let missing = scratch("missing");
-    let err = SgrafModel::from_folder(&missing, &dev)
+    let err = SgrafModel::from_folder(&missing, &sgraf_core::Device::Cpu)
         .unwrap_err()
         .to_string();
     assert!(err.contains("config.json"), "{err}");
@@ -91,7 +90,7 @@ fn broken_model_folders_are_refused() {
         missing.join("config.json"),
     )
     .unwrap();
-    let err = SgrafModel::from_folder(&missing, &dev)
+    let err = SgrafModel::from_folder(&missing, &sgraf_core::Device::Cpu)
         .unwrap_err()
         .to_string();
     assert!(err.contains("model.safetensors"), "{err}");
@@ -109,7 +108,7 @@ fn broken_model_folders_are_refused() {
         missing.join("model.safetensors"),
     )
     .unwrap();
-    let err = SgrafModel::from_folder(&missing, &dev)
+    let err = SgrafModel::from_folder(&missing, &sgraf_core::Device::Cpu)
         .unwrap_err()
         .to_string();
     assert!(
@@ -128,7 +127,7 @@ fn broken_model_folders_are_refused() {
         missing.join("model.safetensors"),
     )
     .unwrap();
-    let err = SgrafModel::from_folder(&missing, &dev)
+    let err = SgrafModel::from_folder(&missing, &sgraf_core::Device::Cpu)
         .unwrap_err()
         .to_string();
     assert!(err.contains("SGR_module.0"), "{err}");
@@ -140,7 +139,7 @@ fn broken_model_folders_are_refused() {
         text.replace("\"SGR\"", "\"AVE\""),
     )
     .unwrap();
-    let err = SgrafModel::from_folder(&missing, &dev)
+    let err = SgrafModel::from_folder(&missing, &sgraf_core::Device::Cpu)
         .unwrap_err()
         .to_string();
     assert!(
@@ -152,7 +151,7 @@ fn broken_model_folders_are_refused() {
         text.replace("\"sgr_step\": 3", "\"sgr_step\": 0"),
     )
     .unwrap();
-    let err = SgrafModel::from_folder(&missing, &dev)
+    let err = SgrafModel::from_folder(&missing, &sgraf_core::Device::Cpu)
         .unwrap_err()
         .to_string();
     assert!(err.contains("sgr_step"), "{err}");
@@ -182,7 +181,7 @@ fn ensembles_need_compatible_models() {
         Tensor::cat(&[&emb, &extra], 0).unwrap(),
     );
     candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
-    let other = SgrafModel::from_folder(&dir, &dev).unwrap();
+    let other = SgrafModel::from_folder(&dir, &sgraf_core::Device::Cpu).unwrap();
     let err = Ensemble::new(vec![fx.model("sgr"), other])
         .unwrap_err()
         .to_string();

@@ -54,7 +54,7 @@ impl Fixture {
     }
 
     pub fn model(&self, tag: &str) -> sgraf_core::SgrafModel {
-        sgraf_core::SgrafModel::from_folder(self.dir.join(tag), &Device::Cpu)
+        sgraf_core::SgrafModel::from_folder(self.dir.join(tag), &sgraf_core::Device::Cpu)
             .unwrap_or_else(|e| panic!("loading {tag}: {e}"))
     }
 }

@@ -66,7 +66,10 @@ fn reference(dir: &Path, case: &Case, threads: usize, repeat: usize) -> Result<s
 /// returns (seconds, max abs diff).
 fn ours(dir: &Path, case: &Case, repeat: usize) -> Result<(f64, f32)> {
     let dev = Device::Cpu;
-    let model = SgrafModel::from_folder(dir.join(case.module.to_lowercase()), &dev)?;
+    let model = SgrafModel::from_folder(
+        dir.join(case.module.to_lowercase()),
+        &sgraf_core::Device::Cpu,
+    )?;
     let inputs = candle_core::safetensors::load(
         dir.join(format!("{}_inputs.safetensors", case.module.to_lowercase())),
         &dev,

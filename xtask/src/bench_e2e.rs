@@ -168,7 +168,7 @@ pub fn bench_e2e(out: Option<PathBuf>, repeat: usize, eval_images: usize) -> Res
     ];
     let r = reference(&args, threads)?;
     let dev = Device::Cpu;
-    let model = SgrafModel::from_folder(dir.join("sgr"), &dev)?;
+    let model = SgrafModel::from_folder(dir.join("sgr"), &sgraf_core::Device::Cpu)?;
     let inputs = candle_core::safetensors::load(dir.join("encoders.safetensors"), &dev)?;
     let lengths: Vec<usize> = inputs["lengths"]
         .to_vec1::<i64>()?

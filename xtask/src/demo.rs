@@ -4,7 +4,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
-use candle_core::Device;
 use sgraf_core::{Module, SgrafModel};
 use sgraf_data::Precomp;
 use sgraf_retrieval::index;
@@ -24,7 +23,7 @@ fn show(name: &str, m: &Metrics) {
 
 fn load(dir: &Path) -> Result<(SgrafModel, CaptionTokenizer)> {
     Ok((
-        SgrafModel::from_folder(dir, &Device::Cpu)?,
+        SgrafModel::from_folder(dir, &sgraf_core::Device::Cpu)?,
         CaptionTokenizer::from_file(dir.join(sgraf_core::TOKENIZER_FILE))?,
     ))
 }

@@ -273,7 +273,7 @@ fn sandbox(name: &str, converted: bool) -> PathBuf {
     if converted {
         std::fs::create_dir_all(dir.join("weights")).unwrap();
         for (tag, module) in [("sgr", "SGR"), ("saf", "SAF")] {
-            sgraf_convert::convert(
+            sgraf::convert::convert(
                 &dir.join(format!("runs/f30k_{module}/checkpoint/model_best.pth.tar")),
                 &dir.join("vocab/f30k_precomp_vocab.json"),
                 &dir.join(format!("weights/f30k_{tag}")),

@@ -345,7 +345,7 @@ pub fn convert(checkpoint: &Path, vocab: &Path, out: &Path, force: bool) -> Resu
 /// inputs (3 images x 4 captions); returns the scores after checking that
 /// each is a probability.
 pub fn verify(dir: &Path) -> Result<Vec<Vec<f32>>> {
-    let model = SgrafModel::from_folder(dir, &Device::Cpu)?;
+    let model = SgrafModel::from_folder(dir, &sgraf_core::Device::Cpu)?;
     let cfg = model.config().clone();
     let tok_path = dir.join(sgraf_core::TOKENIZER_FILE);
     let tok = tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| ConvertError::Vocab {

@@ -26,6 +26,23 @@ pub enum Error {
     /// Models that cannot be averaged together.
     #[error("cannot ensemble these models: {0}")]
     Ensemble(String),
+
+    /// A device name that is none of `cpu`, `cuda`, `cuda:N`, `metal`, `wgpu`.
+    #[error("unknown device {found:?}: expected {}", crate::device::DEVICE_NAMES)]
+    UnknownDevice { found: String },
+
+    /// A known device that this build or this machine cannot open.
+    #[error("the device {device} is not available: {reason}")]
+    DeviceUnavailable { device: String, reason: String },
+
+    /// A model that cannot run on the device it was placed on (e.g. float64
+    /// weights on the float32 CPU engine, tensors on another device).
+    #[error("cannot place the model on {device}: {reason}")]
+    Placement { device: String, reason: String },
+
+    /// The GPU engine failed (reading a buffer, a launch, a self-check).
+    #[error("gpu: {0}")]
+    Gpu(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -7,8 +7,8 @@ use crate::Config;
 /// `EncoderImage`: one linear projection of every region feature, then l2norm.
 #[derive(Clone, Debug)]
 pub struct ImageEncoder {
-    fc: Linear,
-    no_imgnorm: bool,
+    pub(crate) fc: Linear,
+    pub(crate) no_imgnorm: bool,
 }
 
 impl ImageEncoder {
@@ -17,15 +17,6 @@ impl ImageEncoder {
         Ok(Self {
             fc: xavier_linear(cfg.img_dim, cfg.embed_size, vb.pp("fc"))?,
             no_imgnorm: cfg.no_imgnorm,
-        })
-    }
-
-    /// The encoder in the CPU engine's form: `W^T` `[img_dim, d]` and the bias.
-    pub(crate) fn cpu(&self) -> Result<crate::cpu::CpuImageEncoder> {
-        Ok(crate::cpu::CpuImageEncoder {
-            weight_t: crate::cpu::weight_t(&self.fc)?,
-            bias: crate::cpu::bias(&self.fc)?,
-            normalize: !self.no_imgnorm,
         })
     }
 }

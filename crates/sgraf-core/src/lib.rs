@@ -9,8 +9,11 @@
 //! with true lengths, scores `[n_img, n_cap]`.
 
 pub mod attention;
+pub mod candle_engine;
 pub mod config;
 pub mod cpu;
+pub mod device;
+pub mod engine;
 pub mod error;
 pub mod gemm;
 #[cfg(feature = "gpu")]
@@ -24,11 +27,14 @@ pub mod self_attention;
 pub mod sgr;
 pub mod similarity;
 pub mod text_encoder;
+pub mod weights;
 
 pub use config::{Config, Module};
+pub use device::Device;
+pub use engine::{Captions, EngineKind, Images, ScoringEngine};
 pub use error::{Error, Result};
 pub use model::{
-    parameter_shapes, Engine, Ensemble, Explanation, SgrafModel, ShardPlan, CONFIG_FILE,
-    TOKENIZER_FILE, WEIGHTS_FILE,
+    parameter_shapes, Ensemble, Explanation, SgrafModel, ShardPlan, CONFIG_FILE, TOKENIZER_FILE,
+    WEIGHTS_FILE,
 };
 pub use similarity::{BlockOutput, CaptionSide, ImageSide, SimilarityHead};

@@ -3,14 +3,17 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::cpu::{Captions, CpuEngine, Images};
+use crate::candle_engine::{f32s, CandleEngine};
+use crate::cpu::CpuEngine;
+use crate::engine::{Captions, Images, ScoringEngine};
 use crate::image_encoder::ImageEncoder;
 use crate::similarity::{CaptionSide, ImageSide, SimilarityHead};
 use crate::text_encoder::TextEncoder;
-use crate::{Config, Error, Result};
+use crate::weights::Weights;
+use crate::{Config, Device, Error, Result};
 
 /// File names inside a model folder.
 pub const CONFIG_FILE: &str = "config.json";
@@ -48,100 +51,119 @@ impl ShardPlan {
     }
 }
 
-/// How a model computes its forward pass; chosen when it is made ready for
-/// inference ([`SgrafModel::freeze`]), never per call.
-#[derive(Clone, Debug)]
-pub enum Engine {
-    /// candle's operations on the model's own tensors: training, float64,
-    /// GPUs, explanations, and any model that is not frozen.
-    Candle,
-    /// The float32 CPU engine ([`crate::cpu`]), its weights prepared once.
-    Cpu(Arc<CpuEngine>),
-    /// The GPU engine ([`crate::gpu`], feature `gpu`): the pairs scored by
-    /// GPU kernels, the encoders on its CPU engine. Chosen by [`Self::freeze`]
-    /// when [`crate::gpu::set_engine_device`] named a device.
-    #[cfg(feature = "gpu")]
-    Gpu(Arc<crate::gpu::GpuEngine>),
-}
-
-impl Engine {
-    /// The CPU engine that encodes and computes the global vectors: the CPU
-    /// engine itself, or the one under the GPU engine.
-    fn host(&self) -> Option<&CpuEngine> {
-        match self {
-            Engine::Candle => None,
-            Engine::Cpu(cpu) => Some(cpu),
-            #[cfg(feature = "gpu")]
-            Engine::Gpu(gpu) => Some(gpu.cpu()),
-        }
-    }
-}
-
-/// One SGR or SAF model: image encoder, text encoder and similarity head.
+/// One SGR or SAF model: image encoder, text encoder and similarity head,
+/// and the engine that runs them ([`ScoringEngine`]), chosen per model.
 #[derive(Clone, Debug)]
 pub struct SgrafModel {
     cfg: Config,
     img_enc: ImageEncoder,
     txt_enc: TextEncoder,
     sim_enc: SimilarityHead,
-    device: Device,
+    device: candle_core::Device,
     dtype: DType,
     plan: ShardPlan,
-    engine: Engine,
+    engine: Arc<dyn ScoringEngine>,
 }
 
 impl SgrafModel {
     /// Loads from a `VarBuilder` over the model folder's tensors:
     /// `img_enc.*`, `txt_enc.*` and `sim_enc.*` + the official names.
     /// The model runs on candle (as training needs: its parameters may
-    /// change); [`Self::freeze`] makes it ready for fast inference.
+    /// change); [`Self::freeze`] or [`Self::place`] make it ready for fast
+    /// inference.
     pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
         cfg.validate()?;
+        let img_enc = ImageEncoder::load(vb.pp("img_enc"), cfg)?;
+        let txt_enc = TextEncoder::load(vb.pp("txt_enc"), cfg)?;
+        let sim_enc = SimilarityHead::load(vb.pp("sim_enc"), cfg)?;
+        let (device, dtype) = (vb.device().clone(), vb.dtype());
+        let engine = Arc::new(CandleEngine::new(
+            img_enc.clone(),
+            txt_enc.clone(),
+            sim_enc.clone(),
+            cfg.clone(),
+            device.clone(),
+            dtype,
+        ));
         Ok(Self {
-            img_enc: ImageEncoder::load(vb.pp("img_enc"), cfg)?,
-            txt_enc: TextEncoder::load(vb.pp("txt_enc"), cfg)?,
-            sim_enc: SimilarityHead::load(vb.pp("sim_enc"), cfg)?,
-            device: vb.device().clone(),
-            dtype: vb.dtype(),
+            img_enc,
+            txt_enc,
+            sim_enc,
+            device,
+            dtype,
             cfg: cfg.clone(),
             plan: ShardPlan::default(),
-            engine: Engine::Candle,
+            engine,
         })
     }
 
+    /// The model's own layers as an engine: they read the parameters at
+    /// every call.
+    fn candle_engine(&self) -> CandleEngine {
+        CandleEngine::new(
+            self.img_enc.clone(),
+            self.txt_enc.clone(),
+            self.sim_enc.clone(),
+            self.cfg.clone(),
+            self.device.clone(),
+            self.dtype,
+        )
+    }
+
+    fn with_engine(self, engine: Arc<dyn ScoringEngine>) -> Self {
+        Self { engine, ..self }
+    }
+
     /// Makes the model ready for inference with the parameters' current
-    /// values: on the CPU in float32 the CPU engine's weights are prepared
-    /// here, once; elsewhere it stays on candle. A model whose parameters
-    /// change afterwards (training) must be frozen again to score with them.
-    pub fn freeze(mut self) -> Result<Self> {
-        #[cfg(feature = "gpu")]
-        if let Some(device) = crate::gpu::engine_device() {
-            if self.device.is_cpu() && self.dtype == DType::F32 {
-                self.engine = Engine::Gpu(Arc::new(crate::gpu::GpuEngine::prepare(
-                    &self.img_enc,
-                    &self.txt_enc,
-                    &self.sim_enc,
-                    self.cfg.num_regions,
-                    &device,
-                )?));
-                return Ok(self);
-            }
-        }
-        self.engine = if self.device.is_cpu() && self.dtype == DType::F32 {
-            Engine::Cpu(Arc::new(CpuEngine::prepare(
-                &self.img_enc,
-                &self.txt_enc,
-                &self.sim_enc,
-                self.cfg.num_regions,
-            )?))
+    /// values (training's validation): on the CPU in float32 the CPU
+    /// engine, its weights read here, once; elsewhere candle. A model whose
+    /// parameters change afterwards must be frozen again to score with them.
+    pub fn freeze(self) -> Result<Self> {
+        if self.device.is_cpu() && self.dtype == DType::F32 {
+            self.place(&Device::Cpu)
         } else {
-            Engine::Candle
+            let engine = Arc::new(self.candle_engine());
+            Ok(self.with_engine(engine))
+        }
+    }
+
+    /// Runs the model on `device`, with the parameters' current values:
+    /// [`Device::Cpu`] the CPU engine (float32 tensors on the CPU),
+    /// [`Device::Candle`] candle's operations (the tensors on that device),
+    /// `Device::Gpu` our GPU kernels (float32 tensors on the CPU).
+    pub fn place(self, device: &Device) -> Result<Self> {
+        let wrong = |reason: String| Error::Placement {
+            device: device.describe(),
+            reason,
         };
-        Ok(self)
+        let want = device.tensors();
+        if !self.device.same_device(&want) {
+            return Err(wrong(format!(
+                "its tensors are on {:?}, not on {:?}",
+                self.device.location(),
+                want.location()
+            )));
+        }
+        let engine: Arc<dyn ScoringEngine> = match device {
+            Device::Candle(_) => Arc::new(self.candle_engine()),
+            _ if self.dtype != DType::F32 => {
+                return Err(wrong(format!(
+                    "its weights are {:?}; this engine runs float32",
+                    self.dtype
+                )))
+            }
+            Device::Cpu => Arc::new(CpuEngine::new(Weights::from_model(&self)?)),
+            #[cfg(feature = "gpu")]
+            Device::Gpu(gpu) => Arc::new(crate::gpu::GpuEngine::new(
+                gpu.clone(),
+                Weights::from_model(&self)?,
+            )?),
+        };
+        Ok(self.with_engine(engine))
     }
 
     /// Loads `config.json` and `model.safetensors` (memory-mapped) from a
-    /// model folder, frozen.
+    /// model folder onto `device` ([`Self::place`]).
     pub fn from_folder(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
         let cfg = Config::from_file(dir.join(CONFIG_FILE))?;
@@ -154,7 +176,9 @@ impl SgrafModel {
         }
         // SAFETY: the file is mapped read-only; like every safetensors
         // loader we rely on it not being truncated while the model lives.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device)? };
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device.tensors())?
+        };
         Self::load(vb, &cfg)
             .map_err(|e| match e {
                 Error::Candle(err) => Error::Config(format!(
@@ -164,19 +188,21 @@ impl SgrafModel {
                 )),
                 other => other,
             })?
-            .freeze()
+            .place(device)
     }
 
     pub fn config(&self) -> &Config {
         &self.cfg
     }
 
-    pub fn device(&self) -> &Device {
+    /// The candle device of the model's tensors.
+    pub fn device(&self) -> &candle_core::Device {
         &self.device
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// The engine that runs the model.
+    pub fn engine(&self) -> &dyn ScoringEngine {
+        self.engine.as_ref()
     }
 
     /// Changes how the score matrix is sharded (results are unchanged).
@@ -192,10 +218,8 @@ impl SgrafModel {
         if on {
             self.freeze()
         } else {
-            Ok(Self {
-                engine: Engine::Candle,
-                ..self
-            })
+            let engine = Arc::new(self.candle_engine());
+            Ok(self.with_engine(engine))
         }
     }
 
@@ -229,69 +253,38 @@ impl SgrafModel {
         }
     }
 
+    /// `values` as a tensor of `shape` in the model's dtype, on its device.
+    fn tensor(&self, values: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
+        Ok(Tensor::from_vec(values, shape, &self.device)?.to_dtype(self.dtype)?)
+    }
+
     /// Region features `[n_img, R, img_dim]` -> region embeddings `[n_img, R, d]`.
     pub fn encode_images(&self, images: &Tensor) -> Result<Tensor> {
         self.check_images(images, self.cfg.img_dim, "region features")?;
-        match self.engine.host() {
-            None => Ok(self.img_enc.forward(&images.to_dtype(self.dtype)?)?),
-            Some(cpu) => {
-                let (n, r, _) = images.dims3()?;
-                let emb = cpu.encode_images(&f32s(images)?);
-                Ok(Tensor::from_vec(
-                    emb,
-                    (n, r, self.cfg.embed_size),
-                    &self.device,
-                )?)
-            }
-        }
+        let (n, r, _) = images.dims3()?;
+        let emb = self.engine.encode_images(&f32s(images)?)?;
+        self.tensor(emb, &[n, r, self.cfg.embed_size])
     }
 
     /// Token ids `[n_cap, L]` and true lengths -> word embeddings
     /// `[n_cap, max(lengths), d]`, zero past each caption's end.
     pub fn encode_captions(&self, ids: &Tensor, lengths: &[usize]) -> Result<Tensor> {
-        match self.engine.host() {
-            None => self.txt_enc.forward_t(ids, lengths, false),
-            Some(cpu) => {
-                let ids = self.txt_enc.check_ids(ids, lengths)?;
-                let padded = ids.dim(1)?;
-                let ids = ids.flatten_all()?.to_vec1::<u32>()?;
-                let words = cpu.encode_captions(&ids, padded, lengths);
-                let max_len = lengths.iter().copied().max().unwrap_or(0);
-                Ok(Tensor::from_vec(
-                    words,
-                    (lengths.len(), max_len, self.cfg.embed_size),
-                    &self.device,
-                )?)
-            }
-        }
+        let ids = self.txt_enc.check_ids(ids, lengths)?;
+        let padded = ids.dim(1)?;
+        let ids = ids.flatten_all()?.to_vec1::<u32>()?;
+        let words = self.engine.encode_captions(&ids, padded, lengths)?;
+        let max_len = lengths.iter().copied().max().unwrap_or(0);
+        self.tensor(words, &[lengths.len(), max_len, self.cfg.embed_size])
     }
 
     /// Images ready for scoring against any captions.
     pub fn image_side(&self, img_emb: &Tensor) -> Result<ImageSide> {
         self.check_images(img_emb, self.cfg.embed_size, "image embeddings")?;
         let n = img_emb.dim(0)?;
-        let global = match self.engine.host() {
-            Some(cpu) => {
-                let global = cpu.image_globals(&f32s(img_emb)?);
-                Tensor::from_vec(global, (n, self.cfg.embed_size), &self.device)?
-            }
-            None if n == 0 => Tensor::zeros((0, self.cfg.embed_size), self.dtype, &self.device)?,
-            None => {
-                // In blocks: the self-attention's intermediates are [block, R, d].
-                let block = 256;
-                let globals = (0..n)
-                    .step_by(block)
-                    .map(|s| {
-                        let part = img_emb.narrow(0, s, block.min(n - s))?;
-                        Ok(self.sim_enc.image_side(&part, false)?.global)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Tensor::cat(&globals, 0)?
-            }
-        };
+        let global = self.engine.image_globals(&f32s(img_emb)?)?;
         Ok(ImageSide {
             regions: img_emb.clone(),
-            global,
+            global: self.tensor(global, &[n, self.cfg.embed_size])?,
         })
     }
 
@@ -314,60 +307,22 @@ impl SgrafModel {
                 )))
             }
         }
-        match self.engine.host() {
-            None => Ok(self.sim_enc.caption_side(cap_emb, lengths, false)?),
-            Some(cpu) => {
-                let keep = crate::ops::length_mask(lengths, cap_emb.dim(1)?, &self.device)?;
-                let words = cap_emb.broadcast_mul(&keep.to_dtype(self.dtype)?.unsqueeze(2)?)?;
-                let global = cpu.caption_globals(&pack_words(&words, lengths)?, lengths);
-                Ok(CaptionSide {
-                    words,
-                    keep,
-                    global: Tensor::from_vec(global, (lengths.len(), d), &self.device)?,
-                })
-            }
-        }
+        let keep = crate::ops::length_mask(lengths, cap_emb.dim(1)?, &self.device)?;
+        let words = cap_emb.broadcast_mul(&keep.to_dtype(cap_emb.dtype())?.unsqueeze(2)?)?;
+        let global = self
+            .engine
+            .caption_globals(&pack_words(&words, lengths)?, lengths)?;
+        Ok(CaptionSide {
+            words,
+            keep,
+            global: self.tensor(global, &[lengths.len(), d])?,
+        })
     }
 
     /// Scores `[n_img, n_cap]` of prepared images and captions, in blocks
     /// bounded by the shard plan whatever `n_img * n_cap` is.
     pub fn score_sides(&self, img: &ImageSide, cap: &CaptionSide) -> Result<Tensor> {
-        let (n_img, n_cap) = (img.len(), cap.len());
-        if n_img == 0 || n_cap == 0 {
-            return Ok(Tensor::zeros((n_img, n_cap), self.dtype, &self.device)?);
-        }
-        match &self.engine {
-            Engine::Candle => self.score_candle(img, cap),
-            engine => {
-                let scores =
-                    self.score_on(engine, &f32s(&img.regions)?, &f32s(&img.global)?, cap)?;
-                Ok(Tensor::from_vec(scores, (n_img, n_cap), &self.device)?)
-            }
-        }
-    }
-
-    /// [`Self::score_sides`] on candle: blocks of captions, each against
-    /// blocks of images.
-    fn score_candle(&self, img: &ImageSide, cap: &CaptionSide) -> Result<Tensor> {
-        let (n_img, n_cap) = (img.len(), cap.len());
-        let d = self.cfg.embed_size;
-        let (_, caps) = self.plan.block(n_img, n_cap, cap.max_len(), d);
-        let mut columns = Vec::with_capacity(n_cap.div_ceil(caps));
-        for c0 in (0..n_cap).step_by(caps) {
-            let cap_block = cap.narrow(c0, caps.min(n_cap - c0))?;
-            let (imgs, _) = self
-                .plan
-                .block(n_img, cap_block.len(), cap_block.max_len(), d);
-            let rows = (0..n_img)
-                .step_by(imgs)
-                .map(|i0| {
-                    let img_block = img.narrow(i0, imgs.min(n_img - i0))?;
-                    Ok(self.sim_enc.score_block(&img_block, &cap_block, false)?)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            columns.push(Tensor::cat(&rows, 0)?);
-        }
-        Ok(Tensor::cat(&columns, 1)?)
+        self.score_image_rows(&f32s(&img.regions)?, &f32s(&img.global)?, cap)
     }
 
     /// Scores `[n_img, n_cap]` of prepared images given as plain rows:
@@ -390,31 +345,6 @@ impl SgrafModel {
                 global.len()
             )));
         }
-        match &self.engine {
-            engine if engine.host().is_some() && n_img > 0 && !cap.is_empty() => {
-                let scores = self.score_on(engine, regions, global, cap)?;
-                Ok(Tensor::from_vec(scores, (n_img, cap.len()), &self.device)?)
-            }
-            _ => {
-                let side = ImageSide {
-                    regions: Tensor::from_slice(regions, (n_img, r, d), &self.device)?
-                        .to_dtype(self.dtype)?,
-                    global: Tensor::from_slice(global, (n_img, d), &self.device)?
-                        .to_dtype(self.dtype)?,
-                };
-                self.score_sides(&side, cap)
-            }
-        }
-    }
-
-    /// The CPU or GPU engine on image rows and prepared captions.
-    fn score_on(
-        &self,
-        engine: &Engine,
-        regions: &[f32],
-        global: &[f32],
-        cap: &CaptionSide,
-    ) -> Result<Vec<f32>> {
         let lengths: Vec<usize> = cap
             .keep
             .to_dtype(DType::U32)?
@@ -426,19 +356,15 @@ impl SgrafModel {
         let images = Images {
             regions,
             global,
-            n_regions: self.cfg.num_regions,
+            n_regions: r,
         };
         let captions = Captions {
             words: &pack_words(&cap.words, &lengths)?,
             global: &f32s(&cap.global)?,
             lengths: &lengths,
         };
-        match engine {
-            Engine::Cpu(cpu) => Ok(cpu.score(&images, &captions, self.plan.max_captions)),
-            #[cfg(feature = "gpu")]
-            Engine::Gpu(gpu) => gpu.score(&images, &captions, self.plan.max_captions),
-            Engine::Candle => unreachable!("score_on runs the CPU or GPU engine"),
-        }
+        let scores = self.engine.score(&images, &captions, &self.plan)?;
+        self.tensor(scores, &[n_img, cap.len()])
     }
 
     /// Scores `[n_img, n_cap]` of image embeddings `[n_img, R, d]` with
@@ -529,15 +455,10 @@ pub struct Explanation {
     pub saf_global_weight: Option<f32>,
 }
 
-/// A tensor's values as float32, row-major.
-fn f32s(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
-}
-
 /// Words `[n_cap, L, d]` -> `[sum(lengths), d]`, each caption cut to its length.
 fn pack_words(words: &Tensor, lengths: &[usize]) -> Result<Vec<f32>> {
     let (_, padded, d) = words.dims3()?;
-    let all = words.flatten_all()?.to_vec1::<f32>()?;
+    let all = f32s(words)?;
     let mut packed = Vec::with_capacity(lengths.iter().sum::<usize>() * d);
     for (c, &len) in lengths.iter().enumerate() {
         packed.extend_from_slice(&all[c * padded * d..(c * padded + len) * d]);

@@ -7,9 +7,9 @@ use crate::ops::{l1norm, l2norm, xavier_linear, BatchNorm1d};
 /// `g_p = sigmoid(BN_1(W_f N_p))`, `beta = l1norm(g)`, `l2norm(sum_p beta_p N_p)`.
 #[derive(Clone, Debug)]
 pub struct AttentionFiltration {
-    attn: Linear,
+    pub(crate) attn: Linear,
     /// A single channel: one scale and shift for every node.
-    bn: BatchNorm1d,
+    pub(crate) bn: BatchNorm1d,
 }
 
 impl AttentionFiltration {
@@ -18,21 +18,6 @@ impl AttentionFiltration {
         Ok(Self {
             attn: xavier_linear(m, 1, vb.pp("attn_sim_w"))?,
             bn: BatchNorm1d::load(vb.pp("bn"), 1)?,
-        })
-    }
-
-    /// The filtration in eval mode in the CPU engine's form.
-    pub(crate) fn cpu(&self) -> Result<crate::cpu::Reasoner> {
-        let scalar =
-            |t: &Tensor| -> Result<f32> { t.flatten_all()?.to_vec1::<f32>().map(|v| v[0]) };
-        let var = scalar(self.bn.running_var())?;
-        let scale = scalar(self.bn.weight())? / (var + BatchNorm1d::EPS as f32).sqrt();
-        let shift = scalar(self.bn.bias())? - scalar(self.bn.running_mean())? * scale;
-        Ok(crate::cpu::Reasoner::Saf {
-            weight: self.attn.weight().flatten_all()?.to_vec1::<f32>()?,
-            bias: crate::cpu::bias(&self.attn)?[0],
-            bn_scale: scale,
-            bn_shift: shift,
         })
     }
 

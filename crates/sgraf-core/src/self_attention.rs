@@ -4,7 +4,6 @@
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
-use crate::cpu::global::SaProjections;
 use crate::ops::{dropout_t, l2norm, masked_softmax_last_dim, xavier_linear, BatchNorm1d};
 
 /// Dropout after each tanh in the published self-attention blocks.
@@ -14,12 +13,12 @@ pub const SA_DROPOUT: f32 = 0.4;
 /// `w = softmax_r(W_c (l * g))`, `v_glo = l2norm(sum_r w_r v_r)`.
 #[derive(Clone, Debug)]
 pub struct VisualSelfAttention {
-    local: Linear,
+    pub(crate) local: Linear,
     /// Channels are the regions: the region count is part of the weights.
-    local_bn: BatchNorm1d,
-    global: Linear,
-    global_bn: BatchNorm1d,
-    common: Linear,
+    pub(crate) local_bn: BatchNorm1d,
+    pub(crate) global: Linear,
+    pub(crate) global_bn: BatchNorm1d,
+    pub(crate) common: Linear,
     dropout: f32,
 }
 
@@ -38,19 +37,6 @@ impl VisualSelfAttention {
 
     pub fn set_dropout(&mut self, p: f32) {
         self.dropout = p;
-    }
-
-    /// The block in eval mode in the CPU engine's form.
-    pub(crate) fn cpu(&self) -> Result<crate::cpu::global::VisualSa> {
-        let (local_scale, local_shift) = self.local_bn.eval_affine()?;
-        let (global_scale, global_shift) = self.global_bn.eval_affine()?;
-        Ok(crate::cpu::global::VisualSa {
-            proj: SaProjections::from_linears(&self.local, &self.global, &self.common)?,
-            local_scale: local_scale.to_vec1()?,
-            local_shift: local_shift.to_vec1()?,
-            global_scale: global_scale.to_vec1()?,
-            global_shift: global_shift.to_vec1()?,
-        })
     }
 
     /// `[n_img, R, d] -> [n_img, d]`
@@ -78,9 +64,9 @@ impl VisualSelfAttention {
 /// caption's real words only.
 #[derive(Clone, Debug)]
 pub struct TextSelfAttention {
-    local: Linear,
-    global: Linear,
-    common: Linear,
+    pub(crate) local: Linear,
+    pub(crate) global: Linear,
+    pub(crate) common: Linear,
     dropout: f32,
 }
 
@@ -97,13 +83,6 @@ impl TextSelfAttention {
 
     pub fn set_dropout(&mut self, p: f32) {
         self.dropout = p;
-    }
-
-    /// The block in eval mode in the CPU engine's form.
-    pub(crate) fn cpu(&self) -> Result<crate::cpu::global::TextSa> {
-        Ok(crate::cpu::global::TextSa {
-            proj: SaProjections::from_linears(&self.local, &self.global, &self.common)?,
-        })
     }
 
     /// `t [n_cap, L, d]`, `keep [n_cap, L]` (u8, 1 on real words) -> `[n_cap, d]`

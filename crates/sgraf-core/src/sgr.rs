@@ -7,9 +7,9 @@ use crate::ops::{masked_softmax_last_dim, xavier_linear};
 /// `E = softmax_rows(W_q N (W_k N)^T)`, `N' = ReLU(W_r (E N))`.
 #[derive(Clone, Debug)]
 pub struct GraphReasoning {
-    query: Linear,
-    key: Linear,
-    graph: Linear,
+    pub(crate) query: Linear,
+    pub(crate) key: Linear,
+    pub(crate) graph: Linear,
 }
 
 impl GraphReasoning {
@@ -38,24 +38,5 @@ impl GraphReasoning {
         let key = self.key.forward(nodes)?;
         let edges = masked_softmax_last_dim(&query.matmul(&key.transpose(1, 2)?)?, keep, train)?;
         self.graph.forward(&edges.matmul(nodes)?)?.relu()
-    }
-
-    /// The step in the CPU engine's form. In `softmax_j(q_i . k_j)` every
-    /// term constant along `j` cancels, leaving `softmax_j((n_i M + c) . n_j)`
-    /// with `M = W_q^T W_k` and `c = b_q^T W_k`: one projection instead of
-    /// two, stored beside `W_g^T` so that one GEMM makes both.
-    pub(crate) fn cpu(&self) -> Result<crate::cpu::GraphStep> {
-        let wk = self.key.weight();
-        let fold = self.query.weight().t()?.matmul(wk)?;
-        let fold_bias = match self.query.bias() {
-            Some(bq) => bq.unsqueeze(0)?.matmul(wk)?.flatten_all()?.to_vec1()?,
-            None => vec![0.0; wk.dim(1)?],
-        };
-        let fold_graph = Tensor::cat(&[&fold, &self.graph.weight().t()?], 1)?;
-        Ok(crate::cpu::GraphStep {
-            fold_graph: fold_graph.flatten_all()?.to_vec1()?,
-            fold_bias,
-            graph_bias: crate::cpu::bias(&self.graph)?,
-        })
     }
 }

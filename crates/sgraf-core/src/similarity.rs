@@ -10,8 +10,9 @@ use crate::self_attention::{TextSelfAttention, VisualSelfAttention};
 use crate::sgr::GraphReasoning;
 use crate::{Config, Module as Reasoning};
 
+/// What turns a pair's similarity graph into one vector.
 #[derive(Clone, Debug)]
-enum Head {
+pub(crate) enum Head {
     Sgr(Vec<GraphReasoning>),
     Saf(AttentionFiltration),
 }
@@ -105,10 +106,10 @@ pub struct BlockOutput {
 pub struct SimilarityHead {
     v_global: VisualSelfAttention,
     t_global: TextSelfAttention,
-    local_proj: Linear,
-    global_proj: Linear,
-    eval: Linear,
-    head: Head,
+    pub(crate) local_proj: Linear,
+    pub(crate) global_proj: Linear,
+    pub(crate) eval: Linear,
+    pub(crate) head: Head,
 }
 
 impl SimilarityHead {
@@ -169,32 +170,6 @@ impl SimilarityHead {
             words,
             keep,
             global,
-        })
-    }
-
-    /// The head in the CPU engine's form, from the parameters' current values.
-    pub(crate) fn cpu(&self) -> Result<crate::cpu::CpuHead> {
-        use crate::cpu::{bias, weight_t};
-        let (m, d) = self.local_proj.weight().dims2()?;
-        let reasoner = match &self.head {
-            Head::Sgr(steps) => crate::cpu::Reasoner::Sgr(
-                steps
-                    .iter()
-                    .map(GraphReasoning::cpu)
-                    .collect::<Result<_>>()?,
-            ),
-            Head::Saf(saf) => saf.cpu()?,
-        };
-        Ok(crate::cpu::CpuHead {
-            d,
-            m,
-            local_wt: weight_t(&self.local_proj)?,
-            local_b: bias(&self.local_proj)?,
-            global_wt: weight_t(&self.global_proj)?,
-            global_b: bias(&self.global_proj)?,
-            eval_w: self.eval.weight().flatten_all()?.to_vec1()?,
-            eval_b: bias(&self.eval)?[0],
-            reasoner,
         })
     }
 

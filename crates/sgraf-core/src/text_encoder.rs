@@ -15,14 +15,14 @@ pub const WORD_DROPOUT: f32 = 0.4;
 #[derive(Clone, Debug)]
 pub struct GruDirection {
     /// `[3h, in]`
-    w_ih: Tensor,
+    pub(crate) w_ih: Tensor,
     /// `[3h, h]`
-    w_hh: Tensor,
+    pub(crate) w_hh: Tensor,
     /// `[3h]`
-    b_ih: Tensor,
+    pub(crate) b_ih: Tensor,
     /// `[3h]`
-    b_hh: Tensor,
-    hidden: usize,
+    pub(crate) b_hh: Tensor,
+    pub(crate) hidden: usize,
 }
 
 impl GruDirection {
@@ -45,18 +45,6 @@ impl GruDirection {
             b_hh: vb.get_with_hints(3 * hidden, &name("bias_hh"), init)?,
             hidden,
         })
-    }
-
-    /// The direction in the CPU engine's form.
-    pub(crate) fn cpu(&self) -> Result<crate::cpu::text::GruDir> {
-        let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-        Ok(crate::cpu::text::GruDir::new(
-            &flat(&self.w_ih)?,
-            &flat(&self.w_hh)?,
-            &flat(&self.b_ih)?,
-            &flat(&self.b_hh)?,
-            self.hidden,
-        ))
     }
 
     /// Runs over `xs [B, L, in]`; `keep [B, L, 1]` (0/1 floats) marks the real
@@ -106,11 +94,11 @@ impl GruDirection {
 /// the mean of the two directions, l2norm.
 #[derive(Clone, Debug)]
 pub struct TextEncoder {
-    embed: Embedding,
+    pub(crate) embed: Embedding,
     /// Per layer: the forward direction and, for a bi-GRU, the backward one.
-    layers: Vec<(GruDirection, Option<GruDirection>)>,
+    pub(crate) layers: Vec<(GruDirection, Option<GruDirection>)>,
     vocab_size: usize,
-    no_txtnorm: bool,
+    pub(crate) no_txtnorm: bool,
     dropout: f32,
 }
 
@@ -146,24 +134,6 @@ impl TextEncoder {
             vocab_size: cfg.vocab_size,
             no_txtnorm: cfg.no_txtnorm,
             dropout: WORD_DROPOUT,
-        })
-    }
-
-    /// The encoder in the CPU engine's form (float32 weights).
-    pub(crate) fn cpu(&self) -> Result<crate::cpu::text::CpuTextEncoder> {
-        let table = self.embed.embeddings();
-        let (_, word_dim) = table.dims2()?;
-        let layers = self
-            .layers
-            .iter()
-            .map(|(f, b)| Ok((f.cpu()?, b.as_ref().map(GruDirection::cpu).transpose()?)))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(crate::cpu::text::CpuTextEncoder {
-            embed: table.flatten_all()?.to_vec1::<f32>()?,
-            word_dim,
-            hidden: self.layers[0].0.hidden,
-            layers,
-            normalize: !self.no_txtnorm,
         })
     }
 

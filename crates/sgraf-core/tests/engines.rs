@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use sgraf_core::{Config, Engine, Module, SgrafModel};
+use sgraf_core::{Config, EngineKind, Module, SgrafModel};
 
 fn config(module: Module) -> Config {
     Config {
@@ -64,18 +64,18 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 fn freezing_picks_the_engine_and_both_agree() {
     for module in [Module::Sgr, Module::Saf] {
         let (_vars, candle) = model(module, DType::F32);
-        assert!(matches!(candle.engine(), Engine::Candle), "load: candle");
+        assert_eq!(candle.engine().kind(), EngineKind::Candle, "load: candle");
         let cpu = candle.clone().freeze().unwrap();
-        assert!(matches!(cpu.engine(), Engine::Cpu(_)), "frozen f32: CPU");
+        assert_eq!(cpu.engine().kind(), EngineKind::Cpu, "frozen f32: CPU");
         let back = cpu.clone().with_cpu_kernels(false).unwrap();
-        assert!(matches!(back.engine(), Engine::Candle));
+        assert_eq!(back.engine().kind(), EngineKind::Candle);
         let diff = max_diff(&scores(&candle), &scores(&cpu));
         assert!(diff < 1e-5, "{module}: engines differ by {diff:e}");
     }
     // float64 stays on candle: the CPU engine is float32.
     let (_vars, f64_model) = model(Module::Sgr, DType::F64);
     let frozen = f64_model.freeze().unwrap();
-    assert!(matches!(frozen.engine(), Engine::Candle));
+    assert_eq!(frozen.engine().kind(), EngineKind::Candle);
 }
 
 #[test]
@@ -95,4 +95,27 @@ fn a_frozen_model_keeps_the_weights_it_was_frozen_with() {
     assert_eq!(scores(&frozen), before);
     let refrozen = frozen.freeze().unwrap();
     assert!(max_diff(&scores(&refrozen), &changed) < 1e-5);
+}
+
+/// The device is the model's own: `place` picks its engine, and refuses
+/// what that engine cannot run, with an error a caller can match.
+#[test]
+fn placing_picks_the_engine_per_model() {
+    let (_vars, saf) = model(Module::Saf, DType::F32);
+    let on_cpu = saf.clone().place(&sgraf_core::Device::Cpu).unwrap();
+    assert_eq!(on_cpu.engine().kind(), EngineKind::Cpu);
+    let on_candle = saf
+        .clone()
+        .place(&sgraf_core::Device::Candle(Device::Cpu))
+        .unwrap();
+    assert_eq!(on_candle.engine().kind(), EngineKind::Candle);
+    // Two models of one process keep their own engines.
+    assert_eq!(on_cpu.engine().kind(), EngineKind::Cpu);
+    let diff = max_diff(&scores(&on_cpu), &scores(&on_candle));
+    assert!(diff < 1e-5, "engines differ by {diff:e}");
+    let (_vars, f64_model) = model(Module::Sgr, DType::F64);
+    match f64_model.place(&sgraf_core::Device::Cpu) {
+        Err(sgraf_core::Error::Placement { device, .. }) => assert_eq!(device, "cpu"),
+        other => panic!("float64 on the CPU engine: expected Placement, found {other:?}"),
+    }
 }

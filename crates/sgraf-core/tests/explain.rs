@@ -25,7 +25,8 @@ fn images() -> Tensor {
 }
 
 fn check(model_dir: &str, saf: bool) {
-    let model = SgrafModel::from_folder(fixtures().join(model_dir), &Device::Cpu).unwrap();
+    let model =
+        SgrafModel::from_folder(fixtures().join(model_dir), &sgraf_core::Device::Cpu).unwrap();
     let images = images();
     let captions: [&[u32]; 3] = [&[1, 7, 40, 2], &[1, 5, 9, 13, 200, 77, 2], &[1, 2]];
     for ids in captions {
@@ -71,7 +72,7 @@ fn saf_explanation_scores_equal_score() {
 
 #[test]
 fn explain_refuses_bad_input() {
-    let model = SgrafModel::from_folder(fixtures().join("sgr"), &Device::Cpu).unwrap();
+    let model = SgrafModel::from_folder(fixtures().join("sgr"), &sgraf_core::Device::Cpu).unwrap();
     let images = images();
     assert!(model
         .explain(&images.narrow(0, 0, 1).unwrap(), &[])

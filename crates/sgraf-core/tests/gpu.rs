@@ -6,10 +6,9 @@
 use std::sync::Arc;
 
 use sgraf_core::cpu::kernels::softmax;
-use sgraf_core::cpu::{Captions, CpuHead, GraphStep, Images, Reasoner};
-use sgraf_core::gpu::{
-    self, BlockMeta, Gpu, GpuDevice, GpuHead, GpuPlan, GpuStep, GraphMeta, Strides,
-};
+use sgraf_core::engine::{Captions, Images};
+use sgraf_core::gpu::{self, BlockMeta, Gpu, GpuDevice, GpuHead, GpuPlan, GpuStep, GraphMeta};
+use sgraf_core::weights::{GraphStep, HeadWeights, Reasoner};
 
 const TOL: f32 = 1e-5;
 
@@ -84,73 +83,6 @@ fn close(what: &str, got: &[f32], want: &[f32], tol: f32) {
         got[worst.1],
         want[worst.1]
     );
-}
-
-/// `C[z, i, j] = sum_t A[z, i, t] B[z, t, j]` with the kernel's strides.
-fn matmul_ref(
-    a: &[f32],
-    sa: Strides,
-    b: &[f32],
-    sb: Strides,
-    (batches, rows, cols, depth): (usize, usize, usize, usize),
-) -> Vec<f32> {
-    let mut c = vec![0f32; batches * rows * cols];
-    for z in 0..batches {
-        for i in 0..rows {
-            for j in 0..cols {
-                let mut s = 0f64;
-                for t in 0..depth {
-                    s += a[sa.offset + z * sa.batch + i * sa.row + t * sa.col] as f64
-                        * b[sb.offset + z * sb.batch + t * sb.row + j * sb.col] as f64;
-                }
-                c[(z * rows + i) * cols + j] = s as f32;
-            }
-        }
-    }
-    c
-}
-
-#[test]
-fn matmul_kernel_matches_cpu() {
-    let Some(gpu) = raw_device() else { return };
-    let mut rng = Rng(1);
-    // Plain, transposed B, batched with offsets; sizes off the 64 x 16 tiles.
-    let cases: [(usize, usize, usize, usize, bool); 4] = [
-        (1, 37, 45, 70, false),
-        (1, 130, 256, 1024, false),
-        (3, 29, 36, 1024, true),
-        (2, 65, 17, 3, false),
-    ];
-    for (batches, rows, cols, depth, transposed) in cases {
-        let a = rng.vec(5 + batches * rows * depth, 0.5);
-        let b = rng.vec(batches * cols * depth, 0.5);
-        let sa = Strides::rows(5, depth, rows * depth);
-        let sb = if transposed {
-            Strides::transposed(0, depth, cols * depth)
-        } else {
-            Strides::rows(0, cols, cols * depth)
-        };
-        let dims = (batches, rows, cols, depth);
-        let want = matmul_ref(&a, sa, &b, sb, dims);
-        let (ga, gb) = (gpu.upload(&a), gpu.upload(&b));
-        let gc = gpu.empty(want.len());
-        gpu.matmul(
-            &ga,
-            sa,
-            &gb,
-            sb,
-            &gc,
-            Strides::rows(0, cols, rows * cols),
-            dims,
-        );
-        let got = gpu.read(&gc, want.len()).unwrap();
-        close(
-            &format!("matmul {dims:?} transposed {transposed}"),
-            &got,
-            &want,
-            TOL,
-        );
-    }
 }
 
 #[test]
@@ -345,7 +277,8 @@ fn graph_kernels_match_cpu() {
     let next = gpu.empty(graph.n_nodes * m);
     let proj = gpu.empty(graph.n_nodes * 2 * m);
     let edges = gpu.empty(graph.n_nodes * graph.max_nodes);
-    gpu.graph_step(&gstep, &gpu.upload(&nodes), &next, &proj, &edges, &graph, m);
+    gpu.graph_step(&gstep, &gpu.upload(&nodes), &next, &proj, &edges, &graph, m)
+        .unwrap();
     close(
         "graph_step",
         &gpu.read(&next, want.len()).unwrap(),
@@ -356,7 +289,7 @@ fn graph_kernels_match_cpu() {
     // The scores from the global nodes: after a full step (`sgr_score`),
     // and the last step on the global nodes only (`sgr_last_step`).
     let eval_w = rng.vec(m, 0.2);
-    let cpu_head = CpuHead {
+    let cpu_head = HeadWeights {
         d: 8,
         m,
         local_wt: vec![0.0; 8 * m],
@@ -384,7 +317,8 @@ fn graph_kernels_match_cpu() {
         TOL,
     );
     let out = gpu.empty(graph.pairs);
-    gpu.sgr_last_step(&gstep, &gpu.upload(&nodes), &graph, &head, &out);
+    gpu.sgr_last_step(&gstep, &gpu.upload(&nodes), &graph, &head, &out)
+        .unwrap();
     close(
         "sgr_last_step",
         &gpu.read(&out, graph.pairs).unwrap(),
@@ -395,7 +329,7 @@ fn graph_kernels_match_cpu() {
 
 /// A head at the released size (d 1024, sim_dim 256), random weights of
 /// about the trained models' scale.
-fn head(sgr: bool, rng: &mut Rng) -> CpuHead {
+fn head(sgr: bool, rng: &mut Rng) -> HeadWeights {
     let (d, m) = (1024, 256);
     let xavier = |i: usize, o: usize| (6.0 / (i + o) as f32).sqrt();
     let reasoner = if sgr {
@@ -416,7 +350,7 @@ fn head(sgr: bool, rng: &mut Rng) -> CpuHead {
             bn_shift: -0.05,
         }
     };
-    CpuHead {
+    HeadWeights {
         d,
         m,
         local_wt: rng.vec(d * m, xavier(d, m)),
@@ -742,58 +676,124 @@ fn rayon_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Through the model: `set_engine_device` makes `freeze` choose the GPU
-/// engine, whose scores, ranks and recalls are the CPU engine's.
-#[test]
-fn model_on_the_gpu_engine_scores_as_on_the_cpu() {
+/// A small model with random weights, its inputs, and its scores.
+struct SmallModel {
+    model: sgraf_core::SgrafModel,
+    images: candle_core::Tensor,
+    ids: candle_core::Tensor,
+    lengths: Vec<usize>,
+}
+
+const N_IMG: usize = 4;
+const N_CAP: usize = 20;
+
+fn small_model(module: sgraf_core::Module) -> SmallModel {
     use candle_core::{DType, Device, Tensor};
     use candle_nn::{VarBuilder, VarMap};
-    use sgraf_core::{Config, Engine, Module, SgrafModel};
-    let Some(_gpu) = device() else { return };
-    let (n_img, n_cap, regions) = (4, 20, 36);
+    use sgraf_core::{Config, SgrafModel};
+    let regions = 36;
+    let cfg = Config {
+        img_dim: 64,
+        word_dim: 16,
+        embed_size: 256,
+        sim_dim: 64,
+        num_regions: regions,
+        ..Config::released(module, 50)
+    };
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let model = SgrafModel::load(vb, &cfg).unwrap();
+    let images: Vec<f32> = (0..N_IMG * regions * 64)
+        .map(|i| (i as f32 * 0.37).sin())
+        .collect();
+    let images = Tensor::from_vec(images, (N_IMG, regions, 64), &Device::Cpu).unwrap();
+    let lengths: Vec<usize> = (0..N_CAP).map(|c| 1 + (c * 5) % 11).collect();
+    let ids: Vec<u32> = (0..N_CAP * 11).map(|i| (i * 7 % 49) as u32 + 1).collect();
+    let ids = Tensor::from_vec(ids, (N_CAP, 11), &Device::Cpu).unwrap();
+    SmallModel {
+        model,
+        images,
+        ids,
+        lengths,
+    }
+}
+
+impl SmallModel {
+    fn scores(&self, m: &sgraf_core::SgrafModel) -> Vec<f32> {
+        m.score(&self.images, &self.ids, &self.lengths)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+}
+
+/// Through the model: placed on the wgpu device, it runs the GPU engine,
+/// whose scores, ranks and recalls are the CPU engine's.
+#[test]
+fn model_on_the_gpu_engine_scores_as_on_the_cpu() {
+    use sgraf_core::{Device, EngineKind, Module};
+    let Some(gpu) = device() else { return };
     for module in [Module::Sgr, Module::Saf] {
-        let cfg = Config {
-            img_dim: 64,
-            word_dim: 16,
-            embed_size: 256,
-            sim_dim: 64,
-            num_regions: regions,
-            ..Config::released(module, 50)
-        };
-        let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let model = SgrafModel::load(vb, &cfg).unwrap();
-        let cpu = model.clone().freeze().unwrap();
-        assert!(matches!(cpu.engine(), Engine::Cpu(_)));
-        gpu::set_engine_device(Some(GpuDevice::Wgpu)).unwrap();
-        let on_gpu = model.freeze();
-        gpu::set_engine_device(None).unwrap();
-        let on_gpu = on_gpu.unwrap();
-        assert!(
-            matches!(on_gpu.engine(), Engine::Gpu(_)),
-            "frozen with a GPU device: GPU"
+        let small = small_model(module);
+        let cpu = small.model.clone().place(&Device::Cpu).unwrap();
+        assert_eq!(cpu.engine().kind(), EngineKind::Cpu);
+        let on_gpu = small
+            .model
+            .clone()
+            .place(&Device::Gpu(gpu.clone()))
+            .unwrap();
+        assert_eq!(
+            on_gpu.engine().kind(),
+            EngineKind::Gpu,
+            "placed on wgpu: GPU"
         );
-        let images: Vec<f32> = (0..n_img * regions * 64)
-            .map(|i| (i as f32 * 0.37).sin())
-            .collect();
-        let images = Tensor::from_vec(images, (n_img, regions, 64), &Device::Cpu).unwrap();
-        let lengths: Vec<usize> = (0..n_cap).map(|c| 1 + (c * 5) % 11).collect();
-        let ids: Vec<u32> = (0..n_cap * 11).map(|i| (i * 7 % 49) as u32 + 1).collect();
-        let ids = Tensor::from_vec(ids, (n_cap, 11), &Device::Cpu).unwrap();
-        let flat = |m: &SgrafModel| -> Vec<f32> {
-            m.score(&images, &ids, &lengths)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap()
-        };
-        let (want, got) = (flat(&cpu), flat(&on_gpu));
+        let (want, got) = (small.scores(&cpu), small.scores(&on_gpu));
         close(&format!("{module} model scores"), &got, &want, TOL);
-        let (gi, gt) = ranks(&got, n_img, n_cap, 5);
-        let (wi, wt) = ranks(&want, n_img, n_cap, 5);
+        let (gi, gt) = ranks(&got, N_IMG, N_CAP, 5);
+        let (wi, wt) = ranks(&want, N_IMG, N_CAP, 5);
         assert_eq!((gi, gt), (wi, wt), "{module}: ranks");
     }
+}
+
+/// Two models of one process, one on the CPU and one on wgpu: each runs on
+/// its own engine (no process-wide setting), and loading the second leaves
+/// the first where it was.
+#[test]
+fn two_models_in_one_process_run_on_their_own_devices() {
+    use sgraf_core::{Device, EngineKind, Module};
+    let Some(gpu) = device() else { return };
+    let sgr = small_model(Module::Sgr);
+    let saf = small_model(Module::Saf);
+    let on_cpu = sgr
+        .model
+        .clone()
+        .place(&Device::open("cpu").unwrap())
+        .unwrap();
+    let wgpu = Device::open("wgpu").unwrap();
+    assert!(matches!(&wgpu, Device::Gpu(g) if std::sync::Arc::ptr_eq(g, &gpu)));
+    let on_gpu = saf.model.clone().place(&wgpu).unwrap();
+    // A model loaded after them on the CPU is on the CPU engine.
+    let later = sgr.model.clone().place(&Device::Cpu).unwrap();
+    assert_eq!(on_cpu.engine().kind(), EngineKind::Cpu);
+    assert_eq!(on_gpu.engine().kind(), EngineKind::Gpu);
+    assert_eq!(later.engine().kind(), EngineKind::Cpu);
+    assert_eq!(on_gpu.engine().describe(), gpu.describe());
+    // Each scores as the CPU engine scores the same model.
+    let saf_cpu = saf.model.clone().place(&Device::Cpu).unwrap();
+    close(
+        "SGR on the CPU",
+        &sgr.scores(&on_cpu),
+        &sgr.scores(&later),
+        0.0,
+    );
+    close(
+        "SAF on wgpu",
+        &saf.scores(&on_gpu),
+        &saf.scores(&saf_cpu),
+        TOL,
+    );
 }
 
 /// The engine is shared between threads (the server, rayon) like the CPU one.

@@ -7,38 +7,9 @@ use rayon::prelude::*;
 use super::kernels::{softmax, tanh, Plain};
 use super::l2_normalize;
 use crate::gemm::{matmul, MatMut, MatRef, Threads};
-
-/// The projections `VisualSA` and `TextSA` share: local and global `[d, d]`
-/// (`W^T`) with their `[d]` biases, and the common projection `[d]` to one
-/// score per row.
-#[derive(Clone, Debug)]
-pub struct SaProjections {
-    pub local_wt: Vec<f32>,
-    pub local_b: Vec<f32>,
-    pub global_wt: Vec<f32>,
-    pub global_b: Vec<f32>,
-    /// `[d]` and the bias of the common projection.
-    pub common_w: Vec<f32>,
-    pub common_b: f32,
-}
+use crate::weights::{SaProjections, TextSaWeights, VisualSaWeights};
 
 impl SaProjections {
-    /// The CPU engine's form of the three linear layers.
-    pub(crate) fn from_linears(
-        local: &candle_nn::Linear,
-        global: &candle_nn::Linear,
-        common: &candle_nn::Linear,
-    ) -> candle_core::Result<Self> {
-        Ok(Self {
-            local_wt: super::weight_t(local)?,
-            local_b: super::bias(local)?,
-            global_wt: super::weight_t(global)?,
-            global_b: super::bias(global)?,
-            common_w: common.weight().flatten_all()?.to_vec1()?,
-            common_b: super::bias(common)?[0],
-        })
-    }
-
     /// The attention score of each row of `local` (`[n, d]`) against `g`:
     /// `sum_k l_k g_k w_k + b`.
     fn scores(&self, local: &[f32], g: &[f32], d: usize) -> Vec<f32> {
@@ -47,24 +18,6 @@ impl SaProjections {
             .map(|row| common(row, g, &self.common_w) + self.common_b)
             .collect()
     }
-}
-
-/// `VisualSA` in eval mode; BatchNorms folded to `x * scale + shift`.
-#[derive(Clone, Debug)]
-pub struct VisualSa {
-    pub proj: SaProjections,
-    /// Per region `[R]`.
-    pub local_scale: Vec<f32>,
-    pub local_shift: Vec<f32>,
-    /// Per channel `[d]`.
-    pub global_scale: Vec<f32>,
-    pub global_shift: Vec<f32>,
-}
-
-/// `TextSA` in eval mode.
-#[derive(Clone, Debug)]
-pub struct TextSa {
-    pub proj: SaProjections,
 }
 
 /// `w = softmax(scores)`, `out = l2norm(sum_j w_j rows_j)`.
@@ -79,7 +32,7 @@ fn pool(scores: &mut [f32], rows: &[f32], d: usize, out: &mut [f32]) {
     l2_normalize::<Plain>(out);
 }
 
-impl VisualSa {
+impl VisualSaWeights {
     /// Regions `[n_img, R, d]` -> global vectors `[n_img, d]`.
     pub fn forward(&self, regions: &[f32], n_regions: usize, d: usize) -> Vec<f32> {
         let r = n_regions;
@@ -156,7 +109,7 @@ fn common(l: &[f32], g: &[f32], w: &[f32]) -> f32 {
     l.iter().zip(g).zip(w).map(|((l, g), w)| l * g * w).sum()
 }
 
-impl TextSa {
+impl TextSaWeights {
     /// Words packed to true lengths `[sum(lengths), d]` -> global vectors `[n_cap, d]`.
     pub fn forward(&self, words: &[f32], lengths: &[usize], d: usize) -> Vec<f32> {
         let n_cap = lengths.len();

@@ -4,7 +4,7 @@
 //!
 //! Rewrites that are exact in real numbers (checked against the PyTorch
 //! fixtures like the candle engine): `softmax_j(q_i . k_j)` folds the query
-//! and key projections into one matrix ([`GraphStep`]), `W_g (E N) = E (N
+//! and key projections into one matrix ([`GraphStep`](crate::weights::GraphStep)), `W_g (E N) = E (N
 //! W_g^T)` so both projections of a graph step are one GEMM, and the last
 //! graph step computes only the global node that the score reads.
 
@@ -13,52 +13,13 @@ use rayon::prelude::*;
 use super::kernels::{combine, dot, dots, softmax, Level, Plain, Simd};
 #[cfg(target_arch = "x86_64")]
 use super::kernels::{Avx2Fma, Avx512};
-use super::{grow, l2_normalize, sigmoid, Captions, Images, EPS};
+use super::{grow, l2_normalize, sigmoid, EPS};
+use crate::engine::{Captions, Images};
 use crate::gemm::{matmul, MatMut, MatRef, Threads};
+use crate::weights::{GraphStep, HeadWeights, Reasoner};
 
 const SMOOTH: f32 = crate::attention::SMOOTH as f32;
 const LEAKY: f32 = crate::attention::LEAKY_SLOPE as f32;
-
-/// One graph reasoning step in inference form.
-#[derive(Clone, Debug)]
-pub struct GraphStep {
-    /// `[m, 2m]`: `[W_q^T W_k | W_g^T]`
-    pub fold_graph: Vec<f32>,
-    /// `[m]`: `b_q^T W_k`
-    pub fold_bias: Vec<f32>,
-    /// `[m]`
-    pub graph_bias: Vec<f32>,
-}
-
-#[derive(Clone, Debug)]
-pub enum Reasoner {
-    Sgr(Vec<GraphStep>),
-    Saf {
-        /// `[m]`
-        weight: Vec<f32>,
-        bias: f32,
-        /// The BatchNorm(1) in eval mode: `x * scale + shift`.
-        bn_scale: f32,
-        bn_shift: f32,
-    },
-}
-
-/// The weights of a [`crate::SimilarityHead`], laid out for row-major GEMMs.
-#[derive(Clone, Debug)]
-pub struct CpuHead {
-    pub d: usize,
-    pub m: usize,
-    /// `[d, m]` (`W_loc^T`) and `[m]`
-    pub local_wt: Vec<f32>,
-    pub local_b: Vec<f32>,
-    /// `[d, m]` (`W_glo^T`) and `[m]`
-    pub global_wt: Vec<f32>,
-    pub global_b: Vec<f32>,
-    /// `[m]` and the bias of the final linear layer.
-    pub eval_w: Vec<f32>,
-    pub eval_b: f32,
-    pub reasoner: Reasoner,
-}
 
 /// Per-worker buffers, reused from image to image.
 #[derive(Default)]
@@ -89,7 +50,7 @@ const PASS_WORDS: usize = 384;
 /// image, every later stage as one GEMM over all their pairs. One query
 /// against many images groups images; many captions cut into passes.
 struct Item<'a> {
-    head: &'a CpuHead,
+    head: &'a HeadWeights,
     img: &'a Images<'a>,
     images: std::ops::Range<usize>,
     cap: Captions<'a>,
@@ -112,7 +73,7 @@ fn passes(lengths: &[usize], pass_words: usize) -> Vec<(usize, usize, usize, usi
     out
 }
 
-impl CpuHead {
+impl HeadWeights {
     /// Scores `[n_img, n_cap]` (image-major) of every image with every
     /// caption, on the rayon thread pool.
     pub fn score(&self, img: &Images, cap: &Captions) -> Vec<f32> {
@@ -533,7 +494,7 @@ mod tests {
             .collect()
     }
 
-    fn head(d: usize, m: usize, sgr: bool, seed: &mut u64) -> CpuHead {
+    fn head(d: usize, m: usize, sgr: bool, seed: &mut u64) -> HeadWeights {
         let mut step = || GraphStep {
             fold_graph: rnd(m * 2 * m, seed),
             fold_bias: rnd(m, seed),
@@ -549,7 +510,7 @@ mod tests {
                 bn_shift: -0.2,
             }
         };
-        CpuHead {
+        HeadWeights {
             d,
             m,
             local_wt: rnd(d * m, seed),

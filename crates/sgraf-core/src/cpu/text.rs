@@ -17,48 +17,13 @@ use rayon::prelude::*;
 use super::kernels;
 use super::{l2_normalize, sigmoid};
 use crate::gemm::{matmul, MatMut, MatRef, Threads};
+use crate::weights::{GruWeights, TextEncoderWeights};
 
 /// Captions per worker item: the per-step GEMMs keep a few hundred rows
 /// against the `[h, 3h]` recurrent weights that every step streams.
 const CHUNK: usize = 256;
 
-/// One direction of one GRU layer, laid out for row-major GEMMs.
-#[derive(Clone, Debug)]
-pub struct GruDir {
-    /// `W_ih^T` `[in, 3h]`, gate columns `[r | z | n]`.
-    pub w_ih_t: Vec<f32>,
-    /// `W_hh^T` `[h, 3h]`.
-    pub w_hh_t: Vec<f32>,
-    /// `b_ih` with `b_hh`'s r and z parts added (they only ever appear
-    /// summed), `[3h]`.
-    pub b_i: Vec<f32>,
-    /// `b_hn` `[h]`: inside the reset gate's product, not foldable.
-    pub b_hn: Vec<f32>,
-}
-
-impl GruDir {
-    /// From PyTorch's `weight_ih [3h, in]`, `weight_hh [3h, h]`, `bias_ih`,
-    /// `bias_hh` (`[3h]` each), row-major.
-    pub fn new(w_ih: &[f32], w_hh: &[f32], b_ih: &[f32], b_hh: &[f32], hidden: usize) -> Self {
-        let h3 = 3 * hidden;
-        assert!(
-            b_ih.len() == h3 && b_hh.len() == h3 && w_hh.len() == h3 * hidden,
-            "GRU weights of the wrong size for hidden size {hidden}"
-        );
-        assert_eq!(w_ih.len() % h3, 0, "weight_ih is not [3h, in]");
-        let input = w_ih.len() / h3;
-        let mut b_i = b_ih.to_vec();
-        for (b, hb) in b_i[..2 * hidden].iter_mut().zip(b_hh) {
-            *b += hb;
-        }
-        Self {
-            w_ih_t: kernels::transpose(w_ih, h3, input),
-            w_hh_t: kernels::transpose(w_hh, h3, hidden),
-            b_i,
-            b_hn: b_hh[2 * hidden..].to_vec(),
-        }
-    }
-
+impl GruWeights {
     fn hidden(&self) -> usize {
         self.b_hn.len()
     }
@@ -131,19 +96,7 @@ struct Dir {
     out: Vec<f32>,
 }
 
-/// The text encoder in inference form.
-#[derive(Clone, Debug)]
-pub struct CpuTextEncoder {
-    /// `[vocab, word_dim]`
-    pub embed: Vec<f32>,
-    pub word_dim: usize,
-    /// Per layer: forward and, for a bi-GRU, backward direction.
-    pub layers: Vec<(GruDir, Option<GruDir>)>,
-    pub hidden: usize,
-    pub normalize: bool,
-}
-
-impl CpuTextEncoder {
+impl TextEncoderWeights {
     /// Word embeddings `[n_cap, max(lengths), h]` (zero past each caption's
     /// end) of token ids `[n_cap, padded]` (row-major, already checked
     /// against the vocabulary) with true lengths `1..=padded`.

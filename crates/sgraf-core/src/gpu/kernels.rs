@@ -15,15 +15,18 @@
 
 use cubecl::prelude::*;
 
-/// The `eps` of `l2norm` and `l1norm` (added to the norm).
-pub const EPS: f32 = 1e-8;
-/// SCAN's inverse softmax temperature.
-pub const SMOOTH: f32 = 9.0;
-/// The LeakyReLU slope of the attention.
-pub const LEAKY: f32 = 0.1;
+/// The `eps` of `l2norm` and `l1norm` (added to the norm): [`crate::ops::NORM_EPS`].
+pub const EPS: f32 = crate::ops::NORM_EPS as f32;
+/// SCAN's inverse softmax temperature: [`crate::attention::SMOOTH`].
+pub const SMOOTH: f32 = crate::attention::SMOOTH as f32;
+/// The LeakyReLU slope of the attention: [`crate::attention::LEAKY_SLOPE`].
+pub const LEAKY: f32 = crate::attention::LEAKY_SLOPE as f32;
 
 /// Units per cube of the elementwise and row kernels (a power of two).
 pub const UNITS: u32 = 256;
+/// [`UNITS`] as the kernels' index type: a row kernel's units stride its
+/// row by it.
+const UNITS_USIZE: usize = UNITS as usize;
 /// Output tile of the matrix product: `TILE x TILE`, `TILE_K` deep.
 pub const TILE: u32 = 64;
 pub const TILE_K: u32 = 16;
@@ -314,7 +317,7 @@ pub fn context_diff(
         while e < d {
             let v = context[base + e];
             sum += v * v;
-            e += 256;
+            e += UNITS_USIZE;
         }
         let total = cube_sum(sum, unit);
         let inv = 1.0f32 / (f32::sqrt(total) + EPS);
@@ -323,7 +326,7 @@ pub fn context_diff(
         while e < d {
             let diff = context[base + e] * inv - words[word + e];
             context[base + e] = diff * diff;
-            e += 256;
+            e += UNITS_USIZE;
         }
     }
 }
@@ -365,14 +368,14 @@ pub fn bias_l2norm_rows(
         while e < m {
             let v = x[row * m + e] + bias[e];
             sum += v * v;
-            e += 256;
+            e += UNITS_USIZE;
         }
         let norm = f32::sqrt(cube_sum(sum, unit)) + EPS;
         let to = dst[row] as usize * m;
         let mut e = unit;
         while e < m {
             out[to + e] = (x[row * m + e] + bias[e]) / norm;
-            e += 256;
+            e += UNITS_USIZE;
         }
     }
 }

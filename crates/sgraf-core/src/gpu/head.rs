@@ -1,0 +1,296 @@
+//! The similarity head on the device: its weights uploaded once
+//! ([`GpuHead::upload`]) and every image x caption pair scored in blocks.
+
+use super::launch::Strides;
+use super::meta::{BlockMeta, GraphMeta};
+use super::{Buf, Gpu, GpuError, GpuResult};
+use crate::engine::{Captions, Images};
+use crate::weights::{GraphStep, HeadWeights, Reasoner};
+
+/// One SGR step's weights on the device (the CPU engine's folded form).
+#[derive(Debug)]
+pub struct GpuStep {
+    /// `[m, 2m]`: `[W_q^T W_k | W_g^T]`
+    pub fold_graph: Buf,
+    pub fold_bias: Buf,
+    pub graph_bias: Buf,
+}
+
+/// SAF's weights on the device.
+#[derive(Debug)]
+pub struct GpuSaf {
+    pub weight: Buf,
+    pub bias: f32,
+    pub scale: f32,
+    pub shift: f32,
+}
+
+#[derive(Debug)]
+pub enum GpuReasoner {
+    Sgr(Vec<GpuStep>),
+    Saf(GpuSaf),
+}
+
+/// A [`HeadWeights`]'s weights uploaded once.
+#[derive(Debug)]
+pub struct GpuHead {
+    pub d: usize,
+    pub m: usize,
+    pub(super) local_wt: Buf,
+    pub(super) local_b: Buf,
+    pub(super) global_wt: Buf,
+    pub(super) global_b: Buf,
+    pub(super) eval_w: Buf,
+    pub(super) eval_b: f32,
+    pub(super) reasoner: GpuReasoner,
+}
+
+/// How the score matrix is cut into device-sized blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuPlan {
+    /// Floats of the largest per-block buffer (the attended context,
+    /// `images * words * d`), at most; about a third of the block's memory.
+    pub max_block_floats: usize,
+}
+
+impl Default for GpuPlan {
+    fn default() -> Self {
+        // 2^26 floats: 256 MiB for the context, about 1 GiB per block in all
+        // at the released size.
+        Self {
+            max_block_floats: 1 << 26,
+        }
+    }
+}
+
+/// Images on the device: region embeddings `[n, R, d]` and global vectors `[n, d]`.
+struct ImagesOnDevice {
+    regions: Buf,
+    global: Buf,
+    n: usize,
+}
+
+/// Captions on the device: packed words and global vectors.
+struct CaptionsOnDevice {
+    words: Buf,
+    global: Buf,
+}
+
+impl GpuHead {
+    /// Uploads a head's weights once.
+    pub fn upload(gpu: &Gpu, head: &HeadWeights) -> Self {
+        let reasoner = match &head.reasoner {
+            Reasoner::Sgr(steps) => GpuReasoner::Sgr(
+                steps
+                    .iter()
+                    .map(|s: &GraphStep| GpuStep {
+                        fold_graph: gpu.upload(&s.fold_graph),
+                        fold_bias: gpu.upload(&s.fold_bias),
+                        graph_bias: gpu.upload(&s.graph_bias),
+                    })
+                    .collect(),
+            ),
+            Reasoner::Saf {
+                weight,
+                bias,
+                bn_scale,
+                bn_shift,
+            } => GpuReasoner::Saf(GpuSaf {
+                weight: gpu.upload(weight),
+                bias: *bias,
+                scale: *bn_scale,
+                shift: *bn_shift,
+            }),
+        };
+        Self {
+            d: head.d,
+            m: head.m,
+            local_wt: gpu.upload(&head.local_wt),
+            local_b: gpu.upload(&head.local_b),
+            global_wt: gpu.upload(&head.global_wt),
+            global_b: gpu.upload(&head.global_b),
+            eval_w: gpu.upload(&head.eval_w),
+            eval_b: head.eval_b,
+            reasoner,
+        }
+    }
+
+    /// Scores `[n_img, n_cap]` (image-major) of every image with every
+    /// caption: the captions `max_captions` at a time, the images as many
+    /// at a time as `plan` allows.
+    pub fn score(
+        &self,
+        gpu: &Gpu,
+        img: &Images,
+        cap: &Captions,
+        max_captions: usize,
+        plan: GpuPlan,
+    ) -> GpuResult<Vec<f32>> {
+        let (d, r) = (self.d, img.n_regions);
+        let n_img = img.global.len() / d.max(1);
+        let n_cap = cap.lengths.len();
+        let check = |ok: bool, what: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(GpuError(format!("invalid input: {what}")))
+            }
+        };
+        check(
+            img.regions.len() == n_img * r * d,
+            "regions are not [n_img, R, d]",
+        )?;
+        check(
+            cap.global.len() == n_cap * d,
+            "caption globals are not [n_cap, d]",
+        )?;
+        check(
+            cap.words.len() == cap.lengths.iter().sum::<usize>() * d,
+            "packed words do not match the lengths",
+        )?;
+        check(cap.lengths.iter().all(|&n| n > 0), "empty caption")?;
+        let mut scores = vec![0f32; n_img * n_cap];
+        if n_img == 0 || n_cap == 0 {
+            return Ok(scores);
+        }
+        // Every buffer stays within the plan and the device's largest binding.
+        let limit = plan
+            .max_block_floats
+            .min(gpu.max_buffer_floats())
+            .max(r * d);
+        // Caption chunks (uploaded once each): whole captions, their words
+        // within the limit; inside, blocks of at most `max_captions`.
+        let step = max_captions.max(1);
+        let (mut s0, mut sw0) = (0, 0);
+        while s0 < n_cap {
+            let (mut s1, mut sw1) = (s0, sw0);
+            while s1 < n_cap && (s1 == s0 || (sw1 - sw0 + cap.lengths[s1]) * d <= limit) {
+                sw1 += cap.lengths[s1];
+                s1 += 1;
+            }
+            let caps_on_device = CaptionsOnDevice {
+                words: gpu.upload(&cap.words[sw0 * d..sw1 * d]),
+                global: gpu.upload(&cap.global[s0 * d..s1 * d]),
+            };
+            // Blocks: (first caption, end, first word), relative to the chunk.
+            let mut blocks = Vec::new();
+            let (mut c0, mut w0) = (0, 0);
+            while s0 + c0 < s1 {
+                let c1 = (c0 + step).min(s1 - s0);
+                let lengths = &cap.lengths[s0 + c0..s0 + c1];
+                blocks.push((c0, c1, w0, BlockMeta::new(gpu, lengths)));
+                (c0, w0) = (c1, w0 + lengths.iter().sum::<usize>());
+            }
+            // Images per device block: the context `[ni, nw, d]` and the
+            // regions `[ni, R, d]` within the limit.
+            let widest = blocks.iter().map(|b| b.3.n_words).max().unwrap_or(1);
+            let per_image = (widest.max(r) * d).max(1);
+            let group = (limit / per_image).clamp(1, n_img).min(65535);
+            for i0 in (0..n_img).step_by(group) {
+                let i1 = (i0 + group).min(n_img);
+                let imgs = ImagesOnDevice {
+                    regions: gpu.upload(&img.regions[i0 * r * d..i1 * r * d]),
+                    global: gpu.upload(&img.global[i0 * d..i1 * d]),
+                    n: i1 - i0,
+                };
+                for (c0, c1, w0, meta) in &blocks {
+                    let block = self.score_block(gpu, &imgs, r, &caps_on_device, *c0, *w0, meta)?;
+                    let (a, b) = (s0 + c0, s0 + c1);
+                    for (k, row) in block.chunks(c1 - c0).enumerate() {
+                        scores[(i0 + k) * n_cap + a..(i0 + k) * n_cap + b].copy_from_slice(row);
+                    }
+                }
+            }
+            (s0, sw0) = (s1, sw1);
+        }
+        Ok(scores)
+    }
+
+    /// One block: `imgs.n` images against the captions of `meta`, whose
+    /// first caption is `c0` and first word `w0` of the captions on the device.
+    #[allow(clippy::too_many_arguments)]
+    fn score_block(
+        &self,
+        gpu: &Gpu,
+        imgs: &ImagesOnDevice,
+        r: usize,
+        caps: &CaptionsOnDevice,
+        c0: usize,
+        w0: usize,
+        meta: &BlockMeta,
+    ) -> GpuResult<Vec<f32>> {
+        let (d, m, ni) = (self.d, self.m, imgs.n);
+        let (nc, nw) = (meta.lengths.len(), meta.n_words);
+        // Word-region affinities [ni, nw, R]: words x regions^T per image.
+        let affinity = gpu.empty(ni * nw * r);
+        gpu.matmul(
+            &caps.words,
+            Strides::rows(w0 * d, d, 0),
+            &imgs.regions,
+            Strides::transposed(0, d, r * d),
+            &affinity,
+            Strides::rows(0, r, nw * r),
+            (ni, nw, r, d),
+        )?;
+        let norms = gpu.empty(ni * nc * r);
+        gpu.attention(&affinity, meta, &norms, ni, r);
+        // Attended regions [ni, nw, d], then (l2norm(a) - t)^2 in place.
+        let context = gpu.empty(ni * nw * d);
+        gpu.matmul(
+            &affinity,
+            Strides::rows(0, r, nw * r),
+            &imgs.regions,
+            Strides::rows(0, d, r * d),
+            &context,
+            Strides::rows(0, d, nw * d),
+            (ni, nw, d, r),
+        )?;
+        gpu.context_diff(&context, &caps.words, (ni * nw, nw, d, w0));
+        // Local and global similarity vectors, straight into the graph nodes.
+        let graph = GraphMeta::new(gpu, &meta.lengths, ni);
+        let local = gpu.empty(ni * nw * m);
+        gpu.matmul(
+            &context,
+            Strides::rows(0, d, 0),
+            &self.local_wt,
+            Strides::rows(0, m, 0),
+            &local,
+            Strides::rows(0, m, 0),
+            (1, ni * nw, m, d),
+        )?;
+        let mut nodes = gpu.empty(graph.n_nodes * m);
+        gpu.bias_l2norm_rows(&local, &self.local_b, &graph.local_dst, &nodes, ni * nw);
+        let gdiff = gpu.empty(ni * nc * d);
+        gpu.global_diff(&imgs.global, &caps.global, &gdiff, (ni, nc, d, c0));
+        let global = gpu.empty(ni * nc * m);
+        gpu.matmul(
+            &gdiff,
+            Strides::rows(0, d, 0),
+            &self.global_wt,
+            Strides::rows(0, m, 0),
+            &global,
+            Strides::rows(0, m, 0),
+            (1, ni * nc, m, d),
+        )?;
+        gpu.bias_l2norm_rows(&global, &self.global_b, &graph.global_dst, &nodes, ni * nc);
+        let out = gpu.empty(graph.pairs);
+        match &self.reasoner {
+            GpuReasoner::Sgr(steps) => {
+                let mut next = gpu.empty(graph.n_nodes * m);
+                let proj = gpu.empty(graph.n_nodes * 2 * m);
+                let edges = gpu.empty(graph.n_nodes * graph.max_nodes);
+                let (last, full) = steps.split_last().expect("sgr_step >= 1 is validated");
+                for step in full {
+                    gpu.graph_step(step, &nodes, &next, &proj, &edges, &graph, m)?;
+                    std::mem::swap(&mut nodes, &mut next);
+                }
+                gpu.sgr_last_step(last, &nodes, &graph, self, &out)?;
+            }
+            GpuReasoner::Saf(saf) => {
+                let gates = gpu.empty(graph.n_nodes);
+                gpu.saf_score(&nodes, &gates, &graph, self, saf, &out);
+            }
+        }
+        gpu.read(&out, graph.pairs)
+    }
+}

@@ -1,0 +1,436 @@
+//! The kernels' launch wrappers: each checks what it can on the host and
+//! launches one or a few kernels of [`super::kernels`].
+
+use cubecl::prelude::*;
+
+use super::head::{GpuHead, GpuSaf, GpuStep};
+use super::meta::{BlockMeta, GraphMeta};
+use super::{kernels, Buf, Gpu, GpuError, GpuResult};
+
+/// Launches `kernels::$kernel` on the grid `$grid` (`(CubeCount, CubeDim)`)
+/// of `$gpu`'s client: its buffers (each a [`Buf`]), `;`, its scalars.
+macro_rules! launch {
+    ($gpu:expr, $kernel:ident, $grid:expr; $($buf:expr),+; $($scalar:expr),+ $(,)?) => {{
+        let (count, dim) = $grid;
+        // SAFETY: every kernel checks each index it reads or writes against
+        // its scalars, which describe the buffers (the callers' layouts,
+        // checked by the tests).
+        unsafe {
+            kernels::$kernel::launch_unchecked(
+                &$gpu.client, count, dim, $($buf.arg(),)+ $($scalar),+
+            )
+        }
+    }};
+}
+
+/// Grid of `n` units in cubes of [`kernels::UNITS`] (2-D past 65535 cubes).
+fn units(n: usize) -> (CubeCount, CubeDim) {
+    let cubes = n.div_ceil(kernels::UNITS as usize).max(1);
+    cubes_grid(cubes, kernels::UNITS)
+}
+
+/// `cubes` cubes of `dim` units, 2-D past 65535 cubes; kernels read
+/// `CUBE_POS` (linear) and check it against their row count.
+fn cubes_grid(cubes: usize, dim: u32) -> (CubeCount, CubeDim) {
+    let x = cubes.clamp(1, 65535);
+    let y = cubes.div_ceil(x);
+    (
+        CubeCount::Static(x as u32, y as u32, 1),
+        CubeDim::new_1d(dim),
+    )
+}
+
+/// One matrix operand: `offset + batch * batch_stride + row * row_stride + col * col_stride`.
+#[derive(Clone, Copy, Debug)]
+pub struct Strides {
+    pub offset: usize,
+    pub batch: usize,
+    pub row: usize,
+    pub col: usize,
+}
+
+impl Strides {
+    /// Row-major `[rows, cols]` at `offset`, batches `batch` apart.
+    pub fn rows(offset: usize, cols: usize, batch: usize) -> Self {
+        Self {
+            offset,
+            batch,
+            row: cols,
+            col: 1,
+        }
+    }
+
+    /// The transpose of row-major `[cols, rows]` (i.e. reading `X^T`).
+    pub fn transposed(offset: usize, rows: usize, batch: usize) -> Self {
+        Self {
+            offset,
+            batch,
+            row: 1,
+            col: rows,
+        }
+    }
+
+    /// One past the last element `batches` matrices of `rows x cols` reach
+    /// (0 when they are empty); `None` when that overflows.
+    pub fn extent(&self, batches: usize, rows: usize, cols: usize) -> Option<usize> {
+        if batches == 0 || rows == 0 || cols == 0 {
+            return Some(0);
+        }
+        self.offset
+            .checked_add((batches - 1).checked_mul(self.batch)?)?
+            .checked_add((rows - 1).checked_mul(self.row)?)?
+            .checked_add((cols - 1).checked_mul(self.col)?)?
+            .checked_add(1)
+    }
+}
+
+/// Whether every operand of a `(batches, rows, cols, depth)` product stays
+/// inside its buffer (`lens`: A, B, C) and the output is row-major.
+fn check_product(
+    lens: [usize; 3],
+    [sa, sb, sc]: [Strides; 3],
+    (batches, rows, cols, depth): (usize, usize, usize, usize),
+) -> GpuResult<()> {
+    if sc.col != 1 {
+        return Err(GpuError(format!(
+            "the output of a product must be row-major (column stride 1), found {}",
+            sc.col
+        )));
+    }
+    let operands = [
+        ("A", sa, rows, depth),
+        ("B", sb, depth, cols),
+        ("C", sc, rows, cols),
+    ];
+    for ((name, s, r, k), len) in operands.into_iter().zip(lens) {
+        match s.extent(batches, r, k) {
+            Some(end) if end <= len => {}
+            end => {
+                return Err(GpuError(format!(
+                    "matmul: operand {name} ({batches} x [{r}, {k}], {s:?}) reaches element \
+                     {} of a buffer of {len}",
+                    end.map_or("past usize::MAX".to_string(), |e| e.to_string())
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Gpu {
+    /// `C[z] = A[z] B[z]` for `batches` products of `[rows, depth] x [depth, cols]`,
+    /// `C` row-major with rows `sc.row` apart. Crate-private, and every
+    /// operand's extent is checked against its buffer here: the kernel
+    /// checks indices only against the sizes it is given.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn matmul(
+        &self,
+        a: &Buf,
+        sa: Strides,
+        b: &Buf,
+        sb: Strides,
+        c: &Buf,
+        sc: Strides,
+        dims: (usize, usize, usize, usize),
+    ) -> GpuResult<()> {
+        check_product([a.len(), b.len(), c.len()], [sa, sb, sc], dims)?;
+        let (batches, rows, cols, depth) = dims;
+        if batches == 0 || rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        let tile = kernels::TILE as usize;
+        let (gx, gy) = (cols.div_ceil(tile), rows.div_ceil(tile));
+        if gx > 65535 || gy > 65535 || batches > 65535 {
+            return Err(GpuError(format!(
+                "a product of {batches} x [{rows}, {cols}] is too large for one launch"
+            )));
+        }
+        let grid = (
+            CubeCount::Static(gx as u32, gy as u32, batches as u32),
+            CubeDim::new_2d(16, 16),
+        );
+        launch!(self, matmul, grid; a, b, c; rows, cols, depth,
+            sa.offset, sa.batch, sa.row, sa.col,
+            sb.offset, sb.batch, sb.row, sb.col,
+            sc.offset, sc.batch, sc.row);
+        Ok(())
+    }
+
+    /// `norms` then the softmax of [`kernels::attention_norms`] and
+    /// [`kernels::attention_softmax`], in place on `affinity` `[ni, nw, R]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        &self,
+        affinity: &Buf,
+        meta: &BlockMeta,
+        norms: &Buf,
+        ni: usize,
+        regions: usize,
+    ) {
+        let (nc, nw) = (meta.lengths.len(), meta.n_words);
+        launch!(self, attention_norms, units(ni * nc * regions);
+            affinity, meta.cap_start, meta.cap_len, norms; ni, nc, nw, regions);
+        launch!(self, attention_softmax, units(ni * nw);
+            affinity, meta.word_cap, norms; ni, nc, nw, regions);
+    }
+
+    /// [`kernels::context_diff`] on `rows` rows of `d`.
+    pub fn context_diff(
+        &self,
+        context: &Buf,
+        words: &Buf,
+        (rows, nw, d, w_off): (usize, usize, usize, usize),
+    ) {
+        if rows == 0 {
+            return;
+        }
+        launch!(self, context_diff, cubes_grid(rows, kernels::UNITS);
+            context, words; rows, nw, d, w_off);
+    }
+
+    /// [`kernels::global_diff`].
+    pub fn global_diff(
+        &self,
+        img: &Buf,
+        cap: &Buf,
+        out: &Buf,
+        (ni, nc, d, c_off): (usize, usize, usize, usize),
+    ) {
+        launch!(self, global_diff, units(ni * nc * d); img, cap, out; ni, nc, d, c_off);
+    }
+
+    /// [`kernels::bias_l2norm_rows`].
+    pub fn bias_l2norm_rows(&self, x: &Buf, bias: &Buf, dst: &Buf, out: &Buf, rows: usize) {
+        if rows == 0 {
+            return;
+        }
+        launch!(self, bias_l2norm_rows, cubes_grid(rows, kernels::UNITS);
+            x, bias, dst, out; rows, bias.len());
+    }
+
+    /// One SGR step on `nodes` `[n_nodes, m]` into `next`; `proj` holds
+    /// `[n_nodes, 2m]`, `edges` `[n_nodes, max_nodes]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn graph_step(
+        &self,
+        step: &GpuStep,
+        nodes: &Buf,
+        next: &Buf,
+        proj: &Buf,
+        edges: &Buf,
+        graph: &GraphMeta,
+        m: usize,
+    ) -> GpuResult<()> {
+        let n = graph.n_nodes;
+        if n == 0 {
+            return Ok(());
+        }
+        self.matmul(
+            nodes,
+            Strides::rows(0, m, 0),
+            &step.fold_graph,
+            Strides::rows(0, 2 * m, 0),
+            proj,
+            Strides::rows(0, 2 * m, 0),
+            (1, n, 2 * m, m),
+        )?;
+        let (g, mx) = (graph, graph.max_nodes);
+        launch!(self, graph_edges, cubes_grid(n, kernels::UNITS);
+            proj, step.fold_bias, nodes, g.node_pair, g.pair_start, g.pair_nodes, edges; n, mx, m);
+        launch!(self, graph_softmax, units(n); edges, g.node_pair, g.pair_nodes; n, mx);
+        launch!(self, graph_combine, units(n * m);
+            edges, proj, step.graph_bias, g.node_pair, g.pair_start, g.pair_nodes, next; n, mx, m);
+        Ok(())
+    }
+
+    /// The last SGR step, on the global nodes only, and the scores:
+    /// `h_0 = sum_j softmax_j((n_0 M + c) . n_j) n_j`, `ReLU(W_g h_0 + b_g)`.
+    pub fn sgr_last_step(
+        &self,
+        step: &GpuStep,
+        nodes: &Buf,
+        graph: &GraphMeta,
+        head: &GpuHead,
+        out: &Buf,
+    ) -> GpuResult<()> {
+        let (pairs, m, mx) = (graph.pairs, head.m, graph.max_nodes);
+        let first = self.empty(pairs * m);
+        let query = self.empty(pairs * m);
+        let weights = self.empty(pairs * mx);
+        let g = graph;
+        launch!(self, gather_first_nodes, units(pairs * m); nodes, g.pair_start, first; pairs, m);
+        // The M half of [M | W_g^T] (`[m, 2m]`).
+        let half = Strides {
+            offset: 0,
+            batch: 0,
+            row: 2 * m,
+            col: 1,
+        };
+        self.matmul(
+            &first,
+            Strides::rows(0, m, 0),
+            &step.fold_graph,
+            half,
+            &query,
+            Strides::rows(0, m, 0),
+            (1, pairs, m, m),
+        )?;
+        launch!(self, sgr_last_weights, units(pairs);
+            query, step.fold_bias, nodes, g.pair_start, g.pair_nodes, weights; pairs, mx, m);
+        launch!(self, sgr_last_pool, units(pairs * m);
+            weights, nodes, g.pair_start, g.pair_nodes, first; pairs, mx, m);
+        // The W_g^T half.
+        self.matmul(
+            &first,
+            Strides::rows(0, m, 0),
+            &step.fold_graph,
+            Strides { offset: m, ..half },
+            &query,
+            Strides::rows(0, m, 0),
+            (1, pairs, m, m),
+        )?;
+        launch!(self, sgr_last_score, units(pairs);
+            query, step.graph_bias, head.eval_w, out; pairs, m, head.eval_b);
+        Ok(())
+    }
+
+    /// SGR's scores from the nodes after a full last step (the reference
+    /// for [`Self::sgr_last_step`] in the tests).
+    pub fn sgr_score(&self, nodes: &Buf, graph: &GraphMeta, head: &GpuHead, out: &Buf) {
+        launch!(self, sgr_score, units(graph.pairs);
+            nodes, graph.pair_start, head.eval_w, out; graph.pairs, head.m, head.eval_b);
+    }
+
+    /// SAF's gates and scores.
+    #[allow(clippy::too_many_arguments)]
+    pub fn saf_score(
+        &self,
+        nodes: &Buf,
+        gates: &Buf,
+        graph: &GraphMeta,
+        head: &GpuHead,
+        saf: &GpuSaf,
+        out: &Buf,
+    ) {
+        let (g, m) = (graph, head.m);
+        launch!(self, saf_gate, units(g.n_nodes);
+            nodes, saf.weight, gates; g.n_nodes, m, saf.bias, saf.scale, saf.shift);
+        launch!(self, saf_score, units(g.pairs);
+            nodes, gates, g.pair_start, g.pair_nodes, head.eval_w, out; g.pairs, m, head.eval_b);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::{wgpu_available, GpuDevice, NO_ADAPTER};
+
+    /// `C[z, i, j] = sum_t A[z, i, t] B[z, t, j]` with the kernel's strides.
+    fn matmul_ref(
+        a: &[f32],
+        sa: Strides,
+        b: &[f32],
+        sb: Strides,
+        (batches, rows, cols, depth): (usize, usize, usize, usize),
+    ) -> Vec<f32> {
+        let mut c = vec![0f32; batches * rows * cols];
+        for z in 0..batches {
+            for i in 0..rows {
+                for j in 0..cols {
+                    let mut s = 0f64;
+                    for t in 0..depth {
+                        s += a[sa.offset + z * sa.batch + i * sa.row + t * sa.col] as f64
+                            * b[sb.offset + z * sb.batch + t * sb.row + j * sb.col] as f64;
+                    }
+                    c[(z * rows + i) * cols + j] = s as f32;
+                }
+            }
+        }
+        c
+    }
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matmul_kernel_matches_cpu() {
+        if !wgpu_available() {
+            println!("{NO_ADAPTER}");
+            return;
+        }
+        let gpu = Gpu::open_unchecked(&GpuDevice::Wgpu).expect("a wgpu client");
+        println!("running on {}", gpu.describe());
+        // Plain, transposed B, batched with offsets; sizes off the 64 x 16 tiles.
+        let cases: [(usize, usize, usize, usize, bool); 4] = [
+            (1, 37, 45, 70, false),
+            (1, 130, 256, 1024, false),
+            (3, 29, 36, 1024, true),
+            (2, 65, 17, 3, false),
+        ];
+        for (k, (batches, rows, cols, depth, transposed)) in cases.into_iter().enumerate() {
+            let a = values(5 + batches * rows * depth, 2 * k as u64 + 1);
+            let b = values(batches * cols * depth, 2 * k as u64 + 2);
+            let sa = Strides::rows(5, depth, rows * depth);
+            let sb = if transposed {
+                Strides::transposed(0, depth, cols * depth)
+            } else {
+                Strides::rows(0, cols, cols * depth)
+            };
+            let dims = (batches, rows, cols, depth);
+            let want = matmul_ref(&a, sa, &b, sb, dims);
+            let (ga, gb) = (gpu.upload(&a), gpu.upload(&b));
+            let gc = gpu.empty(want.len());
+            let sc = Strides::rows(0, cols, rows * cols);
+            gpu.matmul(&ga, sa, &gb, sb, &gc, sc, dims).unwrap();
+            let got = gpu.read(&gc, want.len()).unwrap();
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| (g - w).abs() / w.abs().max(1.0))
+                .fold(0f32, f32::max);
+            println!("matmul {dims:?} transposed {transposed}: largest difference {worst:e}");
+            assert!(worst <= 1e-5, "matmul {dims:?}: {worst:e}");
+            // One element too far for A, B or C is refused before any launch.
+            let short_a = gpu.upload(&a[..a.len() - 1]);
+            assert!(gpu.matmul(&short_a, sa, &gb, sb, &gc, sc, dims).is_err());
+            let short_c = gpu.empty(want.len() - 1);
+            assert!(gpu.matmul(&ga, sa, &gb, sb, &short_c, sc, dims).is_err());
+        }
+    }
+
+    #[test]
+    fn products_reaching_past_their_buffers_are_refused() {
+        let dims = (2, 3, 4, 5);
+        let (sa, sb, sc) = (
+            Strides::rows(0, 5, 15),
+            Strides::rows(0, 4, 20),
+            Strides::rows(0, 4, 12),
+        );
+        assert!(check_product([30, 40, 24], [sa, sb, sc], dims).is_ok());
+        for lens in [[29, 40, 24], [30, 39, 24], [30, 40, 23]] {
+            assert!(check_product(lens, [sa, sb, sc], dims).is_err(), "{lens:?}");
+        }
+        // An offset, a batch stride or a column stride past the end.
+        let far = Strides { offset: 1, ..sa };
+        assert!(check_product([30, 40, 24], [far, sb, sc], dims).is_err());
+        // Overflowing usize.
+        let huge = Strides {
+            batch: usize::MAX,
+            ..sb
+        };
+        assert!(check_product([30, usize::MAX, 24], [sa, huge, sc], dims).is_err());
+        let column = Strides { col: 2, ..sc };
+        assert!(check_product([30, 40, 1000], [sa, sb, column], dims).is_err());
+        // Empty products touch nothing.
+        assert!(check_product([0, 0, 0], [sa, sb, sc], (0, 3, 4, 5)).is_ok());
+    }
+}

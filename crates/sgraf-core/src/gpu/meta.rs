@@ -1,0 +1,87 @@
+//! Layout metadata of a block on the device: where each caption and each
+//! graph node lies.
+
+use super::{Buf, Gpu};
+
+/// A caption block's layout: lengths, where each caption starts in the
+/// block's words, and which caption each word belongs to.
+pub struct BlockMeta {
+    pub lengths: Vec<usize>,
+    pub n_words: usize,
+    pub(super) cap_start: Buf,
+    pub(super) cap_len: Buf,
+    pub(super) word_cap: Buf,
+}
+
+impl BlockMeta {
+    pub fn new(gpu: &Gpu, lengths: &[usize]) -> Self {
+        let mut start = Vec::with_capacity(lengths.len());
+        let mut word_cap = Vec::new();
+        let mut at = 0u32;
+        for (c, &len) in lengths.iter().enumerate() {
+            start.push(at);
+            at += len as u32;
+            word_cap.extend(std::iter::repeat_n(c as u32, len));
+        }
+        let len32: Vec<u32> = lengths.iter().map(|&n| n as u32).collect();
+        Self {
+            lengths: lengths.to_vec(),
+            n_words: at as usize,
+            cap_start: gpu.upload_u32(&start),
+            cap_len: gpu.upload_u32(&len32),
+            word_cap: gpu.upload_u32(&word_cap),
+        }
+    }
+}
+
+/// The graph layout of `ni` images x a caption block: nodes packed pair
+/// by pair, image-major; for each local and global similarity row, the
+/// node it becomes.
+pub struct GraphMeta {
+    pub pairs: usize,
+    pub n_nodes: usize,
+    pub max_nodes: usize,
+    pub(super) node_pair: Buf,
+    pub(super) pair_start: Buf,
+    pub(super) pair_nodes: Buf,
+    pub(super) local_dst: Buf,
+    pub(super) global_dst: Buf,
+}
+
+impl GraphMeta {
+    /// For each local similarity row (image-major, then word), its node.
+    pub fn local_dst_buf(&self) -> Buf {
+        self.local_dst.clone()
+    }
+
+    pub fn new(gpu: &Gpu, lengths: &[usize], ni: usize) -> Self {
+        let nc = lengths.len();
+        let nw: usize = lengths.iter().sum();
+        let per_image = nw + nc;
+        let mut pair_start = Vec::with_capacity(ni * nc);
+        let mut pair_nodes = Vec::with_capacity(ni * nc);
+        let mut node_pair = Vec::with_capacity(ni * per_image);
+        let mut local_dst = Vec::with_capacity(ni * nw);
+        for k in 0..ni {
+            let mut at = k * per_image;
+            for (c, &len) in lengths.iter().enumerate() {
+                let p = k * nc + c;
+                pair_start.push(at as u32);
+                pair_nodes.push(len as u32 + 1);
+                node_pair.extend(std::iter::repeat_n(p as u32, len + 1));
+                local_dst.extend((at + 1..at + 1 + len).map(|n| n as u32));
+                at += len + 1;
+            }
+        }
+        Self {
+            pairs: ni * nc,
+            n_nodes: ni * per_image,
+            max_nodes: lengths.iter().max().map_or(1, |n| n + 1),
+            node_pair: gpu.upload_u32(&node_pair),
+            global_dst: gpu.upload_u32(&pair_start),
+            pair_start: gpu.upload_u32(&pair_start),
+            pair_nodes: gpu.upload_u32(&pair_nodes),
+            local_dst: gpu.upload_u32(&local_dst),
+        }
+    }
+}
