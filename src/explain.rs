@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{invalid, Result};
+use crate::error::{Error, Result};
 use candle_core::Tensor;
 use serde_json::{json, Value};
 use sgraf_core::Explanation;
@@ -43,15 +43,16 @@ pub struct QueryExplanation {
 /// Explains `features` (one image, row-major `[R, img_dim]`) for `query`.
 pub fn explain(scorer: &Scorer, features: Vec<f32>, query: &str) -> Result<QueryExplanation> {
     if query.trim().is_empty() {
-        invalid!("the query is empty");
+        return Err(Error::EmptyQuery);
     }
     let cfg = scorer.config();
     let (r, d) = (cfg.num_regions, cfg.img_dim);
     if features.len() != r * d {
-        invalid!(
-            "the image has {} values; the model reads {r} regions of {d} features",
-            features.len()
-        );
+        return Err(Error::FeatureShape {
+            what: "the image".into(),
+            expected: [r, d],
+            found: vec![features.len()],
+        });
     }
     let image = Tensor::from_vec(features, (1, r, d), scorer.device())?;
     let ids = scorer.tokenizer().encode(query)?;

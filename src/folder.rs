@@ -1,11 +1,13 @@
 //! A folder of images (feature files, and photos through the detector)
 //! and ranking it for a query.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use crate::error::{invalid, Error, Result};
+use crate::error::{Error, Result};
 use sgraf_data::list_features;
 use sgraf_data::Shard;
+use sgraf_retrieval::index::store::{self, ModelSpec};
 use sgraf_retrieval::index::{self, RankReport};
 
 use crate::models::{find_detector, Sgraf};
@@ -37,26 +39,23 @@ pub fn feature_names(
                 loaded,
                 ui,
             )?),
-            None if names.is_empty() => invalid!(
-                "{} holds photos ({}{}) but no region features: pass --detector DIR (a detector \
-                 converted with cargo xtask convert-weights --detector) to extract them, or run \
-                 sgraf-cli extract first",
-                dir.display(),
-                listing.photos[..listing.photos.len().min(3)].join(", "),
-                if listing.photos.len() > 3 { ", ..." } else { "" },
-            ),
+            None if names.is_empty() => {
+                return Err(Error::PhotosWithoutDetector {
+                    dir: dir.to_path_buf(),
+                    photos: listing.photos,
+                })
+            }
             None => ui.note(&format!(
-                "note: skipping {} photo(s) in {}: pass --detector to extract their region features",
+                "note: skipping {} photo(s) in {}: no detector to extract their region features",
                 listing.photos.len(),
                 dir.display()
             )),
         }
     }
     if names.is_empty() && shard.is_none() {
-        invalid!(
-            "{} holds no region-feature files (.npy, .npz, .safetensors) and no photos",
-            dir.display()
-        );
+        return Err(Error::NothingToRank {
+            dir: dir.to_path_buf(),
+        });
     }
     Ok(names)
 }
@@ -135,6 +134,8 @@ pub struct FolderOptions {
 pub struct Folder {
     pub dir: PathBuf,
     pub loaded: Sgraf,
+    /// The models as the index records them ([`Sgraf::model_records`]).
+    pub records: Vec<ModelSpec>,
     pub fingerprints: Vec<String>,
     /// Feature files relative to `dir` (photos as their cached features).
     pub names: Vec<String>,
@@ -156,10 +157,12 @@ impl Folder {
             None,
             ui,
         )?;
-        let fingerprints = models.fingerprints()?;
+        let records = models.model_records()?;
+        let fingerprints = records.iter().map(|m| m.fingerprint.clone()).collect();
         Ok(Self {
             dir: dir.to_path_buf(),
             loaded: models,
+            records,
             fingerprints,
             names,
             indexed,
@@ -174,14 +177,28 @@ impl Folder {
         shortlist: Option<usize>,
         progress: &mut dyn FnMut(usize),
     ) -> Result<(Vec<Hit>, RankReport)> {
+        self.rank_among(&self.names, query, shortlist, progress)
+    }
+
+    /// The images `names` of the folder (feature files relative to it, as
+    /// [`feature_names`] lists them: a listing newer than [`Folder::names`])
+    /// for `query`, best first, through the folder's index where it holds
+    /// them.
+    pub fn rank_among(
+        &self,
+        names: &[String],
+        query: &str,
+        shortlist: Option<usize>,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<(Vec<Hit>, RankReport)> {
         if query.trim().is_empty() {
-            invalid!("the query is empty");
+            return Err(Error::EmptyQuery);
         }
         let (ranked, report) = index::rank(
             &self.loaded.scorer,
             &self.fingerprints,
             &self.dir,
-            &self.names,
+            names,
             query,
             shortlist,
             progress,
@@ -197,6 +214,73 @@ impl Folder {
         // Stable: equal scores keep the index's order.
         hits.sort_by(|a, b| b.score.total_cmp(&a.score));
         Ok((hits, report))
+    }
+
+    /// Brings the folder's index up to date for `names` (a listing from
+    /// [`feature_names`]): only new and changed files are encoded.
+    /// `progress` gets the images encoded; `waiting` is called while
+    /// another process holds the index.
+    pub fn update_index(
+        &self,
+        names: &[String],
+        progress: &mut dyn FnMut(usize),
+        waiting: &mut dyn FnMut(),
+    ) -> Result<IndexReport> {
+        Ok(index::update(
+            &self.loaded.scorer,
+            &self.records,
+            &self.dir,
+            names,
+            None,
+            progress,
+            waiting,
+        )?)
+    }
+
+    /// How many of `names` the folder's index lacks (or holds for an older
+    /// version of the file); `None` when the index is for other models or
+    /// in another format, or damaged: writing it would throw away another
+    /// user's index.
+    pub fn index_pending(&self, names: &[String]) -> Result<Option<usize>> {
+        let dir = &self.dir;
+        let cfg = self.loaded.config();
+        let (regions, dim) = (cfg.num_regions, cfg.embed_size);
+        let (manifests, problems) = store::read_manifests(dir)?;
+        let ours = |m: &store::Manifest| {
+            m.fingerprints() == self.fingerprints && (m.regions, m.dim) == (regions, dim)
+        };
+        if manifests.iter().any(|(_, m)| !ours(m))
+            || !problems.is_empty()
+            || dir.join(store::LEGACY_INDEX_FILE).exists()
+        {
+            return Ok(None);
+        }
+        let mut have: HashSet<(&str, u64, u128)> = HashSet::new();
+        let mut segments = Vec::new();
+        for (_, m) in &manifests {
+            for seg in &m.segments {
+                if let Ok(s) = store::Segment::open(dir, seg, &self.fingerprints, regions, dim) {
+                    segments.push((s, seg.deleted.iter().copied().collect::<HashSet<usize>>()));
+                }
+            }
+        }
+        for (s, deleted) in &segments {
+            for (r, f) in s.files.iter().enumerate() {
+                if !deleted.contains(&r) {
+                    have.insert((f.name.as_str(), f.size, f.mtime_ns));
+                }
+            }
+        }
+        Ok(Some(
+            names
+                .iter()
+                .filter(|n| {
+                    sgraf_data::quick_stamp(&dir.join(n)).map_or(true, |(size, mtime)| {
+                        !have.contains(&(n.as_str(), size, mtime))
+                    })
+                })
+                .count(),
+        ))
     }
 
     /// The notes `rank` prints about a ranking.
@@ -223,4 +307,76 @@ impl Folder {
             ui.note(&format!("skipped {}: {why}", self.dir.join(name).display()));
         }
     }
+}
+
+/// What [`index_folder`] encodes: `index_folder` takes the models, these
+/// the files.
+#[derive(Clone, Debug, Default)]
+pub struct IndexOptions {
+    /// Glob patterns of files to leave out.
+    pub exclude: Vec<String>,
+    /// The detector for photos (see [`FolderOptions::detector`]).
+    pub detector: Option<String>,
+    /// Only the files this shard owns, into the shard's own manifest.
+    pub shard: Option<Shard>,
+}
+
+/// `DIR/.sgraf-index/`, where a folder's index lives.
+pub use sgraf_retrieval::index::store::index_dir;
+/// What an index update did: rows, files new, changed, removed,
+/// unchanged, skipped, damaged parts rebuilt.
+pub use sgraf_retrieval::index::UpdateReport as IndexReport;
+/// The photo behind a feature file, when it is a photo's cached features
+/// (`.sgraf-regions/a/b.jpg.npy` -> `a/b.jpg`).
+pub use sgraf_vision::store::photo_of;
+/// The sub-folder of an images folder where photos' features are cached.
+pub use sgraf_vision::store::CACHE_DIR;
+
+/// Encodes the images of `dir` (photos through the detector) once into
+/// its index, `DIR/.sgraf-index/`, for `models`: only new and changed files
+/// are encoded, removed ones dropped. Progress goes to `ui` ("encoding");
+/// `waiting` is called while another process holds the index.
+pub fn index_folder(
+    models: &Sgraf,
+    dir: &Path,
+    opts: &IndexOptions,
+    ui: &dyn Ui,
+    waiting: &mut dyn FnMut(),
+) -> Result<IndexReport> {
+    let names = feature_names(
+        dir,
+        &opts.exclude,
+        opts.detector.as_deref(),
+        models,
+        opts.shard,
+        ui,
+    )?;
+    let records = models.model_records()?;
+    ui.start("encoding", names.len() as u64);
+    let report = index::update(
+        &models.scorer,
+        &records,
+        dir,
+        &names,
+        opts.shard,
+        &mut |n| ui.inc(n as u64),
+        waiting,
+    );
+    ui.finish();
+    Ok(report?)
+}
+
+/// Each feature file's and photo's (name, size, modification time) in
+/// `dir`, sorted: what tells a rescan that the folder changed.
+pub fn stamps(dir: &Path, exclude: &[String]) -> Result<Vec<(String, u64, u128)>> {
+    let listing = list_features(dir, exclude)?;
+    let mut out = Vec::with_capacity(listing.features.len() + listing.photos.len());
+    for name in listing.features.iter().chain(&listing.photos) {
+        // A file removed since the listing is simply not there.
+        if let Ok((size, mtime)) = sgraf_data::quick_stamp(&dir.join(name)) {
+            out.push((name.clone(), size, mtime));
+        }
+    }
+    out.sort();
+    Ok(out)
 }

@@ -88,19 +88,38 @@ pub use sgraf_train as train;
 pub use sgraf_vision as vision;
 
 pub mod error;
+pub mod evaluate;
 pub mod explain;
+pub mod extract;
 pub mod folder;
 pub mod hub;
 pub mod models;
 pub mod overlay;
 pub mod prepare;
+pub mod score;
+pub mod vocab;
 
 pub use candle_core::Device;
 pub use error::{Error, Result};
+pub use evaluate::{evaluate, EvalOptions, EvalReport, Evaluation, Recall};
 pub use explain::{explain, QueryExplanation};
-pub use folder::{display_name, feature_names, Folder, FolderOptions, Hit};
+pub use extract::{extract, ExtractOptions, ExtractReport, Extracted};
+pub use folder::{
+    display_name, feature_names, index_dir, index_folder, photo_of, stamps, Folder, FolderOptions,
+    Hit, IndexOptions, IndexReport, CACHE_DIR,
+};
 pub use models::load_detector;
+pub use score::Config;
+pub use sgraf_data::Shard;
+pub use sgraf_retrieval::index::store::ModelSpec;
+pub use sgraf_retrieval::index::RankReport;
+pub use sgraf_train::metrics_log::{
+    Log as TrainLog, StepRecord, ValidationRecord, FILE_NAME as TRAIN_LOG_FILE,
+};
+pub use sgraf_train::{Event as TrainEvent, StepInfo, TrainOptions, Trainer};
+pub use sgraf_vision::{is_image_path, BoxPolicy};
 pub use sgraf_vision::{BgrImage, Detector, Regions};
+pub use vocab::{build_vocab, VocabSummary};
 /// One image's region features from a file (`.npy`, `.npz`,
 /// `.safetensors`, `[regions, img_dim]`): its shape and values, row-major.
 pub fn load_features(path: impl AsRef<std::path::Path>) -> Result<(Vec<usize>, Vec<f32>)> {

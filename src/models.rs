@@ -67,9 +67,7 @@ pub fn model_specs(given: &[String], fallback: Option<Vec<String>>) -> Result<Ve
             return Ok(specs);
         }
     }
-    fallback.ok_or_else(|| {
-        Error::Invalid("no model: pass --model MODEL (a folder or a Hub id; repeat for SGRAF) or set SGRAF_MODEL".into())
-    })
+    fallback.ok_or(Error::NoModel)
 }
 
 /// The models for an images folder, as `rank` finds them: `given`, else
@@ -80,13 +78,8 @@ pub fn folder_model_specs(given: &[String], dir: &Path) -> Result<Vec<String>> {
         given,
         indexed.map(|m| m.into_iter().map(|s| s.source).collect()),
     )
-    .map_err(|_| {
-        Error::Invalid(format!(
-            "no model and no index in {0}: index the folder once with \
-             `sgraf-cli index -m MODEL [-m MODEL] --images {0}` (then rank needs no --model), \
-             or pass --model / set SGRAF_MODEL",
-            dir.display()
-        ))
+    .map_err(|_| Error::NoModelForFolder {
+        dir: dir.to_path_buf(),
     })
 }
 
@@ -114,7 +107,7 @@ impl Sgraf {
     /// same vocabulary and features.
     pub fn load<S: AsRef<str>>(models: &[S], device: &Device) -> Result<Self> {
         if models.is_empty() {
-            invalid!("no model given: name a model folder or a Hub id (two, an SGR and a SAF model, for SGRAF)");
+            return Err(Error::NoModel);
         }
         let mut loaded = Vec::new();
         let mut tokenizers = Vec::new();
@@ -132,10 +125,18 @@ impl Sgraf {
             tokenizers.push(tok);
             folders.push(dir);
         }
+        let specs: Vec<String> = models.iter().map(|s| s.as_ref().to_string()).collect();
+        let scorer = Scorer::new(loaded, tokenizers).map_err(|e| match specs.len() {
+            1 => e.into(),
+            _ => Error::ModelsDisagree {
+                models: specs.clone(),
+                source: Box::new(e.into()),
+            },
+        })?;
         Ok(Self {
-            scorer: Scorer::new(loaded, tokenizers)?,
+            scorer,
             folders,
-            specs: models.iter().map(|s| s.as_ref().to_string()).collect(),
+            specs,
         })
     }
 
@@ -172,26 +173,19 @@ impl Sgraf {
         let cfg = self.config();
         let per_image = cfg.num_regions * cfg.img_dim;
         if features.is_empty() || !features.len().is_multiple_of(per_image) {
-            invalid!(
-                "features hold {} values; expected a whole number of images of {} regions x {} features ({} values each)",
-                features.len(), cfg.num_regions, cfg.img_dim, per_image
-            );
-        }
-        if captions.is_empty() {
-            invalid!("no captions to score");
+            return Err(Error::FeatureShape {
+                what: "the features".into(),
+                expected: [cfg.num_regions, cfg.img_dim],
+                found: vec![features.len()],
+            });
         }
         let n = features.len() / per_image;
-        let images = self.scorer.encode_images(
+        self.score_rows(
             n,
-            |start, k| Ok(features[start * per_image..(start + k) * per_image].to_vec()),
-            &mut |_| {},
-        )?;
-        let values = self.scorer.score_captions(&images, captions, &mut |_| {})?;
-        Ok(Scores {
-            n_images: n,
-            n_captions: captions.len(),
-            values,
-        })
+            &|start, k| Ok(features[start * per_image..(start + k) * per_image].to_vec()),
+            captions,
+            &crate::Quiet,
+        )
     }
 
     /// Every image of the folder `dir` for `query`, best first, through

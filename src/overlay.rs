@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::error::{invalid, Error, Result};
+use crate::error::{Error, Result};
 use image::{Rgb, RgbImage};
 use imageproc::drawing::draw_hollow_rect_mut;
 use imageproc::rect::Rect;
@@ -52,10 +52,16 @@ pub fn blank(width: usize, height: usize) -> RgbImage {
 /// and outlined by weight ([`colour`]; the strongest drawn last).
 pub fn draw(photo: &RgbImage, e: &QueryExplanation, words: &[usize]) -> Result<RgbImage> {
     let Some(boxes) = &e.boxes else {
-        invalid!("no region boxes for {}: an overlay needs NAME.json (boxes) beside the features, or a photo and a detector", e.file);
+        return Err(Error::NoBoxes {
+            file: e.file.clone(),
+        });
     };
     if words.is_empty() {
-        invalid!("no words to draw");
+        return Err(Error::BadOption {
+            name: "words",
+            expected: "at least one word to draw".into(),
+            found: "none".into(),
+        });
     }
     let scale = (MAX_SIDE as f32 / photo.width().max(photo.height()) as f32).min(1.0);
     let base = if scale < 1.0 {

@@ -22,18 +22,13 @@ fn image_features() -> (Vec<usize>, Vec<f32>) {
     sgraf::load_npy(fixtures().join("precomp/test_ims.npy")).unwrap()
 }
 
-fn invalid<T>(r: sgraf::Result<T>) -> String {
-    match r {
-        Err(Error::Invalid(msg)) => msg,
-        Err(other) => panic!("expected Error::Invalid, got {other:?}"),
-        Ok(_) => panic!("expected Error::Invalid, got a result"),
-    }
-}
-
 #[test]
 fn loading_nothing_or_a_non_model_is_an_error() {
     let none: [&str; 0] = [];
-    assert!(invalid(Sgraf::load(&none, &Device::Cpu)).contains("no model given"));
+    assert!(matches!(
+        Sgraf::load(&none, &Device::Cpu),
+        Err(Error::NoModel)
+    ));
     let dir = fixtures().join("precomp");
     let err = Sgraf::load(&[dir.display().to_string()], &Device::Cpu)
         .err()
@@ -73,6 +68,21 @@ fn models_that_do_not_fit_together_are_an_error() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("301"), "{err}");
+    // Beside a model that reads the other vocabulary, they disagree.
+    let sgr = fixtures().join("sgr").display().to_string();
+    let saf = fixtures().join("saf").display().to_string();
+    std::fs::write(
+        tmp.join("tokenizer.json"),
+        std::fs::read_to_string(fixtures().join("sgr/tokenizer.json"))
+            .unwrap()
+            .replacen("\"dog\"", "\"hound\"", 1),
+    )
+    .unwrap();
+    std::fs::write(tmp.join("config.json"), &cfg).unwrap();
+    match Sgraf::load(&[sgr, tmp.display().to_string(), saf], &Device::Cpu) {
+        Err(Error::ModelsDisagree { models, .. }) => assert_eq!(models.len(), 3),
+        other => panic!("expected Error::ModelsDisagree, got {:?}", other.err()),
+    }
     std::fs::remove_dir_all(&tmp).unwrap();
 }
 
@@ -80,15 +90,19 @@ fn models_that_do_not_fit_together_are_an_error() {
 fn scoring_bad_input_is_an_error() {
     let sgraf = models();
     let (_, feats) = image_features();
-    let msg = invalid(sgraf.score(&feats[..100], &["a dog"]));
-    assert!(
-        msg.contains("100 values") && msg.contains("36 regions x 40 features"),
-        "{msg}"
-    );
+    match sgraf.score(&feats[..100], &["a dog"]) {
+        Err(Error::FeatureShape {
+            expected, found, ..
+        }) => assert_eq!((expected, found), ([36, 40], vec![100])),
+        other => panic!("expected Error::FeatureShape, got {:?}", other.err()),
+    }
     let none: [&str; 0] = [];
-    assert!(invalid(sgraf.score(&feats, &none)).contains("no captions"));
+    assert!(matches!(sgraf.score(&feats, &none), Err(Error::NoCaptions)));
     let empty: [f32; 0] = [];
-    assert!(invalid(sgraf.score(&empty, &["a dog"])).contains("0 values"));
+    assert!(matches!(
+        sgraf.score(&empty, &["a dog"]),
+        Err(Error::FeatureShape { found, .. }) if found == [0]
+    ));
 }
 
 #[test]
@@ -96,13 +110,63 @@ fn explaining_and_ranking_bad_input_is_an_error() {
     let sgraf = models();
     let (shape, feats) = image_features();
     let one = &feats[..shape[1] * shape[2]];
-    assert!(invalid(sgraf.explain(one, "   ")).contains("query is empty"));
-    assert!(invalid(sgraf.explain(&one[1..], "a dog")).contains("values"));
+    assert!(matches!(sgraf.explain(one, "   "), Err(Error::EmptyQuery)));
+    assert!(matches!(
+        sgraf.explain(&one[1..], "a dog"),
+        Err(Error::FeatureShape { found, .. }) if found == [36 * 40 - 1]
+    ));
     let empty = std::env::temp_dir().join(format!("sgraf-api-empty-{}", std::process::id()));
     std::fs::create_dir_all(&empty).unwrap();
-    let msg = invalid(sgraf.rank_folder(&empty, "a dog"));
-    assert!(msg.contains("no region-feature files"), "{msg}");
+    match sgraf.rank_folder(&empty, "a dog") {
+        Err(Error::NothingToRank { dir }) => assert_eq!(dir, empty),
+        other => panic!("expected Error::NothingToRank, got {:?}", other.err()),
+    }
+    let photo = empty.join("a.jpg");
+    std::fs::write(&photo, b"not decoded: there is no detector").unwrap();
+    match sgraf.rank_folder(&empty, "a dog") {
+        Err(Error::PhotosWithoutDetector { photos, .. }) => assert_eq!(photos, ["a.jpg"]),
+        other => panic!(
+            "expected Error::PhotosWithoutDetector, got {:?}",
+            other.err()
+        ),
+    }
+    match sgraf.explain_file(&photo, "a dog", None) {
+        Err(Error::PhotoWithoutDetector { path }) => assert_eq!(path, photo),
+        other => panic!(
+            "expected Error::PhotoWithoutDetector, got {:?}",
+            other.err()
+        ),
+    }
     std::fs::remove_dir_all(&empty).unwrap();
+}
+
+#[test]
+fn evaluating_bad_splits_is_an_error() {
+    let sgraf = models();
+    let data = fixtures().join("precomp");
+    let fold5 = sgraf::EvalOptions {
+        fold5: true,
+        ..sgraf::EvalOptions::default()
+    };
+    let n = image_features().0[0];
+    match sgraf::evaluate(&sgraf, &data, &fold5, &mut |_| {}) {
+        Err(Error::UnevenFolds {
+            n_images, folds, ..
+        }) if n % 5 != 0 => {
+            assert_eq!((n_images, folds), (n, 5))
+        }
+        Ok(r) if n % 5 == 0 => assert_eq!(r.folds, 5),
+        other => panic!("{n} images in 5 folds: got {other:?}"),
+    }
+    let mut pairs = 0;
+    let report = sgraf::evaluate(&sgraf, &data, &sgraf::EvalOptions::default(), &mut |k| {
+        pairs += k
+    })
+    .unwrap();
+    assert_eq!(pairs, report.pairs);
+    assert_eq!(report.pairs, (n * n * report.captions_per_image) as u64);
+    let json = report.to_json();
+    assert_eq!(json["rsum"].as_f64(), Some(report.rsum));
 }
 
 #[test]

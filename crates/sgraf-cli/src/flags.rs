@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use sgraf_train::TrainOptions;
+use sgraf::TrainOptions;
 
 #[derive(Parser)]
 #[command(

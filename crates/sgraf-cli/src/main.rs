@@ -7,14 +7,31 @@ mod commands;
 mod flags;
 mod ui;
 
+use std::process::ExitCode;
+
 use anyhow::Result;
 use clap::Parser;
 
 use flags::Command;
 
-fn main() -> Result<()> {
+/// Runs the command; an error is printed as `fn main() -> Result` prints
+/// it, followed by what to do about it on the command line, if anything.
+fn main() -> ExitCode {
     setup_process();
-    match flags::Cli::parse().command {
+    match run(flags::Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            if let Some(hint) = ui::hint(&e) {
+                eprintln!("\nhint: {hint}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
         Command::Score(a) => commands::score::run(&a),
         Command::Eval(a) => commands::eval::run(&a),
         Command::Rank(a) => commands::rank::run(&a),

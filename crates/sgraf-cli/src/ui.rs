@@ -111,3 +111,41 @@ pub fn print_hits(
         }
     }
 }
+
+/// What to do on the command line about a library error (the library's
+/// messages name no flag): the flag or command that fixes it.
+pub fn hint(e: &anyhow::Error) -> Option<String> {
+    use sgraf::Error;
+    let inner = e.chain().find_map(|c| c.downcast_ref::<Error>())?;
+    // The innermost library error says what went wrong (a `Loading`
+    // error wraps it).
+    let mut inner = inner;
+    while let Error::Loading { source, .. } = inner {
+        inner = source;
+    }
+    Some(match inner {
+        Error::NoModel => {
+            "pass --model MODEL (a folder or a Hub id; repeat for SGRAF) or set SGRAF_MODEL".into()
+        }
+        Error::NoModelForFolder { dir } => format!(
+            "index the folder once with `sgraf-cli index -m MODEL [-m MODEL] --images {0}` \
+             (then rank needs no --model), or pass --model / set SGRAF_MODEL",
+            dir.display()
+        ),
+        Error::PhotoWithoutDetector { .. } => "pass --detector DIR to extract its regions (or \
+             explain its features from sgraf-cli extract)"
+            .into(),
+        Error::PhotosWithoutDetector { .. } => "pass --detector DIR (a detector converted with \
+             cargo xtask convert-weights --detector) to extract them, or run sgraf-cli extract \
+             first"
+            .into(),
+        Error::UnevenFolds { .. } => {
+            "--fold5 needs the images to split into five equal folds; leave it out".into()
+        }
+        Error::MissingPhotos { .. } | Error::UnreadablePhotos { .. } => {
+            "pass --skip-missing to leave them out".into()
+        }
+        Error::BadOption { name, .. } => format!("see --{}", name.replace('_', "-")),
+        _ => return None,
+    })
+}

@@ -76,7 +76,7 @@ fn safetensors_view(bytes: &[u8], name: &str) -> (Vec<usize>, Vec<f32>) {
 }
 
 fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
-    let a = sgraf_data::Npy::open(path).unwrap();
+    let a = sgraf::data::Npy::open(path).unwrap();
     (a.shape().to_vec(), a.to_vec().unwrap())
 }
 
@@ -523,7 +523,7 @@ fn damaged_or_old_indexes_are_detected_never_trusted() {
 #[test]
 fn a_bad_feature_file_is_skipped_by_name() {
     let dir = image_folder("bad-file");
-    sgraf_data::npy::write_f32(&dir.join("wrong.npy"), &[36, 7], &vec![0.5; 36 * 7]).unwrap();
+    sgraf::data::npy::write_f32(&dir.join("wrong.npy"), &[36, 7], &vec![0.5; 36 * 7]).unwrap();
     let report = index_report(&dir, &[sgr()]);
     assert!(
         report.contains("skipped")
@@ -794,13 +794,13 @@ fn bad_input_gets_one_clear_error_and_no_output() {
 
     // Shapes against the config.
     let wrong = dir.join("wrong.npy");
-    sgraf_data::npy::write_f32(&wrong, &[2, 35, 40], &vec![0.0; 2 * 35 * 40]).unwrap();
+    sgraf::data::npy::write_f32(&wrong, &[2, 35, 40], &vec![0.0; 2 * 35 * 40]).unwrap();
     let err = score(&wrong.display().to_string(), &caps);
     assert!(
         err.contains("[2, 35, 40]") && err.contains("36 regions of 40 features"),
         "{err}"
     );
-    sgraf_data::npy::write_f32(&wrong, &[2, 36, 41], &vec![0.0; 2 * 36 * 41]).unwrap();
+    sgraf::data::npy::write_f32(&wrong, &[2, 36, 41], &vec![0.0; 2 * 36 * 41]).unwrap();
     assert!(score(&wrong.display().to_string(), &caps).contains("[2, 36, 41]"));
     // Unreadable arrays.
     let good = std::fs::read(precomp().join("test_ims.npy")).unwrap();

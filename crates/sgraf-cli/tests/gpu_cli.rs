@@ -24,10 +24,10 @@ fn with_models<'a>(mut args: Vec<&'a str>, models: &'a [String], device: &'a str
 
 /// Whether a wgpu adapter exists (else the test says skipped).
 fn have_adapter() -> bool {
-    if sgraf_core::gpu::wgpu_available() {
+    if sgraf::core::gpu::wgpu_available() {
         return true;
     }
-    println!("{}", sgraf_core::gpu::NO_ADAPTER);
+    println!("{}", sgraf::core::gpu::NO_ADAPTER);
     false
 }
 
@@ -66,7 +66,7 @@ fn wgpu_scores_eval_and_rank_equal_the_cpu_engine() {
                 "the adapter is printed: {err}"
             );
         }
-        let a = sgraf_data::Npy::open(&out).unwrap();
+        let a = sgraf::data::Npy::open(&out).unwrap();
         scores.push((a.shape().to_vec(), a.to_vec().unwrap()));
     }
     assert_eq!(scores[0].0, scores[1].0);

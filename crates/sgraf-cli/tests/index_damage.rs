@@ -207,7 +207,7 @@ fn shards_index_at_the_same_time() {
     let dir = image_folder("parallel", 24);
     let query = "Children in the water, playing.";
     let (want, _) = rank(&dir, query);
-    let zero = sgraf_data::Shard::parse("0/2").unwrap();
+    let zero = sgraf::data::Shard::parse("0/2").unwrap();
     let pipe = (0..)
         .map(|i| format!("pipe{i}.npy"))
         .find(|n| zero.owns(n))

@@ -127,12 +127,12 @@ fn the_job_fields_agree() {
 fn feature_folder(root: &Path) -> PathBuf {
     let dir = root.join("photo folder");
     std::fs::create_dir_all(&dir).unwrap();
-    let a = sgraf_data::Npy::open(fixtures().join("precomp/test_ims.npy")).unwrap();
+    let a = sgraf::data::Npy::open(fixtures().join("precomp/test_ims.npy")).unwrap();
     let (shape, data) = (a.shape().to_vec(), a.to_vec().unwrap());
     let per = shape[1] * shape[2];
     for i in 0..shape[0] {
         let path = dir.join(format!("img{i}.npy"));
-        sgraf_data::npy::write_f32(&path, &shape[1..], &data[i * per..(i + 1) * per]).unwrap();
+        sgraf::data::npy::write_f32(&path, &shape[1..], &data[i * per..(i + 1) * per]).unwrap();
     }
     dir
 }

@@ -68,7 +68,7 @@ fn extract_writes_the_reference_regions_and_skips_what_it_cannot_read() {
     )
     .unwrap();
     for (name, rel) in [("wide", "wide"), ("tall", "sub/tall")] {
-        let npy = sgraf_data::Npy::open(out.join(format!("{rel}.npy"))).unwrap();
+        let npy = sgraf::data::Npy::open(out.join(format!("{rel}.npy"))).unwrap();
         assert_eq!(npy.shape(), &[36, 40], "{name}");
         let f: Vec<f32> = want[&format!("{name}_features")]
             .flatten_all()

@@ -110,7 +110,7 @@ fn eval_matches_score(models: &[&str], data: &Path, split: &str, k: usize, extra
     ];
     args.extend(&m);
     ok(&args);
-    let npy = sgraf_data::Npy::open(&out).unwrap();
+    let npy = sgraf::data::Npy::open(&out).unwrap();
     let (n_img, n_cap) = (npy.shape()[0], npy.shape()[1]);
     let (i2t, t2i, rsum) = recalls(&npy.to_vec().unwrap(), n_img, n_cap, k);
     std::fs::remove_file(&out).unwrap();
@@ -226,10 +226,10 @@ fn karpathy_two_captions_train_and_eval_as_score_computes() {
         "--out",
         &s(&feats),
     ]);
-    let ims = sgraf_data::Npy::open(out.join("train_ims.npy")).unwrap();
+    let ims = sgraf::data::Npy::open(out.join("train_ims.npy")).unwrap();
     assert_eq!(ims.shape(), [4, 36, 40]);
     for (row, name) in [(0, "p0"), (2, "sub/p2"), (3, "p3")] {
-        let want = sgraf_data::Npy::open(feats.join(format!("{name}.npy"))).unwrap();
+        let want = sgraf::data::Npy::open(feats.join(format!("{name}.npy"))).unwrap();
         assert_eq!(ims.rows(row, 1).unwrap(), want.to_vec().unwrap(), "{name}");
     }
 

@@ -42,12 +42,12 @@ fn cli(args: &[&str]) -> String {
 fn folder(root: &Path) -> PathBuf {
     let dir = root.join("images");
     std::fs::create_dir_all(dir.join("sub")).unwrap();
-    let npy = sgraf_data::Npy::open(fixtures().join("precomp/test_ims.npy")).unwrap();
+    let npy = sgraf::data::Npy::open(fixtures().join("precomp/test_ims.npy")).unwrap();
     let data = npy.to_vec().unwrap();
     let per = 36 * 40;
     for i in 0..5 {
         let path = dir.join(format!("img{i}.npy"));
-        sgraf_data::npy::write_f32(&path, &[36, 40], &data[i * per..(i + 1) * per]).unwrap();
+        sgraf::data::npy::write_f32(&path, &[36, 40], &data[i * per..(i + 1) * per]).unwrap();
     }
     let src = fixtures().join("vision/images");
     std::fs::copy(src.join("wide.png"), dir.join("wide.png")).unwrap();
@@ -55,7 +55,7 @@ fn folder(root: &Path) -> PathBuf {
     let outside = root.join("outside");
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::copy(src.join("wide.png"), outside.join("secret.png")).unwrap();
-    sgraf_data::npy::write_f32(&outside.join("secret.npy"), &[36, 40], &data[..per]).unwrap();
+    sgraf::data::npy::write_f32(&outside.join("secret.npy"), &[36, 40], &data[..per]).unwrap();
     #[cfg(unix)]
     {
         std::os::unix::fs::symlink(outside.join("secret.png"), dir.join("evil.png")).unwrap();
@@ -471,12 +471,12 @@ fn serve_api_matches_rank_and_refuses_bad_requests() {
 fn small_folder(root: &Path) -> PathBuf {
     let dir = root.join("images");
     std::fs::create_dir_all(&dir).unwrap();
-    let npy = sgraf_data::Npy::open(fixtures().join("precomp/test_ims.npy")).unwrap();
+    let npy = sgraf::data::Npy::open(fixtures().join("precomp/test_ims.npy")).unwrap();
     let data = npy.to_vec().unwrap();
     let per = 36 * 40;
     for i in 0..3 {
         let path = dir.join(format!("f{i}.npy"));
-        sgraf_data::npy::write_f32(&path, &[36, 40], &data[i * per..(i + 1) * per]).unwrap();
+        sgraf::data::npy::write_f32(&path, &[36, 40], &data[i * per..(i + 1) * per]).unwrap();
     }
     dir
 }
@@ -726,10 +726,10 @@ fn serve_sees_new_changed_and_removed_files() {
         (!files(addr).contains(&"f1.npy".to_string())).then_some(())
     });
     // A changed file (f2 now holds f0's features) is scored anew.
-    let npy = sgraf_data::Npy::open(fixtures().join("precomp/test_ims.npy")).unwrap();
+    let npy = sgraf::data::Npy::open(fixtures().join("precomp/test_ims.npy")).unwrap();
     let data = npy.to_vec().unwrap();
     let tmp = root.join("f2.npy");
-    sgraf_data::npy::write_f32(&tmp, &[36, 40], &data[..36 * 40]).unwrap();
+    sgraf::data::npy::write_f32(&tmp, &[36, 40], &data[..36 * 40]).unwrap();
     std::fs::rename(&tmp, dir.join("f2.npy")).unwrap();
     poll("the changed file's new score", || {
         let (_, v) = get_json(addr, "/api/search?q=dog&top=1000");

@@ -149,9 +149,9 @@ fn a_split_with_a_row_per_caption_trains() {
     for f in ["test_ims.npy", "test_caps.txt"] {
         std::fs::copy(pre.join(f), data.join(f)).unwrap();
     }
-    let ims = sgraf_data::Npy::open(pre.join("test_ims.npy")).unwrap();
+    let ims = sgraf::data::Npy::open(pre.join("test_ims.npy")).unwrap();
     let rows = ims.rows(0, 8).unwrap();
-    sgraf_data::npy::write_f32(&data.join("train_ims.npy"), &[8, 36, 40], &rows).unwrap();
+    sgraf::data::npy::write_f32(&data.join("train_ims.npy"), &[8, 36, 40], &rows).unwrap();
     let caps: Vec<String> = std::fs::read_to_string(pre.join("test_caps.txt"))
         .unwrap()
         .lines()

@@ -613,6 +613,23 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     Ok((header.shape, decode(header.dtype, data)))
 }
 
+/// The header of a float32 `.npy` file (format 1.0, C order) of `shape`:
+/// the data that follows starts 64-byte aligned.
+pub fn header_f32(shape: &[usize]) -> Vec<u8> {
+    let dims = show_shape(shape);
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {dims}, }}");
+    // Data aligned to 64 bytes, header ending with a newline.
+    let total = MAGIC.len() + 4 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - total % 64) % 64));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[1, 0]);
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out
+}
+
 /// A float32 `.npy` file's bytes (format 1.0, C order).
 pub fn encode_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
     assert_eq!(
@@ -620,21 +637,93 @@ pub fn encode_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
         Some(data.len()),
         "shape and data disagree"
     );
-    let dims = show_shape(shape);
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {dims}, }}");
-    // Data aligned to 64 bytes, header ending with a newline.
-    let total = MAGIC.len() + 4 + header.len() + 1;
-    header.push_str(&" ".repeat((64 - total % 64) % 64));
-    header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + data.len() * 4);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&[1, 0]);
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
+    let mut out = header_f32(shape);
+    out.reserve(data.len() * 4);
     for v in data {
         out.extend_from_slice(&v.to_le_bytes());
     }
     out
+}
+
+/// A float32 `.npy` file written a block of values at a time, for arrays
+/// larger than memory: [`F32Writer::finish`] checks that exactly the
+/// shape's values were written.
+pub struct F32Writer {
+    path: PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+    /// Values the shape holds, and values written so far.
+    expected: usize,
+    written: usize,
+    bytes: Vec<u8>,
+}
+
+impl F32Writer {
+    /// Creates (or truncates) `path` and writes the header of `shape`.
+    pub fn create(path: &Path, shape: &[usize]) -> Result<Self> {
+        let expected = checked_data_len(shape, Dtype::F32)
+            .map(|bytes| bytes / 4)
+            .ok_or_else(|| format_err(path, format!("shape {shape:?} overflows")))?;
+        let io = |err| DataError::Io {
+            path: path.to_path_buf(),
+            err,
+        };
+        let file = std::fs::File::create(path).map_err(io)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        std::io::Write::write_all(&mut out, &header_f32(shape)).map_err(io)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            out,
+            expected,
+            written: 0,
+            bytes: Vec::new(),
+        })
+    }
+
+    /// Appends `values` (row-major, continuing where the last call ended).
+    pub fn write(&mut self, values: &[f32]) -> Result<()> {
+        let total = self.written.checked_add(values.len());
+        if total.is_none_or(|t| t > self.expected) {
+            return Err(format_err(
+                &self.path,
+                format!(
+                    "{} more values past the {} written, for an array of {}",
+                    values.len(),
+                    self.written,
+                    self.expected
+                ),
+            ));
+        }
+        self.bytes.clear();
+        for v in values {
+            self.bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        std::io::Write::write_all(&mut self.out, &self.bytes).map_err(|err| DataError::Io {
+            path: self.path.clone(),
+            err,
+        })?;
+        self.written += values.len();
+        Ok(())
+    }
+
+    /// Flushes the file; refused when fewer values than the shape's were
+    /// written.
+    pub fn finish(self) -> Result<()> {
+        if self.written != self.expected {
+            return Err(format_err(
+                &self.path,
+                format!(
+                    "{} values written for an array of {}",
+                    self.written, self.expected
+                ),
+            ));
+        }
+        let path = self.path;
+        self.out.into_inner().map_err(|e| DataError::Io {
+            path,
+            err: e.into_error(),
+        })?;
+        Ok(())
+    }
 }
 
 /// Writes a float32 `.npy` atomically.

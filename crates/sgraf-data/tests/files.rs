@@ -16,6 +16,28 @@ fn values(n: usize) -> Vec<f32> {
 }
 
 #[test]
+fn npy_written_in_blocks_is_the_array_written_whole() {
+    let dir = scratch("npy-blocks");
+    let (whole, blocks) = (dir.join("whole.npy"), dir.join("blocks.npy"));
+    npy::write_f32(&whole, &[4, 3, 2], &values(24)).unwrap();
+    let mut w = npy::F32Writer::create(&blocks, &[4, 3, 2]).unwrap();
+    for block in values(24).chunks(6) {
+        w.write(block).unwrap();
+    }
+    w.finish().unwrap();
+    assert_eq!(
+        std::fs::read(&blocks).unwrap(),
+        std::fs::read(&whole).unwrap()
+    );
+    // Too many values, or too few, are refused.
+    let mut w = npy::F32Writer::create(&blocks, &[2, 2]).unwrap();
+    assert!(w.write(&values(5)).is_err());
+    w.write(&values(3)).unwrap();
+    assert!(w.finish().is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn npy_round_trips_and_reads_rows() {
     let dir = scratch("npy");
     let path = dir.join("a.npy");

@@ -29,7 +29,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use sgraf::{Folder, Ui};
-use sgraf_retrieval::index::store::ModelSpec;
 
 pub mod access;
 pub mod library;
@@ -135,7 +134,6 @@ pub struct App {
     redact: Redactor,
     /// The models as /api/health lists them.
     models: Vec<Value>,
-    records: Vec<ModelSpec>,
     exclude: Vec<String>,
     detector: Option<String>,
     rescan_secs: u64,
@@ -158,13 +156,11 @@ impl App {
             }
         }
         let models = loaded
-            .scorer
-            .models()
-            .iter()
+            .configs()
+            .into_iter()
             .zip(&labels)
-            .map(|(m, label)| json!({"module": m.config().module.to_string(), "model": label}))
+            .map(|(cfg, label)| json!({"module": cfg.module.to_string(), "model": label}))
             .collect();
-        let records = loaded.model_records()?;
         let listing = Listing::new(folder.names.clone());
         Ok(Self {
             folder,
@@ -174,7 +170,6 @@ impl App {
             access,
             redact,
             models,
-            records,
             exclude: opts.exclude.clone(),
             detector: opts.detector.clone(),
             rescan_secs: opts.rescan,
@@ -222,7 +217,7 @@ impl App {
 
     /// The photo behind a feature file, when it is a photo's cached features.
     fn photo<'a>(&self, name: &'a str) -> Option<&'a str> {
-        sgraf_vision::store::photo_of(name)
+        sgraf::photo_of(name)
     }
 
     /// A library error as a client may see it: without server paths.
@@ -335,16 +330,10 @@ async fn search(
     let a = app.clone();
     let rows = blocking(&app, move || {
         let listing = a.listing();
-        let (ranked, _) = sgraf_retrieval::index::rank(
-            &a.folder.loaded.scorer,
-            &a.folder.fingerprints,
-            &a.folder.dir,
-            &listing.names,
-            &q,
-            None,
-            &mut |_| {},
-        )
-        .map_err(|e| bad(a.clean(e)))?;
+        let (ranked, _) = a
+            .folder
+            .rank_among(&listing.names, &q, None, &mut |_| {})
+            .map_err(|e| bad(a.clean(e)))?;
         // Best first, equal scores by name: as `rank` orders them.
         Ok(ranked
             .into_iter()
@@ -384,9 +373,12 @@ async fn explain(
     let a = app.clone();
     let v = blocking(&app, move || {
         let shown = library::shown(&name).to_string();
-        let (_, feats) = sgraf_data::load_features(&path)
-            .map_err(|e| bad(format!("{shown}: {}", a.clean(e))))?;
-        let mut e = sgraf::explain(&a.folder.loaded.scorer, feats, &q)
+        let (_, feats) =
+            sgraf::load_features(&path).map_err(|e| bad(format!("{shown}: {}", a.clean(e))))?;
+        let mut e = a
+            .folder
+            .loaded
+            .explain(&feats, &q)
             .map_err(|e| bad(a.clean(e)))?
             .with_boxes_of(&path);
         e.file = shown;

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sgraf_retrieval::index::{self, store};
 
 use crate::App;
 
@@ -29,7 +28,7 @@ pub struct Listing {
 /// How a listed file is named in answers: relative to the folder, a
 /// photo's cached features as the photo.
 pub fn shown(name: &str) -> &str {
-    sgraf_vision::store::photo_of(name).unwrap_or(name)
+    sgraf::photo_of(name).unwrap_or(name)
 }
 
 impl Listing {
@@ -108,71 +107,26 @@ impl sgraf::Ui for Reporter<'_> {
 /// Each listed file's (name, size, mtime): what a rescan compares.
 type Signature = Vec<(String, u64, u128)>;
 
-fn signature(dir: &Path, exclude: &[String]) -> anyhow::Result<Signature> {
-    let listing = sgraf_data::list_features(dir, exclude)?;
-    let mut sig = Vec::with_capacity(listing.features.len() + listing.photos.len());
-    for name in listing.features.iter().chain(&listing.photos) {
-        // A file removed since the listing is simply not there.
-        if let Ok((size, mtime)) = sgraf_data::quick_stamp(&dir.join(name)) {
-            sig.push((name.clone(), size, mtime));
-        }
-    }
-    sig.sort();
-    Ok(sig)
-}
-
 /// Whether this server may write the folder's index, and which of `names`
 /// it does not hold yet: an index of other models (or another format) is
 /// left alone.
 fn index_state(app: &App, names: &[String]) -> Result<usize, String> {
-    let dir = &app.folder.dir;
-    let cfg = app.folder.loaded.scorer.config();
-    let (regions, dim) = (cfg.num_regions, cfg.embed_size);
-    let (manifests, problems) = store::read_manifests(dir).map_err(|e| e.to_string())?;
-    let ours = |m: &store::Manifest| {
-        m.fingerprints() == app.folder.fingerprints && (m.regions, m.dim) == (regions, dim)
-    };
-    if manifests.iter().any(|(_, m)| !ours(m))
-        || !problems.is_empty()
-        || dir.join(store::LEGACY_INDEX_FILE).exists()
-    {
-        return Err(
+    match app.folder.index_pending(names) {
+        Ok(Some(pending)) => Ok(pending),
+        Ok(None) => Err(
             "the folder's index was built for other models (or in another format): serve leaves \
              it alone and encodes the files it lacks at each search (sgraf-cli index rebuilds it)"
                 .to_string(),
-        );
+        ),
+        Err(e) => Err(e.to_string()),
     }
-    let mut have: HashSet<(&str, u64, u128)> = HashSet::new();
-    let mut segments = Vec::new();
-    for (_, m) in &manifests {
-        for seg in &m.segments {
-            if let Ok(s) = store::Segment::open(dir, seg, &app.folder.fingerprints, regions, dim) {
-                segments.push((s, seg.deleted.iter().copied().collect::<HashSet<usize>>()));
-            }
-        }
-    }
-    for (s, deleted) in &segments {
-        for (r, f) in s.files.iter().enumerate() {
-            if !deleted.contains(&r) {
-                have.insert((f.name.as_str(), f.size, f.mtime_ns));
-            }
-        }
-    }
-    Ok(names
-        .iter()
-        .filter(|n| {
-            sgraf_data::quick_stamp(&dir.join(n)).map_or(true, |(size, mtime)| {
-                !have.contains(&(n.as_str(), size, mtime))
-            })
-        })
-        .count())
 }
 
 /// One rescan: when the files changed since `last`, lists them (photos
 /// through the detector), updates the index, and publishes the listing.
 fn rescan(app: &App, last: &mut Option<Signature>) -> anyhow::Result<()> {
     let dir = &app.folder.dir;
-    let sig = signature(dir, &app.exclude)?;
+    let sig = sgraf::stamps(dir, &app.exclude)?;
     if last.as_ref() == Some(&sig) {
         return Ok(());
     }
@@ -226,13 +180,8 @@ fn rescan(app: &App, last: &mut Option<Signature>) -> anyhow::Result<()> {
                 (p.done, p.total) = (0, pending as u64);
                 p.index_note = None;
             }
-            let records = app.records.clone();
-            let result = index::update(
-                &app.folder.loaded.scorer,
-                &records,
-                dir,
+            let result = app.folder.update_index(
                 &names,
-                None,
                 &mut |n| app.progress.lock().unwrap().done += n as u64,
                 &mut || {
                     app.progress.lock().unwrap().stage = Some("waiting for the index lock".into())

@@ -2,43 +2,36 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
-use sgraf::Sgraf;
-use sgraf_data::Precomp;
+use anyhow::Result;
+use sgraf::{EvalOptions, Evaluation};
 
 use crate::flags::EvalArgs;
 use crate::ui::progress;
 
 pub fn run(a: &EvalArgs) -> Result<()> {
     let (data, split) = (&a.data, a.split.as_str());
-    let Sgraf { scorer, .. } = super::load(&a.model)?;
-    let pre = Precomp::open_with(data, split, a.captions_per_image)?;
-    pre.check_eval()?;
-    scorer.check_features(pre.images.shape(), &pre.images.path().display().to_string())?;
-    let n_img = pre.n_images();
-    let folds = if a.fold5 { 5 } else { 1 };
-    if n_img % folds != 0 {
-        bail!(
-            "--fold5 needs the images to split into five equal folds; {split} has {n_img} images"
-        );
-    }
-    let per = n_img / folds;
-    let pairs = (per * per * pre.captions_per_image() * folds) as u64;
+    let models = super::load(&a.model)?;
+    let opts = EvalOptions {
+        split: split.to_string(),
+        captions_per_image: a.captions_per_image,
+        fold5: a.fold5,
+    };
+    let eval = Evaluation::open(&models, data, &opts)?;
+    let pairs = eval.pairs();
     let bar = progress(pairs, "pairs");
     let start = Instant::now();
-    let m =
-        sgraf_retrieval::metrics::evaluate(&scorer, &pre, None, folds, &mut |n| bar.inc(n as u64))?;
+    let m = eval.run(&mut |n| bar.inc(n))?;
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     if a.json {
         println!("{}", m.to_json());
     } else {
         let what = if a.fold5 {
-            format!("{split}, 5 folds of {per} images")
+            format!("{split}, 5 folds of {} images", m.n_images / m.folds)
         } else {
-            format!("{split}, {n_img} images")
+            format!("{split}, {} images", m.n_images)
         };
-        let k = pre.captions_per_image();
+        let k = m.captions_per_image;
         let each = if k == 5 {
             String::new()
         } else {

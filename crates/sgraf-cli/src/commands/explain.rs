@@ -1,6 +1,6 @@
 //! `sgraf-cli explain`: why an image matches a query.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use sgraf::overlay;
 
 use crate::flags::ExplainArgs;
@@ -11,40 +11,13 @@ pub fn run(a: &ExplainArgs) -> Result<()> {
     }
     let specs = sgraf::model_specs(&a.model.models, None)?;
     let loaded = sgraf::load_specs(specs, &a.model.device)?;
-    let scorer = &loaded.scorer;
     let path = &a.image;
-    let (mut e, photo) = if sgraf_vision::is_image_path(path) {
-        let Some(det_dir) = sgraf::find_detector(a.photos.detector.as_deref(), &loaded)? else {
-            bail!(
-                "{} is a photo: pass --detector DIR to extract its regions (or explain its features from sgraf-cli extract)",
-                path.display()
-            );
-        };
-        let det = sgraf_vision::Detector::from_folder(&det_dir, scorer.device())
-            .with_context(|| format!("loading the detector {}", det_dir.display()))?;
-        let policy = sgraf_vision::BoxPolicy::fixed(scorer.config().num_regions);
-        let regions = sgraf_vision::BgrImage::open(path)
-            .and_then(|img| det.extract(&img, Some(policy)))
-            .with_context(|| format!("extracting the regions of {}", path.display()))?;
-        let mut e = sgraf::explain(scorer, regions.features.clone(), &a.query)?;
-        e.boxes = Some(regions.boxes.clone());
-        e.image_size = Some([regions.image_w, regions.image_h]);
-        (e, Some(overlay::open_photo(path)?))
+    let e = loaded.explain_file(path, &a.query, a.photos.detector.as_deref())?;
+    let photo = if sgraf::is_image_path(path) {
+        Some(overlay::open_photo(path)?)
     } else {
-        let (shape, feats) = sgraf_data::load_features(path)?;
-        scorer.check_features(&shape, &path.display().to_string())?;
-        if shape.len() != 2 && shape.iter().rev().skip(2).product::<usize>() != 1 {
-            bail!(
-                "{} holds {shape:?}: explain takes one image",
-                path.display()
-            );
-        }
-        (
-            sgraf::explain(scorer, feats, &a.query)?.with_boxes_of(path),
-            None,
-        )
+        None
     };
-    e.file = path.display().to_string();
     let order = e.strongest_words();
     if let Some(out) = &a.out {
         let canvas = match (&photo, e.image_size) {

@@ -1,91 +1,42 @@
 //! `sgraf-cli extract`: photos -> region features.
 
-use std::path::{Path, PathBuf};
-
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde_json::json;
-use sgraf_vision::{store, BgrImage, BoxPolicy, Detector};
+use sgraf::{BoxPolicy, ExtractOptions, Shard};
 
 use crate::flags::ExtractArgs;
-use crate::ui::{progress, say};
-
-/// `a/b/photo.jpg` -> `OUT/a/b/photo` (the .npy and .json stem).
-fn stem(out: &Path, photo: &str) -> PathBuf {
-    let p = Path::new(photo);
-    out.join(p.with_extension(""))
-}
-
-fn newer_than(output: &Path, photo: &Path) -> bool {
-    let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    matches!((m(output), m(photo)), (Some(o), Some(p)) if o >= p)
-}
+use crate::ui::Bars;
 
 pub fn run(o: &ExtractArgs) -> Result<()> {
-    let device = sgraf::parse_device(&o.device)
-        .with_context(|| format!("opening the device {:?}", o.device))?;
-    let det_dir = sgraf::hub::resolve_detector(&o.detector)?;
-    let det = Detector::from_folder(&det_dir, &device)
-        .with_context(|| format!("loading the detector {}", o.detector))?;
-    let mut policy = match &o.boxes {
-        Some(b) => BoxPolicy::parse(b)?,
-        None => det.config().boxes,
+    let device = sgraf::parse_device(&o.device)?;
+    let det = sgraf::load_detector(&o.detector, &device)?;
+    let opts = ExtractOptions {
+        images: o.images.clone(),
+        out: o.out.clone(),
+        exclude: o.exclude.clone(),
+        shard: o.shard.as_deref().map(Shard::parse).transpose()?,
+        skip_existing: o.skip_existing,
+        boxes: o.boxes.as_deref().map(BoxPolicy::parse).transpose()?,
+        conf: o.conf,
     };
-    policy.conf = o.conf;
-    let shard = o
-        .shard
-        .as_deref()
-        .map(sgraf_data::Shard::parse)
-        .transpose()?;
-    let listing = sgraf_data::list_features(&o.images, &o.exclude)?;
-    let mut photos = listing.photos;
-    if let Some(s) = shard {
-        photos.retain(|p| s.owns(p));
-        if photos.is_empty() {
-            eprintln!("shard {}/{} owns none of the photos", s.index, s.count);
-            return Ok(());
-        }
+    let report = sgraf::extract(&det, &opts, &Bars::default())?;
+    if let Some(s) = report.shard_owns_none {
+        eprintln!("shard {}/{} owns none of the photos", s.index, s.count);
+        return Ok(());
     }
-    if photos.is_empty() {
-        bail!(
-            "{} holds no photos (.jpg, .jpeg, .png, .webp, .bmp, .tif, .tiff)",
-            o.images.display()
-        );
-    }
-    std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
-    let bar = progress(photos.len() as u64, "photos");
-    let (mut written, mut skipped, mut failed) = (Vec::new(), 0usize, Vec::new());
-    for photo in &photos {
-        let src = o.images.join(photo);
-        let stem = stem(&o.out, photo);
-        let (npy, js) = (stem.with_extension("npy"), stem.with_extension("json"));
-        if o.skip_existing && newer_than(&npy, &src) && newer_than(&js, &src) {
-            skipped += 1;
-            bar.inc(1);
-            continue;
-        }
-        let result = if sgraf_vision::is_image_path(&src) {
-            BgrImage::open(&src).and_then(|img| det.extract(&img, Some(policy)))
-        } else {
-            Err(sgraf_vision::Error::Decode {
-                path: src.clone(),
-                err: "unsupported format (JPEG, PNG, WebP, BMP and TIFF are read; GIF is not)"
-                    .into(),
-            })
-        };
-        match result.map_err(anyhow::Error::from).and_then(|r| {
-            store::write_regions(&npy, &js, &r, None)?;
-            Ok(r.len())
-        }) {
-            Ok(k) => written.push(json!({"photo": photo, "features": npy, "regions": k})),
-            Err(e) => {
-                say(&bar, format!("skipped {}: {e:#}", src.display()));
-                failed.push(json!({"photo": photo, "error": format!("{e:#}")}));
-            }
-        }
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
+    let policy = report.policy.expect("an extraction that ran has a policy");
+    let skipped = report.skipped_existing;
     if o.json {
+        let written: Vec<_> = report
+            .extracted
+            .iter()
+            .map(|x| json!({"photo": x.photo, "features": x.features, "regions": x.regions}))
+            .collect();
+        let failed: Vec<_> = report
+            .failed
+            .iter()
+            .map(|(photo, error)| json!({"photo": photo, "error": error}))
+            .collect();
         println!(
             "{}",
             json!({"extracted": written, "skipped_existing": skipped, "failed": failed, "boxes": policy.to_string()})
@@ -93,12 +44,12 @@ pub fn run(o: &ExtractArgs) -> Result<()> {
     } else {
         println!(
             "extracted {} photo(s) into {} ({policy} regions each), {skipped} already done, {} failed",
-            written.len(),
+            report.extracted.len(),
             o.out.display(),
-            failed.len()
+            report.failed.len()
         );
     }
-    if written.is_empty() && skipped == 0 {
+    if report.extracted.is_empty() && skipped == 0 {
         bail!("no photo could be extracted");
     }
     Ok(())

@@ -1,42 +1,24 @@
 //! `sgraf-cli index`: encode a folder's images once into DIR/.sgraf-index/.
 
 use anyhow::Result;
-use sgraf_data::Shard;
-use sgraf_retrieval::index;
+use sgraf::{IndexOptions, Shard, Ui};
 
 use crate::flags::IndexArgs;
-use crate::ui::{progress, say, Bars};
+use crate::ui::Bars;
 
 pub fn run(a: &IndexArgs) -> Result<()> {
     let dir = &a.images;
     let shard = a.shard.as_deref().map(Shard::parse).transpose()?;
     let loaded = super::load(&a.model)?;
     let ui = Bars::default();
-    let names = sgraf::feature_names(
-        dir,
-        &a.exclude,
-        a.photos.detector.as_deref(),
-        &loaded,
+    let opts = IndexOptions {
+        exclude: a.exclude.clone(),
+        detector: a.photos.detector.clone(),
         shard,
-        &ui,
-    )?;
-    let records = loaded.model_records()?;
-    let bar = progress(names.len() as u64, "encoding");
-    let report = index::update(
-        &loaded.scorer,
-        &records,
-        dir,
-        &names,
-        shard,
-        &mut |n| bar.inc(n as u64),
-        &mut || {
-            say(
-                &bar,
-                "waiting for another index process on this folder".into(),
-            )
-        },
-    )?;
-    bar.finish_and_clear();
+    };
+    let report = sgraf::index_folder(&loaded, dir, &opts, &ui, &mut || {
+        ui.note("waiting for another index process on this folder")
+    })?;
     if report.discarded {
         eprintln!("the old index was built for other models or in an older format; rebuilt it");
     }
@@ -49,7 +31,7 @@ pub fn run(a: &IndexArgs) -> Result<()> {
     println!(
         "indexed {} images in {}{}: {} new, {} changed, {} removed, {} unchanged{}",
         report.rows,
-        index::store::index_dir(dir).display(),
+        sgraf::index_dir(dir).display(),
         shard.map_or(String::new(), |s| format!(
             " (shard {}/{})",
             s.index, s.count

@@ -2,17 +2,13 @@
 
 use anyhow::Result;
 use serde_json::json;
-use sgraf::Sgraf;
 
 use crate::flags::InfoArgs;
 
 pub fn run(a: &InfoArgs) -> Result<()> {
-    let Sgraf {
-        scorer, folders, ..
-    } = super::load(&a.model)?;
+    let models = super::load(&a.model)?;
     let mut all = Vec::new();
-    for (m, dir) in scorer.models().iter().zip(&folders) {
-        let cfg = m.config();
+    for (cfg, dir) in models.configs().into_iter().zip(&models.folders) {
         if a.json {
             all.push(json!({"folder": dir, "config": cfg}));
             continue;

@@ -19,11 +19,7 @@ fn split_sizes(s: &str) -> Result<(usize, usize)> {
 }
 
 pub fn run(a: &PrepareArgs) -> Result<()> {
-    let shard = a
-        .shard
-        .as_deref()
-        .map(sgraf_data::Shard::parse)
-        .transpose()?;
+    let shard = a.shard.as_deref().map(sgraf::Shard::parse).transpose()?;
     let device = sgraf::parse_device(&a.device)?;
     let opts = PrepareOptions {
         captions: a.captions.clone(),
@@ -45,7 +41,7 @@ pub fn run(a: &PrepareArgs) -> Result<()> {
     let photos = format!(
         "{} photo(s) extracted into {}, {} already there",
         report.extracted,
-        a.images.join(sgraf_vision::store::CACHE_DIR).display(),
+        a.images.join(sgraf::CACHE_DIR).display(),
         report.reused
     );
     if let Some(s) = report.shard {

@@ -3,7 +3,6 @@
 
 use anyhow::{bail, Result};
 use serde_json::json;
-use sgraf_data::load_features;
 
 use crate::flags::RankArgs;
 use crate::ui::{print_hits, progress, Bars, Hit};
@@ -45,13 +44,8 @@ pub fn run(a: &RankArgs) -> Result<()> {
         }
         (None, None, Some(image), Some(captions)) => {
             let loaded = super::load(model)?;
-            let (shape, feats) = load_features(image)?;
-            loaded.scorer.check_features(&shape, &image.display().to_string())?;
             let caps = super::read_captions(captions)?;
-            let sides = loaded.scorer.image_sides(feats, 1)?;
-            let bar = progress(caps.len() as u64, "scoring");
-            let scores = loaded.scorer.score_captions(&sides, &caps, &mut |n| bar.inc(n as u64))?;
-            bar.finish_and_clear();
+            let scores = loaded.caption_scores(image, &caps, &Bars::default())?;
             let hits = caps
                 .into_iter()
                 .zip(scores)

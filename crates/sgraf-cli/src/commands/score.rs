@@ -1,38 +1,19 @@
 //! `sgraf-cli score`: every image of a features array against every caption.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde_json::json;
-use sgraf::Sgraf;
-use sgraf_data::Npy;
 
 use crate::flags::ScoreArgs;
-use crate::ui::progress;
+use crate::ui::Bars;
 
 pub fn run(a: &ScoreArgs) -> Result<()> {
-    let Sgraf { scorer, .. } = super::load(&a.model)?;
-    let features = &a.features;
-    let feats = Npy::open(features)?;
-    if feats.shape().len() != 3 {
-        bail!(
-            "{} has shape {:?}; expected [n_images, {}, {}]",
-            features.display(),
-            feats.shape(),
-            scorer.config().num_regions,
-            scorer.config().img_dim
-        );
-    }
-    scorer.check_features(feats.shape(), &features.display().to_string())?;
+    let models = super::load(&a.model)?;
     let caps = super::read_captions(&a.captions)?;
-    let n_img = feats.shape()[0];
-    let bar = progress((n_img + n_img * caps.len()) as u64, "scoring");
-    let images = scorer.encode_images(n_img, |s, n| Ok(feats.rows(s, n)?), &mut |n| {
-        bar.inc(n as u64)
-    })?;
-    let scores = scorer.score_captions(&images, &caps, &mut |n| bar.inc(n as u64))?;
-    bar.finish_and_clear();
+    let scored = models.score_file(&a.features, &caps, &Bars::default())?;
+    let (n_img, scores) = (scored.n_images, &scored.values);
     let n_cap = caps.len();
     if let Some(out) = &a.out {
-        sgraf_data::npy::write_f32(out, &[n_img, n_cap], &scores)?;
+        scored.write_npy(out)?;
         eprintln!("wrote {}: [{n_img}, {n_cap}] float32 scores", out.display());
     } else if a.json {
         let rows: Vec<&[f32]> = scores.chunks(n_cap.max(1)).collect();

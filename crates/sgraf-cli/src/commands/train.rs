@@ -1,7 +1,7 @@
 //! `sgraf-cli train`: a run from scratch, from a model (--init), or resumed.
 
 use anyhow::Result;
-use sgraf_train::{Event, TrainOptions, Trainer};
+use sgraf::{TrainEvent as Event, TrainOptions, Trainer};
 
 use crate::flags::TrainArgs;
 use crate::ui::{say, steps};

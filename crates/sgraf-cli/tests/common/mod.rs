@@ -53,7 +53,7 @@ pub fn run_text(args: &[&str]) -> (bool, String, String) {
 /// converted into `root/detector` as a user would.
 pub fn detector(root: &Path) -> String {
     let out = root.join("detector");
-    sgraf_convert::convert_detector(
+    sgraf::convert::convert_detector(
         &fixtures().join("vision/bua_dim40_k36.pth"),
         &out,
         None,
@@ -89,14 +89,14 @@ pub fn write_photo(path: &Path, seed: u32) {
 /// in turn.
 pub fn image_folder(name: &str, n: usize) -> PathBuf {
     let dir = scratch(name);
-    let a = sgraf_data::Npy::open(fixtures().join("precomp/test_ims.npy")).unwrap();
+    let a = sgraf::data::Npy::open(fixtures().join("precomp/test_ims.npy")).unwrap();
     let shape = a.shape().to_vec();
     let per = shape[1] * shape[2];
     let data = a.to_vec().unwrap();
     for i in 0..n {
         let k = i % shape[0];
         let path = dir.join(format!("img{i}.npy"));
-        sgraf_data::npy::write_f32(&path, &shape[1..], &data[k * per..(k + 1) * per]).unwrap();
+        sgraf::data::npy::write_f32(&path, &shape[1..], &data[k * per..(k + 1) * per]).unwrap();
     }
     dir
 }
