@@ -28,7 +28,11 @@ pub fn bench_python(out: Option<PathBuf>, repeat: usize) -> Result<()> {
     let features: Vec<f32> = (0..IMAGES * regions * dim)
         .map(|_| rng.uniform(0.0, 2.0))
         .collect();
-    sgraf_data::npy::write_f32(&work.join("features.npy"), &[IMAGES, regions, dim], &features)?;
+    sgraf_data::npy::write_f32(
+        &work.join("features.npy"),
+        &[IMAGES, regions, dim],
+        &features,
+    )?;
     // Captions of 8 to 15 words of the random models' vocabulary.
     let captions: Vec<String> = (0..CAPTIONS)
         .map(|_| {
@@ -41,7 +45,10 @@ pub fn bench_python(out: Option<PathBuf>, repeat: usize) -> Result<()> {
         .collect();
     std::fs::write(work.join("captions.txt"), captions.join("\n") + "\n")?;
 
-    let models = sgraf::Sgraf::load(&[&sgr, &saf].map(|p| p.display().to_string()), &sgraf::Device::Cpu)?;
+    let models = sgraf::Sgraf::load(
+        &[&sgr, &saf].map(|p| p.display().to_string()),
+        &sgraf::Device::Cpu,
+    )?;
     let mut rust_secs = f64::INFINITY;
     let mut scores = Vec::new();
     for _ in 0..repeat.max(1) {
@@ -67,10 +74,17 @@ pub fn bench_python(out: Option<PathBuf>, repeat: usize) -> Result<()> {
             String::from_utf8_lossy(&run.stderr)
         );
     }
-    let py: serde_json::Value = serde_json::from_slice(&run.stdout)
-        .with_context(|| format!("{} printed {:?}", script.display(), String::from_utf8_lossy(&run.stdout)))?;
+    let py: serde_json::Value = serde_json::from_slice(&run.stdout).with_context(|| {
+        format!(
+            "{} printed {:?}",
+            script.display(),
+            String::from_utf8_lossy(&run.stdout)
+        )
+    })?;
     let py_secs = py["seconds"].as_f64().context("python: no seconds")?;
-    let diff = py["max_abs_diff"].as_f64().context("python: no max_abs_diff")?;
+    let diff = py["max_abs_diff"]
+        .as_f64()
+        .context("python: no max_abs_diff")?;
     let overhead = py_secs / rust_secs - 1.0;
     let cpu = crate::bench::cpu_name();
     println!("score, {IMAGES} images x {CAPTIONS} captions, full-size SGR + SAF (best of {repeat}), {cpu}:");
@@ -101,7 +115,10 @@ pub fn bench_python(out: Option<PathBuf>, repeat: usize) -> Result<()> {
         bail!("the Python scores differ from the Rust scores by up to {diff:e}");
     }
     if overhead >= 0.05 {
-        bail!("calling through Python costs {:.1}% of score (the bound is 5%)", overhead * 100.0);
+        bail!(
+            "calling through Python costs {:.1}% of score (the bound is 5%)",
+            overhead * 100.0
+        );
     }
     Ok(())
 }

@@ -81,10 +81,7 @@ pub fn strings(obj: &Bound<'_, PyAny>, name: &str, single: bool) -> PyResult<Vec
             None => {
                 return Err(invalid(
                     py,
-                    format!(
-                        "{name}[{i}]: expected a str, found {}",
-                        type_name(&item)
-                    ),
+                    format!("{name}[{i}]: expected a str, found {}", type_name(&item)),
                 ))
             }
         }
@@ -92,7 +89,10 @@ pub fn strings(obj: &Bound<'_, PyAny>, name: &str, single: bool) -> PyResult<Vec
     if out.is_empty() {
         return Err(invalid(
             py,
-            format!("{name}: expected at least one, found an empty {}", type_name(obj)),
+            format!(
+                "{name}: expected at least one, found an empty {}",
+                type_name(obj)
+            ),
         ));
     }
     Ok(out)
@@ -118,9 +118,9 @@ impl Features<'_> {
     /// `[n_images, regions, img_dim]` row-major.
     pub fn values(&self) -> PyResult<&[f32]> {
         match &self.values {
-            Values::Borrowed(a) => a.as_slice().map_err(|e| {
-                crate::errors::internal(a.py(), format!("a contiguous array: {e}"))
-            }),
+            Values::Borrowed(a) => a
+                .as_slice()
+                .map_err(|e| crate::errors::internal(a.py(), format!("a contiguous array: {e}"))),
             Values::Owned(v) => Ok(v),
         }
     }
@@ -137,8 +137,8 @@ fn float32_array<'py>(
     img_dim: usize,
 ) -> PyResult<(Vec<usize>, Values<'py>)> {
     let py = obj.py();
-    let expected = |dims: &[usize]| -> String {
-        match dims.len() {
+    let expected = |ndim: usize| -> String {
+        match ndim {
             3 => format!("[n_images, {regions}, {img_dim}]"),
             _ => format!("[{regions}, {img_dim}]"),
         }
@@ -148,7 +148,7 @@ fn float32_array<'py>(
             py,
             format!(
                 "{name}: expected a numpy.ndarray of float32 {}, found {}",
-                expected(dims),
+                expected(dims[0]),
                 type_name(obj)
             ),
         ));
@@ -173,7 +173,7 @@ fn float32_array<'py>(
                     .map(|d| d.to_string())
                     .collect::<Vec<_>>()
                     .join(" or "),
-                expected(dims),
+                expected(dims[dims.len() - 1]),
                 shape.len()
             ),
         ));
@@ -184,19 +184,16 @@ fn float32_array<'py>(
             py,
             format!(
                 "{name}: expected shape {} (the models read {regions} regions of {img_dim} features), found {shape:?}",
-                expected(&[shape.len()])
+                expected(shape.len())
             ),
         ));
     }
-    let typed = array.cast::<PyArrayDyn<f32>>().map_err(|e| {
-        crate::errors::internal(py, format!("a float32 array is not one: {e}"))
-    })?;
-    let ro = typed.try_readonly().map_err(|e| {
-        invalid(
-            py,
-            format!("{name}: the array cannot be read: {e}"),
-        )
-    })?;
+    let typed = array
+        .cast::<PyArrayDyn<f32>>()
+        .map_err(|e| crate::errors::internal(py, format!("a float32 array is not one: {e}")))?;
+    let ro = typed
+        .try_readonly()
+        .map_err(|e| invalid(py, format!("{name}: the array cannot be read: {e}")))?;
     let values = if ro.as_slice().is_ok() {
         Values::Borrowed(ro)
     } else {
@@ -272,7 +269,9 @@ pub mod image {
 
     use std::path::PathBuf;
 
-    use numpy::{PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
+    use numpy::{
+        PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods,
+    };
     use pyo3::prelude::*;
 
     use super::type_name;

@@ -31,7 +31,11 @@ pub fn invalid(py: Python<'_>, message: String) -> PyErr {
 
 /// A bug in sgraf (a panic, an impossible shape).
 pub fn internal(py: Python<'_>, message: String) -> PyErr {
-    raise(py, "InternalError", format!("internal error (a bug in sgraf, please report it): {message}"))
+    raise(
+        py,
+        "InternalError",
+        format!("internal error (a bug in sgraf, please report it): {message}"),
+    )
 }
 
 /// The Python class of a library error, by its kind.
@@ -48,8 +52,26 @@ fn kind(e: &sgraf::Error) -> &'static str {
         // a model is a ModelError; a device that cannot be opened, the
         // device's).
         E::Loading { source, .. } => kind(source),
-        E::Io { .. } => "FileError",
-        E::Invalid(_) => "InvalidInputError",
+        E::Io { .. } | E::NotFound { .. } => "FileError",
+        E::ModelsDisagree { .. } => "ModelError",
+        E::PhotoWithoutDetector { .. } | E::PhotosWithoutDetector { .. } => "DetectorError",
+        E::UnreadablePhotos { .. } => "ImageError",
+        E::NothingToRank { .. }
+        | E::NoPhotos { .. }
+        | E::MissingPhotos { .. }
+        | E::NothingToPrepare { .. }
+        | E::NoBoxes { .. }
+        | E::NoCaptionsIn { .. }
+        | E::Captions { .. } => "DataError",
+        E::EmptyQuery
+        | E::NoCaptions
+        | E::NoModel
+        | E::NoModelForFolder { .. }
+        | E::FeatureShape { .. }
+        | E::NotOneImage { .. }
+        | E::BadOption { .. }
+        | E::UnevenFolds { .. }
+        | E::Invalid(_) => "InvalidInputError",
     }
 }
 

@@ -233,11 +233,9 @@ impl Sgraf {
         let why = guard(py, || self.inner.explain(values, &query))?;
         let rows = why.attention.len();
         let cols = why.attention.first().map_or(cfg.num_regions, Vec::len);
-        let attention = Array2::from_shape_vec(
-            (rows, cols),
-            why.attention.into_iter().flatten().collect(),
-        )
-        .map_err(|e| errors::internal(py, e.to_string()))?;
+        let attention =
+            Array2::from_shape_vec((rows, cols), why.attention.into_iter().flatten().collect())
+                .map_err(|e| errors::internal(py, e.to_string()))?;
         Ok(Explanation {
             score: why.score,
             query: why.query,
@@ -273,7 +271,10 @@ impl Notes {
         }
         let warnings = py.import("warnings")?;
         for line in lines {
-            warnings.call_method1("warn", (line, py.get_type::<pyo3::exceptions::PyUserWarning>(), 2))?;
+            warnings.call_method1(
+                "warn",
+                (line, py.get_type::<pyo3::exceptions::PyUserWarning>(), 2),
+            )?;
         }
         Ok(())
     }
@@ -307,10 +308,13 @@ impl Hit {
     }
 
     /// `file, score = hit`
-    fn __iter__(slf: &Bound<'_, Self>) -> PyResult<Bound<'_, PyAny>> {
+    fn __iter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let h = slf.get();
-        (h.file.clone(), h.score).into_pyobject(py)?.try_iter().map(Bound::into_any)
+        (h.file.clone(), h.score)
+            .into_pyobject(py)?
+            .try_iter()
+            .map(Bound::into_any)
     }
 }
 
@@ -425,7 +429,11 @@ impl Detector {
 
     fn __repr__(&self) -> String {
         let cfg = self.inner.config();
-        format!("Detector(feature_dim={}, boxes={})", cfg.feature_dim(), cfg.boxes)
+        format!(
+            "Detector(feature_dim={}, boxes={})",
+            cfg.feature_dim(),
+            cfg.boxes
+        )
     }
 }
 
@@ -492,6 +500,54 @@ impl Regions {
     }
 }
 
+/// Recall@K and rsum of the models on a SCAN precomp folder: `eval --json`
+/// as a dict. `models`: folders or Hub ids (or a loaded `Sgraf`).
+#[pyfunction]
+#[pyo3(signature = (models, data, split = None, fold5 = false, captions_per_image = None, device = None))]
+fn evaluate<'py>(
+    py: Python<'py>,
+    models: &Bound<'py, PyAny>,
+    data: &Bound<'py, PyAny>,
+    split: Option<&Bound<'py, PyAny>>,
+    fold5: bool,
+    captions_per_image: Option<&Bound<'py, PyAny>>,
+    device: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let loaded = match models.cast::<Sgraf>() {
+        Ok(m) => Some(m.get().inner.clone()),
+        Err(_) => None,
+    };
+    let specs = match loaded {
+        Some(_) => Vec::new(),
+        None => strings(models, "models", true)?,
+    };
+    let dir = path_arg(data, "data")?;
+    let split = match split {
+        Some(s) if !s.is_none() => text(s, "split")?,
+        _ => "test".to_string(),
+    };
+    let captions_per_image = count_arg(captions_per_image, "captions_per_image")?;
+    let device = match device {
+        Some(d) if !d.is_none() => device_arg(py, d)?,
+        _ => sgraf::Device::Cpu,
+    };
+    let json = guard(py, || {
+        let models = match loaded {
+            Some(m) => m,
+            None => sgraf::Sgraf::load(&specs, &device)?,
+        };
+        let opts = sgraf::EvalOptions {
+            split,
+            captions_per_image,
+            fold5,
+        };
+        Ok(sgraf::evaluate(&models, &dir, &opts, &mut |_| {})?
+            .to_json()
+            .to_string())
+    })?;
+    py.import("json")?.call_method1("loads", (json,))
+}
+
 #[pymodule]
 fn _sgraf(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Sgraf>()?;
@@ -499,6 +555,7 @@ fn _sgraf(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Explanation>()?;
     m.add_class::<Detector>()?;
     m.add_class::<Regions>()?;
+    m.add_function(wrap_pyfunction!(evaluate, m)?)?;
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     Ok(())
 }

@@ -31,7 +31,7 @@ def test_bad_features_name_the_expected_and_the_found(models, test_ims, captions
     raises(bad, lambda: models.score(test_ims.astype(np.int32), captions), "float32", "int32")
     raises(bad, lambda: models.score(test_ims[0], captions), "3 dimensions", "found 2", "[36, 40]")
     raises(bad, lambda: models.score(test_ims[None], captions), "found 4")
-    raises(bad, lambda: models.score(test_ims[:, :, :39], captions), "[n_images, 36, 40]", "[5, 36, 39]")
+    raises(bad, lambda: models.score(test_ims[:, :, :39], captions), "[n_images, 36, 40]", "[10, 36, 39]")
     raises(bad, lambda: models.score(test_ims[:0], captions), "[0, 36, 40]")
     raises(bad, lambda: models.score(test_ims.tolist(), captions), "features[0]", "numpy.ndarray", "list")
     raises(bad, lambda: models.score([test_ims[0], test_ims[1][:10]], captions), "features[1]", "[10, 40]")

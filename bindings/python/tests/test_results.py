@@ -130,3 +130,12 @@ def test_extract_box_policy(detector, tmp_path):
     assert len(detector.extract(rgb, boxes=10)) == 10
     r = detector.extract(rgb, boxes="10-20", conf=0.0)
     assert 10 <= len(r) <= 20
+
+
+def test_evaluate_equals_eval_json(models):
+    data = FIXTURES / "precomp"
+    for given, cli_models in [([SGR], ["-m", SGR]), ([SGR, SAF], ["-m", SGR, "-m", SAF])]:
+        got = sgraf.evaluate(given, data, split="test")
+        want = cli_json("eval", *cli_models, "--data", data, "--split", "test", "--json")
+        assert got == want
+    assert sgraf.evaluate(models, str(data)) == want

@@ -20,7 +20,7 @@ from ._errors import (
     SgrafError,
     TokenizerError,
 )
-from ._sgraf import Detector, Explanation, Hit, Regions, Sgraf, build_info
+from ._sgraf import Detector, Explanation, Hit, Regions, Sgraf, build_info, evaluate
 
 __all__ = [
     "Sgraf",
@@ -28,6 +28,7 @@ __all__ = [
     "Explanation",
     "Detector",
     "Regions",
+    "evaluate",
     "build_info",
     "SgrafError",
     "InvalidInputError",
