@@ -14,7 +14,7 @@ use candle_nn::{VarBuilder, VarMap};
 use sgraf_core::{Config, Module, SgrafModel};
 
 /// A full-size model folder with the published initialisation.
-fn random_model(dir: &Path, module: Module, seed: u64) -> Result<()> {
+pub(crate) fn random_model(dir: &Path, module: Module, seed: u64) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let words: Vec<String> = ["<pad>", "<start>", "<end>", "<unk>"]
         .iter()

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_e2e;
 mod bench_extract;
+mod bench_python;
 mod bench_rank;
 mod cuda;
 mod demo;
@@ -71,7 +72,7 @@ enum Task {
     /// and opencv-python-headless).
     Bench {
         /// scoring or extract.
-        #[arg(default_value = "scoring", value_parser = ["scoring", "e2e", "rank", "extract"])]
+        #[arg(default_value = "scoring", value_parser = ["scoring", "e2e", "rank", "extract", "python"])]
         what: String,
         /// Images of the e2e benchmark's eval case (five captions each; 0 skips it).
         #[arg(long, default_value_t = 1000)]
@@ -302,6 +303,7 @@ fn main() -> Result<()> {
             "extract" => bench_extract::bench_extract(photos.max(1), out, repeat.unwrap_or(1)),
             "e2e" => bench_e2e::bench_e2e(out, repeat.unwrap_or(1), eval_images),
             "rank" => bench_rank::bench_rank(&sizes, out, baseline),
+            "python" => bench_python::bench_python(out, repeat.unwrap_or(3)),
             _ => bench::bench(quick, out, repeat),
         },
         Task::CudaBuild { compute_cap } => cuda::cuda_build(&compute_cap),

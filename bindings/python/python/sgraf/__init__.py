@@ -1,0 +1,43 @@
+"""SGRAF image-text matching from Python: NumPy in and out, no torch.
+
+>>> import sgraf
+>>> m = sgraf.Sgraf.load(["weights/f30k_sgr", "weights/f30k_saf"], device="cpu")
+>>> s = m.score(features, captions)   # np.float32 [n_images, n_captions]
+
+Every failure raises :class:`SgrafError` (or a subclass). The models run
+without the GIL, and Ctrl-C stops a long ``score`` between batches.
+"""
+
+from ._errors import (
+    ComputeError,
+    DataError,
+    DetectorError,
+    FileError,
+    ImageError,
+    InternalError,
+    InvalidInputError,
+    ModelError,
+    SgrafError,
+    TokenizerError,
+)
+from ._sgraf import Detector, Explanation, Hit, Regions, Sgraf, build_info, evaluate
+
+__all__ = [
+    "Sgraf",
+    "Hit",
+    "Explanation",
+    "Detector",
+    "Regions",
+    "evaluate",
+    "build_info",
+    "SgrafError",
+    "InvalidInputError",
+    "ModelError",
+    "DataError",
+    "TokenizerError",
+    "DetectorError",
+    "ImageError",
+    "ComputeError",
+    "FileError",
+    "InternalError",
+]
