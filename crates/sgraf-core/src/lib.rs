@@ -18,6 +18,7 @@ pub mod gpu;
 pub mod image_encoder;
 pub mod model;
 pub mod ops;
+pub mod rcar;
 pub mod rng;
 pub mod saf;
 pub mod self_attention;
@@ -25,7 +26,7 @@ pub mod sgr;
 pub mod similarity;
 pub mod text_encoder;
 
-pub use config::{Config, Module};
+pub use config::{Architecture, Config, Module};
 pub use error::{Error, Result};
 pub use model::{
     parameter_shapes, Engine, Ensemble, Explanation, SgrafModel, ShardPlan, CONFIG_FILE,
