@@ -187,8 +187,8 @@ fn convert_weights(
     println!(
         "wrote {}: {} model ({}), {} tensors, epoch {}, best_rsum {}",
         out.display(),
-        cfg.module,
-        cfg.data_name.as_deref().unwrap_or("unknown data"),
+        cfg.describe(),
+        cfg.data_name().unwrap_or("unknown data"),
         done.tensors,
         done.epoch.map_or("?".into(), |e| e.to_string()),
         done.best_rsum.map_or("?".into(), |r| format!("{r:.2}")),
@@ -197,10 +197,16 @@ fn convert_weights(
     if verify {
         let scores =
             sgraf_convert::verify(out).with_context(|| format!("verifying {}", out.display()))?;
+        let range = match &done.config {
+            sgraf_convert::ModelConfig::Rcar(c) => sgraf_convert::rcar::score_range(c),
+            sgraf_convert::ModelConfig::Sgraf(_) => 0.0..=1.0,
+        };
         println!(
-            "verified: loaded with sgraf-core, {} x {} scores on pseudo-random inputs, all in [0, 1]",
+            "verified: loaded with sgraf-core, {} x {} scores on pseudo-random inputs, all in [{}, {}]",
             scores.len(),
-            scores.first().map_or(0, Vec::len)
+            scores.first().map_or(0, Vec::len),
+            range.start(),
+            range.end()
         );
     }
     Ok(())

@@ -63,7 +63,8 @@ pub struct Checkpoint {
     pub eiters: Option<i64>,
     /// The `opt` Namespace, attribute by attribute.
     pub opt: Vec<(String, serde_json::Value)>,
-    /// `model`: the image, text and similarity encoders' state dicts, in order.
+    /// `model`: the image, text and similarity encoders' state dicts, in
+    /// order (RCAR's single state dict split by its prefixes).
     pub state_dicts: Vec<Vec<(String, RawTensor)>>,
 }
 
@@ -575,6 +576,28 @@ fn to_json(v: &Value, depth: usize, budget: &mut usize, name: &str) -> Result<se
     })
 }
 
+/// One state dict of a whole model (RCAR's, saved from `DataParallel`: keys
+/// `module.img_enc.*`, `module.txt_enc.*`, `module.sim_enc.*`) -> the three
+/// encoders' state dicts in SGRAF's order, the prefixes removed.
+fn split_encoders(all: Vec<(String, RawTensor)>) -> Result<Vec<Vec<(String, RawTensor)>>> {
+    let mut parts: Vec<Vec<(String, RawTensor)>> = vec![Vec::new(), Vec::new(), Vec::new()];
+    for (name, t) in all {
+        let bare = name.strip_prefix("module.").unwrap_or(&name);
+        let Some((i, rest)) = crate::convert::ENCODERS
+            .iter()
+            .enumerate()
+            .find_map(|(i, e)| bare.strip_prefix(*e)?.strip_prefix('.').map(|r| (i, r)))
+        else {
+            return Err(ConvertError::StateDict(format!(
+                "unexpected tensor {} (expected names under img_enc., txt_enc. or sim_enc.)",
+                clip(&name, 200)
+            )));
+        };
+        parts[i].push((rest.to_string(), t));
+    }
+    Ok(parts)
+}
+
 fn interpret(p: &Pickled) -> Result<Checkpoint> {
     let (object, format) = (&p.object, p.format);
     let contents = |msg: String| ConvertError::Contents(msg);
@@ -584,34 +607,39 @@ fn interpret(p: &Pickled) -> Result<Checkpoint> {
             object.type_name()
         )));
     }
-    let model = object
-        .get("model")
-        .ok_or_else(|| contents("no 'model' entry (the list of three state dicts)".into()))?;
-    let count = match &model {
-        Value::List(l) => l.borrow().len(),
-        Value::Tuple(t) => t.len(),
+    let model = object.get("model").ok_or_else(|| {
+        contents(
+            "no 'model' entry (SGRAF's list of three state dicts, or RCAR's state dict)".into(),
+        )
+    })?;
+    let state_dicts = match &model {
+        // RCAR (train.py:155-161): the state dict of DataParallel(SCANpp).
+        Value::Dict(_) => split_encoders(p.state_dict(&model, "model")?)?,
+        Value::List(_) | Value::Tuple(_) => {
+            let dicts: Vec<Value> = match &model {
+                Value::List(l) => l.borrow().clone(),
+                Value::Tuple(t) => t.to_vec(),
+                _ => unreachable!("matched above"),
+            };
+            if dicts.len() != 3 {
+                return Err(contents(format!(
+                    "'model' holds {} state dicts, expected 3 (image, text, similarity encoders)",
+                    dicts.len()
+                )));
+            }
+            dicts
+                .iter()
+                .enumerate()
+                .map(|(i, d)| p.state_dict(d, &format!("model[{i}]")))
+                .collect::<Result<Vec<_>>>()?
+        }
         other => {
             return Err(contents(format!(
-                "'model' is a {}, expected a list of three state dicts",
+                "'model' is a {}, expected a list of three state dicts or a state dict",
                 other.type_name()
             )))
         }
     };
-    if count != 3 {
-        return Err(contents(format!(
-            "'model' holds {count} state dicts, expected 3 (image, text, similarity encoders)"
-        )));
-    }
-    let dicts: Vec<Value> = match &model {
-        Value::List(l) => l.borrow().clone(),
-        Value::Tuple(t) => t.to_vec(),
-        _ => unreachable!("checked above"),
-    };
-    let state_dicts = dicts
-        .iter()
-        .enumerate()
-        .map(|(i, d)| p.state_dict(d, &format!("model[{i}]")))
-        .collect::<Result<Vec<_>>>()?;
     // JSON made from the options: at most twice the pickle, plus 64 KiB.
     let mut budget = p.pickle_len.saturating_mul(2).saturating_add(1 << 16);
     let mut opt = Vec::new();

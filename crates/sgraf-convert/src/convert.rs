@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use serde_json::Value as Json;
-use sgraf_core::{parameter_shapes, Config, Module, SgrafModel};
+use sgraf_core::rcar::{RcarConfig, RcarModel};
+use sgraf_core::{parameter_shapes, Architecture, Config, Module, SgrafModel};
 use sgraf_text::Vocab;
 use sha2::{Digest, Sha256};
 
@@ -32,11 +33,42 @@ const MODEL_KEYS: [&str; 12] = [
     "data_name",
 ];
 
+/// The config of a converted model: SGRAF's (SGR or SAF) or RCAR's.
+#[derive(Clone, Debug)]
+pub enum ModelConfig {
+    Sgraf(Config),
+    Rcar(RcarConfig),
+}
+
+impl ModelConfig {
+    /// `SGR`, `SAF`, or `RCAR t2i coop_rcar (rcar_step 2)`.
+    pub fn describe(&self) -> String {
+        match self {
+            ModelConfig::Sgraf(c) => c.module.to_string(),
+            ModelConfig::Rcar(c) => crate::rcar::describe(c),
+        }
+    }
+
+    pub fn data_name(&self) -> Option<&str> {
+        match self {
+            ModelConfig::Sgraf(c) => c.data_name.as_deref(),
+            ModelConfig::Rcar(c) => c.data_name.as_deref(),
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            ModelConfig::Sgraf(c) => c.vocab_size,
+            ModelConfig::Rcar(c) => c.vocab_size,
+        }
+    }
+}
+
 /// What [`convert`] wrote.
 #[derive(Clone, Debug)]
 pub struct Converted {
     pub dir: PathBuf,
-    pub config: Config,
+    pub config: ModelConfig,
     pub format: Format,
     pub epoch: Option<i64>,
     pub best_rsum: Option<f64>,
@@ -62,7 +94,7 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
 
 /// An option's value for an error message: scalars as JSON, long strings
 /// clipped, arrays and objects by their size (never printed whole).
-fn show_json(v: &Json) -> String {
+pub(crate) fn show_json(v: &Json) -> String {
     match v {
         Json::String(s) => format!("{:?}", crate::pickle::clip(s, 100)),
         Json::Array(a) => format!("an array of {} values", a.len()),
@@ -151,6 +183,21 @@ fn config_from_opt(ckpt: &Checkpoint) -> Result<Config> {
 /// Checks every tensor against the config and returns them as f32 candle
 /// tensors under the model-folder names.
 fn weights(ckpt: &Checkpoint, cfg: &Config) -> Result<HashMap<String, Tensor>> {
+    check_weights(
+        ckpt,
+        &parameter_shapes(cfg),
+        &format!("{} model", cfg.module),
+    )
+}
+
+/// The checkpoint's tensors (`num_batches_tracked` skipped) against the
+/// `expected` names and shapes of `what` model: each must be there with its
+/// shape, and no other; returned as f32 tensors under the folder names.
+pub(crate) fn check_weights(
+    ckpt: &Checkpoint,
+    expected: &[(String, Vec<usize>)],
+    what: &str,
+) -> Result<HashMap<String, Tensor>> {
     let mut found: HashMap<String, &crate::checkpoint::RawTensor> = HashMap::new();
     for (prefix, sd) in ENCODERS.iter().zip(&ckpt.state_dicts) {
         for (name, t) in sd {
@@ -160,13 +207,11 @@ fn weights(ckpt: &Checkpoint, cfg: &Config) -> Result<HashMap<String, Tensor>> {
             found.insert(format!("{prefix}.{name}"), t);
         }
     }
-    let expected = parameter_shapes(cfg);
     let mut out = HashMap::with_capacity(expected.len());
-    for (name, shape) in &expected {
+    for (name, shape) in expected {
         let t = found.remove(name).ok_or_else(|| {
             ConvertError::StateDict(format!(
-                "missing tensor {name} (expected shape {shape:?} for a {} model)",
-                cfg.module
+                "missing tensor {name} (expected shape {shape:?} for a {what})"
             ))
         })?;
         if &t.shape != shape {
@@ -185,16 +230,14 @@ fn weights(ckpt: &Checkpoint, cfg: &Config) -> Result<HashMap<String, Tensor>> {
     }
     if let Some(extra) = found.keys().min() {
         return Err(ConvertError::StateDict(format!(
-            "unexpected tensor {} for a {} model with these options",
+            "unexpected tensor {} for a {what} with these options",
             crate::pickle::clip(extra, 200),
-            cfg.module
         )));
     }
     Ok(out)
 }
 
-fn model_card(conv: &Converted, source: &Path) -> String {
-    let cfg = &conv.config;
+fn model_card(conv: &Converted, cfg: &Config, source: &Path) -> String {
     let data = cfg.data_name.as_deref().unwrap_or("unknown");
     let dataset = match data {
         "f30k_precomp" => "Flickr30K",
@@ -303,6 +346,9 @@ pub fn convert(checkpoint: &Path, vocab: &Path, out: &Path, force: bool) -> Resu
     let sha256 = sha256_hex(&bytes);
     let ckpt = read_checkpoint(&bytes)?;
     drop(bytes);
+    if crate::rcar::is_rcar(&ckpt) {
+        return convert_rcar(&ckpt, sha256, checkpoint, vocab, out, force);
+    }
     let cfg = config_from_opt(&ckpt)?;
     let vocab_err = |msg: String| ConvertError::Vocab {
         path: vocab.to_path_buf(),
@@ -321,7 +367,7 @@ pub fn convert(checkpoint: &Path, vocab: &Path, out: &Path, force: bool) -> Resu
     let tmp = TempDir::beside(out, "tmp")?;
     let conv = Converted {
         dir: out.to_path_buf(),
-        config: cfg.clone(),
+        config: ModelConfig::Sgraf(cfg.clone()),
         format: ckpt.format,
         epoch: ckpt.epoch,
         best_rsum: ckpt.best_rsum,
@@ -335,18 +381,130 @@ pub fn convert(checkpoint: &Path, vocab: &Path, out: &Path, force: bool) -> Resu
     write(&tmp.path().join(sgraf_core::TOKENIZER_FILE), tok.as_bytes())?;
     write(
         &tmp.path().join("README.md"),
-        model_card(&conv, checkpoint).as_bytes(),
+        model_card(&conv, &cfg, checkpoint).as_bytes(),
     )?;
     publish(tmp, out, force)?;
     Ok(conv)
 }
 
-/// Loads a model folder with sgraf-core and scores deterministic pseudo-random
-/// inputs (3 images x 4 captions); returns the scores after checking that
-/// each is a probability.
+/// [`convert`] for an RCAR checkpoint (already read).
+fn convert_rcar(
+    ckpt: &Checkpoint,
+    sha256: String,
+    checkpoint: &Path,
+    vocab: &Path,
+    out: &Path,
+    force: bool,
+) -> Result<Converted> {
+    let cfg = crate::rcar::config_from_opt(ckpt)?;
+    let vocab_err = |msg: String| ConvertError::Vocab {
+        path: vocab.to_path_buf(),
+        msg,
+    };
+    let file = Vocab::from_file(vocab).map_err(|e| vocab_err(e.to_string()))?;
+    if file.len().checked_add(1) != Some(cfg.vocab_size) {
+        return Err(vocab_err(format!(
+            "has {} words but the checkpoint was trained with vocab_size {} (the vocabulary file plus {})",
+            file.len(),
+            cfg.vocab_size,
+            crate::rcar::MASK_TOKEN
+        )));
+    }
+    if file.get(crate::rcar::MASK_TOKEN).is_some() {
+        return Err(vocab_err(format!(
+            "already holds {}, which RCAR appends itself",
+            crate::rcar::MASK_TOKEN
+        )));
+    }
+    let mut words = file.words().to_vec();
+    words.push(crate::rcar::MASK_TOKEN.to_string());
+    let words = Vocab::from_words(words).map_err(|e| vocab_err(e.to_string()))?;
+    let tensors = crate::rcar::weights(ckpt, &cfg)?;
+
+    let tmp = TempDir::beside(out, "tmp")?;
+    let conv = Converted {
+        dir: out.to_path_buf(),
+        config: ModelConfig::Rcar(cfg.clone()),
+        format: ckpt.format,
+        epoch: ckpt.epoch,
+        best_rsum: ckpt.best_rsum,
+        sha256,
+        tensors: tensors.len(),
+    };
+    let json = serde_json::to_string_pretty(&cfg).expect("a config serializes");
+    write(&tmp.path().join(sgraf_core::CONFIG_FILE), json.as_bytes())?;
+    candle_core::safetensors::save(&tensors, tmp.path().join(sgraf_core::WEIGHTS_FILE))?;
+    let tok = serde_json::to_string_pretty(&words.tokenizer_json()).expect("JSON serializes");
+    write(&tmp.path().join(sgraf_core::TOKENIZER_FILE), tok.as_bytes())?;
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "unknown".into());
+    let facts = format!(
+        "| | |\n| --- | --- |\n| epoch | {} |\n| best_rsum (validation) | {} |\n\
+| source file | `{}` |\n| source sha256 | `{}` |\n| converted by | sgraf-convert {} |\n",
+        opt(conv.epoch.map(|e| e.to_string())),
+        opt(conv.best_rsum.map(|r| format!("{r:.2}"))),
+        checkpoint
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        conv.sha256,
+        env!("CARGO_PKG_VERSION"),
+    );
+    write(
+        &tmp.path().join("README.md"),
+        crate::rcar::model_card(&cfg, &facts).as_bytes(),
+    )?;
+    publish(tmp, out, force)?;
+    Ok(conv)
+}
+
+/// The shapes [`verify`] needs of either kind of model.
+struct Loaded {
+    vocab_size: usize,
+    num_regions: usize,
+    img_dim: usize,
+    range: std::ops::RangeInclusive<f32>,
+    score: Box<dyn Fn(&Tensor, &Tensor, &[usize]) -> sgraf_core::Result<Tensor>>,
+}
+
+fn load_any(dir: &Path) -> Result<Loaded> {
+    Ok(
+        match Architecture::of_file(dir.join(sgraf_core::CONFIG_FILE))? {
+            Architecture::Sgraf => {
+                let model = SgrafModel::from_folder(dir, &sgraf_core::Device::Cpu)?;
+                let c = model.config().clone();
+                Loaded {
+                    vocab_size: c.vocab_size,
+                    num_regions: c.num_regions,
+                    img_dim: c.img_dim,
+                    range: 0.0..=1.0,
+                    score: Box::new(move |i: &Tensor, t: &Tensor, l: &[usize]| {
+                        model.score(i, t, l)
+                    }),
+                }
+            }
+            Architecture::Rcar => {
+                let model = RcarModel::from_folder(dir, &Device::Cpu)?;
+                let c = model.config().clone();
+                Loaded {
+                    vocab_size: c.vocab_size,
+                    num_regions: c.num_regions,
+                    img_dim: c.img_dim,
+                    range: crate::rcar::score_range(&c),
+                    score: Box::new(move |i: &Tensor, t: &Tensor, l: &[usize]| {
+                        model.score(i, t, l)
+                    }),
+                }
+            }
+        },
+    )
+}
+
+/// Loads a model folder (SGR, SAF or RCAR) with sgraf-core and scores
+/// deterministic pseudo-random inputs (3 images x 4 captions); returns the
+/// scores after checking that each is in the model's range (a probability;
+/// a mean cosine for RCAR's `only_rcr`).
 pub fn verify(dir: &Path) -> Result<Vec<Vec<f32>>> {
-    let model = SgrafModel::from_folder(dir, &sgraf_core::Device::Cpu)?;
-    let cfg = model.config().clone();
+    let cfg = load_any(dir)?;
     let tok_path = dir.join(sgraf_core::TOKENIZER_FILE);
     let tok = tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| ConvertError::Vocab {
         path: tok_path.clone(),
@@ -392,10 +550,12 @@ pub fn verify(dir: &Path) -> Result<Vec<Vec<f32>>> {
         }
     }
     let ids = Tensor::from_vec(ids, (lengths.len(), max), &Device::Cpu)?;
-    let scores = model.score(&images, &ids, &lengths)?.to_vec2::<f32>()?;
-    if let Some(bad) = scores.iter().flatten().find(|s| !(0.0..=1.0).contains(*s)) {
+    let scores = (cfg.score)(&images, &ids, &lengths)?.to_vec2::<f32>()?;
+    if let Some(bad) = scores.iter().flatten().find(|s| !cfg.range.contains(*s)) {
         return Err(ConvertError::StateDict(format!(
-            "the converted model produced the score {bad}, expected a value in [0, 1]"
+            "the converted model produced the score {bad}, expected a value in [{}, {}]",
+            cfg.range.start(),
+            cfg.range.end()
         )));
     }
     Ok(scores)

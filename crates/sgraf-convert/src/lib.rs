@@ -41,9 +41,10 @@ pub mod checkpoint;
 pub mod convert;
 pub mod error;
 pub mod pickle;
+pub mod rcar;
 
 pub use checkpoint::{read_checkpoint, read_state_dict, Checkpoint, Format, RawTensor};
-pub use convert::{convert, verify, Converted};
+pub use convert::{convert, verify, Converted, ModelConfig};
 pub use error::{ConvertError, Result};
 pub mod detector;
 

@@ -108,10 +108,18 @@ impl Config {
             path: path.to_path_buf(),
             err,
         })?;
-        let cfg: Self = serde_json::from_str(&text).map_err(|err| Error::ConfigParse {
+        let parse = |err| Error::ConfigParse {
             path: path.to_path_buf(),
             err,
-        })?;
+        };
+        let arch = Architecture::of_json(&text).map_err(parse)?;
+        if arch != Architecture::Sgraf {
+            return Err(Error::Config(format!(
+                "{} describes an {arch} model, not SGR or SAF",
+                path.display()
+            )));
+        }
+        let cfg: Self = serde_json::from_str(&text).map_err(parse)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -143,5 +151,52 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+/// Which model a folder holds: the `"model"` field of its `config.json`.
+/// Folders written before RCAR have no such field: they hold SGR or SAF.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Architecture {
+    /// SGR or SAF ([`Config`]).
+    #[default]
+    #[serde(rename = "SGRAF")]
+    Sgraf,
+    /// RCAR ([`crate::rcar::RcarConfig`]).
+    #[serde(rename = "RCAR")]
+    Rcar,
+}
+
+impl std::fmt::Display for Architecture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Architecture::Sgraf => "SGRAF",
+            Architecture::Rcar => "RCAR",
+        })
+    }
+}
+
+impl Architecture {
+    /// Reads only the `"model"` field of a `config.json`.
+    pub fn of_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|err| Error::Io {
+            path: path.to_path_buf(),
+            err,
+        })?;
+        Self::of_json(&text).map_err(|err| Error::ConfigParse {
+            path: path.to_path_buf(),
+            err,
+        })
+    }
+
+    /// Reads only the `"model"` field of a config's JSON text.
+    pub fn of_json(text: &str) -> std::result::Result<Self, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Head {
+            #[serde(default)]
+            model: Architecture,
+        }
+        Ok(serde_json::from_str::<Head>(text)?.model)
     }
 }

@@ -21,6 +21,7 @@ pub mod gpu;
 pub mod image_encoder;
 pub mod model;
 pub mod ops;
+pub mod rcar;
 pub mod rng;
 pub mod saf;
 pub mod self_attention;
@@ -29,7 +30,7 @@ pub mod similarity;
 pub mod text_encoder;
 pub mod weights;
 
-pub use config::{Config, Module};
+pub use config::{Architecture, Config, Module};
 pub use device::Device;
 pub use engine::{Captions, EngineKind, Images, ScoringEngine};
 pub use error::{Error, Result};

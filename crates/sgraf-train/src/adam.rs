@@ -1,5 +1,7 @@
 //! Adam exactly as `torch.optim.Adam` (betas 0.9/0.999, eps 1e-8, no weight
-//! decay), with its state saved for resuming.
+//! decay), with its state saved for resuming; with a weight decay, exactly
+//! `torch.optim.AdamW` (decoupled: the parameter shrinks by `lr * decay`
+//! before the Adam update), which RCAR trains with.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -19,6 +21,8 @@ pub struct Adam {
     v: Vec<Tensor>,
     step: u64,
     pub lr: f64,
+    /// AdamW's decoupled weight decay; 0 is Adam.
+    pub weight_decay: f64,
 }
 
 impl Adam {
@@ -36,6 +40,17 @@ impl Adam {
             params,
             step: 0,
             lr,
+            weight_decay: 0.0,
+        })
+    }
+
+    /// `torch.optim.AdamW(params, lr, weight_decay=weight_decay)` (PyTorch's
+    /// default decay is 0.01). Every parameter given is decayed, so leave out
+    /// those PyTorch would skip for having no gradient.
+    pub fn adamw(params: Vec<(String, Var)>, lr: f64, weight_decay: f64) -> Result<Self> {
+        Ok(Self {
+            weight_decay,
+            ..Self::new(params, lr)?
         })
     }
 
@@ -71,7 +86,12 @@ impl Adam {
             let v = ((&self.v[i] * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?;
             let denom = ((v.sqrt()? / bc2_sqrt)? + EPS)?;
             let update = ((&m / denom)? * step_size)?;
-            p.set(&(p.as_tensor().detach() - update)?)?;
+            let old = if self.weight_decay == 0.0 {
+                p.as_tensor().detach()
+            } else {
+                (p.as_tensor().detach() * (1.0 - self.lr * self.weight_decay))?
+            };
+            p.set(&(old - update)?)?;
             self.m[i] = m;
             self.v[i] = v;
         }

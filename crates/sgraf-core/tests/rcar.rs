@@ -1,0 +1,195 @@
+//! RCAR against the upstream code (`Paranioar/RCAR`), on the fixtures that
+//! tests/reference/make_rcar_fixtures.py writes by running it: every
+//! attention direction and regulator setting at a tiny size, the released
+//! setting's similarity encoder at the released size.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use sgraf_core::rcar::{RcarConfig, RcarModel};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/rcar")
+}
+
+fn load(path: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(path, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn lengths(t: &Tensor) -> Vec<usize> {
+    t.to_dtype(DType::I64)
+        .unwrap()
+        .to_vec1::<i64>()
+        .unwrap()
+        .into_iter()
+        .map(|n| n as usize)
+        .collect()
+}
+
+/// Largest absolute difference; panics above `tol` or on a shape mismatch.
+fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f64) -> f64 {
+    assert_eq!(got.dims(), want.dims(), "{what}: shape");
+    let got = got.to_dtype(DType::F64).unwrap();
+    let want = want.to_dtype(DType::F64).unwrap();
+    let diff = (got - want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    assert!(diff <= tol, "{what}: max |diff| {diff:e} > {tol:e}");
+    diff
+}
+
+const TAGS: [&str; 10] = [
+    "t2i_coop_rcar2",
+    "t2i_coop_rcar3",
+    "t2i_only_rar2",
+    "t2i_only_rcr2",
+    "t2i_only_rcr0",
+    "i2t_coop_rcar2",
+    "i2t_coop_rcar3",
+    "i2t_only_rar2",
+    "i2t_only_rcr2",
+    "i2t_only_rcr0",
+];
+
+#[test]
+fn tiny_models_match_upstream() {
+    let fx = fixtures();
+    let inputs = load(&fx.join("inputs.safetensors"));
+    let expected = load(&fx.join("expected.safetensors"));
+    let lens = lengths(&inputs["lengths"]);
+    for tag in TAGS {
+        let model = RcarModel::from_folder(fx.join(tag), &Device::Cpu).unwrap();
+        let img = model.encode_images(&inputs["images"]).unwrap();
+        let cap = model.encode_captions(&inputs["ids"], &lens).unwrap();
+        assert_close(
+            &format!("{tag} image embeddings"),
+            &img,
+            &expected[&format!("{tag}_img_emb")],
+            1e-5,
+        );
+        assert_close(
+            &format!("{tag} caption embeddings"),
+            &cap,
+            &expected[&format!("{tag}_cap_emb")],
+            1e-5,
+        );
+        let scores = model
+            .score(&inputs["images"], &inputs["ids"], &lens)
+            .unwrap();
+        let diff = assert_close(
+            &format!("{tag} scores"),
+            &scores,
+            &expected[&format!("{tag}_scores")],
+            1e-5,
+        );
+        println!("{tag}: max |diff| {diff:e}");
+    }
+}
+
+/// The settings differ: a model of one setting does not pass as another.
+#[test]
+fn settings_are_told_apart() {
+    let fx = fixtures();
+    let expected = load(&fx.join("expected.safetensors"));
+    for (i, a) in TAGS.iter().enumerate() {
+        for b in &TAGS[i + 1..] {
+            let (x, y) = (
+                &expected[&format!("{a}_scores")],
+                &expected[&format!("{b}_scores")],
+            );
+            let diff = (x - y).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(
+                diff.to_scalar::<f32>().unwrap() > 1e-3,
+                "{a} and {b} score alike"
+            );
+        }
+    }
+}
+
+#[test]
+fn released_size_heads_match_upstream() {
+    let dir = fixtures().join("head");
+    let inputs = load(&dir.join("inputs.safetensors"));
+    let expected = load(&dir.join("expected.safetensors"));
+    let lens = lengths(&inputs["lengths"]);
+    for tag in ["t2i_coop_rcar2", "i2t_coop_rcar2"] {
+        let cfg = RcarConfig::from_file(dir.join(format!("{tag}.json"))).unwrap();
+        assert_eq!(
+            (cfg.embed_size, cfg.sim_dim),
+            (1024, 256),
+            "not the released size"
+        );
+        // The head's weights alone, stored as float16 (exact values), read as float32.
+        let weights = dir.join(format!("{tag}.safetensors"));
+        // SAFETY: a read-only map of a test fixture nobody writes during the test.
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu).unwrap()
+        };
+        let head = sgraf_core::rcar::RcarHead::load(vb, &cfg).unwrap();
+        let scores = head
+            .forward_t(&inputs["img_emb"], &inputs["cap_emb"], &lens, false)
+            .unwrap();
+        let diff = assert_close(
+            &format!("released-size {tag} scores"),
+            &scores,
+            &expected[&format!("{tag}_scores")],
+            1e-5,
+        );
+        println!("released-size {tag}: max |diff| {diff:e}");
+    }
+}
+
+/// float64 through the same code: the difference to upstream's float32 is
+/// rounding, far below the tolerance.
+#[test]
+fn float64_matches_upstream() {
+    let fx = fixtures();
+    let inputs = load(&fx.join("inputs.safetensors"));
+    let expected = load(&fx.join("expected.safetensors"));
+    let lens = lengths(&inputs["lengths"]);
+    for tag in ["t2i_coop_rcar2", "i2t_only_rcr2"] {
+        let cfg = RcarConfig::from_file(fx.join(tag).join("config.json")).unwrap();
+        let weights = fx.join(tag).join("model.safetensors");
+        // SAFETY: a read-only map of a test fixture nobody writes during the test.
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(&[&weights], DType::F64, &Device::Cpu).unwrap()
+        };
+        let model = RcarModel::load(vb, &cfg).unwrap();
+        let scores = model
+            .score(&inputs["images"], &inputs["ids"], &lens)
+            .unwrap();
+        assert_eq!(scores.dtype(), DType::F64);
+        assert_close(tag, &scores, &expected[&format!("{tag}_scores")], 1e-5);
+    }
+}
+
+/// An RCAR folder is not an SGR/SAF folder, and the other way round: one error.
+#[test]
+fn folders_say_which_model_they_hold() {
+    let fx = fixtures();
+    let arch = sgraf_core::Architecture::of_file(fx.join("t2i_coop_rcar2/config.json")).unwrap();
+    assert_eq!(arch, sgraf_core::Architecture::Rcar);
+    let err = sgraf_core::SgrafModel::from_folder(fx.join("t2i_coop_rcar2"), &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("RCAR model, not SGR or SAF"), "{err}");
+    let sgr = fx.join("../sgr");
+    assert_eq!(
+        sgraf_core::Architecture::of_file(sgr.join("config.json")).unwrap(),
+        sgraf_core::Architecture::Sgraf
+    );
+    let err = RcarModel::from_folder(&sgr, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("SGRAF model, not RCAR"), "{err}");
+}
