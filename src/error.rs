@@ -168,10 +168,3 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Returns `Err(Error::Invalid(format!(...)))`.
-macro_rules! invalid {
-    ($($arg:tt)*) => {
-        return Err($crate::error::Error::Invalid(format!($($arg)*)))
-    };
-}
-pub(crate) use invalid;

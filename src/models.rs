@@ -7,7 +7,7 @@ use sgraf_retrieval::index::store::ModelSpec;
 use sgraf_retrieval::{index, Scorer};
 use sgraf_text::CaptionTokenizer;
 
-use crate::error::{invalid, Error, Result};
+use crate::error::{Error, Result};
 use crate::{Folder, FolderOptions, Hit, QueryExplanation, Quiet};
 
 /// `cpu`, `cuda`, `cuda:N`, `metal` or `wgpu`, opened ([`Device::open`]).

@@ -31,7 +31,7 @@ pub mod captions;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
+use sgraf_core::Device;
 use serde_json::{json, Value};
 use sgraf_data::npy::F32Writer;
 use sgraf_data::Shard;
@@ -313,7 +313,7 @@ pub fn prepare(o: &PrepareOptions, ui: &dyn Ui) -> Result<PrepareReport> {
         &photos,
         &fingerprint,
         policy,
-        &mut || sgraf_vision::Detector::from_folder(&detector, &o.device),
+        &mut || sgraf_vision::Detector::from_folder(&detector, &o.device.tensors()),
         &mut |_, _| ui.inc(1),
     );
     ui.finish();

@@ -9,6 +9,7 @@
 //!   peak memory (sgraf only: the reference would take an hour).
 //!
 //! Peak memory is the child process's own (`wait4`'s maximum resident set).
+#![allow(unsafe_code, reason = "wait4 for a child's peak memory (rusage)")]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

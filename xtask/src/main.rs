@@ -1,4 +1,5 @@
 //! Project tasks: `cargo xtask <task>`.
+#![allow(unsafe_code, reason = "glibc's mallopt, as the CLI does, so benchmarks measure what users run")]
 
 mod bench;
 mod bench_e2e;

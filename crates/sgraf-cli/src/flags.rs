@@ -19,7 +19,9 @@ bottom-up-attention detector (extract, or rank/index --detector).\n\n\
 Every command takes --model one or more times: a model folder (config.json, \
 model.safetensors, tokenizer.json) or a Hugging Face Hub repository id \
 owner/name[@revision]. Two or more models are averaged: one SGR and one SAF \
-model make SGRAF. HF_HOME sets the Hub cache, HF_HUB_OFFLINE=1 reads only the cache."
+model make SGRAF. HF_HOME sets the Hub cache, HF_HUB_OFFLINE=1 reads only the cache.",
+    after_help = "Guide: docs/book (mdBook; start at docs/book/src/getting-started.md#the-command-line). \
+Each command's --help names its chapter."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -29,41 +31,53 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Score every image of a features array against every caption of a text file.
+    #[command(after_help = "Guide: docs/book/src/search.md#score")]
     Score(ScoreArgs),
     /// The standard Flickr30K/COCO evaluation on a SCAN precomp folder.
+    #[command(after_help = "Guide: docs/book/src/evaluation.md#eval")]
     Eval(EvalArgs),
     /// Rank the images of a folder for a query, or the captions of a file for an image.
+    #[command(after_help = "Guide: docs/book/src/search.md#index-and-rank")]
     Rank(RankArgs),
     /// Encode every image of a features folder once into DIR/.sgraf-index/ (segments
     /// of a few hundred images), which rank then streams; updated incrementally: only
     /// new and changed files are encoded. Photos (JPEG, PNG, WebP) go through the
     /// detector first (--detector), once.
+    #[command(after_help = "Guide: docs/book/src/search.md#index-and-rank (shards: docs/book/src/clusters.md)")]
     Index(IndexArgs),
     /// Extract bottom-up-attention region features from photos: NAME.npy [k, 2048]
     /// and NAME.json (boxes, object and attribute classes, confidences, image size)
     /// per photo, the input SGRAF models read.
+    #[command(after_help = "Guide: docs/book/src/photos.md")]
     Extract(ExtractArgs),
     /// Photos and their captions (Karpathy's dataset_*.json, COCO captions JSON, or
     /// FILE<TAB>CAPTION lines) -> a SCAN precomp folder to train and evaluate on:
     /// {train,dev,test}_ims.npy from the detector (extracted once into
     /// DIR/.sgraf-regions/) and {split}_caps.txt, k captions per image.
+    #[command(after_help = "Guide: docs/book/src/fine-tuning.md#1-prepare")]
     Prepare(PrepareArgs),
     /// Build a vocabulary as the published code does: lowercase + word_tokenize, count,
     /// keep words seen at least THRESHOLD times, ids 0..3 special, then first-seen order.
+    #[command(after_help = "Guide: docs/book/src/fine-tuning.md#training-from-scratch-and-resuming")]
     Vocab(VocabArgs),
     /// Train an SGR or SAF model on a SCAN precomp folder, from scratch or from a model (--init).
+    #[command(after_help = "Guide: docs/book/src/fine-tuning.md#2-train")]
     Train(Box<TrainArgs>),
     /// Plot the training curves of one or more runs (RUN/metrics.jsonl) to a PNG:
     /// loss, learning rate, validation rsum and R@1/5/10.
+    #[command(after_help = "Guide: docs/book/src/fine-tuning.md#5-plot-the-runs")]
     Plot(PlotArgs),
     /// Why an image matches a query: each word's attention over the image's
     /// regions (the model's own), its strongest regions, and --out a picture of them.
+    #[command(after_help = "Guide: docs/book/src/search.md#explain")]
     Explain(Box<ExplainArgs>),
     /// Search a folder from the browser: a local web page and JSON API
     /// (/api/search, /api/explain, /api/image, /api/health) over the folder,
     /// its models and index loaded once.
+    #[command(after_help = "Guide: docs/book/src/search.md#serve (tokens: docs/book/src/security.md#who-can-ask-the-server)")]
     Serve(Box<ServeArgs>),
     /// Describe a model: module, data, image and text encoders, similarity sizes.
+    #[command(after_help = "Guide: docs/book/src/models.md")]
     Info(InfoArgs),
 }
 

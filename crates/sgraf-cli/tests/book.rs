@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::{detector, fixtures, image_folder, scratch, write_photo};
+use common::{detector, fixtures, image_folder, run_text, scratch, write_photo};
 
 /// The comment that marks the next code block as tested.
 const MARKER: &str = "<!-- book-test -->";
@@ -612,4 +612,35 @@ fn the_matcher_matches_what_it_should_and_nothing_else() {
     assert!(line_matches("0.6237[..]", "0.6237185597419739"));
     assert!(!line_matches("0.6237[..]", "0.6238185597419739"));
     assert!(!line_matches("ab[..]ba", "aba"));
+}
+
+/// Every command's `--help` ends with "Guide: docs/book/src/CHAPTER.md[#anchor]",
+/// and that chapter (and heading) exists: the help cannot point into the void.
+#[test]
+fn every_help_names_an_existing_chapter() {
+    let commands = [
+        "score", "eval", "rank", "index", "extract", "prepare", "vocab", "train", "plot",
+        "explain", "serve", "info",
+    ];
+    for cmd in commands {
+        let (ok, out, err) = run_text(&[cmd, "--help"]);
+        assert!(ok, "{cmd} --help failed: {err}");
+        let guide = out
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Guide: "))
+            .unwrap_or_else(|| panic!("{cmd} --help names no chapter:\n{out}"));
+        let target = guide.split_whitespace().next().unwrap();
+        let (file, anchor) = match target.split_once('#') {
+            Some((f, a)) => (f, Some(a)),
+            None => (target, None),
+        };
+        let text = std::fs::read_to_string(root().join(file))
+            .unwrap_or_else(|e| panic!("{cmd} --help names {file}, which cannot be read: {e}"));
+        if let Some(anchor) = anchor {
+            assert!(
+                heading_ids(&text).iter().any(|id| id == anchor),
+                "{cmd} --help names #{anchor}, which is no heading of {file}"
+            );
+        }
+    }
 }

@@ -1,4 +1,5 @@
 //! One SGR or SAF model, and the SGRAF ensemble that averages several.
+#![allow(unsafe_code, reason = "memory-maps the read-only weights file (safetensors)")]
 
 use std::path::Path;
 use std::sync::Arc;

@@ -2,6 +2,7 @@
 //! tests/reference/make_rcar_fixtures.py writes by running it: every
 //! attention direction and regulator setting at a tiny size, the released
 //! setting's similarity encoder at the released size.
+#![allow(unsafe_code, reason = "memory-maps the committed fixture weights")]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -179,7 +180,7 @@ fn folders_say_which_model_they_hold() {
     let fx = fixtures();
     let arch = sgraf_core::Architecture::of_file(fx.join("t2i_coop_rcar2/config.json")).unwrap();
     assert_eq!(arch, sgraf_core::Architecture::Rcar);
-    let err = sgraf_core::SgrafModel::from_folder(fx.join("t2i_coop_rcar2"), &Device::Cpu)
+    let err = sgraf_core::SgrafModel::from_folder(fx.join("t2i_coop_rcar2"), &sgraf_core::Device::Cpu)
         .unwrap_err()
         .to_string();
     assert!(err.contains("RCAR model, not SGR or SAF"), "{err}");

@@ -1,5 +1,6 @@
 //! Folders of per-image region features: `NAME.npy` (`[R, img_dim]`),
 //! `NAME.npz` or `NAME.safetensors`.
+#![allow(unsafe_code, reason = "memory-maps feature files read-only")]
 
 use std::io::Read;
 use std::path::Path;

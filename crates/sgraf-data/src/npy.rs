@@ -5,6 +5,7 @@
 //! computed with checked arithmetic (as the safetensors crate does), so a
 //! hostile or damaged file gets one error naming what was expected and what
 //! was found, never a panic or a read past the data.
+#![allow(unsafe_code, reason = "memory-maps .npy files read-only")]
 
 use std::path::{Path, PathBuf};
 

@@ -27,6 +27,7 @@
 //! OpenCV sources cited below: opencv/opencv at 4.x/5.x,
 //! modules/imgcodecs/src/{grfmt_jpeg.cpp, utils.cpp, loadsave.cpp,
 //! grfmt_bmp.cpp, grfmt_png.cpp, grfmt_tiff.cpp}.
+#![allow(unsafe_code, reason = "libjpeg-turbo's C API for JPEG decoding")]
 
 use std::io::Cursor;
 

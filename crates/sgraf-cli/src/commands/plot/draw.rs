@@ -8,7 +8,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::read::Run;
-use super::series::{panels, Line, Marker, Panel};
+use super::series::{panels, Marker, Panel};
 
 /// The pieces of a polyline inside `[x0, x1] x [y0, y1]`: each segment is
 /// cut at the rectangle (Liang-Barsky), and non-finite points break the

@@ -61,7 +61,8 @@ mod tests {
     use super::draw::*;
     use super::read::*;
     use super::series::*;
-    use super::*;
+    use plotters::prelude::*;
+    use sgraf::{StepRecord, ValidationRecord};
 
     #[test]
     fn ema_is_tensorboards_debiased_average() {
