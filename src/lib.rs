@@ -109,6 +109,7 @@ pub use folder::{
 };
 pub use models::load_detector;
 pub use score::Config;
+pub use sgraf_core::Device;
 pub use sgraf_data::Shard;
 pub use sgraf_retrieval::index::store::ModelSpec;
 pub use sgraf_retrieval::index::RankReport;
@@ -117,7 +118,6 @@ pub use sgraf_train::metrics_log::{
 };
 pub use sgraf_train::{Event as TrainEvent, StepInfo, TrainOptions, Trainer};
 pub use sgraf_vision::{is_image_path, BoxPolicy};
-pub use sgraf_core::Device;
 pub use sgraf_vision::{BgrImage, Detector, Regions};
 pub use vocab::{build_vocab, VocabSummary};
 /// One image's region features from a file (`.npy`, `.npz`,

@@ -246,7 +246,10 @@ impl Sgraf {
 pub fn load_detector(spec: &str, device: &Device) -> Result<sgraf_vision::Detector> {
     let load = || -> Result<_> {
         let dir = crate::hub::resolve_detector(spec)?;
-        Ok(sgraf_vision::Detector::from_folder(&dir, &device.tensors())?)
+        Ok(sgraf_vision::Detector::from_folder(
+            &dir,
+            &device.tensors(),
+        )?)
     };
     load().map_err(Error::loading(format!("loading the detector {spec}")))
 }

@@ -31,8 +31,8 @@ pub mod captions;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use sgraf_core::Device;
 use serde_json::{json, Value};
+use sgraf_core::Device;
 use sgraf_data::npy::F32Writer;
 use sgraf_data::Shard;
 use sgraf_vision::{store, BoxPolicy};

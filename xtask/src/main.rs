@@ -1,5 +1,8 @@
 //! Project tasks: `cargo xtask <task>`.
-#![allow(unsafe_code, reason = "glibc's mallopt, as the CLI does, so benchmarks measure what users run")]
+#![allow(
+    unsafe_code,
+    reason = "glibc's mallopt, as the CLI does, so benchmarks measure what users run"
+)]
 
 mod bench;
 mod bench_e2e;

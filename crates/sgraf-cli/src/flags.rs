@@ -43,7 +43,9 @@ pub enum Command {
     /// of a few hundred images), which rank then streams; updated incrementally: only
     /// new and changed files are encoded. Photos (JPEG, PNG, WebP) go through the
     /// detector first (--detector), once.
-    #[command(after_help = "Guide: docs/book/src/search.md#index-and-rank (shards: docs/book/src/clusters.md)")]
+    #[command(
+        after_help = "Guide: docs/book/src/search.md#index-and-rank (shards: docs/book/src/clusters.md)"
+    )]
     Index(IndexArgs),
     /// Extract bottom-up-attention region features from photos: NAME.npy [k, 2048]
     /// and NAME.json (boxes, object and attribute classes, confidences, image size)
@@ -58,7 +60,9 @@ pub enum Command {
     Prepare(PrepareArgs),
     /// Build a vocabulary as the published code does: lowercase + word_tokenize, count,
     /// keep words seen at least THRESHOLD times, ids 0..3 special, then first-seen order.
-    #[command(after_help = "Guide: docs/book/src/fine-tuning.md#training-from-scratch-and-resuming")]
+    #[command(
+        after_help = "Guide: docs/book/src/fine-tuning.md#training-from-scratch-and-resuming"
+    )]
     Vocab(VocabArgs),
     /// Train an SGR or SAF model on a SCAN precomp folder, from scratch or from a model (--init).
     #[command(after_help = "Guide: docs/book/src/fine-tuning.md#2-train")]
@@ -74,7 +78,9 @@ pub enum Command {
     /// Search a folder from the browser: a local web page and JSON API
     /// (/api/search, /api/explain, /api/image, /api/health) over the folder,
     /// its models and index loaded once.
-    #[command(after_help = "Guide: docs/book/src/search.md#serve (tokens: docs/book/src/security.md#who-can-ask-the-server)")]
+    #[command(
+        after_help = "Guide: docs/book/src/search.md#serve (tokens: docs/book/src/security.md#who-can-ask-the-server)"
+    )]
     Serve(Box<ServeArgs>),
     /// Describe a model: module, data, image and text encoders, similarity sizes.
     #[command(after_help = "Guide: docs/book/src/models.md")]

@@ -2,7 +2,10 @@
 //! sets up the process and dispatches: the flags of every command are in
 //! `flags.rs`, each command in `commands/NAME.rs`, progress bars and
 //! printing in `ui.rs`.
-#![allow(unsafe_code, reason = "glibc's mallopt, called once at start-up before any thread")]
+#![allow(
+    unsafe_code,
+    reason = "glibc's mallopt, called once at start-up before any thread"
+)]
 
 mod commands;
 mod flags;

@@ -120,7 +120,8 @@ fn steps(block: &Block, what: &str) -> Vec<Step> {
         if continued {
             let step = out.last_mut().unwrap();
             step.command.push(' ');
-            step.command.push_str(line.trim().trim_end_matches('\\').trim());
+            step.command
+                .push_str(line.trim().trim_end_matches('\\').trim());
             continued = line.ends_with('\\');
         } else if let Some(cmd) = line.strip_prefix("$ ") {
             out.push(Step {
@@ -228,7 +229,11 @@ fn sandbox(name: &str, converted: bool) -> PathBuf {
         dir.join("bua-caffe-frcn-r101_k36.pth"),
     )
     .unwrap();
-    std::fs::rename(image_folder(&format!("book-{name}-feats"), 10), dir.join("feats")).unwrap();
+    std::fs::rename(
+        image_folder(&format!("book-{name}-feats"), 10),
+        dir.join("feats"),
+    )
+    .unwrap();
     std::fs::write(
         dir.join("caps.txt"),
         "A man riding a bike on the street.\nTwo dogs playing in the snow.\n",
@@ -582,7 +587,10 @@ fn every_relative_link_resolves() {
             checked += 1;
         }
     }
-    assert!(checked > 50, "only {checked} links found: the parser is broken");
+    assert!(
+        checked > 50,
+        "only {checked} links found: the parser is broken"
+    );
 }
 
 /// Every chapter of the summary exists, and every chapter is in it.

@@ -6,7 +6,10 @@
 //! without overflow checks, so every index computation is done with checked
 //! arithmetic: a product that would wrap is refused, not wrapped into a
 //! small, passing bound.
-#![allow(unsafe_code, reason = "calls the gemm crate's pointer kernel after checking every extent")]
+#![allow(
+    unsafe_code,
+    reason = "calls the gemm crate's pointer kernel after checking every extent"
+)]
 
 /// A read-only matrix in a slice: element `(i, j)` at
 /// `data[i * row_stride + j * col_stride]`.

@@ -1,5 +1,8 @@
 //! One SGR or SAF model, and the SGRAF ensemble that averages several.
-#![allow(unsafe_code, reason = "memory-maps the read-only weights file (safetensors)")]
+#![allow(
+    unsafe_code,
+    reason = "memory-maps the read-only weights file (safetensors)"
+)]
 
 use std::path::Path;
 use std::sync::Arc;

@@ -180,9 +180,10 @@ fn folders_say_which_model_they_hold() {
     let fx = fixtures();
     let arch = sgraf_core::Architecture::of_file(fx.join("t2i_coop_rcar2/config.json")).unwrap();
     assert_eq!(arch, sgraf_core::Architecture::Rcar);
-    let err = sgraf_core::SgrafModel::from_folder(fx.join("t2i_coop_rcar2"), &sgraf_core::Device::Cpu)
-        .unwrap_err()
-        .to_string();
+    let err =
+        sgraf_core::SgrafModel::from_folder(fx.join("t2i_coop_rcar2"), &sgraf_core::Device::Cpu)
+            .unwrap_err()
+            .to_string();
     assert!(err.contains("RCAR model, not SGR or SAF"), "{err}");
     let sgr = fx.join("../sgr");
     assert_eq!(

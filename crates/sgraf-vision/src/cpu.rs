@@ -5,7 +5,10 @@
 //! output. candle's CPU convolution runs one small GEMM per image of the
 //! batch, which for 300 regions of 14x14 pixels leaves most of the machine
 //! idle; this path does the same arithmetic (float32, same sums) faster.
-#![allow(unsafe_code, reason = "sets the length of a buffer the GEMM has just filled")]
+#![allow(
+    unsafe_code,
+    reason = "sets the length of a buffer the GEMM has just filled"
+)]
 
 use candle_core::{Result, Tensor};
 use candle_nn::Conv2d;

@@ -1,6 +1,9 @@
 //! The detector: trunk -> RPN -> proposals -> ROI pooling -> res5 ->
 //! class (and attribute) scores, and the extraction scripts' region selection.
-#![allow(unsafe_code, reason = "memory-maps the read-only detector weights (safetensors)")]
+#![allow(
+    unsafe_code,
+    reason = "memory-maps the read-only detector weights (safetensors)"
+)]
 
 use std::path::Path;
 

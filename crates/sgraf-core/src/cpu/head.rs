@@ -7,7 +7,10 @@
 //! and key projections into one matrix ([`GraphStep`](crate::weights::GraphStep)), `W_g (E N) = E (N
 //! W_g^T)` so both projections of a graph step are one GEMM, and the last
 //! graph step computes only the global node that the score reads.
-#![allow(unsafe_code, reason = "calls the SIMD kernels with a detected-feature token")]
+#![allow(
+    unsafe_code,
+    reason = "calls the SIMD kernels with a detected-feature token"
+)]
 
 use rayon::prelude::*;
 

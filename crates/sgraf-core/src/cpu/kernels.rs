@@ -4,7 +4,10 @@
 //! compiled once per instruction set ([`Simd`]) and they vectorise inside
 //! each copy. `f32::mul_add` is a single instruction only where FMA is
 //! enabled, and a library call elsewhere, hence the flag.
-#![allow(unsafe_code, reason = "SIMD intrinsics behind #[target_feature], reachable only through a detected-feature token")]
+#![allow(
+    unsafe_code,
+    reason = "SIMD intrinsics behind #[target_feature], reachable only through a detected-feature token"
+)]
 
 /// `a [rows, cols]` -> `a^T [cols, rows]`, row-major, in cache-sized tiles.
 pub fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {

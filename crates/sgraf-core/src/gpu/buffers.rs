@@ -1,5 +1,8 @@
 //! Device buffers: upload, allocate, read back.
-#![allow(unsafe_code, reason = "CubeCL buffer arguments from a handle and the length it was allocated with")]
+#![allow(
+    unsafe_code,
+    reason = "CubeCL buffer arguments from a handle and the length it was allocated with"
+)]
 
 use cubecl::prelude::*;
 use cubecl::server::Handle;

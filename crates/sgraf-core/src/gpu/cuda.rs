@@ -8,7 +8,10 @@
 //! CubeCL's own CUDA runtime (`cubecl-cuda` 0.11) cannot be built here: it
 //! depends unconditionally on `cubecl-llvm`, whose build script fetches a
 //! prebuilt LLVM (`tracel-llvm-bundler`) and links it statically.
-#![allow(unsafe_code, reason = "NVRTC loaded with dlopen and called through its C API")]
+#![allow(
+    unsafe_code,
+    reason = "NVRTC loaded with dlopen and called through its C API"
+)]
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::Arc;

@@ -1,6 +1,9 @@
 //! The kernels' launch wrappers: each checks what it can on the host and
 //! launches one or a few kernels of [`super::kernels`].
-#![allow(unsafe_code, reason = "CubeCL's unchecked launches, every extent checked on the host first")]
+#![allow(
+    unsafe_code,
+    reason = "CubeCL's unchecked launches, every extent checked on the host first"
+)]
 
 use cubecl::prelude::*;
 

@@ -12,7 +12,10 @@
 //! A model folder holds `config.json` ([`RcarConfig`], `"model": "RCAR"`) and
 //! `model.safetensors` with upstream's names prefixed by the encoder:
 //! `img_enc.*`, `txt_enc.*`, `sim_enc.*` ([`parameter_shapes`]).
-#![allow(unsafe_code, reason = "memory-maps the read-only weights file (safetensors)")]
+#![allow(
+    unsafe_code,
+    reason = "memory-maps the read-only weights file (safetensors)"
+)]
 
 pub mod config;
 pub mod head;

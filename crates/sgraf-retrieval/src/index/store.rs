@@ -34,7 +34,10 @@
 //! `lock` is only held for a moment: to read the manifests and open their
 //! segments, to publish a manifest, and to collect garbage, which deletes a
 //! segment no manifest names only when its writer's lock is free.
-#![allow(unsafe_code, reason = "memory-maps index segments and views their aligned bytes as f32")]
+#![allow(
+    unsafe_code,
+    reason = "memory-maps index segments and views their aligned bytes as f32"
+)]
 
 use std::borrow::Cow;
 use std::collections::HashMap;
