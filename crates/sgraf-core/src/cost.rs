@@ -16,7 +16,9 @@ pub fn published_flops_per_pair(module: Module, words: usize) -> f64 {
     let attention = 2.0 * 2.0 * n * R * D;
     let local = 2.0 * n * D * M;
     let head = match module {
-        Module::Sgr => 3.0 * (3.0 * 2.0 * (n + 1.0) * M * M + 2.0 * 2.0 * (n + 1.0) * (n + 1.0) * M),
+        Module::Sgr => {
+            3.0 * (3.0 * 2.0 * (n + 1.0) * M * M + 2.0 * 2.0 * (n + 1.0) * (n + 1.0) * M)
+        }
         Module::Saf => 2.0 * (n + 1.0) * M * 2.0,
     };
     attention + local + head + 2.0 * M

@@ -19,11 +19,6 @@ pub mod error;
 pub mod gemm;
 #[cfg(feature = "gpu")]
 pub mod gpu;
-/// Our kernels on CUDA (feature `cuda-kernels`); the files live with the
-/// GPU engine's, under `gpu/cuda_rt/`.
-#[cfg(feature = "cuda-kernels")]
-#[path = "gpu/cuda_rt/mod.rs"]
-pub mod cuda_rt;
 pub mod image_encoder;
 pub mod model;
 pub mod ops;

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use gpu_common::{data, head, Data, Rng};
 use sgraf_core::cost::engine_macs_per_pair;
-use sgraf_core::cpu::{Captions, CpuEngine, CpuHead, Images};
+use sgraf_core::engine::{Captions, Images, ScoringEngine};
 use sgraf_core::gpu::{self, Gpu, GpuDevice, GpuHead, GpuPlan};
+use sgraf_core::weights::HeadWeights;
 use sgraf_core::Module;
 
 /// Images and captions of the COCO 5K evaluation.
@@ -118,16 +119,15 @@ fn threads() -> usize {
 fn coco_encoder_seconds(module: Module) -> f64 {
     use candle_core::{DType, Device};
     use candle_nn::{VarBuilder, VarMap};
-    use sgraf_core::{Config, Engine, SgrafModel};
+    use sgraf_core::{Config, SgrafModel};
     let vocab = 11_000;
     let cfg = Config::released(module, vocab);
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     let model = SgrafModel::load(vb, &cfg).unwrap().freeze().unwrap();
-    let Engine::Cpu(engine) = model.engine() else {
-        panic!("a float32 model on the CPU freezes to the CPU engine")
-    };
-    let engine: &CpuEngine = engine;
+    let engine = sgraf_core::cpu::CpuEngine::new(
+        sgraf_core::weights::Weights::from_model(&model).expect("the model's weights"),
+    );
     let (n_img, n_cap, padded) = (64, 320, 17);
     let mut rng = Rng(11);
     let features = rng.vec(n_img * 36 * cfg.img_dim, 1.0);
@@ -136,18 +136,22 @@ fn coco_encoder_seconds(module: Module) -> f64 {
         .map(|i| 1 + (i * 7919 % (vocab - 1)) as u32)
         .collect();
     let t = Instant::now();
-    let regions = engine.encode_images(&features);
-    let _ = engine.image_globals(&regions);
+    let regions = engine.encode_images(&features).unwrap();
+    let _ = engine.image_globals(&regions).unwrap();
     let img_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let words = engine.encode_captions(&ids, padded, &lengths);
+    let words = engine.encode_captions(&ids, padded, &lengths).unwrap();
     let (d, longest) = (cfg.embed_size, *lengths.iter().max().unwrap());
     let packed: Vec<f32> = lengths
         .iter()
         .enumerate()
-        .flat_map(|(c, &len)| words[c * longest * d..(c * longest + len) * d].iter().copied())
+        .flat_map(|(c, &len)| {
+            words[c * longest * d..(c * longest + len) * d]
+                .iter()
+                .copied()
+        })
         .collect();
-    let _ = engine.caption_globals(&packed, &lengths);
+    let _ = engine.caption_globals(&packed, &lengths).unwrap();
     let cap_s = t.elapsed().as_secs_f64();
     img_s * COCO_IMAGES / n_img as f64 + cap_s * COCO_CAPTIONS / n_cap as f64
 }
@@ -171,7 +175,7 @@ type Scorer<'a> = Box<dyn Fn(&Images, &Captions) -> Vec<f32> + 'a>;
 fn bench_models<'a>(
     device: &str,
     data: &Data,
-    upload: &dyn Fn(&CpuHead) -> Scorer<'a>,
+    upload: &dyn Fn(&HeadWeights) -> Scorer<'a>,
 ) -> Vec<(Module, Measured)> {
     let d = 1024;
     let n_img = data.global.len() / d;
@@ -188,10 +192,7 @@ fn bench_models<'a>(
         })
         .collect();
     let captions = |c0: usize, c1: usize| {
-        let (w0, w1) = (
-            word_start[c0],
-            word_start[c1 - 1] + data.lengths[c1 - 1],
-        );
+        let (w0, w1) = (word_start[c0], word_start[c1 - 1] + data.lengths[c1 - 1]);
         Captions {
             words: &data.words[w0 * d..w1 * d],
             global: &data.cap_global[c0 * d..c1 * d],
@@ -270,10 +271,7 @@ fn bench_models<'a>(
 /// encoders of both models.
 fn report_coco(device: &str, measured: &[(Module, Measured)]) {
     let pairs = COCO_IMAGES * COCO_CAPTIONS;
-    let encoders: f64 = measured
-        .iter()
-        .map(|(m, _)| coco_encoder_seconds(*m))
-        .sum();
+    let encoders: f64 = measured.iter().map(|(m, _)| coco_encoder_seconds(*m)).sum();
     let on_device: f64 = measured.iter().map(|(_, r)| pairs / r.gpu_rate).sum();
     let on_cpu: f64 = measured.iter().map(|(_, r)| pairs / r.cpu_rate).sum();
     println!(
@@ -290,7 +288,11 @@ fn report_coco(device: &str, measured: &[(Module, Measured)]) {
 fn bench_data() -> Data {
     let n_img = env_usize("SGRAF_GPU_BENCH_IMAGES", 1000);
     let mut rng = Rng(7);
-    data(n_img, (0..5000).map(|i| 6 + (i * 7) % 12).collect(), &mut rng)
+    data(
+        n_img,
+        (0..5000).map(|i| 6 + (i * 7) % 12).collect(),
+        &mut rng,
+    )
 }
 
 /// The GPU engine through wgpu. Under `SGRAF_REQUIRE_NVIDIA=1` the adapter
@@ -344,7 +346,7 @@ fn bench_wgpu() {
 #[ignore]
 fn bench_cuda() {
     use gpu_common::{close, matmul_ref, TOL};
-    use sgraf_core::cuda_rt::{grid, CudaBuf, CudaDevice, Launcher, Scalar};
+    use sgraf_core::gpu::cuda_rt::{grid, CudaBuf, CudaDevice, Launcher, Scalar};
     use sgraf_core::gpu::{kernels, Strides};
     let t = Instant::now();
     let dev = match CudaDevice::open_default(0) {
@@ -375,10 +377,20 @@ fn bench_cuda() {
             g,
             &[a, b, c],
             &[
-                ix(rows), ix(cols), ix(depth),
-                ix(sa.offset), ix(sa.batch), ix(sa.row), ix(sa.col),
-                ix(sb.offset), ix(sb.batch), ix(sb.row), ix(sb.col),
-                ix(sc.offset), ix(sc.batch), ix(sc.row),
+                ix(rows),
+                ix(cols),
+                ix(depth),
+                ix(sa.offset),
+                ix(sa.batch),
+                ix(sa.row),
+                ix(sa.col),
+                ix(sb.offset),
+                ix(sb.batch),
+                ix(sb.row),
+                ix(sb.col),
+                ix(sc.offset),
+                ix(sc.batch),
+                ix(sc.row),
             ],
         )
         .unwrap();
@@ -407,7 +419,12 @@ fn bench_cuda() {
         );
         product(&ga, sa, &gb, sb, &gc, dims);
         let got = dev.read(&gc, want.len()).unwrap();
-        close(&format!("CUDA matmul {dims:?} transposed {transposed}"), &got, &want, TOL);
+        close(
+            &format!("CUDA matmul {dims:?} transposed {transposed}"),
+            &got,
+            &want,
+            TOL,
+        );
     }
     // Timed: the local projection of 65536 words.
     let (rows, cols, depth, reps) = (65536, 256, 1024, 20);

@@ -7,9 +7,9 @@
 //! `SGRAF_CUDA_SOURCES`. The runs on a GPU are tests/gpu_bench.rs's.
 #![cfg(feature = "cuda-kernels")]
 
-use sgraf_core::cuda_rt::args::{self, ArgLayout, Scalar, KERNELS};
-use sgraf_core::cuda_rt::{device, signature, sources, KernelSource};
 use sgraf_core::gpu;
+use sgraf_core::gpu::cuda_rt::args::{self, ArgLayout, Scalar, KERNELS};
+use sgraf_core::gpu::cuda_rt::{device, signature, sources, KernelSource};
 
 /// The kernels' CUDA C++ (`None`, printed, where there is no way to make
 /// it), also written in folder form to target/gpu-cuda-kernels for the GPU check's
@@ -23,7 +23,8 @@ fn kernel_sources() -> Option<Vec<KernelSource>> {
         return None;
     }
     let all = sources::generate().expect("CUDA C++ of every kernel");
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/gpu-cuda-kernels");
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/gpu-cuda-kernels");
     sources::write_dir(&dir, &all).unwrap();
     println!("{} kernels as CUDA C++ in {}", all.len(), dir.display());
     Some(all)
@@ -84,12 +85,21 @@ fn cuda_kernels_compile_with_nvrtc_for_sm_90() {
     };
     let nvrtc = gpu::cuda::Nvrtc::load(&path).unwrap();
     let include = device::nvrtc_include(&path);
-    println!("NVRTC {:?} from {path}, headers {include:?}", nvrtc.version());
+    println!(
+        "NVRTC {:?} from {path}, headers {include:?}",
+        nvrtc.version()
+    );
     for spec in KERNELS {
         let src = all.iter().find(|s| s.name == spec.name).unwrap();
         let entry = signature::parse(&src.source).unwrap().name;
-        let ptx = nvrtc.compile(spec.name, &src.source, "sm_90", &include).unwrap();
-        assert!(ptx.ptx.contains(".target sm_90"), "{}: no sm_90 PTX", spec.name);
+        let ptx = nvrtc
+            .compile(spec.name, &src.source, "sm_90", &include)
+            .unwrap();
+        assert!(
+            ptx.ptx.contains(".target sm_90"),
+            "{}: no sm_90 PTX",
+            spec.name
+        );
         assert!(
             ptx.ptx.contains(&format!(".entry {entry}(")),
             "{}: no entry point {entry} in the PTX",
@@ -104,10 +114,15 @@ fn cuda_kernels_compile_with_nvrtc_for_sm_90() {
 #[test]
 fn cuda_open_without_a_driver_is_an_error() {
     if device::driver_present() {
-        println!("skipped: this machine has a CUDA driver (tests/gpu_bench.rs's bench_cuda runs there)");
+        println!(
+            "skipped: this machine has a CUDA driver (tests/gpu_bench.rs's bench_cuda runs there)"
+        );
         return;
     }
-    let err = sgraf_core::cuda_rt::CudaDevice::open_default(0).unwrap_err();
+    let err = sgraf_core::gpu::cuda_rt::CudaDevice::open_default(0).unwrap_err();
     println!("{err}");
-    assert!(matches!(err, sgraf_core::cuda_rt::CudaError::NoDriver(_)), "{err}");
+    assert!(
+        matches!(err, sgraf_core::gpu::cuda_rt::CudaError::NoDriver(_)),
+        "{err}"
+    );
 }

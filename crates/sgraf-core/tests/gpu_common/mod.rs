@@ -3,8 +3,9 @@
 //! the comparison with the CPU and the matrix product's reference.
 #![allow(dead_code)]
 
-use sgraf_core::cpu::{Captions, CpuHead, GraphStep, Images, Reasoner};
+use sgraf_core::engine::{Captions, Images};
 use sgraf_core::gpu::Strides;
+use sgraf_core::weights::{GraphStep, HeadWeights, Reasoner};
 
 /// Relative tolerance of the device against the CPU engine.
 pub const TOL: f32 = 1e-5;
@@ -83,7 +84,9 @@ pub fn matmul_ref(
     c
 }
 
-pub fn head(sgr: bool, rng: &mut Rng) -> CpuHead {
+/// A head at the released size (d 1024, sim_dim 256), random weights of
+/// about the trained models' scale.
+pub fn head(sgr: bool, rng: &mut Rng) -> HeadWeights {
     let (d, m) = (1024, 256);
     let xavier = |i: usize, o: usize| (6.0 / (i + o) as f32).sqrt();
     let reasoner = if sgr {
@@ -104,7 +107,7 @@ pub fn head(sgr: bool, rng: &mut Rng) -> CpuHead {
             bn_shift: -0.05,
         }
     };
-    CpuHead {
+    HeadWeights {
         d,
         m,
         local_wt: rng.vec(d * m, xavier(d, m)),
@@ -152,4 +155,3 @@ impl Data {
         )
     }
 }
-

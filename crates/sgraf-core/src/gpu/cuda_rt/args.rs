@@ -314,7 +314,11 @@ impl ArgLayout {
 
     /// `info_st`'s bytes (in 8-byte words) for these buffer lengths
     /// (elements) and scalars; an error when they do not fit the kernel.
-    pub fn pack_info(&self, buffer_lens: &[usize], scalars: &[Scalar]) -> Result<Vec<u64>, CudaError> {
+    pub fn pack_info(
+        &self,
+        buffer_lens: &[usize],
+        scalars: &[Scalar],
+    ) -> Result<Vec<u64>, CudaError> {
         let bad = |problem: String| CudaError::Arguments {
             kernel: self.spec.name,
             problem,
@@ -398,7 +402,8 @@ extern "C" __global__ void __launch_bounds__(256)  sgr_score_b70811d6(float cons
 
     #[test]
     fn packs_scalars_by_type_then_buffer_lengths() {
-        let layout = ArgLayout::new(spec("sgr_score").unwrap(), &parse(SGR_SCORE).unwrap()).unwrap();
+        let layout =
+            ArgLayout::new(spec("sgr_score").unwrap(), &parse(SGR_SCORE).unwrap()).unwrap();
         assert!(!layout.info_by_value && layout.has_info());
         assert_eq!(layout.entry, "sgr_score_b70811d6");
         assert_eq!(layout.units, 256);
@@ -419,7 +424,8 @@ extern "C" __global__ void __launch_bounds__(256)  sgr_score_b70811d6(float cons
             "info_st const* const __restrict__ v62",
             "__grid_constant__ info_st const v62",
         );
-        let layout = ArgLayout::new(spec("sgr_score").unwrap(), &parse(&by_value).unwrap()).unwrap();
+        let layout =
+            ArgLayout::new(spec("sgr_score").unwrap(), &parse(&by_value).unwrap()).unwrap();
         assert!(layout.info_by_value);
     }
 
@@ -429,9 +435,14 @@ extern "C" __global__ void __launch_bounds__(256)  sgr_score_b70811d6(float cons
         let sig = parse(SGR_SCORE).unwrap();
         let layout = ArgLayout::new(s, &sig).unwrap();
         // Wrong scalar kinds or counts, wrong buffer count, an index past u32.
-        assert!(layout.pack_info(&[1, 1, 1, 1], &[Scalar::Index(1)]).is_err());
         assert!(layout
-            .pack_info(&[1, 1, 1], &[Scalar::Index(1), Scalar::Index(1), Scalar::F32(0.0)])
+            .pack_info(&[1, 1, 1, 1], &[Scalar::Index(1)])
+            .is_err());
+        assert!(layout
+            .pack_info(
+                &[1, 1, 1],
+                &[Scalar::Index(1), Scalar::Index(1), Scalar::F32(0.0)]
+            )
             .is_err());
         assert!(layout
             .pack_info(
@@ -448,7 +459,10 @@ extern "C" __global__ void __launch_bounds__(256)  sgr_score_b70811d6(float cons
         ));
         // A definition that disagrees with the source.
         for (from, to) in [
-            ("uint32_t const* const __restrict__ v5", "float const* const __restrict__ v5"),
+            (
+                "uint32_t const* const __restrict__ v5",
+                "float const* const __restrict__ v5",
+            ),
             ("uint32_t scalars_usize[2]", "uint32_t scalars_usize[4]"),
             ("uint32_t static_meta[4]", "uint32_t static_meta[6]"),
             ("float scalars_f32[2];", ""),

@@ -131,7 +131,9 @@ impl CudaDevice {
             let src = sources
                 .iter()
                 .find(|s| s.name == spec.name)
-                .ok_or_else(|| CudaError::Sources(format!("no CUDA C++ for kernel {}", spec.name)))?;
+                .ok_or_else(|| {
+                    CudaError::Sources(format!("no CUDA C++ for kernel {}", spec.name))
+                })?;
             let sig = signature::parse(&src.source)?;
             let layout = ArgLayout::new(spec, &sig)?;
             let ptx = nvrtc
@@ -350,6 +352,8 @@ impl Launcher for CudaDevice {
     }
 
     fn sync(&self) -> Result<(), CudaError> {
-        self.stream.synchronize().map_err(driver("cuStreamSynchronize"))
+        self.stream
+            .synchronize()
+            .map_err(driver("cuStreamSynchronize"))
     }
 }

@@ -72,17 +72,34 @@ mod tests {
 
     #[test]
     fn units_cover_n_and_go_2d_past_the_limit() {
-        for n in [0usize, 1, 255, 256, 257, 65535 * 256, 65535 * 256 + 1, 1 << 30] {
+        for n in [
+            0usize,
+            1,
+            255,
+            256,
+            257,
+            65535 * 256,
+            65535 * 256 + 1,
+            1 << 30,
+        ] {
             let g = units(n, 256).unwrap();
-            assert!(g.cubes.0 as usize <= MAX_CUBES_PER_DIM && g.cubes.1 as usize <= MAX_CUBES_PER_DIM);
+            assert!(
+                g.cubes.0 as usize <= MAX_CUBES_PER_DIM && g.cubes.1 as usize <= MAX_CUBES_PER_DIM
+            );
             let covered = g.cube_count() * g.units_per_cube() as u64;
             assert!(covered >= n as u64, "{n}: {g:?}");
             // Never more than one extra row of cubes.
-            assert!(covered < n as u64 + (g.cubes.0 as u64 + 1) * 256, "{n}: {g:?}");
+            assert!(
+                covered < n as u64 + (g.cubes.0 as u64 + 1) * 256,
+                "{n}: {g:?}"
+            );
         }
         assert_eq!(units(257, 256).unwrap().cubes, (2, 1, 1));
         assert_eq!(units(65536 * 256, 256).unwrap().cubes, (65535, 2, 1));
-        assert!(matches!(units(usize::MAX / 2, 256), Err(CudaError::Grid(_))));
+        assert!(matches!(
+            units(usize::MAX / 2, 256),
+            Err(CudaError::Grid(_))
+        ));
         assert!(units(1, 0).is_err());
     }
 

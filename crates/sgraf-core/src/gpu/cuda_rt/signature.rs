@@ -161,7 +161,12 @@ pub fn parse(source: &str) -> Result<Signature, CudaError> {
         let ty = rest
             .iter()
             .copied()
-            .find(|w| !matches!(*w, "const" | "__restrict__" | "__grid_constant__" | "volatile"))
+            .find(|w| {
+                !matches!(
+                    *w,
+                    "const" | "__restrict__" | "__grid_constant__" | "volatile"
+                )
+            })
             .ok_or_else(|| err(format!("no type in parameter `{text}`")))?;
         params.push(Param {
             ty: ty.to_string(),
@@ -174,8 +179,12 @@ pub fn parse(source: &str) -> Result<Signature, CudaError> {
         None => Vec::new(),
         Some(at) => {
             let body = &source[at..];
-            let open = body.find('{').ok_or_else(|| err("info_st has no body".into()))?;
-            let close = body.find('}').ok_or_else(|| err("unterminated info_st".into()))?;
+            let open = body
+                .find('{')
+                .ok_or_else(|| err("info_st has no body".into()))?;
+            let close = body
+                .find('}')
+                .ok_or_else(|| err("unterminated info_st".into()))?;
             body[open + 1..close]
                 .split(';')
                 .map(str::trim)
@@ -183,9 +192,14 @@ pub fn parse(source: &str) -> Result<Signature, CudaError> {
                 .map(|f| {
                     let bad = || err(format!("info_st field `{f}`"));
                     let (decl, len) = f.split_once('[').ok_or_else(bad)?;
-                    let len: usize = len.trim_end_matches(']').trim().parse().map_err(|_| bad())?;
+                    let len: usize = len
+                        .trim_end_matches(']')
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad())?;
                     let mut words = decl.split_whitespace();
-                    let (ty, fname) = (words.next().ok_or_else(bad)?, words.next().ok_or_else(bad)?);
+                    let (ty, fname) =
+                        (words.next().ok_or_else(bad)?, words.next().ok_or_else(bad)?);
                     Ok(InfoField {
                         ty: ty.to_string(),
                         name: fname.to_string(),

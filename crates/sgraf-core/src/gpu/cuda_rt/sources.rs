@@ -33,8 +33,9 @@ const HEADER: &str = "// sgraf-cuda shared_memory_bytes=";
 /// properties (the code does not depend on them: CUDA gets its own
 /// architecture when NVRTC compiles it).
 pub fn generate() -> Result<Vec<KernelSource>, CudaError> {
-    let device = cubecl::Device::wgpu(Default::default())
-        .map_err(|e| CudaError::Generate(format!("no wgpu adapter to define the kernels on: {e:?}")))?;
+    let device = cubecl::Device::wgpu(Default::default()).map_err(|e| {
+        CudaError::Generate(format!("no wgpu adapter to define the kernels on: {e:?}"))
+    })?;
     let client = std::panic::catch_unwind(|| device.client())
         .map_err(|_| CudaError::Generate("cannot start the wgpu client".into()))?;
     let props = client.properties_shared();
