@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use sgraf_core::SgrafModel;
+use sgraf_core::cost::{engine_macs_per_pair, published_flops_per_pair};
+use sgraf_core::{Module, SgrafModel};
 
 pub struct Case {
     pub module: &'static str,
@@ -124,8 +125,13 @@ pub fn bench(quick: bool, out: Option<PathBuf>, repeat: Option<usize>) -> Result
         let pairs = pairs as f64;
         let torch_rate = r["pairs_per_second"].as_f64().unwrap_or(0.0);
         let rate = pairs / secs;
-        let gflops = rate * flops_per_pair(case.module, 14) / 1e9;
-        let real = rate * 2.0 * real_macs_per_pair(case.module, 14) / 1e9;
+        let module = if case.module == "SGR" {
+            Module::Sgr
+        } else {
+            Module::Saf
+        };
+        let gflops = rate * published_flops_per_pair(module, 14) / 1e9;
+        let real = rate * 2.0 * engine_macs_per_pair(module, 14) / 1e9;
         println!(
             "{:<4} {:>12} {:>14.0} {:>14.0} {:>6.2}x {:>10.2e} {:>9.1} {:>9.1}",
             case.module,
@@ -183,39 +189,4 @@ pub fn git_head() -> String {
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
-}
-
-/// Multiply-adds x2 of the published computation for one pair with `n`
-/// words at full size (d 1024, m 256, 36 regions), linear layers only.
-/// Multiply-adds sgraf's CPU head does per pair of a caption of `n` words,
-/// after the exact rewrites (`sgraf_core::cpu`): the attention (scores and
-/// the weighted sum), the local projection, and for SGR two full graph steps
-/// (`[W_q^T W_k | W_g^T]` in one GEMM, the edges, the aggregation) and the
-/// last one for the global node only; for SAF the filtration.
-pub fn real_macs_per_pair(module: &str, n: usize) -> f64 {
-    let (d, m, r) = (1024.0, 256.0, 36.0);
-    let (n, nodes) = (n as f64, n as f64 + 1.0);
-    let attention = 2.0 * n * r * d;
-    let local = n * d * m;
-    let head = match module {
-        "SGR" => {
-            let full = nodes * m * 2.0 * m + 2.0 * nodes * nodes * m;
-            let last = m * 2.0 * m + 2.0 * nodes * m;
-            2.0 * full + last
-        }
-        _ => 2.0 * nodes * m,
-    };
-    attention + local + head + m
-}
-
-pub fn flops_per_pair(module: &str, n: usize) -> f64 {
-    let (d, m, r) = (1024.0, 256.0, 36.0);
-    let n = n as f64;
-    let attention = 2.0 * 2.0 * n * r * d;
-    let local = 2.0 * n * d * m;
-    let head = match module {
-        "SGR" => 3.0 * (3.0 * 2.0 * (n + 1.0) * m * m + 2.0 * 2.0 * (n + 1.0) * (n + 1.0) * m),
-        _ => 2.0 * (n + 1.0) * m * 2.0,
-    };
-    attention + local + head + 2.0 * m
 }

@@ -1,4 +1,6 @@
-//! `cargo xtask cuda-build`: `sgraf-cli --features cuda` on a machine
+//! `cargo xtask cuda-build`: our kernels' CUDA route (sgraf-core
+//! `--features cuda-kernels`, nothing of CUDA needed to build), then
+//! `sgraf-cli --features cuda` (candle's CUDA backend) on a machine
 //! without a GPU or a CUDA install, following ../shared/CUDA-BUILD.md:
 //! CUDA 13.0 wheels from PyPI for nvcc and the libraries, a link stub for
 //! the driver (the real `libcuda.so.1` replaces it at run time), and an
@@ -142,8 +144,28 @@ mod home {
     }
 }
 
-pub fn cuda_build(compute_cap: &str) -> Result<()> {
+/// Our kernels on CUDA: sgraf-core's `cuda-kernels` tests and benchmark.
+/// Nothing of CUDA is needed to build them (NVRTC and the driver are loaded
+/// at run time).
+fn build_kernels_route(root: &Path) -> Result<()> {
+    run(Command::new("cargo")
+        .current_dir(root)
+        .args(["test", "-p", "sgraf-core", "--features", "gpu,cuda-kernels"])
+        .args(["--test", "gpu_cuda", "--test", "gpu_bench", "--no-run"]))?;
+    println!(
+        "built our kernels' CUDA route (sgraf-core --features cuda-kernels); \
+         `cargo xtask gpu-check --nvrtc` checks and compiles every kernel here, \
+         `cargo xtask gpu-check --prepare` bundles it for a GPU machine"
+    );
+    Ok(())
+}
+
+pub fn cuda_build(compute_cap: &str, kernels_only: bool) -> Result<()> {
     let root = crate::root();
+    build_kernels_route(&root)?;
+    if kernels_only {
+        return Ok(());
+    }
     let dir = root.join("target/cuda-toolchain");
     std::fs::create_dir_all(&dir)?;
     // cudarc's sources must be present for the stub.

@@ -1,23 +1,27 @@
-//! `cargo xtask gpu-check`: the GPU engine's check on a machine with an
-//! NVIDIA GPU, as one script (`target/gpu-check/run.sh`).
+//! `cargo xtask gpu-check`: the check that only an NVIDIA GPU can pass, as
+//! one bundle (`target/gpu-check/`: `run.sh` and `payload.tar.gz`, at most
+//! 64 MiB, what a device run can carry).
 //!
-//! - `cargo xtask gpu-check --prepare` (here, no GPU): builds the GPU test
-//!   binary (`sgraf-core --features gpu`, tests/gpu.rs), strips it into
-//!   `target/gpu-check/` (about 25 MiB, under the 64 MiB a device run can
-//!   carry) with the Vulkan loader and `run.sh`; carry `target/gpu-check`
-//!   and run `bash target/gpu-check/run.sh` there.
+//! - `cargo xtask gpu-check --prepare` (here, no GPU): builds the GPU tests
+//!   (`sgraf-core --features gpu`, tests/gpu.rs) and the benchmark
+//!   (`--features gpu,cuda-kernels`, tests/gpu_bench.rs), strips them, and
+//!   packs them with what a bare GPU container lacks: the Vulkan loader
+//!   (Debian's `libvulkan1`) and the GL dispatch libraries NVIDIA's Vulkan
+//!   driver opens (`libglvnd0`, `libglx0`, `libegl1`, X11's client
+//!   libraries), and the kernels' CUDA C++ where it was generated here.
+//!   Carry `target/gpu-check` and run `bash target/gpu-check/run.sh` there.
 //! - `cargo xtask gpu-check` (on the GPU machine, with a Rust toolchain):
-//!   the same build, then `run.sh`.
-//! - `cargo xtask gpu-check --nvrtc`: installs NVRTC 13.0 (the PyPI wheel
-//!   `nvidia-cuda-nvrtc`) under `target/cuda-toolchain/venv-nvrtc` and
-//!   compiles every kernel's CUDA C++ for `sm_90` with it (no GPU needed).
+//!   the same, then `run.sh`.
+//! - `cargo xtask gpu-check --nvrtc`: installs NVRTC 13.0 (the PyPI wheels
+//!   `nvidia-cuda-nvrtc`, and `nvidia-cuda-cccl`/`-crt` for its headers)
+//!   under `target/cuda-toolchain/venv-nvrtc` and compiles every kernel's
+//!   CUDA C++ for `sm_90` with it (no GPU needed).
 //!
-//! `run.sh` prints `nvidia-smi`, finds a Vulkan driver for the GPU (the
-//! NVIDIA ICD, or one written for `libGLX_nvidia.so.0` when the container
-//! has the library but no ICD file), runs the GPU tests on it, then the
-//! benchmark: pairs/s of SGR and SAF at 1000 x 5000 on the GPU against the
-//! CPU engine in the same run, and the COCO 5K evaluation time extrapolated.
-//! Within 8 minutes: tests about 1 minute, benchmark under 5 (timeouts).
+//! `run.sh` ([`RUN_SH`]) fails at once, saying so, unless `nvidia-smi`
+//! names an NVIDIA GPU; then the benchmark on wgpu (Vulkan on the NVIDIA
+//! driver, never another adapter) and on CUDA (our kernels through NVRTC and
+//! the driver API), then the tests, each step with its own timeout, in five
+//! minutes at most.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,105 +30,298 @@ use anyhow::{bail, Context, Result};
 
 use crate::cuda::run;
 
-const RUN_SH: &str = r#"#!/usr/bin/env bash
-# sgraf GPU check (written by `cargo xtask gpu-check`): on a machine with an
-# NVIDIA GPU, prints nvidia-smi, runs the GPU engine's tests on the GPU
-# through wgpu (Vulkan), then the benchmark. About 6 minutes at most.
+/// The bundle's script. Its first check needs no payload: on a machine
+/// without an NVIDIA GPU it fails in a second (the test below runs it).
+pub const RUN_SH: &str = r#"#!/usr/bin/env bash
+# sgraf GPU check (written by `cargo xtask gpu-check --prepare`): only an
+# NVIDIA GPU passes it. Benchmark first (wgpu on the NVIDIA Vulkan driver,
+# then CUDA), then the tests; each step has its own timeout and prints as it
+# finishes; 5 minutes at most in all.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
-echo "== nvidia-smi"
-nvidia-smi || echo "nvidia-smi: not found"
-echo "== Vulkan"
-# The Vulkan loader: the system's, else the one carried here.
-if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1'; then
-    export LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    echo "using the carried Vulkan loader ($here/lib)"
+SECONDS=0
+say() { echo "== [${SECONDS}s] $*"; }
+fail() { echo "gpu-check FAILED: $*"; exit 1; }
+
+# 1. The NVIDIA GPU, named by nvidia-smi (the driver's folder may be
+#    mounted under /usr/local/nvidia and not be on PATH).
+smi=$(command -v nvidia-smi || true)
+if [ -z "$smi" ] && [ -x /usr/local/nvidia/bin/nvidia-smi ]; then smi=/usr/local/nvidia/bin/nvidia-smi; fi
+gpu=""
+if [ -n "$smi" ]; then
+    gpu=$(timeout 30 "$smi" --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 | sed 's/^ *//; s/ *$//')
 fi
-icd=""
-for f in /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json; do
-    [ -e "$f" ] && icd="$f" && break
-done
-if [ -z "$icd" ]; then
-    glx=$(ldconfig -p 2>/dev/null | awk '/libGLX_nvidia.so.0/ {print $NF; exit}')
-    [ -z "$glx" ] && glx=$(ls /usr/lib/x86_64-linux-gnu/libGLX_nvidia.so.0 /usr/lib64/libGLX_nvidia.so.0 2>/dev/null | head -1)
-    if [ -n "$glx" ]; then
-        icd="$here/nvidia_icd.json"
-        printf '{"file_format_version":"1.0.0","ICD":{"library_path":"%s","api_version":"1.3.0"}}\n' "$glx" > "$icd"
-        echo "no NVIDIA ICD file: wrote $icd for $glx"
+if [ -z "$gpu" ]; then
+    fail "no NVIDIA GPU was found (${smi:-nvidia-smi is not installed}${smi:+ lists none}); this check passes only on an NVIDIA GPU"
+fi
+say "GPU: $gpu"
+timeout 30 "$smi" --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || true
+
+# 2. The payload, and the carried libraries that this system lacks.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+tar -xzf "$here/payload.tar.gz" -C "$work" || fail "cannot unpack $here/payload.tar.gz"
+mkdir -p "$work/missing"
+for f in "$work"/lib/*.so.*; do
+    n=$(basename "$f")
+    if ! ldconfig -p 2>/dev/null | awk '{print $1}' | grep -qxF "$n" && [ ! -e "/usr/local/nvidia/lib64/$n" ]; then
+        ln -s "$f" "$work/missing/$n"
     fi
+done
+carried=$(cd "$work/missing" && ls | tr '\n' ' ')
+[ -n "$carried" ] && echo "carried libraries used: $carried"
+libs="$work/missing"
+for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib; do
+    [ -d "$d" ] && libs="$d:$libs"
+done
+export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+# 3. NVIDIA's Vulkan driver: its ICD file, or one written here for
+#    libGLX_nvidia.so.0 (the library the ICD names), looked for in the
+#    driver's mounted folder as well as the standard places.
+icd=""
+for f in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd*.json /usr/local/nvidia/etc/vulkan/icd.d/nvidia_icd*.json \
+         /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json; do
+    if [ -e "$f" ]; then icd=$f; break; fi
+done
+glx=""
+for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/lib; do
+    if [ -e "$d/libGLX_nvidia.so.0" ]; then glx="$d/libGLX_nvidia.so.0"; break; fi
+done
+[ -z "$glx" ] && glx=$(ldconfig -p 2>/dev/null | awk '/libGLX_nvidia\.so\.0 / {print $NF; exit}')
+if [ -z "$icd" ] && [ -n "$glx" ]; then
+    icd="$work/nvidia_icd.json"
+    printf '{"file_format_version":"1.0.0","ICD":{"library_path":"%s","api_version":"1.3.0"}}\n' "$glx" >"$icd"
+    echo "no NVIDIA ICD file: wrote one for $glx"
 fi
+vulkan=""
 if [ -n "$icd" ]; then
+    # Only this driver: wgpu then finds the NVIDIA GPU or no adapter at all.
     export VK_ICD_FILENAMES="$icd" VK_DRIVER_FILES="$icd"
-    echo "Vulkan ICD: $icd"
+    say "Vulkan ICD: $icd (libGLX_nvidia.so.0: ${glx:-not found, the library_path in that file is used})"
+    vulkan=1
 else
-    echo "no NVIDIA Vulkan driver found (libGLX_nvidia.so.0: the container needs NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics); wgpu takes whatever adapter exists"
+    echo "no NVIDIA Vulkan driver: no nvidia_icd.json under /usr/local/nvidia, /usr/share or /etc and no libGLX_nvidia.so.0 (a container needs NVIDIA_DRIVER_CAPABILITIES to include graphics)"
 fi
-command -v vulkaninfo >/dev/null && vulkaninfo --summary 2>/dev/null | grep -E 'deviceName|driverName' || true
-echo "== GPU tests"
-timeout 240 "$here/gpu-tests" --test-threads 1 --nocapture 2>&1 | grep -v XDG_RUNTIME_DIR
-tests=${PIPESTATUS[0]}
-echo "== benchmark"
-SGRAF_GPU_BENCH=${SGRAF_GPU_BENCH:-1000x5000} SGRAF_GPU_BENCH_CPU_IMAGES=${SGRAF_GPU_BENCH_CPU_IMAGES:-100} \
-    timeout 300 "$here/gpu-tests" --ignored bench_pairs_per_second --test-threads 1 --nocapture 2>&1 | grep -v XDG_RUNTIME_DIR
-bench=${PIPESTATUS[0]}
-echo "== gpu-check: tests exit $tests, benchmark exit $bench"
-[ "$tests" = 0 ] && [ "$bench" = 0 ]
+
+# 4. NVRTC for the CUDA route (the CUDA toolkit's, or a PyTorch cu13 wheel's).
+nvrtc=${SGRAF_NVRTC:-}
+if [ -z "$nvrtc" ]; then
+    for f in /usr/local/cuda/lib64/libnvrtc.so.13 /usr/local/cuda/lib64/libnvrtc.so \
+             $(python3 -c 'import glob, site, sysconfig; print(" ".join(sum((glob.glob(p + "/nvidia/cu13/lib/libnvrtc.so.13") for p in [sysconfig.get_paths()["purelib"]] + site.getsitepackages()), [])))' 2>/dev/null) \
+             /usr/lib/x86_64-linux-gnu/libnvrtc.so; do
+        if [ -e "$f" ]; then nvrtc=$f; break; fi
+    done
+fi
+if [ -n "$nvrtc" ]; then
+    export SGRAF_NVRTC="$nvrtc"
+    inc=$(dirname "$(dirname "$nvrtc")")/include
+    for d in "$inc" /usr/local/cuda/include; do
+        if [ -e "$d/cuda_fp16.h" ] || [ -d "$d/cccl" ]; then export SGRAF_CUDA_INCLUDE="$d"; break; fi
+    done
+    say "NVRTC: $nvrtc (headers: ${SGRAF_CUDA_INCLUDE:-none found})"
+else
+    echo "no NVRTC (libnvrtc.so.13) under /usr/local/cuda or python3's site-packages: the CUDA step fails"
+fi
+[ -d "$work/cuda" ] && export SGRAF_CUDA_SOURCES="$work/cuda"
+
+# 5. The steps. The benchmark first, then the tests.
+export SGRAF_REQUIRE_NVIDIA=1 SGRAF_GPU_NAME="$gpu"
+failed=()
+step() { # NAME SECONDS COMMAND...
+    local name=$1 limit=$2 rc
+    shift 2
+    say "$name (timeout ${limit}s)"
+    timeout --kill-after=5 "$limit" "$@" 2>&1 | grep --line-buffered -v XDG_RUNTIME_DIR
+    rc=${PIPESTATUS[0]}
+    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then echo "$name: TIMED OUT after ${limit}s"; fi
+    say "$name: exit $rc"
+    [ "$rc" = 0 ] || failed+=("$name (exit $rc)")
+}
+if [ -n "$vulkan" ]; then
+    step "benchmark, wgpu on Vulkan" 110 "$work/gpu-bench" --ignored --exact bench_wgpu --test-threads 1 --nocapture
+else
+    failed+=("benchmark, wgpu on Vulkan (no NVIDIA Vulkan driver)")
+fi
+step "benchmark, CUDA" 60 "$work/gpu-bench" --ignored --exact bench_cuda --test-threads 1 --nocapture
+if [ -n "$vulkan" ]; then
+    step "tests, wgpu on Vulkan" 90 "$work/gpu-tests" --test-threads 1 --nocapture
+else
+    failed+=("tests, wgpu on Vulkan (no NVIDIA Vulkan driver)")
+fi
+if [ "${#failed[@]}" -gt 0 ]; then
+    fail "on $gpu, in ${SECONDS}s: $(printf '%s; ' "${failed[@]}")"
+fi
+say "gpu-check passed on $gpu"
 "#;
 
-/// Builds tests/gpu.rs of sgraf-core with `features`; its executable.
-fn build_tests(root: &Path, features: &str) -> Result<PathBuf> {
+/// The `.deb` packages whose libraries travel: the Vulkan loader, and the
+/// GL dispatch and X11 client libraries that `libGLX_nvidia.so.0` (NVIDIA's
+/// Vulkan driver) links, all of which a bare CUDA container may lack.
+const DEBS: &[&str] = &[
+    "libvulkan1",
+    "libglvnd0",
+    "libglx0",
+    "libegl1",
+    "libgl1",
+    "libopengl0",
+    "libgles2",
+    "libx11-6",
+    "libx11-xcb1",
+    "libxext6",
+    "libxcb1",
+    "libxau6",
+    "libxdmcp6",
+    "libbsd0",
+    "libmd0",
+];
+
+/// The bundle's limit: what a device machine's run can carry.
+const MAX_BYTES: u64 = 64 << 20;
+
+/// Builds the test target `test` of sgraf-core with `features`; its executable.
+fn build_tests(root: &Path, features: &str, test: &str) -> Result<PathBuf> {
     let out = Command::new("cargo")
         .current_dir(root)
         .args(["test", "-p", "sgraf-core", "--features", features])
-        .args(["--test", "gpu", "--no-run", "--message-format=json"])
+        .args(["--test", test, "--no-run", "--message-format=json"])
         .output()
         .context("running cargo test --no-run")?;
     if !out.status.success() {
         bail!(
-            "building the GPU tests failed:\n{}",
+            "building sgraf-core's test {test} with features {features} failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["target"]["name"] == "gpu" && v["profile"]["test"] == true)
+        .filter(|v| v["target"]["name"] == test && v["profile"]["test"] == true)
         .find_map(|v| v["executable"].as_str().map(PathBuf::from))
-        .context("cargo did not report the GPU test executable")
+        .with_context(|| format!("cargo did not report the executable of test {test}"))
 }
 
-/// `target/gpu-check/`: the stripped test binary, the Vulkan loader, run.sh.
-fn prepare(root: &Path) -> Result<PathBuf> {
-    let exe = build_tests(root, "gpu")?;
-    let dir = root.join("target/gpu-check");
-    std::fs::create_dir_all(dir.join("lib"))?;
-    let bin = dir.join("gpu-tests");
-    std::fs::copy(&exe, &bin)?;
-    run(Command::new("strip").arg(&bin))?;
-    for loader in [
-        "/usr/lib/x86_64-linux-gnu/libvulkan.so.1",
-        "/usr/lib64/libvulkan.so.1",
-    ] {
-        if Path::new(loader).exists() {
-            std::fs::copy(loader, dir.join("lib/libvulkan.so.1"))?;
-            break;
+/// The shared libraries of [`DEBS`] (downloaded once into `cache`) in `lib`.
+fn carried_libraries(cache: &Path, lib: &Path) -> Result<()> {
+    std::fs::create_dir_all(cache)?;
+    let have = |name: &str| -> Result<bool> {
+        Ok(std::fs::read_dir(cache)?.filter_map(|e| e.ok()).any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{name}_"))
+        }))
+    };
+    let missing: Vec<&str> = DEBS
+        .iter()
+        .copied()
+        .filter(|d| !have(d).unwrap_or(false))
+        .collect();
+    if !missing.is_empty() {
+        run(Command::new("apt-get")
+            .current_dir(cache)
+            .args([
+                "-oAPT::Architecture=amd64",
+                "-oAPT::Architectures=amd64",
+                "download",
+            ])
+            .args(&missing))
+        .context("downloading the carried libraries' packages (apt-get download)")?;
+    }
+    let unpacked = cache.join("root");
+    let _ = std::fs::remove_dir_all(&unpacked);
+    for e in std::fs::read_dir(cache)? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "deb") {
+            run(Command::new("dpkg").arg("-x").arg(&p).arg(&unpacked))?;
         }
     }
+    std::fs::create_dir_all(lib)?;
+    let from = unpacked.join("usr/lib/x86_64-linux-gnu");
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(&from).with_context(|| format!("reading {}", from.display()))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        // The sonames (`libX.so.N`) the dynamic loader asks for, as files.
+        if name.matches('.').count() == 2 && name.contains(".so.") {
+            std::fs::copy(e.path(), lib.join(&name))
+                .with_context(|| format!("copying {}", e.path().display()))?;
+            found.push(name);
+        }
+    }
+    if !found.iter().any(|n| n == "libvulkan.so.1") {
+        bail!("libvulkan1 held no libvulkan.so.1 in {}", from.display());
+    }
+    Ok(())
+}
+
+/// Copies `exe` to `to`, stripped.
+fn stripped(exe: &Path, to: &Path) -> Result<()> {
+    std::fs::copy(exe, to).with_context(|| format!("copying {}", exe.display()))?;
+    run(Command::new("strip").arg(to))
+}
+
+/// Writes `run.sh` into `dir`, executable.
+pub fn write_script(dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
     let script = dir.join("run.sh");
     std::fs::write(&script, RUN_SH)?;
-    run(Command::new("chmod").arg("+x").arg(&script))?;
-    let mib = dir_size(&dir)? as f64 / (1 << 20) as f64;
-    if mib > 64.0 {
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    Ok(script)
+}
+
+/// `target/gpu-check/`: `run.sh` and `payload.tar.gz`.
+fn prepare(root: &Path) -> Result<PathBuf> {
+    let tests = build_tests(root, "gpu", "gpu")?;
+    let bench = build_tests(root, "gpu,cuda-kernels", "gpu_bench")?;
+    let dir = root.join("target/gpu-check");
+    let stage = root.join("target/gpu-check-stage");
+    let _ = std::fs::remove_dir_all(&stage);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&stage)?;
+    std::fs::create_dir_all(&dir)?;
+    stripped(&tests, &stage.join("gpu-tests"))?;
+    stripped(&bench, &stage.join("gpu-bench"))?;
+    carried_libraries(&root.join("target/gpu-check-debs"), &stage.join("lib"))?;
+    // The kernels' CUDA C++, where the NVRTC check wrote it (it needs a wgpu
+    // adapter to generate): the CUDA step needs no Vulkan driver then.
+    let sources = root.join("target/gpu-cuda-kernels");
+    let mut cu = 0;
+    if sources.is_dir() {
+        for e in std::fs::read_dir(&sources)? {
+            let p = e?.path();
+            if let (Some(name), true) = (p.file_name(), p.extension().is_some_and(|x| x == "cu")) {
+                std::fs::create_dir_all(stage.join("cuda"))?;
+                std::fs::copy(&p, stage.join("cuda").join(name))?;
+                cu += 1;
+            }
+        }
+    }
+    run(Command::new("tar")
+        .arg("-czf")
+        .arg(dir.join("payload.tar.gz"))
+        .arg("-C")
+        .arg(&stage)
+        .arg("."))?;
+    std::fs::remove_dir_all(&stage)?;
+    let script = write_script(&dir)?;
+    let bytes = dir_size(&dir)?;
+    let mib = bytes as f64 / (1 << 20) as f64;
+    if bytes > MAX_BYTES {
         bail!(
-            "{} holds {mib:.0} MiB, over the 64 MiB a device run can carry",
+            "{} holds {mib:.1} MiB, over the 64 MiB a device run can carry",
             dir.display()
         );
     }
     println!(
-        "prepared {} ({mib:.0} MiB): on a GPU machine run `bash target/gpu-check/run.sh` \
-         (carry target/gpu-check)",
-        dir.display()
+        "prepared {} ({mib:.1} MiB; {}): on a machine with an NVIDIA GPU run \
+         `bash target/gpu-check/run.sh` (carry target/gpu-check)",
+        dir.display(),
+        if cu > 0 {
+            format!("{cu} kernels' CUDA C++ carried")
+        } else {
+            "no CUDA C++ carried: the CUDA step generates it through wgpu".into()
+        }
     );
     Ok(script)
 }
@@ -143,14 +340,14 @@ fn dir_size(dir: &Path) -> Result<u64> {
     Ok(total)
 }
 
-/// NVRTC 13.0 from PyPI under target/cuda-toolchain/venv-nvrtc; its library.
-fn nvrtc(root: &Path) -> Result<PathBuf> {
+/// NVRTC 13.0 and its headers from PyPI under
+/// target/cuda-toolchain/venv-nvrtc; the library.
+pub fn nvrtc(root: &Path) -> Result<PathBuf> {
     let venv = root.join("target/cuda-toolchain/venv-nvrtc");
     let python = venv.join("bin/python3");
     if !python.exists() {
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
     }
-    let lib = |site: &Path| site.join("nvidia/cu13/lib/libnvrtc.so.13");
     let site = || -> Result<PathBuf> {
         let out = Command::new(&python)
             .args([
@@ -160,20 +357,29 @@ fn nvrtc(root: &Path) -> Result<PathBuf> {
             .output()?;
         Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
     };
-    if !lib(&site()?).exists() {
+    let cu13 = |site: &Path| site.join("nvidia/cu13");
+    let ready = |site: &Path| {
+        cu13(site).join("lib/libnvrtc.so.13").exists() && cu13(site).join("include/cccl").exists()
+    };
+    if !ready(&site()?) {
         run(Command::new(&python).args([
             "-m",
             "pip",
             "install",
             "--quiet",
             "nvidia-cuda-nvrtc==13.0.88",
+            "nvidia-cuda-cccl==13.0.85",
+            "nvidia-cuda-crt==13.0.88",
         ]))?;
     }
-    let found = lib(&site()?);
-    if !found.exists() {
-        bail!("no {} after installing nvidia-cuda-nvrtc", found.display());
+    let site = site()?;
+    if !ready(&site) {
+        bail!(
+            "no lib/libnvrtc.so.13 and include/cccl in {} after installing the wheels",
+            cu13(&site).display()
+        );
     }
-    Ok(found)
+    Ok(cu13(&site).join("lib/libnvrtc.so.13"))
 }
 
 pub fn gpu_check(prepare_only: bool, nvrtc_only: bool) -> Result<()> {
@@ -182,12 +388,14 @@ pub fn gpu_check(prepare_only: bool, nvrtc_only: bool) -> Result<()> {
         let lib = nvrtc(&root)?;
         return run(Command::new("cargo")
             .current_dir(&root)
-            .args(["test", "-p", "sgraf-core", "--features", "gpu-cuda"])
+            .args(["test", "-p", "sgraf-core", "--features", "cuda-kernels"])
             .args([
                 "--test",
                 "gpu",
-                "cuda_sources_compile_with_nvrtc",
+                "--test",
+                "gpu_cuda",
                 "--",
+                "cuda",
                 "--nocapture",
             ])
             .env("SGRAF_NVRTC", lib));
@@ -197,4 +405,79 @@ pub fn gpu_check(prepare_only: bool, nvrtc_only: bool) -> Result<()> {
         return Ok(());
     }
     run(Command::new("bash").arg(script))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `nvidia-smi` names a GPU on this machine.
+    fn has_nvidia_gpu() -> bool {
+        ["nvidia-smi", "/usr/local/nvidia/bin/nvidia-smi"]
+            .iter()
+            .any(|smi| {
+                Command::new(smi)
+                    .args(["--query-gpu=name", "--format=csv,noheader"])
+                    .output()
+                    .is_ok_and(|o| o.status.success() && !o.stdout.trim_ascii().is_empty())
+            })
+    }
+
+    /// The bundle's run.sh, as `--prepare` writes it, on this machine:
+    /// without an NVIDIA GPU it must fail in under a minute and say why.
+    #[test]
+    fn run_sh_fails_fast_without_an_nvidia_gpu() {
+        if has_nvidia_gpu() {
+            println!("skipped: this machine has an NVIDIA GPU (run the bundle instead)");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("sgraf-gpu-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = write_script(&dir).unwrap();
+        let t = std::time::Instant::now();
+        let out = Command::new("bash").arg(&script).output().unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        println!("{text}");
+        assert!(
+            !out.status.success(),
+            "run.sh passed without a GPU:\n{text}"
+        );
+        assert!(
+            text.contains("gpu-check FAILED: no NVIDIA GPU was found"),
+            "run.sh did not say that no NVIDIA GPU was found:\n{text}"
+        );
+        assert!(secs < 60.0, "run.sh took {secs:.0} s to fail");
+    }
+
+    /// With `nvidia-smi` naming a GPU but no payload and nothing else of the
+    /// driver, the script gets past the first check and still fails.
+    #[test]
+    fn run_sh_fails_without_its_payload_even_with_a_gpu_named() {
+        let dir = std::env::temp_dir().join(format!("sgraf-gpu-check-fake-{}", std::process::id()));
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let smi = bin.join("nvidia-smi");
+        std::fs::write(&smi, "#!/bin/sh\necho 'NVIDIA H100 80GB HBM3'\n").unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&smi, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let script = write_script(&dir).unwrap();
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        let out = Command::new("bash")
+            .arg(&script)
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        println!("{text}");
+        assert!(!out.status.success());
+        assert!(text.contains("GPU: NVIDIA H100 80GB HBM3"), "{text}");
+        assert!(text.contains("gpu-check FAILED: cannot unpack"), "{text}");
+    }
 }

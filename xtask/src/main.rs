@@ -111,21 +111,30 @@ enum Task {
         #[arg(long, value_name = "DIR")]
         full: Option<PathBuf>,
     },
-    /// Build sgraf-cli with `--features cuda` without a GPU or a CUDA install
-    /// (downloads the CUDA 13.0 wheels, about 1.2 GB, into target/cuda-toolchain;
-    /// binary: target/cuda/release/sgraf-cli).
+    /// Build the CUDA routes without a GPU or a CUDA install: our kernels on
+    /// CUDA (sgraf-core `--features cuda-kernels`: NVRTC and the driver loaded
+    /// at run time, so nothing CUDA is needed to build; its tests and
+    /// benchmark, which the GPU check's bundle carries), then sgraf-cli with
+    /// candle's `--features cuda` (downloads the CUDA 13.0 wheels, about
+    /// 1.2 GB, into target/cuda-toolchain; binary: target/cuda/release/sgraf-cli).
     CudaBuild {
         /// CUDA compute capability to compile candle's kernels for (90: H100/H200).
         #[arg(long, default_value = "90")]
         compute_cap: String,
+        /// Only our kernels' route (no download).
+        #[arg(long)]
+        kernels: bool,
     },
-    /// The GPU engine (`--features gpu`) on a machine with an NVIDIA GPU:
-    /// builds its tests into target/gpu-check/ (stripped, with run.sh) and
-    /// runs run.sh there: nvidia-smi, the GPU tests, the SGR/SAF benchmark
-    /// at 1000 x 5000 against the CPU. `--prepare`: build only (carry
-    /// target/gpu-check to the GPU machine and run `bash target/gpu-check/run.sh`).
-    /// `--nvrtc`: compile every kernel's CUDA C++ with NVRTC 13.0 (installs
-    /// the PyPI wheel), no GPU needed.
+    /// The check only an NVIDIA GPU passes: builds the GPU tests and the
+    /// benchmark (wgpu and our kernels on CUDA) into one bundle,
+    /// target/gpu-check/ (run.sh and payload.tar.gz, at most 64 MiB, with the
+    /// Vulkan loader), and runs run.sh: it fails at once without an NVIDIA
+    /// GPU; else the benchmark (pairs/s, TFLOP/s and % of fp32 peak, the
+    /// COCO 5K time, the CPU engine for the ratio), then the tests, in 5
+    /// minutes at most. `--prepare`: build only (carry target/gpu-check to
+    /// the GPU machine and run `bash target/gpu-check/run.sh`). `--nvrtc`:
+    /// check every kernel's CUDA C++ against its definition and compile it
+    /// with NVRTC 13.0 (installs the PyPI wheels), no GPU needed.
     GpuCheck {
         #[arg(long)]
         prepare: bool,
@@ -316,7 +325,10 @@ fn main() -> Result<()> {
             "python" => bench_python::bench_python(out, repeat.unwrap_or(3)),
             _ => bench::bench(quick, out, repeat),
         },
-        Task::CudaBuild { compute_cap } => cuda::cuda_build(&compute_cap),
+        Task::CudaBuild {
+            compute_cap,
+            kernels,
+        } => cuda::cuda_build(&compute_cap, kernels),
         Task::GpuCheck { prepare, nvrtc } => gpu_check::gpu_check(prepare, nvrtc),
     }
 }

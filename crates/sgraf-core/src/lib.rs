@@ -11,6 +11,7 @@
 pub mod attention;
 pub mod candle_engine;
 pub mod config;
+pub mod cost;
 pub mod cpu;
 pub mod device;
 pub mod engine;

@@ -3,14 +3,15 @@
 //! mesa-vulkan-drivers libvulkan1`). Skips, saying so, where there is none.
 #![cfg(feature = "gpu")]
 
+mod gpu_common;
+
 use std::sync::Arc;
 
+use gpu_common::{close, data, head, Rng, TOL};
+
 use sgraf_core::cpu::kernels::softmax;
-use sgraf_core::engine::{Captions, Images};
 use sgraf_core::gpu::{self, BlockMeta, Gpu, GpuDevice, GpuHead, GpuPlan, GpuStep, GraphMeta};
 use sgraf_core::weights::{GraphStep, HeadWeights, Reasoner};
-
-const TOL: f32 = 1e-5;
 
 /// The wgpu device, self-checked (`None`, printed, where there is none).
 fn device() -> Option<Arc<Gpu>> {
@@ -33,56 +34,6 @@ fn raw_device() -> Option<Arc<Gpu>> {
     let gpu = Gpu::open_unchecked(&GpuDevice::Wgpu).expect("a wgpu client");
     println!("running on {}", gpu.describe());
     Some(gpu)
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                self.0 = self
-                    .0
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale
-            })
-            .collect()
-    }
-
-    /// Rows of `d` with unit norm, as the encoders output.
-    fn unit_rows(&mut self, rows: usize, d: usize) -> Vec<f32> {
-        let mut x = self.vec(rows * d, 1.0);
-        for row in x.chunks_mut(d) {
-            let n = row.iter().map(|v| v * v).sum::<f32>().sqrt() + 1e-8;
-            row.iter_mut().for_each(|v| *v /= n);
-        }
-        x
-    }
-}
-
-fn close(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    let mut worst = (0f32, 0usize);
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let diff = (g - w).abs() / w.abs().max(1.0);
-        assert!(diff.is_finite(), "{what}[{i}]: {g} vs {w}");
-        if diff > worst.0 {
-            worst = (diff, i);
-        }
-    }
-    println!(
-        "{what}: {} values, largest difference {:e}",
-        got.len(),
-        worst.0
-    );
-    assert!(
-        worst.0 <= tol,
-        "{what}[{}]: {} on the device, {} on the CPU",
-        worst.1,
-        got[worst.1],
-        want[worst.1]
-    );
 }
 
 #[test]
@@ -327,78 +278,6 @@ fn graph_kernels_match_cpu() {
     );
 }
 
-/// A head at the released size (d 1024, sim_dim 256), random weights of
-/// about the trained models' scale.
-fn head(sgr: bool, rng: &mut Rng) -> HeadWeights {
-    let (d, m) = (1024, 256);
-    let xavier = |i: usize, o: usize| (6.0 / (i + o) as f32).sqrt();
-    let reasoner = if sgr {
-        Reasoner::Sgr(
-            (0..3)
-                .map(|_| GraphStep {
-                    fold_graph: rng.vec(m * 2 * m, xavier(m, m)),
-                    fold_bias: rng.vec(m, 0.05),
-                    graph_bias: rng.vec(m, 0.05),
-                })
-                .collect(),
-        )
-    } else {
-        Reasoner::Saf {
-            weight: rng.vec(m, xavier(m, 1)),
-            bias: 0.02,
-            bn_scale: 1.1,
-            bn_shift: -0.05,
-        }
-    };
-    HeadWeights {
-        d,
-        m,
-        local_wt: rng.vec(d * m, xavier(d, m)),
-        local_b: rng.vec(m, 0.05),
-        global_wt: rng.vec(d * m, xavier(d, m)),
-        global_b: rng.vec(m, 0.05),
-        eval_w: rng.vec(m, xavier(m, 1) * 4.0),
-        eval_b: 0.01,
-        reasoner,
-    }
-}
-
-struct Data {
-    regions: Vec<f32>,
-    global: Vec<f32>,
-    words: Vec<f32>,
-    cap_global: Vec<f32>,
-    lengths: Vec<usize>,
-}
-
-fn data(n_img: usize, lengths: Vec<usize>, rng: &mut Rng) -> Data {
-    let (r, d) = (36, 1024);
-    Data {
-        regions: rng.unit_rows(n_img * r, d),
-        global: rng.unit_rows(n_img, d),
-        words: rng.unit_rows(lengths.iter().sum(), d),
-        cap_global: rng.unit_rows(lengths.len(), d),
-        lengths,
-    }
-}
-
-impl Data {
-    fn sides(&self) -> (Images<'_>, Captions<'_>) {
-        (
-            Images {
-                regions: &self.regions,
-                global: &self.global,
-                n_regions: 36,
-            },
-            Captions {
-                words: &self.words,
-                global: &self.cap_global,
-                lengths: &self.lengths,
-            },
-        )
-    }
-}
-
 #[test]
 fn full_size_sgr_and_saf_scores_match_cpu() {
     let Some(gpu) = device() else { return };
@@ -575,105 +454,6 @@ fn cuda_sources_compile_with_nvrtc() {
         std::fs::write(dir.join(format!("{name}.ptx")), &ptx.ptx).unwrap();
         println!("{name}: {} bytes of PTX for sm_90", ptx.ptx.len());
     }
-}
-
-/// The benchmark of `cargo xtask gpu-check` (ignored by default):
-/// `SGRAF_GPU_BENCH=IMAGESxCAPTIONS` (default `1000x5000`) pairs of SGR and
-/// SAF at the released size (d 1024, sim_dim 256, 36 regions, captions of 6
-/// to 17 words) on the wgpu device, and the CPU engine on the first
-/// `SGRAF_GPU_BENCH_CPU_IMAGES` images (default 100) of the same run, whose
-/// scores must agree; prints pairs/s and the COCO 5K evaluation
-/// (5000 x 25000 pairs, SGR + SAF) extrapolated from them.
-#[test]
-#[ignore]
-fn bench_pairs_per_second() {
-    let Some(gpu) = device() else { return };
-    let spec = std::env::var("SGRAF_GPU_BENCH").unwrap_or_else(|_| "1000x5000".into());
-    let (n_img, n_cap) = spec
-        .split_once('x')
-        .and_then(|(i, c)| Some((i.parse::<usize>().ok()?, c.parse::<usize>().ok()?)))
-        .expect("SGRAF_GPU_BENCH=IMAGESxCAPTIONS");
-    // A software adapter (lavapipe) takes hours at the full size.
-    let (n_img, n_cap) = if gpu.adapter().contains("llvmpipe") && n_img * n_cap > 10_000 {
-        println!(
-            "{}: a software adapter, benchmarking 4 x 20 instead of {spec}",
-            gpu.adapter()
-        );
-        (4, 20)
-    } else {
-        (n_img, n_cap)
-    };
-    let cpu_images: usize = std::env::var("SGRAF_GPU_BENCH_CPU_IMAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100)
-        .min(n_img);
-    let mut rng = Rng(6);
-    let lengths: Vec<usize> = (0..n_cap).map(|i| 6 + (i * 7) % 12).collect();
-    let data = data(n_img, lengths, &mut rng);
-    let (img, cap) = data.sides();
-    let slice = Images {
-        regions: &data.regions[..cpu_images * 36 * 1024],
-        global: &data.global[..cpu_images * 1024],
-        n_regions: 36,
-    };
-    let mut rates = Vec::new();
-    for sgr in [true, false] {
-        let name = if sgr { "SGR" } else { "SAF" };
-        let head = head(sgr, &mut rng);
-        let on_gpu = GpuHead::upload(&gpu, &head);
-        // Warm-up: compiles the kernels.
-        on_gpu
-            .score(
-                &gpu,
-                &slice,
-                &Captions {
-                    words: &data.words[..data.lengths[0] * 1024],
-                    global: &data.cap_global[..1024],
-                    lengths: &data.lengths[..1],
-                },
-                128,
-                GpuPlan::default(),
-            )
-            .unwrap();
-        let t = std::time::Instant::now();
-        let got = on_gpu
-            .score(&gpu, &img, &cap, 128, GpuPlan::default())
-            .unwrap();
-        let gpu_s = t.elapsed().as_secs_f64();
-        let t = std::time::Instant::now();
-        let want = head.score(&slice, &cap);
-        let cpu_s = t.elapsed().as_secs_f64();
-        let diff = got[..want.len()]
-            .iter()
-            .zip(&want)
-            .map(|(g, w)| (g - w).abs())
-            .fold(0f32, f32::max);
-        let gpu_rate = (n_img * n_cap) as f64 / gpu_s;
-        let cpu_rate = (cpu_images * n_cap) as f64 / cpu_s;
-        println!(
-            "{name}: {n_img} x {n_cap} on {}: {gpu_s:.2} s, {gpu_rate:.0} pairs/s; CPU engine ({} threads) on {cpu_images} x {n_cap}: {cpu_s:.2} s, {cpu_rate:.0} pairs/s; speed-up {:.1}x; largest difference {diff:e}",
-            gpu.describe(),
-            rayon_threads(),
-            gpu_rate / cpu_rate
-        );
-        assert!(
-            diff <= 1e-5,
-            "{name}: the device and the CPU differ by {diff:e}"
-        );
-        rates.push((gpu_rate, cpu_rate));
-    }
-    let pairs = 5000.0 * 25000.0;
-    let gpu_eval: f64 = rates.iter().map(|r| pairs / r.0).sum();
-    let cpu_eval: f64 = rates.iter().map(|r| pairs / r.1).sum();
-    println!(
-        "COCO 5K evaluation (SGR + SAF, 2 x 125M pairs), extrapolated: {gpu_eval:.0} s on {}, {cpu_eval:.0} s on the CPU engine",
-        gpu.describe()
-    );
-}
-
-fn rayon_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// A small model with random weights, its inputs, and its scores.

@@ -153,11 +153,22 @@ impl GpuHead {
         if n_img == 0 || n_cap == 0 {
             return Ok(scores);
         }
-        // Every buffer stays within the plan and the device's largest binding.
-        let limit = plan
-            .max_block_floats
-            .min(gpu.max_buffer_floats())
-            .max(r * d);
+        // Every buffer stays within the plan and the device's largest binding;
+        // one image's regions or one caption's words always make a block, so
+        // a device whose largest binding cannot hold them is refused here.
+        let device_max = gpu.max_buffer_floats();
+        let longest = cap.lengths.iter().copied().max().unwrap_or(0);
+        let one = r.max(longest).checked_mul(d).ok_or_else(|| {
+            GpuError(format!(
+                "invalid input: {r} regions or {longest} words of {d} floats overflow"
+            ))
+        })?;
+        if one > device_max {
+            return Err(GpuError(format!(
+                "one block needs {one} floats (the larger of {r} regions and {longest} words, times d {d}), but the device's largest buffer holds {device_max}"
+            )));
+        }
+        let limit = plan.max_block_floats.min(device_max).max(one);
         // Caption chunks (uploaded once each): whole captions, their words
         // within the limit; inside, blocks of at most `max_captions`.
         let step = max_captions.max(1);

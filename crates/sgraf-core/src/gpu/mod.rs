@@ -31,6 +31,9 @@
 pub mod buffers;
 #[cfg(feature = "gpu-cuda")]
 pub mod cuda;
+/// Our kernels on CUDA: NVRTC + cudarc (feature `cuda-kernels`).
+#[cfg(feature = "cuda-kernels")]
+pub mod cuda_rt;
 pub mod device;
 pub mod engine;
 pub mod head;
