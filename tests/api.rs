@@ -152,10 +152,10 @@ fn evaluating_bad_splits_is_an_error() {
     match sgraf::evaluate(&sgraf, &data, &fold5, &mut |_| {}) {
         Err(Error::UnevenFolds {
             n_images, folds, ..
-        }) if n % 5 != 0 => {
+        }) if !n.is_multiple_of(5) => {
             assert_eq!((n_images, folds), (n, 5))
         }
-        Ok(r) if n % 5 == 0 => assert_eq!(r.folds, 5),
+        Ok(r) if n.is_multiple_of(5) => assert_eq!(r.folds, 5),
         other => panic!("{n} images in 5 folds: got {other:?}"),
     }
     let mut pairs = 0;

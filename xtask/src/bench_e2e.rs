@@ -44,9 +44,10 @@ pub(crate) fn timed(cmd: &mut Command) -> Result<(f64, f64)> {
         .context("starting sgraf-cli")?;
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
-    // SAFETY: `rusage` is plain data that wait4 fills in; `pid` is our own
-    // child, not yet reaped (std's Child never waited on it).
+    // SAFETY: `rusage` is plain data (integers), valid when zeroed.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our own child, not yet reaped (std's Child never
+    // waited on it); `status` and `usage` are live, writable locals.
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let secs = start.elapsed().as_secs_f64();
     if r != pid {

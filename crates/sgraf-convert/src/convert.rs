@@ -457,13 +457,16 @@ fn convert_rcar(
     Ok(conv)
 }
 
+/// Scores region features `[n_img, R, img_dim]` against token ids `[n_cap, L]`.
+type ScoreFn = Box<dyn Fn(&Tensor, &Tensor, &[usize]) -> sgraf_core::Result<Tensor>>;
+
 /// The shapes [`verify`] needs of either kind of model.
 struct Loaded {
     vocab_size: usize,
     num_regions: usize,
     img_dim: usize,
     range: std::ops::RangeInclusive<f32>,
-    score: Box<dyn Fn(&Tensor, &Tensor, &[usize]) -> sgraf_core::Result<Tensor>>,
+    score: ScoreFn,
 }
 
 fn load_any(dir: &Path) -> Result<Loaded> {

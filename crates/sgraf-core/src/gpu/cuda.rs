@@ -105,6 +105,8 @@ pub struct Nvrtc {
 // SAFETY: the library handle and function pointers are process-global; NVRTC
 // is thread-safe across programs.
 unsafe impl Send for Nvrtc {}
+// SAFETY: as for Send: every NVRTC call takes its own program, and the
+// handle and pointers are never written after loading.
 unsafe impl Sync for Nvrtc {}
 
 impl Drop for Nvrtc {
