@@ -46,6 +46,9 @@ pub enum Error {
     /// Nothing to score the images against.
     #[error("no captions to score")]
     NoCaptions,
+    /// A caption with no words (caption `index`, counted from 0).
+    #[error("caption {index} is empty: expected at least one word")]
+    EmptyCaption { index: usize },
     /// No model was named (and none could be found).
     #[error(
         "no model given: name a model folder or a Hub id (two, an SGR and a SAF model, for SGRAF)"

@@ -22,9 +22,7 @@ impl Sgraf {
         captions: &[S],
         ui: &dyn Ui,
     ) -> Result<Scores> {
-        if captions.is_empty() {
-            return Err(Error::NoCaptions);
-        }
+        check_captions(captions)?;
         ui.start("scoring", (n + n * captions.len()) as u64);
         let scored = (|| -> Result<Vec<f32>> {
             let images = self
@@ -79,9 +77,7 @@ impl Sgraf {
         ui: &dyn Ui,
     ) -> Result<Vec<f32>> {
         let features = self.image_file(image)?;
-        if captions.is_empty() {
-            return Err(Error::NoCaptions);
-        }
+        check_captions(captions)?;
         let sides = self.scorer.image_sides(features, 1)?;
         ui.start("scoring", captions.len() as u64);
         let scores = self
@@ -170,5 +166,16 @@ impl Scores {
             &[self.n_images, self.n_captions],
             &self.values,
         )?)
+    }
+}
+
+/// Captions to score: at least one, none without words.
+pub fn check_captions<S: AsRef<str>>(captions: &[S]) -> Result<()> {
+    if captions.is_empty() {
+        return Err(Error::NoCaptions);
+    }
+    match captions.iter().position(|c| c.as_ref().trim().is_empty()) {
+        Some(index) => Err(Error::EmptyCaption { index }),
+        None => Ok(()),
     }
 }

@@ -194,7 +194,9 @@ fn float32_array<'py>(
     let ro = typed
         .try_readonly()
         .map_err(|e| invalid(py, format!("{name}: the array cannot be read: {e}")))?;
-    let values = if ro.as_slice().is_ok() {
+    // `as_slice` also accepts Fortran order, which is not the row-major
+    // layout the models read: only a C-contiguous array is borrowed.
+    let values = if typed.is_c_contiguous() {
         Values::Borrowed(ro)
     } else {
         // Not C-contiguous (a slice, a transpose): copied, in C order.

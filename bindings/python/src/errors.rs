@@ -42,6 +42,8 @@ pub fn internal(py: Python<'_>, message: String) -> PyErr {
 fn kind(e: &sgraf::Error) -> &'static str {
     use sgraf::Error as E;
     match e {
+        // A device name that means nothing is the caller's input.
+        E::Model(sgraf::core::Error::UnknownDevice { .. }) => "InvalidInputError",
         E::Hub(_) | E::Model(_) => "ModelError",
         E::Retrieval(r) => retrieval_kind(r),
         E::Data(_) => "DataError",
@@ -64,6 +66,7 @@ fn kind(e: &sgraf::Error) -> &'static str {
         | E::NoCaptionsIn { .. }
         | E::Captions { .. } => "DataError",
         E::EmptyQuery
+        | E::EmptyCaption { .. }
         | E::NoCaptions
         | E::NoModel
         | E::NoModelForFolder { .. }

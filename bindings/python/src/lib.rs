@@ -126,6 +126,7 @@ impl Sgraf {
         let cfg = self.inner.config();
         let feats = arrays::features(features, cfg.num_regions, cfg.img_dim)?;
         let caps = strings(captions, "captions", false)?;
+        guard(py, || sgraf::check_captions(&caps))?;
         let n_img = feats.n_images;
         let n_cap = caps.len();
         let per_image = cfg.num_regions * cfg.img_dim;
