@@ -20,7 +20,8 @@ if [ ! -x "$chromium" ]; then
 fi
 [ -d "$here/node_modules/playwright-core" ] || (cd "$here" && npm ci --no-audit --no-fund)
 cargo build -q -p sgraf-cli -p xtask
-bin="$root/target/debug/sgraf-cli"
+target="${CARGO_TARGET_DIR:-$root/target}"
+bin="$target/debug/sgraf-cli"
 work="$(mktemp -d)"
 server=""
 cleanup() {
@@ -28,7 +29,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-"$root/target/debug/xtask" convert-weights --detector tests/fixtures/vision/bua_dim40_k36.pth --out "$work/detector" >/dev/null
+"$target/debug/xtask" convert-weights --detector tests/fixtures/vision/bua_dim40_k36.pth --out "$work/detector" >/dev/null
 mkdir -p "$work/images/sub"
 cp tests/fixtures/vision/images/wide.png "$work/images/wide.png"
 cp tests/fixtures/vision/images/tall.png "$work/images/sub/tall.png"

@@ -36,7 +36,7 @@ script="$root/examples/slurm/index-array.sh"
 bin=${SGRAF_CLI:-}
 if [ -z "$bin" ]; then
     (cd "$root" && cargo build -q -p sgraf-cli)
-    bin="$root/target/debug/sgraf-cli"
+    bin="${CARGO_TARGET_DIR:-$root/target}/debug/sgraf-cli"
 fi
 bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
 
