@@ -159,13 +159,10 @@ pub fn bench(quick: bool, out: Option<PathBuf>, repeat: Option<usize>) -> Result
     println!("measured sgemm: {sgemm:.0} GFLOP/s on {threads} threads (GFLOP/s above: the published model's flops per pair / time; real: the multiply-adds sgraf's head does after its exact rewrites, x2 / time)");
     let _ = std::fs::remove_dir_all(&dir);
     let out = out.unwrap_or_else(|| crate::root().join("bench/results/cpu-latest.json"));
-    if let Some(parent) = out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
     let report = serde_json::json!({
         "cases": rows, "sgemm_gflops": sgemm, "commit": git_head(), "cpu": cpu_name(),
     });
-    std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
+    crate::write_json(&out, &report)?;
     println!("wrote {}", out.display());
     Ok(())
 }

@@ -32,7 +32,7 @@ pub(crate) fn cli() -> Result<PathBuf> {
     if !status.success() {
         bail!("building sgraf-cli failed");
     }
-    Ok(crate::root().join("target/debug/sgraf-cli"))
+    Ok(crate::target_dir().join("debug/sgraf-cli"))
 }
 
 /// Runs a command to completion: (wall seconds, peak RSS in MB).
@@ -59,15 +59,31 @@ pub(crate) fn timed(cmd: &mut Command) -> Result<(f64, f64)> {
     Ok((secs, usage.ru_maxrss as f64 / 1024.0))
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "score matrices of different sizes");
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
 }
 
-fn read_npy(path: &Path) -> Result<Vec<f32>> {
+pub(crate) fn read_npy(path: &Path) -> Result<Vec<f32>> {
     let npy = sgraf_data::Npy::open(path)?;
     let n = npy.shape()[0];
     Ok(npy.rows(0, n)?)
+}
+
+/// `sgraf-cli score -m MODEL` on `DIR/features.npy` and `DIR/captions.txt`,
+/// writing `scores`.
+pub(crate) fn score_command(cli: &Path, model: &Path, dir: &Path, scores: &Path) -> Command {
+    let mut c = Command::new(cli);
+    c.arg("score")
+        .arg("-m")
+        .arg(model)
+        .arg("--features")
+        .arg(dir.join("features.npy"))
+        .arg("--captions")
+        .arg(dir.join("captions.txt"))
+        .arg("--out")
+        .arg(scores);
+    c
 }
 
 /// Best of `repeat` runs of `cmd`: (seconds, peak RSS MB of that run).
@@ -119,19 +135,7 @@ pub fn bench_e2e(out: Option<PathBuf>, repeat: usize, eval_images: usize) -> Res
         let r = reference(&args, threads)?;
         sgemm = r["sgemm_gflops"].as_f64().unwrap_or(0.0);
         let scores = dir.join(format!("sgraf_{m}.npy"));
-        let (secs, rss) = best_of(repeat, || {
-            let mut c = Command::new(&cli);
-            c.arg("score")
-                .arg("-m")
-                .arg(dir.join(&m))
-                .arg("--features")
-                .arg(dir.join("features.npy"))
-                .arg("--captions")
-                .arg(dir.join("captions.txt"))
-                .arg("--out")
-                .arg(&scores);
-            c
-        })?;
+        let (secs, rss) = best_of(repeat, || score_command(&cli, &dir.join(&m), &dir, &scores))?;
         let diff = max_abs_diff(
             &read_npy(&scores)?,
             &read_npy(&dir.join(format!("torch_{m}.npy")))?,
@@ -288,13 +292,7 @@ pub fn bench_e2e(out: Option<PathBuf>, repeat: usize, eval_images: usize) -> Res
     report.insert("cpu".into(), crate::bench::cpu_name().into());
     report.insert("repeat".into(), repeat.into());
     let out = out.unwrap_or_else(|| crate::root().join("bench/results/e2e-latest.json"));
-    if let Some(parent) = out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(
-        &out,
-        serde_json::to_string_pretty(&serde_json::Value::Object(report))? + "\n",
-    )?;
+    crate::write_json(&out, &serde_json::Value::Object(report))?;
     println!("wrote {}", out.display());
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

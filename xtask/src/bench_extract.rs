@@ -118,10 +118,7 @@ pub fn bench_extract(images: usize, out: Option<PathBuf>, repeat: usize) -> Resu
         "torch": r["torch"], "commit": crate::bench::git_head(), "cpu": crate::bench::cpu_name(),
     });
     let out = out.unwrap_or_else(|| crate::root().join("bench/results/extract-latest.json"));
-    if let Some(parent) = out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
+    crate::write_json(&out, &report)?;
     println!("wrote {}", out.display());
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

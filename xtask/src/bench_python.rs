@@ -107,8 +107,8 @@ pub fn bench_python(out: Option<PathBuf>, repeat: usize) -> Result<()> {
         "xtask_profile": if cfg!(debug_assertions) { "debug" } else { "release" },
         "commit": crate::bench::git_head(), "cpu": cpu,
     });
-    let out = out.unwrap_or_else(|| PathBuf::from("bench/results/python-latest.json"));
-    std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
+    let out = out.unwrap_or_else(|| crate::root().join("bench/results/python-latest.json"));
+    crate::write_json(&out, &report)?;
     println!("wrote {}", out.display());
     let _ = std::fs::remove_dir_all(&work);
     if diff != 0.0 {

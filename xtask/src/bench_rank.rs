@@ -187,10 +187,7 @@ pub fn bench_rank(sizes: &[usize], out: Option<PathBuf>, baseline: Option<PathBu
         "threads": threads, "commit": crate::bench::git_head(), "cpu": crate::bench::cpu_name(),
     });
     let out = out.unwrap_or_else(|| crate::root().join("bench/results/rank-latest.json"));
-    if let Some(parent) = out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
+    crate::write_json(&out, &report)?;
     println!("wrote {}", out.display());
     if std::env::var_os("SGRAF_BENCH_KEEP").is_some() {
         println!("kept {}", work.display());

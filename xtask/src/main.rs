@@ -9,6 +9,7 @@ mod bench_e2e;
 mod bench_extract;
 mod bench_python;
 mod bench_rank;
+mod bench_rcar;
 mod cuda;
 mod demo;
 mod gpu_check;
@@ -76,7 +77,7 @@ enum Task {
     /// and opencv-python-headless).
     Bench {
         /// scoring or extract.
-        #[arg(default_value = "scoring", value_parser = ["scoring", "e2e", "rank", "extract", "python"])]
+        #[arg(default_value = "scoring", value_parser = ["scoring", "e2e", "rank", "extract", "python", "rcar"])]
         what: String,
         /// Images of the e2e benchmark's eval case (five captions each; 0 skips it).
         #[arg(long, default_value_t = 1000)]
@@ -84,6 +85,10 @@ enum Task {
         /// Folder sizes of the rank benchmark.
         #[arg(long, value_delimiter = ',', default_value = "2000,20000")]
         sizes: Vec<usize>,
+        /// `bench rcar`: a checkout of github.com/Paranioar/RCAR (the upstream
+        /// code it is timed against).
+        #[arg(long, required_if_eq("what", "rcar"))]
+        upstream: Option<PathBuf>,
         /// Photos of the extract benchmark.
         #[arg(long, default_value_t = 4)]
         photos: usize,
@@ -141,6 +146,26 @@ enum Task {
         #[arg(long, conflicts_with = "prepare")]
         nvrtc: bool,
     },
+}
+
+/// Writes a benchmark's JSON report whole or not at all (a temporary file
+/// beside it, then a rename).
+pub fn write_json(out: &Path, report: &serde_json::Value) -> Result<()> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = out.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(report)? + "\n")?;
+    std::fs::rename(&tmp, out)?;
+    Ok(())
+}
+
+/// Where cargo puts this workspace's builds (`CARGO_TARGET_DIR` or `target/`).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|t| if t.is_absolute() { t } else { root().join(t) })
+        .unwrap_or_else(|| root().join("target"))
 }
 
 pub fn root() -> PathBuf {
@@ -314,11 +339,17 @@ fn main() -> Result<()> {
             eval_images,
             sizes,
             photos,
+            upstream,
             baseline,
             quick,
             out,
             repeat,
         } => match what.as_str() {
+            "rcar" => bench_rcar::bench_rcar(
+                upstream.as_deref().context("bench rcar needs --upstream")?,
+                out,
+                repeat.unwrap_or(1),
+            ),
             "extract" => bench_extract::bench_extract(photos.max(1), out, repeat.unwrap_or(1)),
             "e2e" => bench_e2e::bench_e2e(out, repeat.unwrap_or(1), eval_images),
             "rank" => bench_rank::bench_rank(&sizes, out, baseline),
