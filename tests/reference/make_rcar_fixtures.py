@@ -156,21 +156,29 @@ def upstream_scores(model, images, ids, lengths):
         return img, cap, model.forward_sim(img, cap, lens.tolist())
 
 
+def write_model(up, out, cfg, setting, gen):
+    """An upstream SCANpp with random weights, written as our model folder
+    OUT/<tag>: returns (tag, model)."""
+    attn, reg, steps = setting
+    tag = tag_of(attn, reg, steps)
+    opt = make_opt(up, cfg, attn, reg, steps)
+    model = up.scanpp.SCANpp(opt)
+    randomize_(model, gen, TINY_EVAL_SCALE)
+    folder = os.path.join(out, tag)
+    os.makedirs(folder, exist_ok=True)
+    save_file(flat_state(model), os.path.join(folder, "model.safetensors"))
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(our_config(cfg, opt), f, indent=2)
+    return tag, model
+
+
 def write_tiny(up, out, gen):
     images, ids, lens = make_inputs(TINY, N_IMG, TINY_LENGTHS, gen)
     save_file({"images": images, "ids": ids, "lengths": lens},
               os.path.join(out, "inputs.safetensors"))
     expected = {}
     for attn, reg, steps in TINY_SETTINGS:
-        tag = tag_of(attn, reg, steps)
-        opt = make_opt(up, TINY, attn, reg, steps)
-        model = up.scanpp.SCANpp(opt)
-        randomize_(model, gen, TINY_EVAL_SCALE)
-        folder = os.path.join(out, tag)
-        os.makedirs(folder, exist_ok=True)
-        save_file(flat_state(model), os.path.join(folder, "model.safetensors"))
-        with open(os.path.join(folder, "config.json"), "w") as f:
-            json.dump(our_config(TINY, opt), f, indent=2)
+        tag, model = write_model(up, out, TINY, (attn, reg, steps), gen)
         img, cap, sims = upstream_scores(model, images, ids, lens)
         expected[f"{tag}_img_emb"] = img.contiguous()
         expected[f"{tag}_cap_emb"] = cap.contiguous()
@@ -334,16 +342,8 @@ def write_full(up, out, gen):
     save_file({"images": images, "ids": ids, "lengths": lens},
               os.path.join(out, "inputs.safetensors"))
     expected = {}
-    for attn, reg, steps in [("t2i", "coop_rcar", 2), ("i2t", "coop_rcar", 2)]:
-        tag = tag_of(attn, reg, steps)
-        opt = make_opt(up, RELEASED, attn, reg, steps)
-        model = up.scanpp.SCANpp(opt)
-        randomize_(model, gen, TINY_EVAL_SCALE)
-        folder = os.path.join(out, tag)
-        os.makedirs(folder, exist_ok=True)
-        save_file(flat_state(model), os.path.join(folder, "model.safetensors"))
-        with open(os.path.join(folder, "config.json"), "w") as f:
-            json.dump(our_config(RELEASED, opt), f, indent=2)
+    for setting in [("t2i", "coop_rcar", 2), ("i2t", "coop_rcar", 2)]:
+        tag, model = write_model(up, out, RELEASED, setting, gen)
         _, _, sims = upstream_scores(model, images, ids, lens)
         expected[f"{tag}_scores"] = sims.contiguous()
         print(f"full {tag}: scores in [{sims.min():.4f}, {sims.max():.4f}]")
