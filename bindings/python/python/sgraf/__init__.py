@@ -8,18 +8,8 @@ Every failure raises :class:`SgrafError` (or a subclass). The models run
 without the GIL, and Ctrl-C stops a long ``score`` between batches.
 """
 
-from ._errors import (
-    ComputeError,
-    DataError,
-    DetectorError,
-    FileError,
-    ImageError,
-    InternalError,
-    InvalidInputError,
-    ModelError,
-    SgrafError,
-    TokenizerError,
-)
+from . import _errors
+from ._errors import *  # noqa: F401,F403 (the error classes, listed in _errors.__all__)
 from ._sgraf import Detector, Explanation, Hit, Regions, Sgraf, build_info, evaluate
 
 __all__ = [
@@ -30,14 +20,5 @@ __all__ = [
     "Regions",
     "evaluate",
     "build_info",
-    "SgrafError",
-    "InvalidInputError",
-    "ModelError",
-    "DataError",
-    "TokenizerError",
-    "DetectorError",
-    "ImageError",
-    "ComputeError",
-    "FileError",
-    "InternalError",
+    *_errors.__all__,
 ]
