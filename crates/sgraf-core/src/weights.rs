@@ -197,20 +197,20 @@ pub struct HeadWeights {
 }
 
 /// A tensor's values as float32, flattened.
-fn flat(t: &Tensor) -> Result<Vec<f32>> {
+pub(crate) fn flat(t: &Tensor) -> Result<Vec<f32>> {
     t.to_dtype(candle_core::DType::F32)?
         .flatten_all()?
         .to_vec1::<f32>()
 }
 
 /// `W^T` of a linear layer, row-major `[in, out]`.
-fn weight_t(l: &Linear) -> Result<Vec<f32>> {
+pub(crate) fn weight_t(l: &Linear) -> Result<Vec<f32>> {
     let (rows, cols) = l.weight().dims2()?;
     Ok(transpose(&flat(l.weight())?, rows, cols))
 }
 
 /// The bias of a linear layer (zeros when it has none).
-fn bias(l: &Linear) -> Result<Vec<f32>> {
+pub(crate) fn bias(l: &Linear) -> Result<Vec<f32>> {
     match l.bias() {
         Some(b) => flat(b),
         None => Ok(vec![0.0; l.weight().dim(0)?]),
@@ -235,7 +235,7 @@ fn gru(dir: &GruDirection) -> Result<GruWeights> {
     ))
 }
 
-fn text_encoder(enc: &TextEncoder) -> Result<TextEncoderWeights> {
+pub(crate) fn text_encoder(enc: &TextEncoder) -> Result<TextEncoderWeights> {
     let table = enc.embed.embeddings();
     let (_, word_dim) = table.dims2()?;
     let layers = enc

@@ -195,3 +195,124 @@ fn folders_say_which_model_they_hold() {
         .to_string();
     assert!(err.contains("SGRAF model, not RCAR"), "{err}");
 }
+
+/// Captions `[n, L, d]` -> packed to their true lengths `[sum(lengths), d]`.
+fn pack(words: &[f32], padded: usize, d: usize, lengths: &[usize]) -> Vec<f32> {
+    let mut out = Vec::new();
+    for (c, &n) in lengths.iter().enumerate() {
+        out.extend_from_slice(&words[c * padded * d..(c * padded + n) * d]);
+    }
+    out
+}
+
+fn f32s(t: &Tensor) -> Vec<f32> {
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+#[test]
+fn cpu_engine_matches_upstream() {
+    use sgraf_core::cpu::rcar::RcarCpuEngine;
+    use sgraf_core::rcar::weights::RcarWeights;
+    use sgraf_core::{Captions, Images, ScoringEngine};
+    let fx = fixtures();
+    let inputs = load(&fx.join("inputs.safetensors"));
+    let expected = load(&fx.join("expected.safetensors"));
+    let lens = lengths(&inputs["lengths"]);
+    let ids = &inputs["ids"];
+    let padded = ids.dim(1).unwrap();
+    let ids: Vec<u32> = ids
+        .to_dtype(DType::U32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    for tag in TAGS {
+        let model = RcarModel::from_folder(fx.join(tag), &Device::Cpu).unwrap();
+        let (r, d) = (model.config().num_regions, model.config().embed_size);
+        let engine = RcarCpuEngine::new(RcarWeights::from_model(&model).unwrap());
+        let regions = engine.encode_images(&f32s(&inputs["images"])).unwrap();
+        let want = expected[&format!("{tag}_img_emb")].clone();
+        let got = Tensor::from_vec(regions.clone(), want.dims(), &Device::Cpu).unwrap();
+        assert_close(&format!("{tag} cpu image embeddings"), &got, &want, 1e-5);
+        let words = engine.encode_captions(&ids, padded, &lens).unwrap();
+        let want = expected[&format!("{tag}_cap_emb")].clone();
+        let longest = want.dim(1).unwrap();
+        let got = Tensor::from_vec(words.clone(), want.dims(), &Device::Cpu).unwrap();
+        assert_close(&format!("{tag} cpu caption embeddings"), &got, &want, 1e-5);
+        let packed = pack(&words, longest, d, &lens);
+        let n_img = regions.len() / (r * d);
+        let global = engine.image_globals(&regions).unwrap();
+        let cap_global = engine.caption_globals(&packed, &lens).unwrap();
+        let scores = engine
+            .score(
+                &Images {
+                    regions: &regions,
+                    global: &global,
+                    n_regions: r,
+                },
+                &Captions {
+                    words: &packed,
+                    global: &cap_global,
+                    lengths: &lens,
+                },
+                &sgraf_core::ShardPlan::default(),
+            )
+            .unwrap();
+        let got = Tensor::from_vec(scores, (n_img, lens.len()), &Device::Cpu).unwrap();
+        let diff = assert_close(
+            &format!("{tag} cpu scores"),
+            &got,
+            &expected[&format!("{tag}_scores")],
+            1e-5,
+        );
+        println!("{tag} cpu: max |diff| {diff:e}");
+    }
+}
+
+#[test]
+fn released_size_cpu_heads_match_upstream() {
+    use sgraf_core::rcar::weights::RcarHeadWeights;
+    let dir = fixtures().join("head");
+    let inputs = load(&dir.join("inputs.safetensors"));
+    let expected = load(&dir.join("expected.safetensors"));
+    let lens = lengths(&inputs["lengths"]);
+    for tag in ["t2i_coop_rcar2", "i2t_coop_rcar2"] {
+        let cfg = RcarConfig::from_file(dir.join(format!("{tag}.json"))).unwrap();
+        let weights = dir.join(format!("{tag}.safetensors"));
+        // SAFETY: a read-only map of a test fixture nobody writes during the test.
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu).unwrap()
+        };
+        let head = sgraf_core::rcar::RcarHead::load(vb, &cfg).unwrap();
+        let w = RcarHeadWeights::from_head(&head, &cfg).unwrap();
+        let img = &inputs["img_emb"];
+        let (n_img, r, d) = img.dims3().unwrap();
+        let cap = &inputs["cap_emb"];
+        let packed = pack(&f32s(cap), cap.dim(1).unwrap(), d, &lens);
+        let global = vec![0f32; lens.len() * d];
+        let scores = w.score(
+            &f32s(img),
+            n_img,
+            r,
+            &sgraf_core::Captions {
+                words: &packed,
+                global: &global,
+                lengths: &lens,
+            },
+        );
+        let got = Tensor::from_vec(scores, (n_img, lens.len()), &Device::Cpu).unwrap();
+        let diff = assert_close(
+            &format!("released-size {tag} cpu scores"),
+            &got,
+            &expected[&format!("{tag}_scores")],
+            1e-5,
+        );
+        println!("released-size {tag} cpu: max |diff| {diff:e}");
+    }
+}

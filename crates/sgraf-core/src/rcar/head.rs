@@ -15,13 +15,13 @@ use crate::rcar::{AttnType, RcarConfig, Regulator};
 /// in the counts of [`RcarConfig::steps`].
 #[derive(Clone, Debug)]
 pub struct RcarHead {
-    sim_eval_w: Linear,
-    alv: Vec<AlignmentVector>,
-    rcr: Vec<CorrespondenceRegulator>,
-    rar: Vec<AggregationRegulator>,
-    attn_type: AttnType,
-    regulator: Regulator,
-    smooth: f64,
+    pub(crate) sim_eval_w: Linear,
+    pub(crate) alv: Vec<AlignmentVector>,
+    pub(crate) rcr: Vec<CorrespondenceRegulator>,
+    pub(crate) rar: Vec<AggregationRegulator>,
+    pub(crate) attn_type: AttnType,
+    pub(crate) regulator: Regulator,
+    pub(crate) smooth: f64,
 }
 
 impl RcarHead {

@@ -21,6 +21,7 @@ pub mod config;
 pub mod head;
 pub mod image_encoder;
 pub mod regulators;
+pub mod weights;
 
 use std::path::Path;
 
