@@ -31,12 +31,12 @@ pub mod similarity;
 pub mod text_encoder;
 pub mod weights;
 
-pub use config::{Architecture, Config, Module};
+pub use config::{Architecture, Config, ModelConfig, Module};
 pub use device::Device;
 pub use engine::{Captions, EngineKind, Images, ScoringEngine};
 pub use error::{Error, Result};
 pub use model::{
-    parameter_shapes, Ensemble, Explanation, SgrafModel, ShardPlan, CONFIG_FILE, TOKENIZER_FILE,
-    WEIGHTS_FILE,
+    parameter_shapes, AttentionDirection, Ensemble, Explanation, Layers, SgrafModel, ShardPlan,
+    CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE,
 };
 pub use similarity::{BlockOutput, CaptionSide, ImageSide, SimilarityHead};

@@ -39,16 +39,17 @@ impl Weights {
     /// The parameters' current values (converted to float32); a model whose
     /// parameters change afterwards (training) must be read again.
     pub fn from_model(model: &SgrafModel) -> Result<Self> {
-        let head = model.similarity_head();
+        let sgraf = |e: crate::Error| candle_core::Error::Msg(e.to_string());
+        let head = model.similarity_head().map_err(sgraf)?;
         Ok(Self {
-            image: image_encoder(model.image_encoder())?,
+            image: image_encoder(model.image_encoder().map_err(sgraf)?)?,
             text: text_encoder(model.text_encoder())?,
             visual: visual_sa(head.visual_self_attention())?,
             textual: TextSaWeights {
                 proj: sa_projections(head.text_self_attention())?,
             },
             head: similarity_head(head)?,
-            n_regions: model.config().num_regions,
+            n_regions: model.config().num_regions(),
         })
     }
 

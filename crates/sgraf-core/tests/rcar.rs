@@ -174,16 +174,28 @@ fn float64_matches_upstream() {
     }
 }
 
-/// An RCAR folder is not an SGR/SAF folder, and the other way round: one error.
+/// A folder's config says which model it holds: `SgrafModel::from_folder`
+/// loads either family; the family-specific loaders refuse the other one.
 #[test]
 fn folders_say_which_model_they_hold() {
     let fx = fixtures();
     let arch = sgraf_core::Architecture::of_file(fx.join("t2i_coop_rcar2/config.json")).unwrap();
     assert_eq!(arch, sgraf_core::Architecture::Rcar);
-    let err =
+    let model =
         sgraf_core::SgrafModel::from_folder(fx.join("t2i_coop_rcar2"), &sgraf_core::Device::Cpu)
-            .unwrap_err()
-            .to_string();
+            .unwrap();
+    assert_eq!(model.config().architecture(), sgraf_core::Architecture::Rcar);
+    assert!(model.rcar().is_some());
+    assert!(matches!(
+        model.similarity_head(),
+        Err(sgraf_core::Error::WrongArchitecture {
+            expected: sgraf_core::Architecture::Sgraf,
+            found: sgraf_core::Architecture::Rcar
+        })
+    ));
+    let err = sgraf_core::Config::from_file(fx.join("t2i_coop_rcar2/config.json"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("RCAR model, not SGR or SAF"), "{err}");
     let sgr = fx.join("../sgr");
     assert_eq!(
@@ -314,5 +326,88 @@ fn released_size_cpu_heads_match_upstream() {
             1e-5,
         );
         println!("released-size {tag} cpu: max |diff| {diff:e}");
+    }
+}
+
+/// Every regulator setting through the model every caller holds
+/// (`SgrafModel`), on the CPU engine and on candle: both equal the upstream
+/// scores, and each other.
+#[test]
+fn sgraf_model_engines_match_upstream() {
+    use sgraf_core::{EngineKind, SgrafModel};
+    let fx = fixtures();
+    let inputs = load(&fx.join("inputs.safetensors"));
+    let expected = load(&fx.join("expected.safetensors"));
+    let lens = lengths(&inputs["lengths"]);
+    let ids = inputs["ids"].to_dtype(DType::U32).unwrap();
+    for tag in TAGS {
+        let cpu = SgrafModel::from_folder(fx.join(tag), &sgraf_core::Device::Cpu).unwrap();
+        assert_eq!(cpu.engine().kind(), EngineKind::Cpu, "{tag}");
+        let candle = SgrafModel::from_folder(
+            fx.join(tag),
+            &sgraf_core::Device::Candle(Device::Cpu),
+        )
+        .unwrap();
+        assert_eq!(candle.engine().kind(), EngineKind::Candle, "{tag}");
+        let want = &expected[&format!("{tag}_scores")];
+        let a = cpu.score(&inputs["images"], &ids, &lens).unwrap();
+        let b = candle.score(&inputs["images"], &ids, &lens).unwrap();
+        assert_close(&format!("{tag} SgrafModel cpu"), &a, want, 1e-5);
+        assert_close(&format!("{tag} SgrafModel candle"), &b, want, 1e-5);
+        assert_close(&format!("{tag} cpu vs candle"), &a, &b, 1e-5);
+        // The same through an ensemble of one, image sides scored as rows.
+        let ens = sgraf_core::Ensemble::new(vec![cpu]).unwrap();
+        let e = ens.score(&inputs["images"], &ids, &lens).unwrap();
+        assert_close(&format!("{tag} ensemble"), &e, want, 1e-5);
+    }
+}
+
+/// RCAR "ALL" (t2i + i2t) and SGR + SAF + RCAR ensembles load: RCAR's
+/// appended `<mask>` is not a different vocabulary. A really different
+/// vocabulary is refused with its own error.
+#[test]
+fn ensembles_across_families() {
+    use sgraf_core::{Ensemble, Error, SgrafModel};
+    let fx = fixtures();
+    let open = |p: PathBuf| SgrafModel::from_folder(p, &sgraf_core::Device::Cpu).unwrap();
+    let t2i = open(fx.join("t2i_coop_rcar2"));
+    let i2t = open(fx.join("i2t_coop_rcar2"));
+    let all = Ensemble::new(vec![t2i.clone(), i2t.clone()]).unwrap();
+    let inputs = load(&fx.join("inputs.safetensors"));
+    let expected = load(&fx.join("expected.safetensors"));
+    let lens = lengths(&inputs["lengths"]);
+    let ids = inputs["ids"].to_dtype(DType::U32).unwrap();
+    let mean = ((&expected["t2i_coop_rcar2_scores"] + &expected["i2t_coop_rcar2_scores"])
+        .unwrap()
+        / 2.0)
+        .unwrap();
+    let got = all.score(&inputs["images"], &ids, &lens).unwrap();
+    assert_close("RCAR ALL", &got, &mean, 1e-5);
+
+    // The SGRAF fixtures read another (smaller) vocabulary and features:
+    // an RCAR config with the SGR fixture's vocabulary plus <mask> joins it.
+    let sgr = open(fx.join("../sgr"));
+    let c = sgr.config().clone();
+    let mut rc = sgraf_core::rcar::RcarConfig::released(
+        sgraf_core::rcar::AttnType::T2i,
+        c.vocab_size() + 1,
+    );
+    rc.img_dim = c.img_dim();
+    rc.num_regions = c.num_regions();
+    (rc.embed_size, rc.sim_dim, rc.word_dim) = (8, 4, 6);
+    let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
+    let rcar = SgrafModel::from_rcar(RcarModel::load(vb.clone(), &rc).unwrap());
+    let ens = Ensemble::new(vec![sgr.clone(), rcar.clone()]).unwrap();
+    assert_eq!(ens.shared_vocab_size(), c.vocab_size());
+    // One word more than <mask>: another vocabulary.
+    rc.vocab_size += 1;
+    let other = SgrafModel::from_rcar(RcarModel::load(vb, &rc).unwrap());
+    match Ensemble::new(vec![sgr, other]) {
+        Err(Error::VocabularyMismatch {
+            model: 1,
+            expected,
+            found,
+        }) => assert_eq!((expected, found), (c.vocab_size(), c.vocab_size() + 1)),
+        other => panic!("expected VocabularyMismatch, found {other:?}"),
     }
 }
