@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use serde_json::Value as Json;
-use sgraf_core::rcar::{RcarConfig, RcarModel};
-use sgraf_core::{parameter_shapes, Architecture, Config, Module, SgrafModel};
+use sgraf_core::rcar::RcarConfig;
+use sgraf_core::{parameter_shapes, Config, Module, SgrafModel};
 use sgraf_text::Vocab;
 use sha2::{Digest, Sha256};
 
@@ -470,36 +470,18 @@ struct Loaded {
 }
 
 fn load_any(dir: &Path) -> Result<Loaded> {
-    Ok(
-        match Architecture::of_file(dir.join(sgraf_core::CONFIG_FILE))? {
-            Architecture::Sgraf => {
-                let model = SgrafModel::from_folder(dir, &sgraf_core::Device::Cpu)?;
-                let c = model.config().clone();
-                Loaded {
-                    vocab_size: c.vocab_size,
-                    num_regions: c.num_regions,
-                    img_dim: c.img_dim,
-                    range: 0.0..=1.0,
-                    score: Box::new(move |i: &Tensor, t: &Tensor, l: &[usize]| {
-                        model.score(i, t, l)
-                    }),
-                }
-            }
-            Architecture::Rcar => {
-                let model = RcarModel::from_folder(dir, &Device::Cpu)?;
-                let c = model.config().clone();
-                Loaded {
-                    vocab_size: c.vocab_size,
-                    num_regions: c.num_regions,
-                    img_dim: c.img_dim,
-                    range: crate::rcar::score_range(&c),
-                    score: Box::new(move |i: &Tensor, t: &Tensor, l: &[usize]| {
-                        model.score(i, t, l)
-                    }),
-                }
-            }
+    let model = SgrafModel::from_folder(dir, &sgraf_core::Device::Cpu)?;
+    let c = model.config().clone();
+    Ok(Loaded {
+        vocab_size: c.vocab_size(),
+        num_regions: c.num_regions(),
+        img_dim: c.img_dim(),
+        range: match &c {
+            sgraf_core::ModelConfig::Sgraf(_) => 0.0..=1.0,
+            sgraf_core::ModelConfig::Rcar(r) => crate::rcar::score_range(r),
         },
-    )
+        score: Box::new(move |i: &Tensor, t: &Tensor, l: &[usize]| model.score(i, t, l)),
+    })
 }
 
 /// Loads a model folder (SGR, SAF or RCAR) with sgraf-core and scores

@@ -13,9 +13,7 @@ use crate::checkpoint::Checkpoint;
 use crate::convert::show_json;
 use crate::error::{ConvertError, Result};
 
-/// RCAR's vocabulary is the SCAN vocabulary file plus this token, appended
-/// by `train.py:50` and `eval.py:30` (the embedding has one row more).
-pub const MASK_TOKEN: &str = "<mask>";
+pub use sgraf_core::rcar::MASK_TOKEN;
 
 /// Options of upstream's `arguments.py` (plus `vocab_size`) that describe
 /// the model; the others go to `config.json`'s `training`.

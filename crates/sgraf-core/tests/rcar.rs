@@ -184,7 +184,10 @@ fn folders_say_which_model_they_hold() {
     let model =
         sgraf_core::SgrafModel::from_folder(fx.join("t2i_coop_rcar2"), &sgraf_core::Device::Cpu)
             .unwrap();
-    assert_eq!(model.config().architecture(), sgraf_core::Architecture::Rcar);
+    assert_eq!(
+        model.config().architecture(),
+        sgraf_core::Architecture::Rcar
+    );
     assert!(model.rcar().is_some());
     assert!(matches!(
         model.similarity_head(),
@@ -343,11 +346,9 @@ fn sgraf_model_engines_match_upstream() {
     for tag in TAGS {
         let cpu = SgrafModel::from_folder(fx.join(tag), &sgraf_core::Device::Cpu).unwrap();
         assert_eq!(cpu.engine().kind(), EngineKind::Cpu, "{tag}");
-        let candle = SgrafModel::from_folder(
-            fx.join(tag),
-            &sgraf_core::Device::Candle(Device::Cpu),
-        )
-        .unwrap();
+        let candle =
+            SgrafModel::from_folder(fx.join(tag), &sgraf_core::Device::Candle(Device::Cpu))
+                .unwrap();
         assert_eq!(candle.engine().kind(), EngineKind::Candle, "{tag}");
         let want = &expected[&format!("{tag}_scores")];
         let a = cpu.score(&inputs["images"], &ids, &lens).unwrap();
@@ -377,8 +378,7 @@ fn ensembles_across_families() {
     let expected = load(&fx.join("expected.safetensors"));
     let lens = lengths(&inputs["lengths"]);
     let ids = inputs["ids"].to_dtype(DType::U32).unwrap();
-    let mean = ((&expected["t2i_coop_rcar2_scores"] + &expected["i2t_coop_rcar2_scores"])
-        .unwrap()
+    let mean = ((&expected["t2i_coop_rcar2_scores"] + &expected["i2t_coop_rcar2_scores"]).unwrap()
         / 2.0)
         .unwrap();
     let got = all.score(&inputs["images"], &ids, &lens).unwrap();
@@ -388,10 +388,8 @@ fn ensembles_across_families() {
     // an RCAR config with the SGR fixture's vocabulary plus <mask> joins it.
     let sgr = open(fx.join("../sgr"));
     let c = sgr.config().clone();
-    let mut rc = sgraf_core::rcar::RcarConfig::released(
-        sgraf_core::rcar::AttnType::T2i,
-        c.vocab_size() + 1,
-    );
+    let mut rc =
+        sgraf_core::rcar::RcarConfig::released(sgraf_core::rcar::AttnType::T2i, c.vocab_size() + 1);
     rc.img_dim = c.img_dim();
     rc.num_regions = c.num_regions();
     (rc.embed_size, rc.sim_dim, rc.word_dim) = (8, 4, 6);

@@ -8,6 +8,10 @@ pub enum Error {
     Data(#[from] sgraf_data::DataError),
     #[error(transparent)]
     Tokenizer(#[from] sgraf_text::TokenizerError),
+    /// Models whose tokenizers read different vocabularies (RCAR's appended
+    /// `<mask>` aside): `difference` says where model `model` and model 0 differ.
+    #[error("model {model} uses a different vocabulary than model 0 ({difference}); an ensemble needs one vocabulary")]
+    VocabularyMismatch { model: usize, difference: String },
     /// Inputs that do not fit the models or each other.
     #[error("{0}")]
     Invalid(String),

@@ -32,6 +32,10 @@ pub use image_encoder::RcarImageEncoder;
 use crate::text_encoder::TextEncoder;
 use crate::{Config, Error, Module, Result};
 
+/// RCAR's vocabulary is the SCAN vocabulary file plus this token, appended
+/// by `train.py:50` and `eval.py:30` (the embedding has one row more).
+pub const MASK_TOKEN: &str = "<mask>";
+
 /// One RCAR model: image encoder, text encoder and similarity encoder.
 #[derive(Clone, Debug)]
 pub struct RcarModel {

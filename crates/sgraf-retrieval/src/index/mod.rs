@@ -268,6 +268,22 @@ pub fn index_models(dir: &Path) -> Result<Option<Vec<ModelSpec>>> {
     Ok(manifests.into_iter().next().map(|(_, m)| m.models))
 }
 
+/// The `(regions, d)` of every model's rows: an index stores one
+/// embedding size for all its models.
+fn index_shape(scorer: &Scorer) -> Result<(usize, usize)> {
+    let cfg = scorer.config();
+    let (regions, dim) = (cfg.num_regions(), cfg.embed_size());
+    for (i, m) in scorer.models().iter().enumerate() {
+        if m.config().embed_size() != dim {
+            return Err(Error::Invalid(format!(
+                "an index stores one embedding size for all its models: model 0 embeds in {dim} dimensions, model {i} in {}",
+                m.config().embed_size()
+            )));
+        }
+    }
+    Ok((regions, dim))
+}
+
 /// Brings `dir`'s index up to date with `names` (the folder's feature files;
 /// with `shard`, the part of them that shard owns, see [`Shard::owns`]): new and changed files
 /// are encoded, removed ones deleted, segments mostly deleted rewritten.
@@ -286,8 +302,7 @@ pub fn update(
     progress: &mut dyn FnMut(usize),
     waiting: &mut dyn FnMut(),
 ) -> Result<UpdateReport> {
-    let cfg = scorer.config();
-    let (regions, dim) = (cfg.num_regions, cfg.embed_size);
+    let (regions, dim) = index_shape(scorer)?;
     let n_models = scorer.models().len();
     if models.len() != n_models {
         return Err(Error::Invalid(format!(
@@ -564,8 +579,7 @@ pub fn rank(
     shortlist: Option<usize>,
     progress: &mut dyn FnMut(usize),
 ) -> Result<(Vec<Ranked>, RankReport)> {
-    let cfg = scorer.config();
-    let (regions, dim) = (cfg.num_regions, cfg.embed_size);
+    let (regions, dim) = index_shape(scorer)?;
     let n_models = scorer.models().len();
     let caps = scorer.caption_sides(&[query])?;
     let rows = Rows::open_reader(dir, fingerprints, regions, dim)?;
