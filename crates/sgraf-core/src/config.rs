@@ -258,6 +258,21 @@ impl ModelConfig {
         }
     }
 
+    /// `SGR`, `SAF`, or e.g. `RCAR t2i coop_rcar (rcar_step 2)`.
+    pub fn describe(&self) -> String {
+        match self {
+            ModelConfig::Sgraf(c) => c.module.to_string(),
+            ModelConfig::Rcar(c) => {
+                let (name, steps) = match c.self_regulator {
+                    crate::rcar::Regulator::CoopRcar => ("rcar_step", c.rcar_step),
+                    crate::rcar::Regulator::OnlyRar => ("rar_step", c.rar_step),
+                    crate::rcar::Regulator::OnlyRcr => ("rcr_step", c.rcr_step),
+                };
+                format!("RCAR {} {} ({name} {steps})", c.attn_type, c.self_regulator)
+            }
+        }
+    }
+
     pub fn as_sgraf(&self) -> Option<&Config> {
         match self {
             ModelConfig::Sgraf(c) => Some(c),
