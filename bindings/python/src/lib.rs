@@ -329,10 +329,11 @@ struct Explanation {
     query: String,
     /// The query's tokens as the models read them (`<start>`, `<end>`, `<unk>`).
     words: Vec<String>,
-    /// float32 `[words, regions]`: each word's attention over the regions
-    /// (the mean over the models; rows sum to 1).
+    /// float32 `[words, regions]`: the attention between words and regions
+    /// (the mean over the models; rows sum to 1 when every model's words
+    /// attend over the regions: SGR, SAF, RCAR t2i).
     attention: Py<PyArray2<f32>>,
-    /// `(module, score)` of each model ("SGR", "SAF").
+    /// `(module, score)` of each model ("SGR", "SAF", "RCAR t2i", "RCAR i2t").
     model_scores: Vec<(String, f32)>,
 }
 
