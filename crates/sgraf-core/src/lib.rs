@@ -1,9 +1,11 @@
 //! SGRAF (Similarity Graph Reasoning and Attention Filtration, AAAI 2021)
 //! in candle, computing what the published PyTorch implementation computes.
 //!
-//! - [`SgrafModel`]: one SGR or SAF model loaded from a model folder
-//!   (`config.json` + `model.safetensors`).
-//! - [`Ensemble`]: the mean of several models' scores (SGRAF = SGR + SAF).
+//! - [`SgrafModel`]: one SGR, SAF or RCAR model ([`rcar`]) loaded from a
+//!   model folder (`config.json` + `model.safetensors`; the config's
+//!   `"model"` picks the family, [`ModelConfig`]).
+//! - [`Ensemble`]: the mean of several models' scores (SGRAF = SGR + SAF;
+//!   RCAR "ALL" = t2i + i2t; families mix when they read one vocabulary).
 //!
 //! Shapes: region features `[n_img, R, img_dim]`, token ids `[n_cap, L]`
 //! with true lengths, scores `[n_img, n_cap]`.
