@@ -1,7 +1,7 @@
 //! RCAR on the CPU engine: the forward passes of [`RcarWeights`] on plain
 //! float32 slices. The text encoder is SGRAF's CPU Bi-GRU
 //! ([`crate::cpu::text`]) and the attention's LeakyReLU / l2norm / softmax
-//! is SGRAF's ([`super::head::attention_rows`]); what is RCAR's own is here:
+//! is SGRAF's (`cpu::head::attention_rows`); what is RCAR's own is here:
 //! the image encoder's MLP branch, the per-dimension attention matrix and
 //! per-query smoothing of the correspondence regulators (RCR), the
 //! aggregation regulators (RAR) and the two scores. The candle form
