@@ -283,6 +283,19 @@ fn rcar_on_the_command_line() {
             .unwrap();
         assert!((h["score"].as_f64().unwrap() as f32 - want[k][2]).abs() <= 1e-5);
     }
+    // A shortlist needs global vectors, which RCAR has none of: refused.
+    let out = run(&[
+        "rank",
+        "--images",
+        &d,
+        "--query",
+        CAPTIONS[2],
+        "--shortlist",
+        "2",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("shortlist"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
     let img0 = dir.join("img0.npy").display().to_string();
     let e: Value = serde_json::from_str(&ok(&[
         "explain",

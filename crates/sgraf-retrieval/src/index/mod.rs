@@ -618,6 +618,23 @@ pub fn rank(
         report.damaged.push(e.to_string());
     };
     if let Some(k) = shortlist {
+        // The cheap order reads the global vectors of the models that have
+        // them (SGR, SAF); RCAR has none (its engines store zeros).
+        let with_globals: Vec<usize> = (0..n_models)
+            .filter(|&m| {
+                scorer.models()[m].config().architecture() == sgraf_core::Architecture::Sgraf
+            })
+            .collect();
+        if with_globals.is_empty() {
+            return Err(Error::NoShortlist {
+                models: scorer
+                    .models()
+                    .iter()
+                    .map(|m| m.config().name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
         let cap_globals: Vec<Vec<f32>> = caps
             .iter()
             .map(|c| Ok(c.global.flatten_all()?.to_vec1()?))
@@ -628,8 +645,9 @@ pub fn rank(
                 continue;
             }
             let seg = &rows.segments[s];
-            let globals = match (0..n_models)
-                .map(|m| seg.global(m, 0..seg.rows()))
+            let globals = match with_globals
+                .iter()
+                .map(|&m| seg.global(m, 0..seg.rows()))
                 .collect::<std::result::Result<Vec<_>, _>>()
             {
                 Ok(g) => g,
@@ -645,10 +663,10 @@ pub fn rank(
             };
             for &(r, i) in list.iter() {
                 let mut c = 0f32;
-                for (g, q) in globals.iter().zip(&cap_globals) {
-                    c += cosine(&g[r * dim..(r + 1) * dim], q);
+                for (g, &m) in globals.iter().zip(&with_globals) {
+                    c += cosine(&g[r * dim..(r + 1) * dim], &cap_globals[m]);
                 }
-                cheap.push((c / n_models as f32, s, r, i));
+                cheap.push((c / with_globals.len() as f32, s, r, i));
             }
             seg.release();
             progress(list.len());
