@@ -14,7 +14,7 @@ use sgraf_retrieval::Scorer;
 /// One model's part of an explanation.
 #[derive(Clone, Debug)]
 pub struct ModelPart {
-    /// "SGR" or "SAF".
+    /// "SGR", "SAF", "RCAR t2i" or "RCAR i2t".
     pub module: String,
     pub explanation: Explanation,
 }
@@ -30,8 +30,10 @@ pub struct QueryExplanation {
     /// The query's tokens as the model reads them (`<start>`, `<end>`,
     /// `<unk>` for words outside the vocabulary).
     pub words: Vec<String>,
-    /// `[words][regions]`: the mean over the models of each word's
-    /// attention over the regions; each row sums to 1.
+    /// `[words][regions]`: the mean over the models of their attention
+    /// between words and regions (each model's [`Explanation::attention`]);
+    /// each row sums to 1 when every model's words attend over the regions
+    /// (SGR, SAF, RCAR t2i).
     pub attention: Vec<Vec<f32>>,
     /// The regions' boxes `[x1, y1, x2, y2]` in the photo's pixels, when known.
     pub boxes: Option<Vec<[f32; 4]>>,
@@ -46,7 +48,7 @@ pub fn explain(scorer: &Scorer, features: Vec<f32>, query: &str) -> Result<Query
         return Err(Error::EmptyQuery);
     }
     let cfg = scorer.config();
-    let (r, d) = (cfg.num_regions, cfg.img_dim);
+    let (r, d) = (cfg.num_regions(), cfg.img_dim());
     if features.len() != r * d {
         return Err(Error::FeatureShape {
             what: "the image".into(),
@@ -71,7 +73,7 @@ pub fn explain(scorer: &Scorer, features: Vec<f32>, query: &str) -> Result<Query
         .iter()
         .map(|m| {
             Ok(ModelPart {
-                module: m.config().module.to_string(),
+                module: m.config().name(),
                 explanation: m.explain(&image, &ids)?,
             })
         })

@@ -72,7 +72,7 @@ pub fn cached_photo_features(
     let device = loaded.scorer.device().clone();
     let fingerprint = index::model_fingerprint(det_dir)?;
     // The models read a fixed number of regions per image.
-    let policy = sgraf_vision::BoxPolicy::fixed(loaded.scorer.config().num_regions);
+    let policy = sgraf_vision::BoxPolicy::fixed(loaded.scorer.config().num_regions());
     ui.start("photos", photos.len() as u64);
     let report = sgraf_vision::store::ensure_cached(
         dir,
@@ -244,7 +244,7 @@ impl Folder {
     pub fn index_pending(&self, names: &[String]) -> Result<Option<usize>> {
         let dir = &self.dir;
         let cfg = self.loaded.config();
-        let (regions, dim) = (cfg.num_regions, cfg.embed_size);
+        let (regions, dim) = (cfg.num_regions(), cfg.embed_size());
         let (manifests, problems) = store::read_manifests(dir)?;
         let ours = |m: &store::Manifest| {
             m.fingerprints() == self.fingerprints && (m.regions, m.dim) == (regions, dim)

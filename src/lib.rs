@@ -108,7 +108,7 @@ pub use folder::{
     Hit, IndexOptions, IndexReport, CACHE_DIR,
 };
 pub use models::load_detector;
-pub use score::{check_captions, Config};
+pub use score::{check_captions, Config, ModelConfig};
 pub use sgraf_core::Device;
 pub use sgraf_data::Shard;
 pub use sgraf_retrieval::index::store::ModelSpec;

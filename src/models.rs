@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sgraf_core::{Config, Device, SgrafModel};
+use sgraf_core::{Device, ModelConfig, SgrafModel};
 use sgraf_retrieval::index::store::ModelSpec;
 use sgraf_retrieval::{index, Scorer};
 use sgraf_text::CaptionTokenizer;
@@ -125,7 +125,7 @@ impl Sgraf {
     }
 
     /// The models' shared configuration (regions, feature size, ...).
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &ModelConfig {
         self.scorer.config()
     }
 
@@ -144,11 +144,11 @@ impl Sgraf {
     /// precomp layout). Memory follows the images and a block of captions.
     pub fn score<S: AsRef<str>>(&self, features: &[f32], captions: &[S]) -> Result<Scores> {
         let cfg = self.config();
-        let per_image = cfg.num_regions * cfg.img_dim;
+        let per_image = cfg.num_regions() * cfg.img_dim();
         if features.is_empty() || !features.len().is_multiple_of(per_image) {
             return Err(Error::FeatureShape {
                 what: "the features".into(),
-                expected: [cfg.num_regions, cfg.img_dim],
+                expected: [cfg.num_regions(), cfg.img_dim()],
                 found: vec![features.len()],
             });
         }

@@ -9,7 +9,7 @@ use crate::explain::{explain, QueryExplanation};
 use crate::models::{find_detector, Scores, Sgraf};
 use crate::Ui;
 
-pub use sgraf_core::Config;
+pub use sgraf_core::{Config, ModelConfig};
 
 impl Sgraf {
     /// `n` images, whose rows `rows(start, k)` gives (`k` images from
@@ -52,10 +52,10 @@ impl Sgraf {
         let array = sgraf_data::Npy::open(features)?;
         let cfg = self.config();
         let shape = array.shape();
-        if shape.len() != 3 || shape[1..] != [cfg.num_regions, cfg.img_dim] {
+        if shape.len() != 3 || shape[1..] != [cfg.num_regions(), cfg.img_dim()] {
             return Err(Error::FeatureShape {
                 what: features.display().to_string(),
-                expected: [cfg.num_regions, cfg.img_dim],
+                expected: [cfg.num_regions(), cfg.img_dim()],
                 found: shape.to_vec(),
             });
         }
@@ -91,7 +91,7 @@ impl Sgraf {
     fn image_file(&self, path: &Path) -> Result<Vec<f32>> {
         let (shape, features) = sgraf_data::load_features(path)?;
         let cfg = self.config();
-        let expected = [cfg.num_regions, cfg.img_dim];
+        let expected = [cfg.num_regions(), cfg.img_dim()];
         if shape.len() < 2 || shape[shape.len() - 2..] != expected {
             return Err(Error::FeatureShape {
                 what: path.display().to_string(),
@@ -133,7 +133,7 @@ impl Sgraf {
                     "loading the detector {}",
                     det_dir.display()
                 )))?;
-            let policy = sgraf_vision::BoxPolicy::fixed(self.config().num_regions);
+            let policy = sgraf_vision::BoxPolicy::fixed(self.config().num_regions());
             let regions = sgraf_vision::BgrImage::open(path)
                 .and_then(|img| det.extract(&img, Some(policy)))
                 .map_err(Error::from)
@@ -153,7 +153,7 @@ impl Sgraf {
     }
 
     /// Each model's configuration, in the order the models were given.
-    pub fn configs(&self) -> Vec<&Config> {
+    pub fn configs(&self) -> Vec<&ModelConfig> {
         self.scorer.models().iter().map(|m| m.config()).collect()
     }
 }

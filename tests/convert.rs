@@ -105,7 +105,7 @@ fn converted_checkpoints_score_like_the_reference() {
                 );
             }
             let model = SgrafModel::from_folder(&out, &sgraf_core::Device::Cpu).unwrap();
-            let cfg = model.config();
+            let cfg = model.config().as_sgraf().unwrap();
             assert_eq!(cfg.data_name.as_deref(), Some("f30k_precomp"));
             let training = cfg.training.as_ref().unwrap();
             assert_eq!(training["learning_rate"], 0.0002);

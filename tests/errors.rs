@@ -182,12 +182,19 @@ fn ensembles_need_compatible_models() {
     );
     candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
     let other = SgrafModel::from_folder(&dir, &sgraf_core::Device::Cpu).unwrap();
-    let err = Ensemble::new(vec![fx.model("sgr"), other])
-        .unwrap_err()
-        .to_string();
+    let err = Ensemble::new(vec![fx.model("sgr"), other]).unwrap_err();
     assert!(
-        err.contains("vocab_size 300") && err.contains("vocab_size 301"),
-        "{err}"
+        matches!(
+            err,
+            Error::VocabularyMismatch {
+                model: 1,
+                expected: 300,
+                found: 301
+            }
+        ),
+        "{err:?}"
     );
+    let msg = err.to_string();
+    assert!(msg.contains("300") && msg.contains("301"), "{msg}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

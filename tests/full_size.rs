@@ -20,7 +20,7 @@ fn full_size_matches_reference() {
     let fx = Fixture::load(std::path::Path::new(&dir));
     for tag in ["sgr", "saf"] {
         let model = check_model(&fx, tag);
-        assert_eq!(model.config().embed_size, 1024, "not a full-size fixture");
+        assert_eq!(model.config().embed_size(), 1024, "not a full-size fixture");
     }
     let ens = Ensemble::new(vec![fx.model("sgr"), fx.model("saf")]).unwrap();
     let scores = ens.score(&fx.images, &fx.ids, &fx.lengths).unwrap();

@@ -104,7 +104,7 @@ pub fn demo(dir: &Path, epochs: usize) -> Result<()> {
     for (m, tok) in &best {
         let s = Scorer::new(vec![m.clone()], vec![tok.clone()])?;
         show(
-            &m.config().module.to_string(),
+            &m.config().name(),
             &evaluate(&s, &test, None, 1, &mut |_| {})?,
         );
     }

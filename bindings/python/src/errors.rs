@@ -85,7 +85,7 @@ fn retrieval_kind(e: &sgraf::retrieval::Error) -> &'static str {
         E::Candle(_) => "ComputeError",
         E::Data(_) => "DataError",
         E::Tokenizer(_) => "TokenizerError",
-        E::Invalid(_) => "InvalidInputError",
+        E::VocabularyMismatch { .. } | E::NoShortlist { .. } | E::Invalid(_) => "InvalidInputError",
     }
 }
 

@@ -104,7 +104,9 @@ impl Sgraf {
         let cfg = self.inner.config();
         format!(
             "Sgraf(models={:?}, regions={}, img_dim={})",
-            self.inner.specs, cfg.num_regions, cfg.img_dim
+            self.inner.specs,
+            cfg.num_regions(),
+            cfg.img_dim()
         )
     }
 
@@ -124,12 +126,12 @@ impl Sgraf {
         captions: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let cfg = self.inner.config();
-        let feats = arrays::features(features, cfg.num_regions, cfg.img_dim)?;
+        let feats = arrays::features(features, cfg.num_regions(), cfg.img_dim())?;
         let caps = strings(captions, "captions", false)?;
         guard(py, || sgraf::check_captions(&caps))?;
         let n_img = feats.n_images;
         let n_cap = caps.len();
-        let per_image = cfg.num_regions * cfg.img_dim;
+        let per_image = cfg.num_regions() * cfg.img_dim();
         let values = feats.values()?;
         let scorer = self.inner.scorer();
         // What `Sgraf::score` (and `sgraf-cli score`) does: every image
@@ -228,12 +230,12 @@ impl Sgraf {
         query: &Bound<'_, PyAny>,
     ) -> PyResult<Explanation> {
         let cfg = self.inner.config();
-        let feats = arrays::one_image(image_features, cfg.num_regions, cfg.img_dim)?;
+        let feats = arrays::one_image(image_features, cfg.num_regions(), cfg.img_dim())?;
         let query = text(query, "query")?;
         let values = feats.values()?;
         let why = guard(py, || self.inner.explain(values, &query))?;
         let rows = why.attention.len();
-        let cols = why.attention.first().map_or(cfg.num_regions, Vec::len);
+        let cols = why.attention.first().map_or(cfg.num_regions(), Vec::len);
         let attention =
             Array2::from_shape_vec((rows, cols), why.attention.into_iter().flatten().collect())
                 .map_err(|e| errors::internal(py, e.to_string()))?;
@@ -327,10 +329,11 @@ struct Explanation {
     query: String,
     /// The query's tokens as the models read them (`<start>`, `<end>`, `<unk>`).
     words: Vec<String>,
-    /// float32 `[words, regions]`: each word's attention over the regions
-    /// (the mean over the models; rows sum to 1).
+    /// float32 `[words, regions]`: the attention between words and regions
+    /// (the mean over the models; rows sum to 1 when every model's words
+    /// attend over the regions: SGR, SAF, RCAR t2i).
     attention: Py<PyArray2<f32>>,
-    /// `(module, score)` of each model ("SGR", "SAF").
+    /// `(module, score)` of each model ("SGR", "SAF", "RCAR t2i", "RCAR i2t").
     model_scores: Vec<(String, f32)>,
 }
 

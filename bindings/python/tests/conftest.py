@@ -89,6 +89,25 @@ def detector_dir(tmp_path_factory) -> str:
     return str(out)
 
 
+@pytest.fixture(scope="session")
+def rcar_dir(tmp_path_factory) -> str:
+    """A tiny RCAR model folder made as a user makes one: the fixture RCAR
+    checkpoint (upstream's torch.save layout) converted with `cargo xtask
+    convert-weights` and the fixture vocabulary (the SGR / SAF fixtures')."""
+    out = tmp_path_factory.mktemp("rcar") / "rcar_t2i"
+    cargo = shutil.which("cargo")
+    if cargo is None:
+        pytest.fail("cargo not found: the RCAR test converts the fixture checkpoint with cargo xtask")
+    done = subprocess.run(
+        [cargo, "xtask", "convert-weights",
+         "--checkpoint", str(FIXTURES / "rcar" / "checkpoint" / "rcar_t2i.pth"),
+         "--vocab", str(FIXTURES / "vocab.json"), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return str(out)
+
+
 def image_folder(dir: Path, features: np.ndarray, n: int) -> Path:
     """A features folder of `n` files img{i}.npy, the fixture images in turn."""
     dir.mkdir(parents=True, exist_ok=True)

@@ -139,3 +139,19 @@ def test_evaluate_equals_eval_json(models):
         want = cli_json("eval", *cli_models, "--data", data, "--split", "test", "--json")
         assert got == want
     assert sgraf.evaluate(models, str(data)) == want
+
+
+def test_an_rcar_folder_and_a_mixed_ensemble_load_through_the_same_call(rcar_dir, test_ims, captions, tmp_path):
+    rcar = sgraf.Sgraf.load([rcar_dir], device="cpu")
+    s = rcar.score(test_ims, captions)
+    out = tmp_path / "rcar.npy"
+    run_cli("score", "-m", rcar_dir, "--features", PRECOMP / "test_ims.npy",
+            "--captions", PRECOMP / "test_caps.txt", "--out", out)
+    np.testing.assert_array_equal(s, np.load(out))
+    # SGR + SAF + RCAR: the mean of the three.
+    mixed = sgraf.Sgraf.load([SGR, SAF, rcar_dir], device="cpu")
+    parts = [sgraf.Sgraf.load([m], device="cpu").score(test_ims, captions) for m in (SGR, SAF)]
+    np.testing.assert_allclose(mixed.score(test_ims, captions), (parts[0] + parts[1] + s) / 3,
+                               rtol=0, atol=1e-5)
+    why = mixed.explain(test_ims[0], captions[0])
+    assert [m for m, _ in why.model_scores] == ["SGR", "SAF", "RCAR t2i"]

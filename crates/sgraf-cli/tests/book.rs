@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::{detector, fixtures, image_folder, run_text, scratch, write_photo};
+use common::{detector, fixtures, image_folder, rcar_models, run_text, scratch, write_photo};
 
 /// The comment that marks the next code block as tested.
 const MARKER: &str = "<!-- book-test -->";
@@ -205,7 +205,8 @@ fn xtask() -> PathBuf {
 /// vocabulary and detector, a features folder, a captions file, twelve
 /// photos with a Karpathy captions file and, unless the chapter converts
 /// them itself, the fixture models and detector converted under the
-/// released models' names.
+/// released models' names (and the RCAR i2t fixture model as
+/// `weights/f30k_rcar_i2t`, RCAR's t2i checkpoint being the one to convert).
 fn sandbox(name: &str, converted: bool) -> PathBuf {
     let dir = scratch(&format!("book-{name}"));
     std::os::unix::fs::symlink(root().join("tests"), dir.join("tests")).unwrap();
@@ -218,6 +219,14 @@ fn sandbox(name: &str, converted: bool) -> PathBuf {
         )
         .unwrap();
     }
+    // RCAR's release layout: runs/<data>_{t2i,i2t}_rcar2/model_best.pth.
+    let rcar = dir.join("runs/f30k_t2i_rcar2");
+    std::fs::create_dir_all(&rcar).unwrap();
+    std::fs::copy(
+        fixtures().join("rcar/checkpoint/rcar_t2i.pth"),
+        rcar.join("model_best.pth"),
+    )
+    .unwrap();
     std::fs::create_dir_all(dir.join("vocab")).unwrap();
     std::fs::copy(
         fixtures().join("vocab.json"),
@@ -288,6 +297,12 @@ fn sandbox(name: &str, converted: bool) -> PathBuf {
         }
         let det = PathBuf::from(detector(&dir));
         std::fs::rename(det, dir.join("weights/butd-r101-k36")).unwrap();
+        // The i2t RCAR model (there is one fixture checkpoint, t2i): the
+        // upstream-made i2t fixture with the converted tokenizer.
+        let tmp = scratch(&format!("book-{name}-rcar"));
+        let [_, i2t] = rcar_models(&tmp);
+        std::fs::rename(i2t, dir.join("weights/f30k_rcar_i2t")).unwrap();
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
     dir
 }
@@ -369,12 +384,13 @@ fn run_file(file: &str, converted: bool) {
 
 /// The files with tested console blocks, and whether their sandbox holds
 /// converted models (the files that convert them themselves start without).
-const TESTED: [(&str, bool); 5] = [
+const TESTED: [(&str, bool); 6] = [
     ("README.md", false),
     ("docs/book/src/models.md", false),
     ("docs/book/src/search.md", true),
     ("docs/book/src/fine-tuning.md", true),
     ("docs/book/src/evaluation.md", true),
+    ("docs/book/src/rcar.md", true),
 ];
 
 #[test]
@@ -433,6 +449,11 @@ fn fine_tuning_commands() {
 #[test]
 fn evaluation_commands() {
     run_file(TESTED[4].0, TESTED[4].1);
+}
+
+#[test]
+fn rcar_commands() {
+    run_file(TESTED[5].0, TESTED[5].1);
 }
 
 /// The marked Python example of the Python chapter, where the package is

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{detector, fixtures, scratch};
+use common::{detector, fixtures, rcar_models, scratch};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -861,4 +861,55 @@ fn explain_prints_words_and_draws_the_regions() {
         .unwrap();
     assert!(!err.status.success());
     assert!(String::from_utf8_lossy(&err.stderr).contains("boxes"));
+}
+
+/// An RCAR "ALL" ensemble (t2i + i2t, folders from the converter) served
+/// over a folder indexed first: search equals `rank --json` through the
+/// index, explain scores as rank and answers with RCAR's attention.
+#[test]
+fn serve_runs_an_rcar_ensemble_over_an_indexed_folder() {
+    let root = scratch("rcar");
+    let [t2i, i2t] = rcar_models(&root);
+    let dir = small_folder(&root);
+    let d = dir.display().to_string();
+    cli(&["index", "-m", &t2i, "-m", &i2t, "--images", &d]);
+    let query = "a woman holding an umbrella";
+    let base = ["-m", &t2i, "-m", &i2t, "--images", &d];
+    let server = start(&base);
+    let addr = server.addr.as_str();
+    let (status, health) = get_json(addr, "/api/health");
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(
+        health["models"],
+        serde_json::json!([
+            {"module": "RCAR t2i", "model": "rcar_t2i"},
+            {"module": "RCAR i2t", "model": "rcar_i2t"}
+        ])
+    );
+    let want: Value =
+        serde_json::from_str(&cli(&["rank", "--images", &d, "--query", query, "--json"])).unwrap();
+    let want = want.as_array().unwrap();
+    let (status, got) = get_json(addr, &format!("/api/search?q={}&top=1000", enc(query)));
+    assert_eq!(status, 200, "{got}");
+    let got = got.as_array().unwrap();
+    assert_eq!(got.len(), want.len());
+    assert!(!got.is_empty());
+    for (g, w) in got.iter().zip(want) {
+        let relative = w["file"].as_str().unwrap().strip_prefix(&format!("{d}/"));
+        assert_eq!(g["file"].as_str(), relative, "{g} vs {w}");
+        assert_eq!(g["score"], w["score"], "{g} vs {w}");
+    }
+    let best = got[0]["file"].as_str().unwrap();
+    let (status, e) = get_json(
+        addr,
+        &format!("/api/explain?file={}&q={}", enc(best), enc(query)),
+    );
+    assert_eq!(status, 200, "{e}");
+    assert!((e["score"].as_f64().unwrap() - got[0]["score"].as_f64().unwrap()).abs() < 1e-5);
+    assert_eq!(
+        e["words"].as_array().unwrap().len(),
+        e["attention"].as_array().unwrap().len()
+    );
+    drop(server);
+    std::fs::remove_dir_all(&root).unwrap();
 }

@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use serde_json::Value as Json;
-use sgraf_core::rcar::{RcarConfig, RcarModel};
-use sgraf_core::{parameter_shapes, Architecture, Config, Module, SgrafModel};
+use sgraf_core::{parameter_shapes, Config, Module, SgrafModel};
 use sgraf_text::Vocab;
 use sha2::{Digest, Sha256};
 
@@ -34,35 +33,7 @@ const MODEL_KEYS: [&str; 12] = [
 ];
 
 /// The config of a converted model: SGRAF's (SGR or SAF) or RCAR's.
-#[derive(Clone, Debug)]
-pub enum ModelConfig {
-    Sgraf(Config),
-    Rcar(RcarConfig),
-}
-
-impl ModelConfig {
-    /// `SGR`, `SAF`, or `RCAR t2i coop_rcar (rcar_step 2)`.
-    pub fn describe(&self) -> String {
-        match self {
-            ModelConfig::Sgraf(c) => c.module.to_string(),
-            ModelConfig::Rcar(c) => crate::rcar::describe(c),
-        }
-    }
-
-    pub fn data_name(&self) -> Option<&str> {
-        match self {
-            ModelConfig::Sgraf(c) => c.data_name.as_deref(),
-            ModelConfig::Rcar(c) => c.data_name.as_deref(),
-        }
-    }
-
-    pub fn vocab_size(&self) -> usize {
-        match self {
-            ModelConfig::Sgraf(c) => c.vocab_size,
-            ModelConfig::Rcar(c) => c.vocab_size,
-        }
-    }
-}
+pub use sgraf_core::ModelConfig;
 
 /// What [`convert`] wrote.
 #[derive(Clone, Debug)]
@@ -103,43 +74,76 @@ pub(crate) fn show_json(v: &Json) -> String {
     }
 }
 
+/// Typed reads of a checkpoint's options (the `opt` Namespace), one error
+/// per missing or mistyped option: SGRAF's and RCAR's configs read theirs
+/// through it.
+pub(crate) struct Opts<'a>(pub(crate) &'a Checkpoint);
+
+impl Opts<'_> {
+    fn get(&self, k: &str) -> Result<&Json> {
+        self.0
+            .opt(k)
+            .ok_or_else(|| ConvertError::Contents(format!("the options ('opt') have no {k}")))
+    }
+
+    fn mistyped(k: &str, v: &Json, expected: &str) -> ConvertError {
+        ConvertError::Contents(format!("opt.{k} is {}, expected {expected}", show_json(v)))
+    }
+
+    pub(crate) fn int(&self, k: &str) -> Result<usize> {
+        let v = self.get(k)?;
+        v.as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| Self::mistyped(k, v, "a non-negative integer"))
+    }
+
+    pub(crate) fn flag(&self, k: &str) -> Result<bool> {
+        let v = self.get(k)?;
+        v.as_bool()
+            .ok_or_else(|| Self::mistyped(k, v, "true or false"))
+    }
+
+    pub(crate) fn float(&self, k: &str) -> Result<f64> {
+        let v = self.get(k)?;
+        v.as_f64().ok_or_else(|| Self::mistyped(k, v, "a number"))
+    }
+
+    pub(crate) fn string(&self, k: &str) -> Result<&str> {
+        let v = self.get(k)?;
+        v.as_str().ok_or_else(|| Self::mistyped(k, v, "a string"))
+    }
+
+    /// `data_name`, when the options hold it as a string.
+    pub(crate) fn data_name(&self) -> Option<String> {
+        self.0
+            .opt("data_name")
+            .and_then(Json::as_str)
+            .map(str::to_string)
+    }
+
+    /// Every option but the model's (`model_keys`): `config.json`'s `training`.
+    pub(crate) fn training(&self, model_keys: &[&str]) -> Json {
+        Json::Object(
+            self.0
+                .opt
+                .iter()
+                .filter(|(k, _)| !model_keys.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
+    }
+}
+
 fn config_from_opt(ckpt: &Checkpoint) -> Result<Config> {
-    let missing = |k: &str| ConvertError::Contents(format!("the options ('opt') have no {k}"));
-    let int = |k: &str| -> Result<usize> {
-        let v = ckpt.opt(k).ok_or_else(|| missing(k))?;
-        v.as_u64().map(|n| n as usize).ok_or_else(|| {
-            ConvertError::Contents(format!(
-                "opt.{k} is {}, expected a non-negative integer",
-                show_json(v)
-            ))
-        })
-    };
-    let flag = |k: &str| -> Result<bool> {
-        let v = ckpt.opt(k).ok_or_else(|| missing(k))?;
-        v.as_bool().ok_or_else(|| {
-            ConvertError::Contents(format!(
-                "opt.{k} is {}, expected true or false",
-                show_json(v)
-            ))
-        })
-    };
-    let module_name = ckpt
-        .opt("module_name")
-        .ok_or_else(|| missing("module_name"))?;
-    let module: Module = match module_name.as_str() {
-        Some(name) => name.parse().map_err(|_| {
-            ConvertError::Contents(format!(
-                "unknown module name {:?}: SGRAF checkpoints are \"SGR\" or \"SAF\"",
-                crate::pickle::clip(name, 100)
-            ))
-        })?,
-        None => {
-            return Err(ConvertError::Contents(format!(
-                "opt.module_name is {}, expected a string",
-                show_json(module_name)
-            )))
-        }
-    };
+    let o = Opts(ckpt);
+    let (int, flag) = (|k: &str| o.int(k), |k: &str| o.flag(k));
+    let name = o.string("module_name")?;
+    let module: Module = name.parse().map_err(|_| {
+        ConvertError::Contents(format!(
+            "unknown module name {:?}: SGRAF checkpoints are \"SGR\" or \"SAF\"",
+            crate::pickle::clip(name, 100)
+        ))
+    })?;
     // The region count is fixed by the weights (a BatchNorm over regions).
     let num_regions = ckpt
         .state_dicts
@@ -150,12 +154,6 @@ fn config_from_opt(ckpt: &Checkpoint) -> Result<Config> {
                 .map(|(_, t)| t.shape.first().copied().unwrap_or(0))
         })
         .unwrap_or(36);
-    let training: serde_json::Map<String, Json> = ckpt
-        .opt
-        .iter()
-        .filter(|(k, _)| !MODEL_KEYS.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
     let cfg = Config {
         img_dim: int("img_dim")?,
         word_dim: int("word_dim")?,
@@ -169,11 +167,8 @@ fn config_from_opt(ckpt: &Checkpoint) -> Result<Config> {
         sgr_step: int("sgr_step")?,
         vocab_size: int("vocab_size")?,
         num_regions,
-        data_name: ckpt
-            .opt("data_name")
-            .and_then(Json::as_str)
-            .map(str::to_string),
-        training: Some(Json::Object(training)),
+        data_name: o.data_name(),
+        training: Some(o.training(&MODEL_KEYS)),
     };
     cfg.validate()
         .map_err(|e| ConvertError::Contents(format!("the options describe no valid model: {e}")))?;
@@ -350,41 +345,85 @@ pub fn convert(checkpoint: &Path, vocab: &Path, out: &Path, force: bool) -> Resu
         return convert_rcar(&ckpt, sha256, checkpoint, vocab, out, force);
     }
     let cfg = config_from_opt(&ckpt)?;
-    let vocab_err = |msg: String| ConvertError::Vocab {
-        path: vocab.to_path_buf(),
-        msg,
-    };
-    let words = Vocab::from_file(vocab).map_err(|e| vocab_err(e.to_string()))?;
-    if words.len() != cfg.vocab_size {
-        return Err(vocab_err(format!(
-            "has {} words but the checkpoint was trained with vocab_size {}",
-            words.len(),
-            cfg.vocab_size
-        )));
-    }
+    let words = read_vocab(vocab, cfg.vocab_size, None)?;
     let tensors = weights(&ckpt, &cfg)?;
-
-    let tmp = TempDir::beside(out, "tmp")?;
-    let conv = Converted {
-        dir: out.to_path_buf(),
-        config: ModelConfig::Sgraf(cfg.clone()),
-        format: ckpt.format,
-        epoch: ckpt.epoch,
-        best_rsum: ckpt.best_rsum,
+    let (tmp, conv) = write_folder(
+        &ckpt,
         sha256,
-        tensors: tensors.len(),
-    };
-    let json = serde_json::to_string_pretty(&cfg).expect("a config serializes");
-    write(&tmp.path().join(sgraf_core::CONFIG_FILE), json.as_bytes())?;
-    candle_core::safetensors::save(&tensors, tmp.path().join(sgraf_core::WEIGHTS_FILE))?;
-    let tok = serde_json::to_string_pretty(&words.tokenizer_json()).expect("JSON serializes");
-    write(&tmp.path().join(sgraf_core::TOKENIZER_FILE), tok.as_bytes())?;
+        out,
+        ModelConfig::Sgraf(cfg.clone()),
+        &tensors,
+        &words,
+    )?;
     write(
         &tmp.path().join("README.md"),
         model_card(&conv, &cfg, checkpoint).as_bytes(),
     )?;
     publish(tmp, out, force)?;
     Ok(conv)
+}
+
+/// The vocabulary file `path` as the model reads it: its words, then
+/// `appended` (RCAR appends `<mask>`, which the file must not hold), as
+/// many as the checkpoint's `vocab_size`.
+fn read_vocab(path: &Path, vocab_size: usize, appended: Option<&str>) -> Result<Vocab> {
+    let err = |msg: String| ConvertError::Vocab {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let file = Vocab::from_file(path).map_err(|e| err(e.to_string()))?;
+    let Some(token) = appended else {
+        if file.len() != vocab_size {
+            return Err(err(format!(
+                "has {} words but the checkpoint was trained with vocab_size {vocab_size}",
+                file.len()
+            )));
+        }
+        return Ok(file);
+    };
+    if file.len().checked_add(1) != Some(vocab_size) {
+        return Err(err(format!(
+            "has {} words but the checkpoint was trained with vocab_size {vocab_size} (the vocabulary file plus {token})",
+            file.len()
+        )));
+    }
+    if file.get(token).is_some() {
+        return Err(err(format!(
+            "already holds {token}, which the model appends itself"
+        )));
+    }
+    let mut words = file.words().to_vec();
+    words.push(token.to_string());
+    Vocab::from_words(words).map_err(|e| err(e.to_string()))
+}
+
+/// Writes a converted model's `config.json`, `model.safetensors` and
+/// `tokenizer.json` into a temporary folder beside `out`; the caller adds
+/// its model card and publishes it.
+fn write_folder(
+    ckpt: &Checkpoint,
+    sha256: String,
+    out: &Path,
+    config: ModelConfig,
+    tensors: &HashMap<String, Tensor>,
+    words: &Vocab,
+) -> Result<(TempDir, Converted)> {
+    let tmp = TempDir::beside(out, "tmp")?;
+    let json = serde_json::to_string_pretty(&config).expect("a config serializes");
+    write(&tmp.path().join(sgraf_core::CONFIG_FILE), json.as_bytes())?;
+    candle_core::safetensors::save(tensors, tmp.path().join(sgraf_core::WEIGHTS_FILE))?;
+    let tok = serde_json::to_string_pretty(&words.tokenizer_json()).expect("JSON serializes");
+    write(&tmp.path().join(sgraf_core::TOKENIZER_FILE), tok.as_bytes())?;
+    let conv = Converted {
+        dir: out.to_path_buf(),
+        config,
+        format: ckpt.format,
+        epoch: ckpt.epoch,
+        best_rsum: ckpt.best_rsum,
+        sha256,
+        tensors: tensors.len(),
+    };
+    Ok((tmp, conv))
 }
 
 /// [`convert`] for an RCAR checkpoint (already read).
@@ -397,45 +436,16 @@ fn convert_rcar(
     force: bool,
 ) -> Result<Converted> {
     let cfg = crate::rcar::config_from_opt(ckpt)?;
-    let vocab_err = |msg: String| ConvertError::Vocab {
-        path: vocab.to_path_buf(),
-        msg,
-    };
-    let file = Vocab::from_file(vocab).map_err(|e| vocab_err(e.to_string()))?;
-    if file.len().checked_add(1) != Some(cfg.vocab_size) {
-        return Err(vocab_err(format!(
-            "has {} words but the checkpoint was trained with vocab_size {} (the vocabulary file plus {})",
-            file.len(),
-            cfg.vocab_size,
-            crate::rcar::MASK_TOKEN
-        )));
-    }
-    if file.get(crate::rcar::MASK_TOKEN).is_some() {
-        return Err(vocab_err(format!(
-            "already holds {}, which RCAR appends itself",
-            crate::rcar::MASK_TOKEN
-        )));
-    }
-    let mut words = file.words().to_vec();
-    words.push(crate::rcar::MASK_TOKEN.to_string());
-    let words = Vocab::from_words(words).map_err(|e| vocab_err(e.to_string()))?;
+    let words = read_vocab(vocab, cfg.vocab_size, Some(crate::rcar::MASK_TOKEN))?;
     let tensors = crate::rcar::weights(ckpt, &cfg)?;
-
-    let tmp = TempDir::beside(out, "tmp")?;
-    let conv = Converted {
-        dir: out.to_path_buf(),
-        config: ModelConfig::Rcar(cfg.clone()),
-        format: ckpt.format,
-        epoch: ckpt.epoch,
-        best_rsum: ckpt.best_rsum,
+    let (tmp, conv) = write_folder(
+        ckpt,
         sha256,
-        tensors: tensors.len(),
-    };
-    let json = serde_json::to_string_pretty(&cfg).expect("a config serializes");
-    write(&tmp.path().join(sgraf_core::CONFIG_FILE), json.as_bytes())?;
-    candle_core::safetensors::save(&tensors, tmp.path().join(sgraf_core::WEIGHTS_FILE))?;
-    let tok = serde_json::to_string_pretty(&words.tokenizer_json()).expect("JSON serializes");
-    write(&tmp.path().join(sgraf_core::TOKENIZER_FILE), tok.as_bytes())?;
+        out,
+        ModelConfig::Rcar(cfg.clone()),
+        &tensors,
+        &words,
+    )?;
     let opt = |v: Option<String>| v.unwrap_or_else(|| "unknown".into());
     let facts = format!(
         "| | |\n| --- | --- |\n| epoch | {} |\n| best_rsum (validation) | {} |\n\
@@ -470,36 +480,18 @@ struct Loaded {
 }
 
 fn load_any(dir: &Path) -> Result<Loaded> {
-    Ok(
-        match Architecture::of_file(dir.join(sgraf_core::CONFIG_FILE))? {
-            Architecture::Sgraf => {
-                let model = SgrafModel::from_folder(dir, &sgraf_core::Device::Cpu)?;
-                let c = model.config().clone();
-                Loaded {
-                    vocab_size: c.vocab_size,
-                    num_regions: c.num_regions,
-                    img_dim: c.img_dim,
-                    range: 0.0..=1.0,
-                    score: Box::new(move |i: &Tensor, t: &Tensor, l: &[usize]| {
-                        model.score(i, t, l)
-                    }),
-                }
-            }
-            Architecture::Rcar => {
-                let model = RcarModel::from_folder(dir, &Device::Cpu)?;
-                let c = model.config().clone();
-                Loaded {
-                    vocab_size: c.vocab_size,
-                    num_regions: c.num_regions,
-                    img_dim: c.img_dim,
-                    range: crate::rcar::score_range(&c),
-                    score: Box::new(move |i: &Tensor, t: &Tensor, l: &[usize]| {
-                        model.score(i, t, l)
-                    }),
-                }
-            }
+    let model = SgrafModel::from_folder(dir, &sgraf_core::Device::Cpu)?;
+    let c = model.config().clone();
+    Ok(Loaded {
+        vocab_size: c.vocab_size(),
+        num_regions: c.num_regions(),
+        img_dim: c.img_dim(),
+        range: match &c {
+            sgraf_core::ModelConfig::Sgraf(_) => 0.0..=1.0,
+            sgraf_core::ModelConfig::Rcar(r) => crate::rcar::score_range(r),
         },
-    )
+        score: Box::new(move |i: &Tensor, t: &Tensor, l: &[usize]| model.score(i, t, l)),
+    })
 }
 
 /// Loads a model folder (SGR, SAF or RCAR) with sgraf-core and scores

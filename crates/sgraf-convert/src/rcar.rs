@@ -5,17 +5,14 @@
 use std::collections::HashMap;
 
 use candle_core::Tensor;
-use serde_json::Value as Json;
 use sgraf_core::rcar::{parameter_shapes, AttnType, RcarConfig, Regulator};
 use sgraf_core::Architecture;
 
 use crate::checkpoint::Checkpoint;
-use crate::convert::show_json;
+use crate::convert::Opts;
 use crate::error::{ConvertError, Result};
 
-/// RCAR's vocabulary is the SCAN vocabulary file plus this token, appended
-/// by `train.py:50` and `eval.py:30` (the embedding has one row more).
-pub const MASK_TOKEN: &str = "<mask>";
+pub use sgraf_core::rcar::MASK_TOKEN;
 
 /// Options of upstream's `arguments.py` (plus `vocab_size`) that describe
 /// the model; the others go to `config.json`'s `training`.
@@ -46,38 +43,13 @@ pub fn is_rcar(ckpt: &Checkpoint) -> bool {
 
 /// The model config from the `opt` Namespace.
 pub fn config_from_opt(ckpt: &Checkpoint) -> Result<RcarConfig> {
-    let missing = |k: &str| ConvertError::Contents(format!("the options ('opt') have no {k}"));
-    let get = |k: &str| ckpt.opt(k).ok_or_else(|| missing(k));
-    let int = |k: &str| -> Result<usize> {
-        let v = get(k)?;
-        v.as_u64().map(|n| n as usize).ok_or_else(|| {
-            ConvertError::Contents(format!(
-                "opt.{k} is {}, expected a non-negative integer",
-                show_json(v)
-            ))
-        })
-    };
-    let flag = |k: &str| -> Result<bool> {
-        let v = get(k)?;
-        v.as_bool().ok_or_else(|| {
-            ConvertError::Contents(format!(
-                "opt.{k} is {}, expected true or false",
-                show_json(v)
-            ))
-        })
-    };
-    let float = |k: &str| -> Result<f64> {
-        let v = get(k)?;
-        v.as_f64().ok_or_else(|| {
-            ConvertError::Contents(format!("opt.{k} is {}, expected a number", show_json(v)))
-        })
-    };
-    let string = |k: &str| -> Result<&str> {
-        let v = get(k)?;
-        v.as_str().ok_or_else(|| {
-            ConvertError::Contents(format!("opt.{k} is {}, expected a string", show_json(v)))
-        })
-    };
+    let o = Opts(ckpt);
+    let (int, flag, float, string) = (
+        |k: &str| o.int(k),
+        |k: &str| o.flag(k),
+        |k: &str| o.float(k),
+        |k: &str| o.string(k),
+    );
     let attn_type: AttnType = string("attn_type")?
         .parse()
         .map_err(|e: sgraf_core::Error| {
@@ -89,12 +61,6 @@ pub fn config_from_opt(ckpt: &Checkpoint) -> Result<RcarConfig> {
             .map_err(|e: sgraf_core::Error| {
                 ConvertError::Contents(format!("unknown RCAR option: {e}"))
             })?;
-    let training: serde_json::Map<String, Json> = ckpt
-        .opt
-        .iter()
-        .filter(|(k, _)| !MODEL_KEYS.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
     let cfg = RcarConfig {
         model: Architecture::Rcar,
         img_dim: int("img_dim")?,
@@ -116,11 +82,8 @@ pub fn config_from_opt(ckpt: &Checkpoint) -> Result<RcarConfig> {
         rcar_step: int("rcar_step")?,
         rcr_step: int("rcr_step")?,
         rar_step: int("rar_step")?,
-        data_name: ckpt
-            .opt("data_name")
-            .and_then(Json::as_str)
-            .map(str::to_string),
-        training: Some(Json::Object(training)),
+        data_name: o.data_name(),
+        training: Some(o.training(&MODEL_KEYS)),
     };
     cfg.validate()
         .map_err(|e| ConvertError::Contents(format!("the options describe no valid model: {e}")))?;
@@ -132,19 +95,6 @@ pub fn config_from_opt(ckpt: &Checkpoint) -> Result<RcarConfig> {
 pub fn weights(ckpt: &Checkpoint, cfg: &RcarConfig) -> Result<HashMap<String, Tensor>> {
     let what = format!("{} {} RCAR model", cfg.attn_type, cfg.self_regulator);
     crate::convert::check_weights(ckpt, &parameter_shapes(cfg), &what)
-}
-
-/// A short description for messages and the model card: `RCAR t2i coop_rcar (rcar_step 2)`.
-pub fn describe(cfg: &RcarConfig) -> String {
-    let (name, steps) = match cfg.self_regulator {
-        Regulator::CoopRcar => ("rcar_step", cfg.rcar_step),
-        Regulator::OnlyRar => ("rar_step", cfg.rar_step),
-        Regulator::OnlyRcr => ("rcr_step", cfg.rcr_step),
-    };
-    format!(
-        "RCAR {} {} ({name} {steps})",
-        cfg.attn_type, cfg.self_regulator
-    )
 }
 
 /// Scores of deterministic inputs must lie in this range: a probability
@@ -174,7 +124,7 @@ RCAR \"ALL\" is the mean of the scores of a t2i model and an i2t model.\n\n\
 ```\n@article{{Diao2023RCAR,\n  author={{Diao, Haiwen and Zhang, Ying and Liu, Wei and Ruan, Xiang and Lu, Huchuan}},\n  \
 journal={{IEEE Transactions on Image Processing}},\n  title={{Plug-and-Play Regulators for Image-Text Matching}},\n  \
 year={{2023}},\n  volume={{32}},\n  pages={{2322-2334}}\n}}\n```\n",
-        desc = describe(cfg),
+        desc = sgraf_core::ModelConfig::Rcar(cfg.clone()).describe(),
         vocab = cfg.vocab_size,
     )
 }

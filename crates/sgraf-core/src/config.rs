@@ -2,6 +2,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::rcar::RcarConfig;
 use crate::{Error, Result};
 
 /// Which reasoning module sits on top of the similarity graph.
@@ -101,27 +102,17 @@ impl Config {
         }
     }
 
-    /// Reads and validates a `config.json`.
+    /// Reads and validates an SGR or SAF `config.json` ([`ModelConfig::from_file`]).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|err| Error::Io {
-            path: path.to_path_buf(),
-            err,
-        })?;
-        let parse = |err| Error::ConfigParse {
-            path: path.to_path_buf(),
-            err,
-        };
-        let arch = Architecture::of_json(&text).map_err(parse)?;
-        if arch != Architecture::Sgraf {
-            return Err(Error::Config(format!(
-                "{} describes an {arch} model, not SGR or SAF",
-                path.display()
-            )));
+        match ModelConfig::from_file(path)? {
+            ModelConfig::Sgraf(cfg) => Ok(cfg),
+            other => Err(Error::Config(format!(
+                "{} describes an {} model, not SGR or SAF",
+                path.display(),
+                other.architecture()
+            ))),
         }
-        let cfg: Self = serde_json::from_str(&text).map_err(parse)?;
-        cfg.validate()?;
-        Ok(cfg)
     }
 
     /// Checks that every size is usable.
@@ -198,5 +189,166 @@ impl Architecture {
             model: Architecture,
         }
         Ok(serde_json::from_str::<Head>(text)?.model)
+    }
+}
+
+/// The config of a model of either family, as its folder's `config.json`
+/// says (`"model"`: absent or `"SGRAF"`, or `"RCAR"`). Serialised as the
+/// family's own config.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ModelConfig {
+    /// SGR or SAF.
+    Sgraf(Config),
+    Rcar(RcarConfig),
+}
+
+impl From<Config> for ModelConfig {
+    fn from(cfg: Config) -> Self {
+        ModelConfig::Sgraf(cfg)
+    }
+}
+
+impl From<RcarConfig> for ModelConfig {
+    fn from(cfg: RcarConfig) -> Self {
+        ModelConfig::Rcar(cfg)
+    }
+}
+
+impl ModelConfig {
+    /// Reads a `config.json` once: its `"model"` field picks the family,
+    /// whose config is parsed and validated.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|err| Error::Io {
+            path: path.to_path_buf(),
+            err,
+        })?;
+        let parse = |err| Error::ConfigParse {
+            path: path.to_path_buf(),
+            err,
+        };
+        let cfg = match Architecture::of_json(&text).map_err(parse)? {
+            Architecture::Sgraf => ModelConfig::Sgraf(serde_json::from_str(&text).map_err(parse)?),
+            Architecture::Rcar => ModelConfig::Rcar(serde_json::from_str(&text).map_err(parse)?),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            ModelConfig::Sgraf(c) => c.validate(),
+            ModelConfig::Rcar(c) => c.validate(),
+        }
+    }
+
+    pub fn architecture(&self) -> Architecture {
+        match self {
+            ModelConfig::Sgraf(_) => Architecture::Sgraf,
+            ModelConfig::Rcar(_) => Architecture::Rcar,
+        }
+    }
+
+    /// The model's name: `SGR`, `SAF`, or `RCAR t2i` / `RCAR i2t`.
+    pub fn name(&self) -> String {
+        match self {
+            ModelConfig::Sgraf(c) => c.module.to_string(),
+            ModelConfig::Rcar(c) => format!("RCAR {}", c.attn_type),
+        }
+    }
+
+    /// `SGR`, `SAF`, or e.g. `RCAR t2i coop_rcar (rcar_step 2)`.
+    pub fn describe(&self) -> String {
+        match self {
+            ModelConfig::Sgraf(c) => c.module.to_string(),
+            ModelConfig::Rcar(c) => {
+                let (name, steps) = match c.self_regulator {
+                    crate::rcar::Regulator::CoopRcar => ("rcar_step", c.rcar_step),
+                    crate::rcar::Regulator::OnlyRar => ("rar_step", c.rar_step),
+                    crate::rcar::Regulator::OnlyRcr => ("rcr_step", c.rcr_step),
+                };
+                format!("RCAR {} {} ({name} {steps})", c.attn_type, c.self_regulator)
+            }
+        }
+    }
+
+    pub fn as_sgraf(&self) -> Option<&Config> {
+        match self {
+            ModelConfig::Sgraf(c) => Some(c),
+            ModelConfig::Rcar(_) => None,
+        }
+    }
+
+    pub fn as_rcar(&self) -> Option<&RcarConfig> {
+        match self {
+            ModelConfig::Rcar(c) => Some(c),
+            ModelConfig::Sgraf(_) => None,
+        }
+    }
+
+    /// Region feature size.
+    pub fn img_dim(&self) -> usize {
+        match self {
+            ModelConfig::Sgraf(c) => c.img_dim,
+            ModelConfig::Rcar(c) => c.img_dim,
+        }
+    }
+
+    /// Regions per image.
+    pub fn num_regions(&self) -> usize {
+        match self {
+            ModelConfig::Sgraf(c) => c.num_regions,
+            ModelConfig::Rcar(c) => c.num_regions,
+        }
+    }
+
+    /// Joint embedding size `d`.
+    pub fn embed_size(&self) -> usize {
+        match self {
+            ModelConfig::Sgraf(c) => c.embed_size,
+            ModelConfig::Rcar(c) => c.embed_size,
+        }
+    }
+
+    /// Similarity / alignment vector size `m`.
+    pub fn sim_dim(&self) -> usize {
+        match self {
+            ModelConfig::Sgraf(c) => c.sim_dim,
+            ModelConfig::Rcar(c) => c.sim_dim,
+        }
+    }
+
+    pub fn word_dim(&self) -> usize {
+        match self {
+            ModelConfig::Sgraf(c) => c.word_dim,
+            ModelConfig::Rcar(c) => c.word_dim,
+        }
+    }
+
+    /// The embedding table's rows: every token id the model reads.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            ModelConfig::Sgraf(c) => c.vocab_size,
+            ModelConfig::Rcar(c) => c.vocab_size,
+        }
+    }
+
+    /// The words of the vocabulary file the model was trained with: RCAR
+    /// appends one token (`<mask>`) to it, SGRAF nothing. Models whose
+    /// base vocabularies agree read the same ids for the same words.
+    pub fn base_vocab_size(&self) -> usize {
+        match self {
+            ModelConfig::Sgraf(c) => c.vocab_size,
+            ModelConfig::Rcar(c) => c.vocab_size.saturating_sub(1),
+        }
+    }
+
+    /// Dataset the model was trained on, when known.
+    pub fn data_name(&self) -> Option<&str> {
+        match self {
+            ModelConfig::Sgraf(c) => c.data_name.as_deref(),
+            ModelConfig::Rcar(c) => c.data_name.as_deref(),
+        }
     }
 }

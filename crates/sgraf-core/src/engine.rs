@@ -11,10 +11,12 @@
 //! - `gpu::GpuEngine` (feature `gpu`): the pairs on our GPU kernels, from
 //!   the weights.
 //!
-//! A second model family (e.g. RCAR: the same Bi-GRU text encoder, an
-//! image encoder with an extra MLP branch, another per-pair head) plugs in
-//! by implementing this trait on its own weights: the interface names what
-//! is computed per image, per caption and per pair, not how.
+//! A second model family plugs in by implementing this trait on its own
+//! weights: RCAR does (the same Bi-GRU text encoder, an image encoder with
+//! an extra MLP branch, another per-pair head): [`crate::cpu::rcar`] and
+//! [`crate::rcar::engine`]. The interface names what is computed per image,
+//! per caption and per pair, not how; a family without global vectors
+//! (RCAR) returns zeros of the `[n, d]` layout, which its head never reads.
 
 use crate::{Result, ShardPlan};
 

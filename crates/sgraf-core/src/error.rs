@@ -23,6 +23,23 @@ pub enum Error {
     #[error("invalid input: {0}")]
     Input(String),
 
+    /// A model of the other family where one family is needed (e.g. the
+    /// SGR / SAF layers of an RCAR model).
+    #[error("expected an {expected} model, found an {found} model")]
+    WrongArchitecture {
+        expected: crate::Architecture,
+        found: crate::Architecture,
+    },
+
+    /// Models of an ensemble trained on different vocabularies: model
+    /// `model`'s base vocabulary (RCAR's `<mask>` aside) differs from model 0's.
+    #[error("cannot ensemble these models: model 0 reads a vocabulary of {expected} words but model {model} one of {found}")]
+    VocabularyMismatch {
+        model: usize,
+        expected: usize,
+        found: usize,
+    },
+
     /// Models that cannot be averaged together.
     #[error("cannot ensemble these models: {0}")]
     Ensemble(String),

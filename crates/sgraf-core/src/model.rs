@@ -1,7 +1,8 @@
-//! One SGR or SAF model, and the SGRAF ensemble that averages several.
+//! One model of either family (SGR / SAF, or RCAR), and the ensemble that
+//! averages several.
 #![allow(
     unsafe_code,
-    reason = "memory-maps the read-only weights file (safetensors)"
+    reason = "memory-maps the read-only weights file (safetensors), in the one folder loader"
 )]
 
 use std::path::Path;
@@ -11,13 +12,17 @@ use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::candle_engine::{f32s, CandleEngine};
+use crate::cpu::rcar::RcarCpuEngine;
 use crate::cpu::CpuEngine;
 use crate::engine::{Captions, Images, ScoringEngine};
 use crate::image_encoder::ImageEncoder;
+use crate::rcar::engine::RcarCandleEngine;
+use crate::rcar::weights::RcarWeights;
+use crate::rcar::{AttnType, RcarModel};
 use crate::similarity::{CaptionSide, ImageSide, SimilarityHead};
 use crate::text_encoder::TextEncoder;
 use crate::weights::Weights;
-use crate::{Config, Device, Error, Result};
+use crate::{Architecture, Config, Device, Error, ModelConfig, Result};
 
 /// File names inside a model folder.
 pub const CONFIG_FILE: &str = "config.json";
@@ -55,63 +60,150 @@ impl ShardPlan {
     }
 }
 
-/// One SGR or SAF model: image encoder, text encoder and similarity head,
-/// and the engine that runs them ([`ScoringEngine`]), chosen per model.
+/// The candle layers of one model, by family.
+#[derive(Clone, Debug)]
+pub enum Layers {
+    /// SGR or SAF.
+    Sgraf {
+        cfg: Config,
+        img_enc: ImageEncoder,
+        txt_enc: TextEncoder,
+        sim_enc: SimilarityHead,
+    },
+    /// RCAR ([`crate::rcar`]).
+    Rcar(RcarModel),
+}
+
+/// One model of either family (SGR, SAF or RCAR, [`Layers`]): its candle
+/// layers, and the engine that runs them ([`ScoringEngine`]), chosen per
+/// model. Every caller (the ensemble, the retrieval index, the facade)
+/// holds models of both families alike: what differs is behind the engine.
 #[derive(Clone, Debug)]
 pub struct SgrafModel {
-    cfg: Config,
-    img_enc: ImageEncoder,
-    txt_enc: TextEncoder,
-    sim_enc: SimilarityHead,
+    cfg: ModelConfig,
+    layers: Layers,
     device: candle_core::Device,
     dtype: DType,
     plan: ShardPlan,
     engine: Arc<dyn ScoringEngine>,
 }
 
+/// Reads a model folder's config with `read`, maps its `model.safetensors`
+/// (float32 on `device`) and builds the model with `build`: the one folder
+/// loader of every family. Weights that do not fit the config are one
+/// [`Error::Config`] naming both files.
+pub(crate) fn open_folder<C, T>(
+    dir: &Path,
+    device: &candle_core::Device,
+    read: impl FnOnce(&Path) -> Result<C>,
+    build: impl FnOnce(VarBuilder, &C) -> Result<T>,
+) -> Result<T> {
+    let cfg = read(&dir.join(CONFIG_FILE))?;
+    let weights = dir.join(WEIGHTS_FILE);
+    if !weights.is_file() {
+        return Err(Error::Io {
+            path: weights,
+            err: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        });
+    }
+    // SAFETY: the file is mapped read-only; like every safetensors
+    // loader we rely on it not being truncated while the model lives.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device)? };
+    build(vb, &cfg).map_err(|e| match e {
+        Error::Candle(err) => Error::Config(format!(
+            "{} does not match {}: {err}",
+            weights.display(),
+            dir.join(CONFIG_FILE).display()
+        )),
+        other => other,
+    })
+}
+
 impl SgrafModel {
-    /// Loads from a `VarBuilder` over the model folder's tensors:
-    /// `img_enc.*`, `txt_enc.*` and `sim_enc.*` + the official names.
-    /// The model runs on candle (as training needs: its parameters may
-    /// change); [`Self::freeze`] or [`Self::place`] make it ready for fast
-    /// inference.
+    /// Loads an SGR or SAF model from a `VarBuilder` over the model
+    /// folder's tensors: `img_enc.*`, `txt_enc.*` and `sim_enc.*` + the
+    /// official names. The model runs on candle (as training needs: its
+    /// parameters may change); [`Self::freeze`] or [`Self::place`] make it
+    /// ready for fast inference.
     pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
         cfg.validate()?;
-        let img_enc = ImageEncoder::load(vb.pp("img_enc"), cfg)?;
-        let txt_enc = TextEncoder::load(vb.pp("txt_enc"), cfg)?;
-        let sim_enc = SimilarityHead::load(vb.pp("sim_enc"), cfg)?;
-        let (device, dtype) = (vb.device().clone(), vb.dtype());
-        let engine = Arc::new(CandleEngine::new(
-            img_enc.clone(),
-            txt_enc.clone(),
-            sim_enc.clone(),
-            cfg.clone(),
-            device.clone(),
-            dtype,
-        ));
-        Ok(Self {
-            img_enc,
-            txt_enc,
-            sim_enc,
+        let layers = Layers::Sgraf {
+            img_enc: ImageEncoder::load(vb.pp("img_enc"), cfg)?,
+            txt_enc: TextEncoder::load(vb.pp("txt_enc"), cfg)?,
+            sim_enc: SimilarityHead::load(vb.pp("sim_enc"), cfg)?,
+            cfg: cfg.clone(),
+        };
+        Ok(Self::on_candle(
+            cfg.clone().into(),
+            layers,
+            vb.device().clone(),
+            vb.dtype(),
+        ))
+    }
+
+    /// An RCAR model, on candle like [`Self::load`]'s.
+    pub fn from_rcar(model: RcarModel) -> Self {
+        let (device, dtype) = (model.device().clone(), model.dtype());
+        Self::on_candle(
+            model.config().clone().into(),
+            Layers::Rcar(model),
             device,
             dtype,
-            cfg: cfg.clone(),
+        )
+    }
+
+    /// A model of the family `cfg` names, from a `VarBuilder` over its tensors.
+    pub fn load_config(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        match cfg {
+            ModelConfig::Sgraf(c) => Self::load(vb, c),
+            ModelConfig::Rcar(c) => Ok(Self::from_rcar(RcarModel::load(vb, c)?)),
+        }
+    }
+
+    fn on_candle(
+        cfg: ModelConfig,
+        layers: Layers,
+        device: candle_core::Device,
+        dtype: DType,
+    ) -> Self {
+        let engine = Self::candle_engine_of(&layers, &device, dtype);
+        Self {
+            cfg,
+            layers,
+            device,
+            dtype,
             plan: ShardPlan::default(),
             engine,
-        })
+        }
     }
 
     /// The model's own layers as an engine: they read the parameters at
     /// every call.
-    fn candle_engine(&self) -> CandleEngine {
-        CandleEngine::new(
-            self.img_enc.clone(),
-            self.txt_enc.clone(),
-            self.sim_enc.clone(),
-            self.cfg.clone(),
-            self.device.clone(),
-            self.dtype,
-        )
+    fn candle_engine_of(
+        layers: &Layers,
+        device: &candle_core::Device,
+        dtype: DType,
+    ) -> Arc<dyn ScoringEngine> {
+        match layers {
+            Layers::Sgraf {
+                cfg,
+                img_enc,
+                txt_enc,
+                sim_enc,
+            } => Arc::new(CandleEngine::new(
+                img_enc.clone(),
+                txt_enc.clone(),
+                sim_enc.clone(),
+                cfg.clone(),
+                device.clone(),
+                dtype,
+            )),
+            Layers::Rcar(m) => Arc::new(RcarCandleEngine::new(m.clone())),
+        }
+    }
+
+    fn candle_engine(&self) -> Arc<dyn ScoringEngine> {
+        Self::candle_engine_of(&self.layers, &self.device, self.dtype)
     }
 
     fn with_engine(self, engine: Arc<dyn ScoringEngine>) -> Self {
@@ -126,7 +218,7 @@ impl SgrafModel {
         if self.device.is_cpu() && self.dtype == DType::F32 {
             self.place(&Device::Cpu)
         } else {
-            let engine = Arc::new(self.candle_engine());
+            let engine = self.candle_engine();
             Ok(self.with_engine(engine))
         }
     }
@@ -134,7 +226,8 @@ impl SgrafModel {
     /// Runs the model on `device`, with the parameters' current values:
     /// [`Device::Cpu`] the CPU engine (float32 tensors on the CPU),
     /// [`Device::Candle`] candle's operations (the tensors on that device),
-    /// `Device::Gpu` our GPU kernels (float32 tensors on the CPU).
+    /// `Device::Gpu` our GPU kernels (float32 tensors on the CPU; SGR and
+    /// SAF only).
     pub fn place(self, device: &Device) -> Result<Self> {
         let wrong = |reason: String| Error::Placement {
             device: device.describe(),
@@ -149,54 +242,61 @@ impl SgrafModel {
             )));
         }
         let engine: Arc<dyn ScoringEngine> = match device {
-            Device::Candle(_) => Arc::new(self.candle_engine()),
+            Device::Candle(_) => self.candle_engine(),
             _ if self.dtype != DType::F32 => {
                 return Err(wrong(format!(
                     "its weights are {:?}; this engine runs float32",
                     self.dtype
                 )))
             }
-            Device::Cpu => Arc::new(CpuEngine::new(Weights::from_model(&self)?)),
+            Device::Cpu => match &self.layers {
+                Layers::Sgraf { .. } => Arc::new(CpuEngine::new(Weights::from_model(&self)?)),
+                Layers::Rcar(m) => Arc::new(RcarCpuEngine::new(RcarWeights::from_model(m)?)),
+            },
             #[cfg(feature = "gpu")]
-            Device::Gpu(gpu) => Arc::new(crate::gpu::GpuEngine::new(
-                gpu.clone(),
-                Weights::from_model(&self)?,
-            )?),
+            Device::Gpu(gpu) => match &self.layers {
+                Layers::Sgraf { .. } => Arc::new(crate::gpu::GpuEngine::new(
+                    gpu.clone(),
+                    Weights::from_model(&self)?,
+                )?),
+                Layers::Rcar(_) => {
+                    return Err(wrong(
+                        "the GPU engine runs SGR and SAF models; an RCAR model runs on the CPU engine or on candle".into(),
+                    ))
+                }
+            },
         };
         Ok(self.with_engine(engine))
     }
 
     /// Loads `config.json` and `model.safetensors` (memory-mapped) from a
-    /// model folder onto `device` ([`Self::place`]).
+    /// model folder of either family (the config's `"model"`) onto
+    /// `device` ([`Self::place`]).
     pub fn from_folder(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
-        let dir = dir.as_ref();
-        let cfg = Config::from_file(dir.join(CONFIG_FILE))?;
-        let weights = dir.join(WEIGHTS_FILE);
-        if !weights.is_file() {
-            return Err(Error::Io {
-                path: weights,
-                err: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-            });
-        }
-        // SAFETY: the file is mapped read-only; like every safetensors
-        // loader we rely on it not being truncated while the model lives.
-        let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device.tensors())?
-        };
-        Self::load(vb, &cfg)
-            .map_err(|e| match e {
-                Error::Candle(err) => Error::Config(format!(
-                    "{} does not match {}: {err}",
-                    weights.display(),
-                    dir.join(CONFIG_FILE).display()
-                )),
-                other => other,
-            })?
-            .place(device)
+        open_folder(
+            dir.as_ref(),
+            &device.tensors(),
+            |p| ModelConfig::from_file(p),
+            |vb, cfg| Self::load_config(vb, cfg),
+        )?
+        .place(device)
     }
 
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &ModelConfig {
         &self.cfg
+    }
+
+    /// The candle layers, by family.
+    pub fn layers(&self) -> &Layers {
+        &self.layers
+    }
+
+    /// The RCAR model, when this is one.
+    pub fn rcar(&self) -> Option<&RcarModel> {
+        match &self.layers {
+            Layers::Rcar(m) => Some(m),
+            Layers::Sgraf { .. } => None,
+        }
     }
 
     /// The candle device of the model's tensors.
@@ -222,32 +322,58 @@ impl SgrafModel {
         if on {
             self.freeze()
         } else {
-            let engine = Arc::new(self.candle_engine());
+            let engine = self.candle_engine();
             Ok(self.with_engine(engine))
         }
     }
 
-    pub fn image_encoder(&self) -> &ImageEncoder {
-        &self.img_enc
+    fn wrong_family(&self) -> Error {
+        Error::WrongArchitecture {
+            expected: Architecture::Sgraf,
+            found: self.cfg.architecture(),
+        }
     }
 
+    /// The SGR / SAF image encoder ([`Error::WrongArchitecture`] for RCAR).
+    pub fn image_encoder(&self) -> Result<&ImageEncoder> {
+        match &self.layers {
+            Layers::Sgraf { img_enc, .. } => Ok(img_enc),
+            Layers::Rcar(_) => Err(self.wrong_family()),
+        }
+    }
+
+    /// The Bi-GRU text encoder (both families have it).
     pub fn text_encoder(&self) -> &TextEncoder {
-        &self.txt_enc
+        match &self.layers {
+            Layers::Sgraf { txt_enc, .. } => txt_enc,
+            Layers::Rcar(m) => m.text_encoder(),
+        }
     }
 
-    pub fn similarity_head(&self) -> &SimilarityHead {
-        &self.sim_enc
+    /// The SGR / SAF similarity head ([`Error::WrongArchitecture`] for RCAR).
+    pub fn similarity_head(&self) -> Result<&SimilarityHead> {
+        match &self.layers {
+            Layers::Sgraf { sim_enc, .. } => Ok(sim_enc),
+            Layers::Rcar(_) => Err(self.wrong_family()),
+        }
     }
 
     /// Sets the dropout probability used in training mode everywhere
     /// (the published models use 0.4).
     pub fn set_dropout(&mut self, p: f32) {
-        self.txt_enc.set_dropout(p);
-        self.sim_enc.set_dropout(p);
+        match &mut self.layers {
+            Layers::Sgraf {
+                txt_enc, sim_enc, ..
+            } => {
+                txt_enc.set_dropout(p);
+                sim_enc.set_dropout(p);
+            }
+            Layers::Rcar(m) => m.set_dropout(p),
+        }
     }
 
     fn check_images(&self, images: &Tensor, width: usize, what: &str) -> Result<()> {
-        let expected = [self.cfg.num_regions, width];
+        let expected = [self.cfg.num_regions(), width];
         match images.dims() {
             [_, r, w] if [*r, *w] == expected => Ok(()),
             dims => Err(Error::Input(format!(
@@ -264,37 +390,37 @@ impl SgrafModel {
 
     /// Region features `[n_img, R, img_dim]` -> region embeddings `[n_img, R, d]`.
     pub fn encode_images(&self, images: &Tensor) -> Result<Tensor> {
-        self.check_images(images, self.cfg.img_dim, "region features")?;
+        self.check_images(images, self.cfg.img_dim(), "region features")?;
         let (n, r, _) = images.dims3()?;
         let emb = self.engine.encode_images(&f32s(images)?)?;
-        self.tensor(emb, &[n, r, self.cfg.embed_size])
+        self.tensor(emb, &[n, r, self.cfg.embed_size()])
     }
 
     /// Token ids `[n_cap, L]` and true lengths -> word embeddings
     /// `[n_cap, max(lengths), d]`, zero past each caption's end.
     pub fn encode_captions(&self, ids: &Tensor, lengths: &[usize]) -> Result<Tensor> {
-        let ids = self.txt_enc.check_ids(ids, lengths)?;
+        let ids = self.text_encoder().check_ids(ids, lengths)?;
         let padded = ids.dim(1)?;
         let ids = ids.flatten_all()?.to_vec1::<u32>()?;
         let words = self.engine.encode_captions(&ids, padded, lengths)?;
         let max_len = lengths.iter().copied().max().unwrap_or(0);
-        self.tensor(words, &[lengths.len(), max_len, self.cfg.embed_size])
+        self.tensor(words, &[lengths.len(), max_len, self.cfg.embed_size()])
     }
 
     /// Images ready for scoring against any captions.
     pub fn image_side(&self, img_emb: &Tensor) -> Result<ImageSide> {
-        self.check_images(img_emb, self.cfg.embed_size, "image embeddings")?;
+        self.check_images(img_emb, self.cfg.embed_size(), "image embeddings")?;
         let n = img_emb.dim(0)?;
         let global = self.engine.image_globals(&f32s(img_emb)?)?;
         Ok(ImageSide {
             regions: img_emb.clone(),
-            global: self.tensor(global, &[n, self.cfg.embed_size])?,
+            global: self.tensor(global, &[n, self.cfg.embed_size()])?,
         })
     }
 
     /// Captions ready for scoring against any images.
     pub fn caption_side(&self, cap_emb: &Tensor, lengths: &[usize]) -> Result<CaptionSide> {
-        let d = self.cfg.embed_size;
+        let d = self.cfg.embed_size();
         match cap_emb.dims() {
             [c, l, w] if *w == d && *c == lengths.len() => {
                 if let Some(&n) = lengths.iter().find(|&&n| n == 0 || n > *l) {
@@ -340,7 +466,7 @@ impl SgrafModel {
         global: &[f32],
         cap: &CaptionSide,
     ) -> Result<Tensor> {
-        let (r, d) = (self.cfg.num_regions, self.cfg.embed_size);
+        let (r, d) = (self.cfg.num_regions(), self.cfg.embed_size());
         let n_img = global.len() / d.max(1);
         if global.len() != n_img * d || regions.len() != n_img * r * d {
             return Err(Error::Input(format!(
@@ -418,12 +544,16 @@ impl SgrafModel {
         let emb = self.encode_images(&image)?;
         let len = ids.len();
         let ids = Tensor::from_vec(ids.to_vec(), (1, len), &self.device)?;
-        let words = self.txt_enc.forward_t(&ids, &[len], false)?;
-        let img = self.sim_enc.image_side(&emb, false)?;
-        let cap = self.sim_enc.caption_side(&words, &[len], false)?;
-        let out = self.sim_enc.forward_block(&img, &cap, false)?;
+        let words = self.text_encoder().forward_t(&ids, &[len], false)?;
+        let sim_enc = match &self.layers {
+            Layers::Sgraf { sim_enc, .. } => sim_enc,
+            Layers::Rcar(m) => return Self::explain_rcar(m, &emb, &words),
+        };
+        let img = sim_enc.image_side(&emb, false)?;
+        let cap = sim_enc.caption_side(&words, &[len], false)?;
+        let out = sim_enc.forward_block(&img, &cap, false)?;
         let score = f32s(&out.scores)?[0];
-        let regions = self.cfg.num_regions;
+        let regions = self.cfg.num_regions();
         let attention = f32s(&out.attention)?
             .chunks(regions)
             .map(<[f32]>::to_vec)
@@ -438,10 +568,42 @@ impl SgrafModel {
         Ok(Explanation {
             score,
             attention,
+            direction: AttentionDirection::WordsOverRegions,
             saf_weights,
             saf_global_weight,
         })
     }
+
+    /// RCAR's explanation: its score, and the cross-attention of its last
+    /// alignment step ([`crate::rcar::RcarHead::attention`]), as `[L][R]`.
+    fn explain_rcar(m: &RcarModel, emb: &Tensor, words: &Tensor) -> Result<Explanation> {
+        let head = m.similarity_head();
+        let score = f32s(&head.score_caption(emb, words, false)?)?[0];
+        // [1, Lq, Ls]
+        let attn = head.attention(emb, words)?.squeeze(0)?;
+        let (attn, direction) = match m.config().attn_type {
+            AttnType::T2i => (attn, AttentionDirection::WordsOverRegions),
+            AttnType::I2t => (attn.t()?, AttentionDirection::RegionsOverWords),
+        };
+        let regions = attn.dim(1)?;
+        let attention = f32s(&attn)?.chunks(regions).map(<[f32]>::to_vec).collect();
+        Ok(Explanation {
+            score,
+            attention,
+            direction,
+            saf_weights: None,
+            saf_global_weight: None,
+        })
+    }
+}
+
+/// Which tokens attend over which in an [`Explanation`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionDirection {
+    /// Each word's softmax over the regions.
+    WordsOverRegions,
+    /// Each region's softmax over the words.
+    RegionsOverWords,
 }
 
 /// One image and one caption through one model: see [`SgrafModel::explain`].
@@ -449,9 +611,13 @@ impl SgrafModel {
 pub struct Explanation {
     /// The model's score of the pair.
     pub score: f32,
-    /// `[L][R]`: each word's text-to-visual attention over the regions
-    /// (`softmax_r`, so each row sums to 1).
+    /// `[L][R]`: the attention between the words and the regions, in the
+    /// model's direction ([`Self::direction`]).
     pub attention: Vec<Vec<f32>>,
+    /// SGR, SAF and RCAR t2i: each word attends over the regions (each row
+    /// of [`Self::attention`] sums to 1); RCAR i2t: each region attends
+    /// over the words (each column sums to 1).
+    pub direction: AttentionDirection,
     /// SAF models: each word's filtration weight (`[L]`; with
     /// [`Self::saf_global_weight`] they sum to 1).
     pub saf_weights: Option<Vec<f32>>,
@@ -478,26 +644,48 @@ pub struct Ensemble {
 }
 
 impl Ensemble {
-    /// Checks that the models read the same inputs (vocabulary size, region
-    /// count and feature size).
+    /// Checks that the models read the same inputs: the same region count
+    /// and feature size, and the same base vocabulary
+    /// ([`ModelConfig::base_vocab_size`]: RCAR's appended `<mask>` aside,
+    /// SGR, SAF and RCAR models of one dataset read one vocabulary file).
+    /// Token ids below [`Self::shared_vocab_size`] mean the same word to
+    /// every model; that the words themselves agree is the tokenizers' to
+    /// check (the retrieval `Scorer` compares them).
     pub fn new(models: Vec<SgrafModel>) -> Result<Self> {
         let Some(first) = models.first() else {
             return Err(Error::Ensemble("no models given".into()));
         };
-        let key = |m: &SgrafModel| {
-            let c = m.config();
-            (c.vocab_size, c.num_regions, c.img_dim)
-        };
+        let features = |m: &SgrafModel| (m.config().num_regions(), m.config().img_dim());
         for (i, m) in models.iter().enumerate().skip(1) {
-            if key(m) != key(first) {
-                let (a, b) = (key(first), key(m));
+            if features(m) != features(first) {
+                let (a, b) = (features(first), features(m));
                 return Err(Error::Ensemble(format!(
-                    "model 0 reads vocab_size {}, {} regions of {} features but model {i} reads vocab_size {}, {} regions of {} features",
-                    a.0, a.1, a.2, b.0, b.1, b.2
+                    "model 0 reads {} regions of {} features but model {i} reads {} regions of {} features",
+                    a.0, a.1, b.0, b.1
                 )));
+            }
+            let (a, b) = (
+                first.config().base_vocab_size(),
+                m.config().base_vocab_size(),
+            );
+            if a != b {
+                return Err(Error::VocabularyMismatch {
+                    model: i,
+                    expected: a,
+                    found: b,
+                });
             }
         }
         Ok(Self { models })
+    }
+
+    /// The token ids every model reads: below the smallest vocab_size.
+    pub fn shared_vocab_size(&self) -> usize {
+        self.models
+            .iter()
+            .map(|m| m.config().vocab_size())
+            .min()
+            .unwrap_or(0)
     }
 
     pub fn models(&self) -> &[SgrafModel] {

@@ -39,16 +39,17 @@ impl Weights {
     /// The parameters' current values (converted to float32); a model whose
     /// parameters change afterwards (training) must be read again.
     pub fn from_model(model: &SgrafModel) -> Result<Self> {
-        let head = model.similarity_head();
+        let sgraf = |e: crate::Error| candle_core::Error::Msg(e.to_string());
+        let head = model.similarity_head().map_err(sgraf)?;
         Ok(Self {
-            image: image_encoder(model.image_encoder())?,
+            image: image_encoder(model.image_encoder().map_err(sgraf)?)?,
             text: text_encoder(model.text_encoder())?,
             visual: visual_sa(head.visual_self_attention())?,
             textual: TextSaWeights {
                 proj: sa_projections(head.text_self_attention())?,
             },
             head: similarity_head(head)?,
-            n_regions: model.config().num_regions,
+            n_regions: model.config().num_regions(),
         })
     }
 
@@ -197,20 +198,20 @@ pub struct HeadWeights {
 }
 
 /// A tensor's values as float32, flattened.
-fn flat(t: &Tensor) -> Result<Vec<f32>> {
+pub(crate) fn flat(t: &Tensor) -> Result<Vec<f32>> {
     t.to_dtype(candle_core::DType::F32)?
         .flatten_all()?
         .to_vec1::<f32>()
 }
 
 /// `W^T` of a linear layer, row-major `[in, out]`.
-fn weight_t(l: &Linear) -> Result<Vec<f32>> {
+pub(crate) fn weight_t(l: &Linear) -> Result<Vec<f32>> {
     let (rows, cols) = l.weight().dims2()?;
     Ok(transpose(&flat(l.weight())?, rows, cols))
 }
 
 /// The bias of a linear layer (zeros when it has none).
-fn bias(l: &Linear) -> Result<Vec<f32>> {
+pub(crate) fn bias(l: &Linear) -> Result<Vec<f32>> {
     match l.bias() {
         Some(b) => flat(b),
         None => Ok(vec![0.0; l.weight().dim(0)?]),
@@ -235,7 +236,7 @@ fn gru(dir: &GruDirection) -> Result<GruWeights> {
     ))
 }
 
-fn text_encoder(enc: &TextEncoder) -> Result<TextEncoderWeights> {
+pub(crate) fn text_encoder(enc: &TextEncoder) -> Result<TextEncoderWeights> {
     let table = enc.embed.embeddings();
     let (_, word_dim) = table.dims2()?;
     let layers = enc

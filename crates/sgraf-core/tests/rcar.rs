@@ -174,16 +174,31 @@ fn float64_matches_upstream() {
     }
 }
 
-/// An RCAR folder is not an SGR/SAF folder, and the other way round: one error.
+/// A folder's config says which model it holds: `SgrafModel::from_folder`
+/// loads either family; the family-specific loaders refuse the other one.
 #[test]
 fn folders_say_which_model_they_hold() {
     let fx = fixtures();
     let arch = sgraf_core::Architecture::of_file(fx.join("t2i_coop_rcar2/config.json")).unwrap();
     assert_eq!(arch, sgraf_core::Architecture::Rcar);
-    let err =
+    let model =
         sgraf_core::SgrafModel::from_folder(fx.join("t2i_coop_rcar2"), &sgraf_core::Device::Cpu)
-            .unwrap_err()
-            .to_string();
+            .unwrap();
+    assert_eq!(
+        model.config().architecture(),
+        sgraf_core::Architecture::Rcar
+    );
+    assert!(model.rcar().is_some());
+    assert!(matches!(
+        model.similarity_head(),
+        Err(sgraf_core::Error::WrongArchitecture {
+            expected: sgraf_core::Architecture::Sgraf,
+            found: sgraf_core::Architecture::Rcar
+        })
+    ));
+    let err = sgraf_core::Config::from_file(fx.join("t2i_coop_rcar2/config.json"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("RCAR model, not SGR or SAF"), "{err}");
     let sgr = fx.join("../sgr");
     assert_eq!(
@@ -194,4 +209,203 @@ fn folders_say_which_model_they_hold() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("SGRAF model, not RCAR"), "{err}");
+}
+
+/// Captions `[n, L, d]` -> packed to their true lengths `[sum(lengths), d]`.
+fn pack(words: &[f32], padded: usize, d: usize, lengths: &[usize]) -> Vec<f32> {
+    let mut out = Vec::new();
+    for (c, &n) in lengths.iter().enumerate() {
+        out.extend_from_slice(&words[c * padded * d..(c * padded + n) * d]);
+    }
+    out
+}
+
+fn f32s(t: &Tensor) -> Vec<f32> {
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+#[test]
+fn cpu_engine_matches_upstream() {
+    use sgraf_core::cpu::rcar::RcarCpuEngine;
+    use sgraf_core::rcar::weights::RcarWeights;
+    use sgraf_core::{Captions, Images, ScoringEngine};
+    let fx = fixtures();
+    let inputs = load(&fx.join("inputs.safetensors"));
+    let expected = load(&fx.join("expected.safetensors"));
+    let lens = lengths(&inputs["lengths"]);
+    let ids = &inputs["ids"];
+    let padded = ids.dim(1).unwrap();
+    let ids: Vec<u32> = ids
+        .to_dtype(DType::U32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    for tag in TAGS {
+        let model = RcarModel::from_folder(fx.join(tag), &Device::Cpu).unwrap();
+        let (r, d) = (model.config().num_regions, model.config().embed_size);
+        let engine = RcarCpuEngine::new(RcarWeights::from_model(&model).unwrap());
+        let regions = engine.encode_images(&f32s(&inputs["images"])).unwrap();
+        let want = expected[&format!("{tag}_img_emb")].clone();
+        let got = Tensor::from_vec(regions.clone(), want.dims(), &Device::Cpu).unwrap();
+        assert_close(&format!("{tag} cpu image embeddings"), &got, &want, 1e-5);
+        let words = engine.encode_captions(&ids, padded, &lens).unwrap();
+        let want = expected[&format!("{tag}_cap_emb")].clone();
+        let longest = want.dim(1).unwrap();
+        let got = Tensor::from_vec(words.clone(), want.dims(), &Device::Cpu).unwrap();
+        assert_close(&format!("{tag} cpu caption embeddings"), &got, &want, 1e-5);
+        let packed = pack(&words, longest, d, &lens);
+        let n_img = regions.len() / (r * d);
+        let global = engine.image_globals(&regions).unwrap();
+        let cap_global = engine.caption_globals(&packed, &lens).unwrap();
+        let scores = engine
+            .score(
+                &Images {
+                    regions: &regions,
+                    global: &global,
+                    n_regions: r,
+                },
+                &Captions {
+                    words: &packed,
+                    global: &cap_global,
+                    lengths: &lens,
+                },
+                &sgraf_core::ShardPlan::default(),
+            )
+            .unwrap();
+        let got = Tensor::from_vec(scores, (n_img, lens.len()), &Device::Cpu).unwrap();
+        let diff = assert_close(
+            &format!("{tag} cpu scores"),
+            &got,
+            &expected[&format!("{tag}_scores")],
+            1e-5,
+        );
+        println!("{tag} cpu: max |diff| {diff:e}");
+    }
+}
+
+#[test]
+fn released_size_cpu_heads_match_upstream() {
+    use sgraf_core::rcar::weights::RcarHeadWeights;
+    let dir = fixtures().join("head");
+    let inputs = load(&dir.join("inputs.safetensors"));
+    let expected = load(&dir.join("expected.safetensors"));
+    let lens = lengths(&inputs["lengths"]);
+    for tag in ["t2i_coop_rcar2", "i2t_coop_rcar2"] {
+        let cfg = RcarConfig::from_file(dir.join(format!("{tag}.json"))).unwrap();
+        let weights = dir.join(format!("{tag}.safetensors"));
+        // SAFETY: a read-only map of a test fixture nobody writes during the test.
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu).unwrap()
+        };
+        let head = sgraf_core::rcar::RcarHead::load(vb, &cfg).unwrap();
+        let w = RcarHeadWeights::from_head(&head, &cfg).unwrap();
+        let img = &inputs["img_emb"];
+        let (n_img, r, d) = img.dims3().unwrap();
+        let cap = &inputs["cap_emb"];
+        let packed = pack(&f32s(cap), cap.dim(1).unwrap(), d, &lens);
+        let global = vec![0f32; lens.len() * d];
+        let scores = w.score(
+            &f32s(img),
+            n_img,
+            r,
+            &sgraf_core::Captions {
+                words: &packed,
+                global: &global,
+                lengths: &lens,
+            },
+        );
+        let got = Tensor::from_vec(scores, (n_img, lens.len()), &Device::Cpu).unwrap();
+        let diff = assert_close(
+            &format!("released-size {tag} cpu scores"),
+            &got,
+            &expected[&format!("{tag}_scores")],
+            1e-5,
+        );
+        println!("released-size {tag} cpu: max |diff| {diff:e}");
+    }
+}
+
+/// Every regulator setting through the model every caller holds
+/// (`SgrafModel`), on the CPU engine and on candle: both equal the upstream
+/// scores, and each other.
+#[test]
+fn sgraf_model_engines_match_upstream() {
+    use sgraf_core::{EngineKind, SgrafModel};
+    let fx = fixtures();
+    let inputs = load(&fx.join("inputs.safetensors"));
+    let expected = load(&fx.join("expected.safetensors"));
+    let lens = lengths(&inputs["lengths"]);
+    let ids = inputs["ids"].to_dtype(DType::U32).unwrap();
+    for tag in TAGS {
+        let cpu = SgrafModel::from_folder(fx.join(tag), &sgraf_core::Device::Cpu).unwrap();
+        assert_eq!(cpu.engine().kind(), EngineKind::Cpu, "{tag}");
+        let candle =
+            SgrafModel::from_folder(fx.join(tag), &sgraf_core::Device::Candle(Device::Cpu))
+                .unwrap();
+        assert_eq!(candle.engine().kind(), EngineKind::Candle, "{tag}");
+        let want = &expected[&format!("{tag}_scores")];
+        let a = cpu.score(&inputs["images"], &ids, &lens).unwrap();
+        let b = candle.score(&inputs["images"], &ids, &lens).unwrap();
+        assert_close(&format!("{tag} SgrafModel cpu"), &a, want, 1e-5);
+        assert_close(&format!("{tag} SgrafModel candle"), &b, want, 1e-5);
+        assert_close(&format!("{tag} cpu vs candle"), &a, &b, 1e-5);
+        // The same through an ensemble of one, image sides scored as rows.
+        let ens = sgraf_core::Ensemble::new(vec![cpu]).unwrap();
+        let e = ens.score(&inputs["images"], &ids, &lens).unwrap();
+        assert_close(&format!("{tag} ensemble"), &e, want, 1e-5);
+    }
+}
+
+/// RCAR "ALL" (t2i + i2t) and SGR + SAF + RCAR ensembles load: RCAR's
+/// appended `<mask>` is not a different vocabulary. A really different
+/// vocabulary is refused with its own error.
+#[test]
+fn ensembles_across_families() {
+    use sgraf_core::{Ensemble, Error, SgrafModel};
+    let fx = fixtures();
+    let open = |p: PathBuf| SgrafModel::from_folder(p, &sgraf_core::Device::Cpu).unwrap();
+    let t2i = open(fx.join("t2i_coop_rcar2"));
+    let i2t = open(fx.join("i2t_coop_rcar2"));
+    let all = Ensemble::new(vec![t2i.clone(), i2t.clone()]).unwrap();
+    let inputs = load(&fx.join("inputs.safetensors"));
+    let expected = load(&fx.join("expected.safetensors"));
+    let lens = lengths(&inputs["lengths"]);
+    let ids = inputs["ids"].to_dtype(DType::U32).unwrap();
+    let mean = ((&expected["t2i_coop_rcar2_scores"] + &expected["i2t_coop_rcar2_scores"]).unwrap()
+        / 2.0)
+        .unwrap();
+    let got = all.score(&inputs["images"], &ids, &lens).unwrap();
+    assert_close("RCAR ALL", &got, &mean, 1e-5);
+
+    // The SGRAF fixtures read another (smaller) vocabulary and features:
+    // an RCAR config with the SGR fixture's vocabulary plus <mask> joins it.
+    let sgr = open(fx.join("../sgr"));
+    let c = sgr.config().clone();
+    let mut rc =
+        sgraf_core::rcar::RcarConfig::released(sgraf_core::rcar::AttnType::T2i, c.vocab_size() + 1);
+    rc.img_dim = c.img_dim();
+    rc.num_regions = c.num_regions();
+    (rc.embed_size, rc.sim_dim, rc.word_dim) = (8, 4, 6);
+    let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
+    let rcar = SgrafModel::from_rcar(RcarModel::load(vb.clone(), &rc).unwrap());
+    let ens = Ensemble::new(vec![sgr.clone(), rcar.clone()]).unwrap();
+    assert_eq!(ens.shared_vocab_size(), c.vocab_size());
+    // One word more than <mask>: another vocabulary.
+    rc.vocab_size += 1;
+    let other = SgrafModel::from_rcar(RcarModel::load(vb, &rc).unwrap());
+    match Ensemble::new(vec![sgr, other]) {
+        Err(Error::VocabularyMismatch {
+            model: 1,
+            expected,
+            found,
+        }) => assert_eq!((expected, found), (c.vocab_size(), c.vocab_size() + 1)),
+        other => panic!("expected VocabularyMismatch, found {other:?}"),
+    }
 }

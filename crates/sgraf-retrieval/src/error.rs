@@ -8,6 +8,14 @@ pub enum Error {
     Data(#[from] sgraf_data::DataError),
     #[error(transparent)]
     Tokenizer(#[from] sgraf_text::TokenizerError),
+    /// Models whose tokenizers read different vocabularies (RCAR's appended
+    /// `<mask>` aside): `difference` says where model `model` and model 0 differ.
+    #[error("model {model} uses a different vocabulary than model 0 ({difference}); an ensemble needs one vocabulary")]
+    VocabularyMismatch { model: usize, difference: String },
+    /// A shortlist asked of models without global vectors (RCAR): the
+    /// cheap first pass orders images by them.
+    #[error("a shortlist orders images by the models' global vectors, and none of these models has them ({models}); rank without a shortlist")]
+    NoShortlist { models: String },
     /// Inputs that do not fit the models or each other.
     #[error("{0}")]
     Invalid(String),

@@ -2,7 +2,7 @@
 //! against captions in bounded memory.
 
 use candle_core::{Device, Tensor};
-use sgraf_core::{CaptionSide, Config, Ensemble, ImageSide, SgrafModel};
+use sgraf_core::{Architecture, CaptionSide, Ensemble, ImageSide, ModelConfig, SgrafModel};
 use sgraf_text::CaptionTokenizer;
 
 use crate::{Error, Result};
@@ -30,7 +30,7 @@ fn first_difference(a: &[String], b: &[String]) -> String {
 
 impl Scorer {
     /// Models and their tokenizers; all must read the same vocabulary and features.
-    pub fn new(models: Vec<SgrafModel>, tokenizers: Vec<CaptionTokenizer>) -> Result<Self> {
+    pub fn new(models: Vec<SgrafModel>, mut tokenizers: Vec<CaptionTokenizer>) -> Result<Self> {
         if models.is_empty() || models.len() != tokenizers.len() {
             return Err(Error::Invalid(format!(
                 "a scorer needs at least one model and one tokenizer per model, found {} models and {} tokenizers",
@@ -38,29 +38,52 @@ impl Scorer {
                 tokenizers.len()
             )));
         }
-        let ensemble = Ensemble::new(models)?;
-        let first = tokenizers[0].vocab();
-        for (i, t) in tokenizers.iter().enumerate().skip(1) {
-            if t.vocab() != first {
-                return Err(Error::Invalid(format!(
-                    "model {i} uses a different vocabulary than model 0 ({}); an ensemble needs one vocabulary",
-                    first_difference(first.words(), t.vocab().words())
-                )));
-            }
-        }
-        for (i, m) in ensemble.models().iter().enumerate() {
-            if m.config().vocab_size != first.len() {
+        for (i, (m, t)) in models.iter().zip(&tokenizers).enumerate() {
+            if m.config().vocab_size() != t.vocab().len() {
                 return Err(Error::Invalid(format!(
                     "model {i} has vocab_size {} in config.json but its tokenizer.json holds {} words",
-                    m.config().vocab_size,
-                    first.len()
+                    m.config().vocab_size(),
+                    t.vocab().len()
                 )));
             }
         }
+        let ensemble = Ensemble::new(models)?;
+        // The words each model was trained on: RCAR appends <mask> to the
+        // vocabulary file it reads; every model must read the same file.
+        let base = |i: usize| -> Result<&[String]> {
+            let words = tokenizers[i].vocab().words();
+            match ensemble.models()[i].config().architecture() {
+                Architecture::Sgraf => Ok(words),
+                Architecture::Rcar => match words.split_last() {
+                    Some((last, rest)) if last == sgraf_core::rcar::MASK_TOKEN => Ok(rest),
+                    last => Err(Error::Invalid(format!(
+                        "model {i} is an RCAR model, whose vocabulary ends with {:?}, but its tokenizer.json ends with {:?}",
+                        sgraf_core::rcar::MASK_TOKEN,
+                        last.map(|(w, _)| w.as_str()).unwrap_or("")
+                    ))),
+                },
+            }
+        };
+        let first = base(0)?;
+        for i in 1..tokenizers.len() {
+            let words = base(i)?;
+            if words != first {
+                return Err(Error::VocabularyMismatch {
+                    model: i,
+                    difference: first_difference(first, words),
+                });
+            }
+        }
+        // Every model reads the shortest vocabulary's ids: an SGR / SAF
+        // model's tokenizer when there is one (RCAR's <mask> never comes
+        // from a caption).
+        let shortest = (0..tokenizers.len())
+            .min_by_key(|&i| tokenizers[i].vocab().len())
+            .unwrap_or(0);
         let device = ensemble.models()[0].device().clone();
         Ok(Self {
             ensemble,
-            tokenizer: tokenizers.into_iter().next().expect("at least one model"),
+            tokenizer: tokenizers.swap_remove(shortest),
             device,
         })
     }
@@ -73,7 +96,9 @@ impl Scorer {
         &self.tokenizer
     }
 
-    pub fn config(&self) -> &Config {
+    /// The first model's config: every model reads the same regions and
+    /// features ([`Ensemble::new`]).
+    pub fn config(&self) -> &ModelConfig {
         self.models()[0].config()
     }
 
@@ -85,10 +110,13 @@ impl Scorer {
     pub fn check_features(&self, shape: &[usize], what: &str) -> Result<()> {
         let cfg = self.config();
         let tail = &shape[shape.len().saturating_sub(2)..];
-        if shape.len() < 2 || tail != [cfg.num_regions, cfg.img_dim] {
+        if shape.len() < 2 || tail != [cfg.num_regions(), cfg.img_dim()] {
             return Err(Error::Invalid(format!(
                 "{what} has shape {shape:?}; the model reads {} regions of {} features per image ([..., {}, {}])",
-                cfg.num_regions, cfg.img_dim, cfg.num_regions, cfg.img_dim
+                cfg.num_regions(),
+                cfg.img_dim(),
+                cfg.num_regions(),
+                cfg.img_dim()
             )));
         }
         Ok(())
@@ -98,7 +126,11 @@ impl Scorer {
     /// [`ImageSide`] per model.
     pub fn image_sides(&self, features: Vec<f32>, n: usize) -> Result<Vec<ImageSide>> {
         let cfg = self.config();
-        let feats = Tensor::from_vec(features, (n, cfg.num_regions, cfg.img_dim), &self.device)?;
+        let feats = Tensor::from_vec(
+            features,
+            (n, cfg.num_regions(), cfg.img_dim()),
+            &self.device,
+        )?;
         self.models()
             .iter()
             .map(|m| Ok(m.image_side(&m.encode_images(&feats)?)?))
@@ -122,7 +154,8 @@ impl Scorer {
         }
         parts
             .into_iter()
-            .map(|p| concat_sides(p, self.config()))
+            .zip(self.models())
+            .map(|(p, m)| concat_sides(p, m.config()))
             .collect()
     }
 
@@ -185,16 +218,16 @@ impl Scorer {
 }
 
 /// Concatenates image blocks of one model.
-pub fn concat_sides(parts: Vec<ImageSide>, cfg: &Config) -> Result<ImageSide> {
+pub fn concat_sides(parts: Vec<ImageSide>, cfg: &ModelConfig) -> Result<ImageSide> {
     if parts.is_empty() {
         let dev = Device::Cpu;
         return Ok(ImageSide {
             regions: Tensor::zeros(
-                (0, cfg.num_regions, cfg.embed_size),
+                (0, cfg.num_regions(), cfg.embed_size()),
                 candle_core::DType::F32,
                 &dev,
             )?,
-            global: Tensor::zeros((0, cfg.embed_size), candle_core::DType::F32, &dev)?,
+            global: Tensor::zeros((0, cfg.embed_size()), candle_core::DType::F32, &dev)?,
         });
     }
     let regions: Vec<&Tensor> = parts.iter().map(|p| &p.regions).collect();

@@ -159,7 +159,7 @@ impl App {
             .configs()
             .into_iter()
             .zip(&labels)
-            .map(|(cfg, label)| json!({"module": cfg.module.to_string(), "model": label}))
+            .map(|(cfg, label)| json!({"module": cfg.name(), "model": label}))
             .collect();
         let listing = Listing::new(folder.names.clone());
         Ok(Self {

@@ -354,7 +354,11 @@ impl Trainer {
         let start = resume_from.clone().or_else(|| o.init.clone());
         let (cfg, tokenizer) = match &start {
             Some(dir) => {
-                let cfg = Config::from_file(dir.join(sgraf_core::CONFIG_FILE))?;
+                let path = dir.join(sgraf_core::CONFIG_FILE);
+                if sgraf_core::Architecture::of_file(&path)? == sgraf_core::Architecture::Rcar {
+                    return Err(TrainError::RcarNotTrainable { path });
+                }
+                let cfg = Config::from_file(&path)?;
                 if let Some(m) = o.module {
                     if m != cfg.module {
                         return Err(invalid(format!(
@@ -531,9 +535,9 @@ impl Trainer {
             .to_dtype(dtype)?;
         let ids = Tensor::from_vec(ids, (b, max_len), &dev)?;
 
-        let img = self.model.image_encoder().forward(&images)?;
+        let img = self.model.image_encoder()?.forward(&images)?;
         let cap = self.model.text_encoder().forward_t(&ids, &lengths, true)?;
-        let head = self.model.similarity_head();
+        let head = self.model.similarity_head()?;
         let image_side = head.image_side(&img, true)?;
         let caption_side = head.caption_side(&cap, &lengths, true)?;
         let scores = head.score_block(&image_side, &caption_side, true)?;

@@ -14,24 +14,44 @@ pub fn run(a: &InfoArgs) -> Result<()> {
             continue;
         }
         println!("model      {}", dir.display());
-        println!("module     {}", cfg.module);
-        println!(
-            "data       {}",
-            cfg.data_name.as_deref().unwrap_or("unknown")
-        );
+        println!("module     {}", cfg.name());
+        println!("data       {}", cfg.data_name().unwrap_or("unknown"));
         println!(
             "image      {} regions x {} features -> d = {}",
-            cfg.num_regions, cfg.img_dim, cfg.embed_size
+            cfg.num_regions(),
+            cfg.img_dim(),
+            cfg.embed_size()
         );
+        let (bi_gru, num_layers) = match cfg {
+            sgraf::ModelConfig::Sgraf(c) => (c.bi_gru, c.num_layers),
+            sgraf::ModelConfig::Rcar(c) => (c.bi_gru, c.num_layers),
+        };
         println!(
             "text       vocab {} -> word_dim {} -> {}GRU x{} -> d = {}",
-            cfg.vocab_size,
-            cfg.word_dim,
-            if cfg.bi_gru { "bi-" } else { "" },
-            cfg.num_layers,
-            cfg.embed_size
+            cfg.vocab_size(),
+            cfg.word_dim(),
+            if bi_gru { "bi-" } else { "" },
+            num_layers,
+            cfg.embed_size()
         );
-        println!("similarity m = {}, sgr_step {}", cfg.sim_dim, cfg.sgr_step);
+        match cfg {
+            sgraf::ModelConfig::Sgraf(c) => {
+                println!("similarity m = {}, sgr_step {}", c.sim_dim, c.sgr_step)
+            }
+            sgraf::ModelConfig::Rcar(c) => {
+                let steps = c.steps();
+                println!(
+                    "similarity m = {}, attn_type {} (smooth {}), {} with {} alignment, {} RCR and {} RAR steps",
+                    c.sim_dim,
+                    c.attn_type,
+                    c.smooth(),
+                    c.self_regulator,
+                    steps.alv,
+                    steps.rcr,
+                    steps.rar
+                )
+            }
+        }
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&all)?);

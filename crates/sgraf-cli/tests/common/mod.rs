@@ -133,3 +133,27 @@ pub fn rank_with_notes(
         .collect();
     (hits, err)
 }
+
+/// Tiny RCAR model folders `root/rcar_t2i` and `root/rcar_i2t`, made as a
+/// user makes them: the fixture RCAR checkpoint (upstream's `torch.save`
+/// layout) converted with the SCAN-format fixture vocabulary, and the i2t
+/// fixture model (tests/fixtures/rcar, written by the upstream code) with
+/// the tokenizer the converter wrote (the same vocabulary plus `<mask>`).
+/// Both read the SGR / SAF fixtures' features and vocabulary.
+pub fn rcar_models(root: &Path) -> [String; 2] {
+    let t2i = root.join("rcar_t2i");
+    sgraf::convert::convert(
+        &fixtures().join("rcar/checkpoint/rcar_t2i.pth"),
+        &fixtures().join("vocab.json"),
+        &t2i,
+        false,
+    )
+    .unwrap();
+    let i2t = root.join("rcar_i2t");
+    std::fs::create_dir_all(&i2t).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixtures().join("rcar/i2t_coop_rcar2").join(f), i2t.join(f)).unwrap();
+    }
+    std::fs::copy(t2i.join("tokenizer.json"), i2t.join("tokenizer.json")).unwrap();
+    [t2i.display().to_string(), i2t.display().to_string()]
+}

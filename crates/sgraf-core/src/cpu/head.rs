@@ -77,6 +77,39 @@ fn passes(lengths: &[usize], pass_words: usize) -> Vec<(usize, usize, usize, usi
     out
 }
 
+/// The attention of one query sequence over one context sequence, in
+/// place: `block [Lq, Ls]` holds the affinities `query . context`; each
+/// becomes LeakyReLU(0.1), each context column is l2-normalised over the
+/// query rows, row `q` is multiplied by `smooth(q)`, and each row becomes a
+/// softmax over the context. SGRAF's text-to-visual attention (smoothing 9)
+/// and RCAR's cross-attention (`crate::cpu::rcar`) both run it.
+#[inline(always)]
+pub(crate) fn attention_rows(
+    block: &mut [f32],
+    ls: usize,
+    smooth: impl Fn(usize) -> f32,
+    norms: &mut Vec<f32>,
+) {
+    let norms = grow(norms, ls);
+    norms.fill(0.0);
+    for row in block.chunks_mut(ls) {
+        for (v, n) in row.iter_mut().zip(norms.iter_mut()) {
+            *v = v.max(*v * LEAKY);
+            *n += *v * *v;
+        }
+    }
+    for n in norms.iter_mut() {
+        *n = n.sqrt() + EPS;
+    }
+    for (q, row) in block.chunks_mut(ls).enumerate() {
+        let s = smooth(q);
+        for (v, n) in row.iter_mut().zip(norms.iter()) {
+            *v = *v / *n * s;
+        }
+        softmax(row);
+    }
+}
+
 impl HeadWeights {
     /// Scores `[n_img, n_cap]` (image-major) of every image with every
     /// caption, on the rayon thread pool.
@@ -229,28 +262,11 @@ impl Item<'_> {
             for (row, all) in attn.chunks_mut(r).zip(affinity.chunks(ni * r)) {
                 row.copy_from_slice(&all[k * r..(k + 1) * r]);
             }
-            // LeakyReLU, each region's column normalised over the caption's
-            // words, then softmax over the regions with inverse temperature 9.
-            let norms = grow(&mut s.norms, r);
+            // Softmax over the regions with inverse temperature 9.
             let mut start = 0;
             for &len in cap.lengths {
                 let block = &mut attn[start * r..(start + len) * r];
-                norms.fill(0.0);
-                for row in block.chunks_mut(r) {
-                    for (v, n) in row.iter_mut().zip(norms.iter_mut()) {
-                        *v = v.max(*v * LEAKY);
-                        *n += *v * *v;
-                    }
-                }
-                for n in norms.iter_mut() {
-                    *n = n.sqrt() + EPS;
-                }
-                for row in block.chunks_mut(r) {
-                    for (v, n) in row.iter_mut().zip(norms.iter()) {
-                        *v = *v / *n * SMOOTH;
-                    }
-                    softmax(row);
-                }
+                attention_rows(block, r, |_| SMOOTH, &mut s.norms);
                 start += len;
             }
             let ctx = &mut context[k * nw * d..(k + 1) * nw * d];

@@ -18,6 +18,7 @@
 pub mod global;
 pub mod head;
 pub mod kernels;
+pub mod rcar;
 pub mod text;
 
 use rayon::prelude::*;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Architecture;
+use crate::config::{Architecture, ModelConfig};
 use crate::{Error, Result};
 
 /// Which way the cross-attention runs (`attn_type`).
@@ -171,27 +171,17 @@ impl RcarConfig {
         }
     }
 
-    /// Reads and validates a `config.json`.
+    /// Reads and validates an RCAR `config.json` ([`ModelConfig::from_file`]).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|err| Error::Io {
-            path: path.to_path_buf(),
-            err,
-        })?;
-        let parse = |err| Error::ConfigParse {
-            path: path.to_path_buf(),
-            err,
-        };
-        let arch = Architecture::of_json(&text).map_err(parse)?;
-        if arch != Architecture::Rcar {
-            return Err(Error::Config(format!(
-                "{} describes an {arch} model, not RCAR",
-                path.display()
-            )));
+        match ModelConfig::from_file(path)? {
+            ModelConfig::Rcar(cfg) => Ok(cfg),
+            other => Err(Error::Config(format!(
+                "{} describes an {} model, not RCAR",
+                path.display(),
+                other.architecture()
+            ))),
         }
-        let cfg: Self = serde_json::from_str(&text).map_err(parse)?;
-        cfg.validate()?;
-        Ok(cfg)
     }
 
     /// The smoothing of this model's attention direction (`encoders.py:186`).

@@ -6,8 +6,8 @@ use candle_nn::{Linear, VarBuilder};
 
 use crate::ops::xavier_linear;
 use crate::rcar::regulators::{
-    cosine_sim, cross_attention, AggregationRegulator, AlignmentVector, CorrespondenceRegulator,
-    Matrix, Smooth,
+    attention_weights, cosine_sim, cross_attention, AggregationRegulator, AlignmentVector,
+    CorrespondenceRegulator, Matrix, Smooth,
 };
 use crate::rcar::{AttnType, RcarConfig, Regulator};
 
@@ -15,13 +15,13 @@ use crate::rcar::{AttnType, RcarConfig, Regulator};
 /// in the counts of [`RcarConfig::steps`].
 #[derive(Clone, Debug)]
 pub struct RcarHead {
-    sim_eval_w: Linear,
-    alv: Vec<AlignmentVector>,
-    rcr: Vec<CorrespondenceRegulator>,
-    rar: Vec<AggregationRegulator>,
-    attn_type: AttnType,
-    regulator: Regulator,
-    smooth: f64,
+    pub(crate) sim_eval_w: Linear,
+    pub(crate) alv: Vec<AlignmentVector>,
+    pub(crate) rcr: Vec<CorrespondenceRegulator>,
+    pub(crate) rar: Vec<AggregationRegulator>,
+    pub(crate) attn_type: AttnType,
+    pub(crate) regulator: Regulator,
+    pub(crate) smooth: f64,
 }
 
 impl RcarHead {
@@ -129,6 +129,21 @@ impl RcarHead {
                 self.eval_score(&hig.expect("coop_rcar has rcar_step >= 1 (validated)"))
             }
         }
+    }
+
+    /// The attention weights `[n_img, Lq, Ls]` of the last cross-attention
+    /// that one caption `[1, len, d]` against images `[n_img, R, d]` runs:
+    /// with the attention matrix and smoothing of every RCR (coop_rcar's
+    /// last alignment, only_rcr's final attention; only_rar has no RCR).
+    pub fn attention(&self, img: &Tensor, words: &Tensor) -> Result<Tensor> {
+        let (query, context) = self.query_context(img, words)?;
+        let mut matrix = Matrix::Ones;
+        let mut smooth = Smooth::Scalar(self.smooth);
+        for (alv, rcr) in self.alv.iter().zip(&self.rcr) {
+            let mid = alv.forward_t(&query, &context, &matrix, &smooth, false)?;
+            (matrix, smooth) = rcr.forward(&mid, &matrix, &smooth)?;
+        }
+        attention_weights(&query, &context, &matrix, &smooth, false)
     }
 
     /// `sigmoid(sim_eval_w(hig))`: `[n, m] -> [n, 1]`.

@@ -14,13 +14,13 @@ use crate::rcar::RcarConfig;
 /// and left out of every computation.
 #[derive(Clone, Debug)]
 pub struct RcarImageEncoder {
-    fc: Linear,
-    layer0: Linear,
-    bn0: BatchNorm1d,
-    layer1: Linear,
+    pub(crate) fc: Linear,
+    pub(crate) layer0: Linear,
+    pub(crate) bn0: BatchNorm1d,
+    pub(crate) layer1: Linear,
     bn1: BatchNorm1d,
     embed_size: usize,
-    no_imgnorm: bool,
+    pub(crate) no_imgnorm: bool,
 }
 
 impl RcarImageEncoder {

@@ -12,15 +12,13 @@
 //! A model folder holds `config.json` ([`RcarConfig`], `"model": "RCAR"`) and
 //! `model.safetensors` with upstream's names prefixed by the encoder:
 //! `img_enc.*`, `txt_enc.*`, `sim_enc.*` ([`parameter_shapes`]).
-#![allow(
-    unsafe_code,
-    reason = "memory-maps the read-only weights file (safetensors)"
-)]
 
 pub mod config;
+pub mod engine;
 pub mod head;
 pub mod image_encoder;
 pub mod regulators;
+pub mod weights;
 
 use std::path::Path;
 
@@ -31,9 +29,12 @@ pub use config::{AttnType, RcarConfig, Regulator, Steps};
 pub use head::RcarHead;
 pub use image_encoder::RcarImageEncoder;
 
-use crate::model::{CONFIG_FILE, WEIGHTS_FILE};
 use crate::text_encoder::TextEncoder;
 use crate::{Config, Error, Module, Result};
+
+/// RCAR's vocabulary is the SCAN vocabulary file plus this token, appended
+/// by `train.py:50` and `eval.py:30` (the embedding has one row more).
+pub const MASK_TOKEN: &str = "<mask>";
 
 /// One RCAR model: image encoder, text encoder and similarity encoder.
 #[derive(Clone, Debug)]
@@ -87,28 +88,14 @@ impl RcarModel {
     }
 
     /// Loads `config.json` and `model.safetensors` (memory-mapped) from a
-    /// model folder.
+    /// model folder, through the folder loader of every family.
     pub fn from_folder(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
-        let dir = dir.as_ref();
-        let cfg = RcarConfig::from_file(dir.join(CONFIG_FILE))?;
-        let weights = dir.join(WEIGHTS_FILE);
-        if !weights.is_file() {
-            return Err(Error::Io {
-                path: weights,
-                err: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-            });
-        }
-        // SAFETY: the file is mapped read-only; like every safetensors
-        // loader we rely on it not being truncated while the model lives.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device)? };
-        Self::load(vb, &cfg).map_err(|e| match e {
-            Error::Candle(err) => Error::Config(format!(
-                "{} does not match {}: {err}",
-                weights.display(),
-                dir.join(CONFIG_FILE).display()
-            )),
-            other => other,
-        })
+        crate::model::open_folder(
+            dir.as_ref(),
+            device,
+            |p| RcarConfig::from_file(p),
+            |vb, cfg| Self::load(vb, cfg),
+        )
     }
 
     pub fn config(&self) -> &RcarConfig {
@@ -117,6 +104,10 @@ impl RcarModel {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     pub fn image_encoder(&self) -> &RcarImageEncoder {

@@ -84,7 +84,7 @@ pub fn cosine_sim(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// `Alignment_vector` (`encoders.py:274-286`): `sim_transform_w [m, d]`.
 #[derive(Clone, Debug)]
 pub struct AlignmentVector {
-    sim_transform_w: Linear,
+    pub(crate) sim_transform_w: Linear,
 }
 
 impl AlignmentVector {
@@ -112,9 +112,9 @@ impl AlignmentVector {
 /// Two linear layers with a tanh between them (`nn.Sequential(Linear, Tanh,
 /// Linear)`: parameter names `0.*` and `2.*`).
 #[derive(Clone, Debug)]
-struct TanhMlp {
-    l0: Linear,
-    l2: Linear,
+pub(crate) struct TanhMlp {
+    pub(crate) l0: Linear,
+    pub(crate) l2: Linear,
 }
 
 impl TanhMlp {
@@ -134,8 +134,8 @@ impl TanhMlp {
 /// `rcr_smooth_w = [m -> m/2 -> 1]`, `rcr_matrix_w = [m -> 2m -> d]`.
 #[derive(Clone, Debug)]
 pub struct CorrespondenceRegulator {
-    smooth_w: TanhMlp,
-    matrix_w: TanhMlp,
+    pub(crate) smooth_w: TanhMlp,
+    pub(crate) matrix_w: TanhMlp,
 }
 
 impl CorrespondenceRegulator {
@@ -176,9 +176,9 @@ impl CorrespondenceRegulator {
 /// `[1, m]`.
 #[derive(Clone, Debug)]
 pub struct AggregationRegulator {
-    q_w: Linear,
-    k_w: Linear,
-    v_w: Linear,
+    pub(crate) q_w: Linear,
+    pub(crate) k_w: Linear,
+    pub(crate) v_w: Linear,
     dropout: f32,
 }
 

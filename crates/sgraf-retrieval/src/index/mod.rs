@@ -268,6 +268,22 @@ pub fn index_models(dir: &Path) -> Result<Option<Vec<ModelSpec>>> {
     Ok(manifests.into_iter().next().map(|(_, m)| m.models))
 }
 
+/// The `(regions, d)` of every model's rows: an index stores one
+/// embedding size for all its models.
+fn index_shape(scorer: &Scorer) -> Result<(usize, usize)> {
+    let cfg = scorer.config();
+    let (regions, dim) = (cfg.num_regions(), cfg.embed_size());
+    for (i, m) in scorer.models().iter().enumerate() {
+        if m.config().embed_size() != dim {
+            return Err(Error::Invalid(format!(
+                "an index stores one embedding size for all its models: model 0 embeds in {dim} dimensions, model {i} in {}",
+                m.config().embed_size()
+            )));
+        }
+    }
+    Ok((regions, dim))
+}
+
 /// Brings `dir`'s index up to date with `names` (the folder's feature files;
 /// with `shard`, the part of them that shard owns, see [`Shard::owns`]): new and changed files
 /// are encoded, removed ones deleted, segments mostly deleted rewritten.
@@ -286,8 +302,7 @@ pub fn update(
     progress: &mut dyn FnMut(usize),
     waiting: &mut dyn FnMut(),
 ) -> Result<UpdateReport> {
-    let cfg = scorer.config();
-    let (regions, dim) = (cfg.num_regions, cfg.embed_size);
+    let (regions, dim) = index_shape(scorer)?;
     let n_models = scorer.models().len();
     if models.len() != n_models {
         return Err(Error::Invalid(format!(
@@ -564,8 +579,7 @@ pub fn rank(
     shortlist: Option<usize>,
     progress: &mut dyn FnMut(usize),
 ) -> Result<(Vec<Ranked>, RankReport)> {
-    let cfg = scorer.config();
-    let (regions, dim) = (cfg.num_regions, cfg.embed_size);
+    let (regions, dim) = index_shape(scorer)?;
     let n_models = scorer.models().len();
     let caps = scorer.caption_sides(&[query])?;
     let rows = Rows::open_reader(dir, fingerprints, regions, dim)?;
@@ -604,6 +618,23 @@ pub fn rank(
         report.damaged.push(e.to_string());
     };
     if let Some(k) = shortlist {
+        // The cheap order reads the global vectors of the models that have
+        // them (SGR, SAF); RCAR has none (its engines store zeros).
+        let with_globals: Vec<usize> = (0..n_models)
+            .filter(|&m| {
+                scorer.models()[m].config().architecture() == sgraf_core::Architecture::Sgraf
+            })
+            .collect();
+        if with_globals.is_empty() {
+            return Err(Error::NoShortlist {
+                models: scorer
+                    .models()
+                    .iter()
+                    .map(|m| m.config().name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
         let cap_globals: Vec<Vec<f32>> = caps
             .iter()
             .map(|c| Ok(c.global.flatten_all()?.to_vec1()?))
@@ -614,8 +645,9 @@ pub fn rank(
                 continue;
             }
             let seg = &rows.segments[s];
-            let globals = match (0..n_models)
-                .map(|m| seg.global(m, 0..seg.rows()))
+            let globals = match with_globals
+                .iter()
+                .map(|&m| seg.global(m, 0..seg.rows()))
                 .collect::<std::result::Result<Vec<_>, _>>()
             {
                 Ok(g) => g,
@@ -631,10 +663,10 @@ pub fn rank(
             };
             for &(r, i) in list.iter() {
                 let mut c = 0f32;
-                for (g, q) in globals.iter().zip(&cap_globals) {
-                    c += cosine(&g[r * dim..(r + 1) * dim], q);
+                for (g, &m) in globals.iter().zip(&with_globals) {
+                    c += cosine(&g[r * dim..(r + 1) * dim], &cap_globals[m]);
                 }
-                cheap.push((c / n_models as f32, s, r, i));
+                cheap.push((c / with_globals.len() as f32, s, r, i));
             }
             seg.release();
             progress(list.len());
