@@ -31,11 +31,13 @@
 pub mod buffers;
 #[cfg(feature = "gpu-cuda")]
 pub mod cuda;
-/// Our kernels on CUDA: NVRTC + cudarc (feature `cuda-kernels`).
-#[cfg(feature = "cuda-kernels")]
+/// Our kernels on CUDA: the generated sources and their launch layouts
+/// (feature `gpu-cuda`), NVRTC + cudarc (feature `cuda-kernels`).
+#[cfg(feature = "gpu-cuda")]
 pub mod cuda_rt;
 pub mod device;
 pub mod engine;
+pub mod grid;
 pub mod head;
 pub mod kernels;
 pub mod launch;
@@ -48,4 +50,7 @@ pub use engine::GpuEngine;
 pub use head::{GpuHead, GpuPlan, GpuReasoner, GpuSaf, GpuStep};
 pub use launch::Strides;
 pub use meta::{BlockMeta, GraphMeta};
-pub use self_check::{self_check, self_check_case, SelfCheckCase, SELF_CHECK_TOLERANCE};
+pub use self_check::{
+    self_check, self_check_case, self_check_case_released, SelfCheckCase, SELF_CHECK_GRID_CAP,
+    SELF_CHECK_TOLERANCE,
+};
