@@ -161,7 +161,8 @@ fn attention_and_similarity_kernels_match_cpu() {
     gpu.bias_l2norm_rows(
         &gpu.upload(&local).unwrap(),
         &gpu.upload(&bias).unwrap(),
-        &graph.local_dst_buf(),
+        &graph,
+        false,
         &nodes,
         ni * nw,
         grid_cap,

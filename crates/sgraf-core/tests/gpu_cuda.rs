@@ -14,7 +14,7 @@ use sgraf_core::gpu::cuda_rt::args::{self, ArgLayout, Elem, Scalar, KERNELS};
 use sgraf_core::gpu::cuda_rt::{
     device, signature, sources, CudaError, Grid, KernelSource, Launcher,
 };
-use sgraf_core::gpu::{self, Gpu, GpuDevice, GpuPlan};
+use sgraf_core::gpu::{self, BlockMeta, Gpu, GpuDevice, GpuPlan, GraphMeta};
 
 /// The kernels' CUDA C++ (`None`, printed, where there is no way to make
 /// it), also written in folder form to target/gpu-cuda-kernels for the GPU check's
@@ -300,4 +300,65 @@ fn a_launcher_that_differs_from_the_cpu_is_refused_with_the_numbers() {
             && msg.contains("refusing this device"),
         "{msg}"
     );
+}
+
+/// Every launch wrapper checks its buffers against what its kernel reaches
+/// before launching (the launches are unchecked on the device), and a head
+/// whose weights disagree with `d` and `m` is refused at upload.
+#[test]
+fn launch_wrappers_refuse_short_buffers_and_heads() {
+    let Some(rec) = recording() else { return };
+    let gpu = Gpu::from_launcher(GpuDevice::Cuda(0), rec);
+    let cap = gpu.max_cubes_per_dim();
+    let (ni, r) = (2, 36);
+    let lengths = [3usize, 5];
+    let meta = BlockMeta::new(&gpu, &lengths).unwrap();
+    let graph = GraphMeta::new(&gpu, &lengths, ni).unwrap();
+    let nw = 8;
+    let f = |n: usize| gpu.empty(n).unwrap();
+    assert!(gpu
+        .attention(&f(ni * nw * r), &meta, &f(ni * 2 * r), (ni, r), cap)
+        .is_ok());
+    assert!(gpu
+        .attention(&f(ni * nw * r - 1), &meta, &f(ni * 2 * r), (ni, r), cap)
+        .is_err());
+    assert!(gpu
+        .attention(&f(ni * nw * r), &meta, &f(ni * 2 * r - 1), (ni, r), cap)
+        .is_err());
+    let d = 16;
+    assert!(gpu
+        .context_diff(&f(ni * nw * d), &f((1 + nw) * d), (ni * nw, nw, d, 1), cap)
+        .is_ok());
+    assert!(gpu
+        .context_diff(&f(ni * nw * d), &f(nw * d), (ni * nw, nw, d, 1), cap)
+        .is_err());
+    assert!(gpu
+        .global_diff(
+            &f(ni * d),
+            &f(2 * d),
+            &f(ni * 2 * d - 1),
+            (ni, 2, d, 0),
+            cap
+        )
+        .is_err());
+    let m = 8;
+    let out = f(graph.n_nodes * m);
+    assert!(gpu
+        .bias_l2norm_rows(&f(ni * nw * m), &f(m), &graph, false, &out, ni * nw, cap)
+        .is_ok());
+    // More rows than the graph has words, or an output short of the nodes.
+    assert!(gpu
+        .bias_l2norm_rows(&f(ni * 9 * m), &f(m), &graph, false, &out, ni * 9, cap)
+        .is_err());
+    assert!(gpu
+        .bias_l2norm_rows(&f(ni * 2 * m), &f(m), &graph, true, &f(m), ni * 2, cap)
+        .is_err());
+    let case = gpu::self_check_case(true);
+    let mut head = case.head.clone();
+    head.local_b.pop();
+    let err = gpu::GpuHead::upload(&gpu, &head).unwrap_err();
+    assert!(err.to_string().contains("local_b"), "{err}");
+    let mut head = case.head.clone();
+    head.reasoner = sgraf_core::weights::Reasoner::Sgr(Vec::new());
+    assert!(gpu::GpuHead::upload(&gpu, &head).is_err());
 }

@@ -91,7 +91,42 @@ struct CaptionsOnDevice {
 
 impl GpuHead {
     /// Uploads a head's weights once.
+    /// Every weight's length is checked against `d` and `m` first (the
+    /// kernels index them by `d` and `m`).
     pub fn upload(gpu: &Gpu, head: &HeadWeights) -> GpuResult<Self> {
+        let (d, m) = (head.d, head.m);
+        let dm = d
+            .checked_mul(m)
+            .ok_or_else(|| GpuError(format!("head of d {d} x m {m} overflows")))?;
+        let mm2 = m
+            .checked_mul(m)
+            .and_then(|x| x.checked_mul(2))
+            .ok_or_else(|| GpuError(format!("head of m {m} overflows")))?;
+        let mut sizes = vec![
+            ("local_wt", head.local_wt.len(), dm),
+            ("local_b", head.local_b.len(), m),
+            ("global_wt", head.global_wt.len(), dm),
+            ("global_b", head.global_b.len(), m),
+            ("eval_w", head.eval_w.len(), m),
+        ];
+        match &head.reasoner {
+            Reasoner::Sgr(steps) => {
+                if steps.is_empty() {
+                    return Err(GpuError("an SGR head without steps".into()));
+                }
+                for s in steps {
+                    sizes.push(("fold_graph", s.fold_graph.len(), mm2));
+                    sizes.push(("fold_bias", s.fold_bias.len(), m));
+                    sizes.push(("graph_bias", s.graph_bias.len(), m));
+                }
+            }
+            Reasoner::Saf { weight, .. } => sizes.push(("saf weight", weight.len(), m)),
+        }
+        if let Some((name, found, want)) = sizes.into_iter().find(|(_, f, w)| f != w) {
+            return Err(GpuError(format!(
+                "head weight {name}: {want} values expected (d {d}, m {m}), {found} found"
+            )));
+        }
         let reasoner = match &head.reasoner {
             Reasoner::Sgr(steps) => GpuReasoner::Sgr(
                 steps
@@ -305,14 +340,7 @@ impl GpuHead {
             cap,
         )?;
         let mut nodes = gpu.empty(graph.n_nodes * m)?;
-        gpu.bias_l2norm_rows(
-            &local,
-            &self.local_b,
-            &graph.local_dst,
-            &nodes,
-            ni * nw,
-            cap,
-        )?;
+        gpu.bias_l2norm_rows(&local, &self.local_b, &graph, false, &nodes, ni * nw, cap)?;
         let gdiff = gpu.empty(ni * nc * d)?;
         gpu.global_diff(&imgs.global, &caps.global, &gdiff, (ni, nc, d, c0), cap)?;
         let global = gpu.empty(ni * nc * m)?;
@@ -326,14 +354,7 @@ impl GpuHead {
             (1, ni * nc, m, d),
             cap,
         )?;
-        gpu.bias_l2norm_rows(
-            &global,
-            &self.global_b,
-            &graph.global_dst,
-            &nodes,
-            ni * nc,
-            cap,
-        )?;
+        gpu.bias_l2norm_rows(&global, &self.global_b, &graph, true, &nodes, ni * nc, cap)?;
         let out = gpu.empty(graph.pairs)?;
         match &self.reasoner {
             GpuReasoner::Sgr(steps) => {

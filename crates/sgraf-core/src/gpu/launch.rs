@@ -24,11 +24,13 @@ macro_rules! launch {
         match &$gpu.runtime {
             Runtime::Wgpu(client) => {
                 let (count, dim) = cubecl_grid(grid);
-                // SAFETY: every kernel checks each index it reads or writes
-                // against its scalars; the wrappers below derive those
-                // scalars from the layouts their buffers were made with
-                // (`BlockMeta`, `GraphMeta`, `GpuHead`), and `matmul`
-                // checks every operand's extent against its buffer.
+                // SAFETY: every kernel checks its position against its
+                // scalars, and each wrapper below first checks every buffer
+                // against the furthest element the kernel reaches with
+                // those scalars (`need`, `check_product`); the indices
+                // kernels read from layout buffers come from `BlockMeta`
+                // and `GraphMeta`, whose constructors keep them inside the
+                // layout they describe (their fields are private).
                 unsafe {
                     kernels::$kernel::launch_unchecked(
                         client, count, dim, $($buf.arg()?,)+ $($scalar),+
@@ -47,6 +49,23 @@ macro_rules! launch {
                 .map_err(GpuError::from),
         }
     }};
+}
+
+/// An error unless `buf` holds at least `n` elements (`None`: overflow).
+fn need(kernel: &str, what: &str, buf: &Buf, n: Option<usize>) -> GpuResult<()> {
+    match n {
+        Some(n) if n <= buf.len() => Ok(()),
+        n => Err(GpuError(format!(
+            "{kernel}: {what} must hold {} elements, it holds {}",
+            n.map_or("more than usize::MAX".to_string(), |n| n.to_string()),
+            buf.len()
+        ))),
+    }
+}
+
+/// `a * b * c`, `None` on overflow.
+fn prod(v: &[usize]) -> Option<usize> {
+    v.iter().try_fold(1usize, |p, &x| p.checked_mul(x))
 }
 
 /// CubeCL's form of a [`Grid`].
@@ -205,6 +224,8 @@ impl Gpu {
         cap: usize,
     ) -> GpuResult<()> {
         let (nc, nw) = (meta.lengths.len(), meta.n_words);
+        need("attention", "affinity", affinity, prod(&[ni, nw, regions]))?;
+        need("attention", "norms", norms, prod(&[ni, nc, regions]))?;
         launch!(self, attention_norms, units(ni * nc * regions, cap)?;
             affinity, meta.cap_start, meta.cap_len, norms; ni, nc, nw, regions)?;
         launch!(self, attention_softmax, units(ni * nw, cap)?;
@@ -222,6 +243,17 @@ impl Gpu {
         if n == 0 {
             return Ok(());
         }
+        if nw == 0 {
+            return Err(GpuError("context_diff: rows of 0 words".into()));
+        }
+        need("context_diff", "context", context, prod(&[n, d]))?;
+        let rows_read = w_off.checked_add(n.min(nw));
+        need(
+            "context_diff",
+            "words",
+            words,
+            rows_read.and_then(|r| r.checked_mul(d)),
+        )?;
         launch!(self, context_diff, rows(n, cap)?; context, words; n, nw, d, w_off)
     }
 
@@ -234,16 +266,30 @@ impl Gpu {
         (ni, nc, d, c_off): (usize, usize, usize, usize),
         cap: usize,
     ) -> GpuResult<()> {
+        need("global_diff", "img", img, prod(&[ni, d]))?;
+        let caps = c_off.checked_add(nc);
+        need(
+            "global_diff",
+            "captions",
+            cap_global,
+            caps.and_then(|c| c.checked_mul(d)),
+        )?;
+        need("global_diff", "out", out, prod(&[ni, nc, d]))?;
         launch!(self, global_diff, units(ni * nc * d, cap)?;
             img, cap_global, out; ni, nc, d, c_off)
     }
 
-    /// [`kernels::bias_l2norm_rows`].
+    /// [`kernels::bias_l2norm_rows`]: `n` rows of `x` `[n, m]` (`m` the
+    /// bias's length) plus the bias, l2-normalised, written to their graph
+    /// nodes in `out` `[n_nodes, m]`: the local rows (image-major, then
+    /// word) or, with `global`, the pairs' global rows.
+    #[allow(clippy::too_many_arguments)]
     pub fn bias_l2norm_rows(
         &self,
         x: &Buf,
         bias: &Buf,
-        dst: &Buf,
+        graph: &GraphMeta,
+        global: bool,
         out: &Buf,
         n: usize,
         cap: usize,
@@ -251,7 +297,20 @@ impl Gpu {
         if n == 0 {
             return Ok(());
         }
-        launch!(self, bias_l2norm_rows, rows(n, cap)?; x, bias, dst, out; n, bias.len())
+        let (dst, graph_rows) = if global {
+            (&graph.global_dst, graph.pairs)
+        } else {
+            (&graph.local_dst, graph.n_nodes - graph.pairs)
+        };
+        if n > graph_rows {
+            return Err(GpuError(format!(
+                "bias_l2norm_rows: {n} rows, the graph has {graph_rows}"
+            )));
+        }
+        let m = bias.len();
+        need("bias_l2norm_rows", "x", x, prod(&[n, m]))?;
+        need("bias_l2norm_rows", "out", out, prod(&[graph.n_nodes, m]))?;
+        launch!(self, bias_l2norm_rows, rows(n, cap)?; x, bias, dst, out; n, m)
     }
 
     /// One SGR step on `nodes` `[n_nodes, m]` into `next`; `proj` holds
@@ -272,6 +331,11 @@ impl Gpu {
         if n == 0 {
             return Ok(());
         }
+        need("graph_step", "nodes", nodes, prod(&[n, m]))?;
+        need("graph_step", "next", next, prod(&[n, m]))?;
+        need("graph_step", "edges", edges, prod(&[n, graph.max_nodes]))?;
+        need("graph_step", "fold_bias", &step.fold_bias, Some(m))?;
+        need("graph_step", "graph_bias", &step.graph_bias, Some(m))?;
         self.matmul(
             nodes,
             Strides::rows(0, m, 0),
@@ -302,6 +366,10 @@ impl Gpu {
         cap: usize,
     ) -> GpuResult<()> {
         let (pairs, m, mx) = (graph.pairs, head.m, graph.max_nodes);
+        need("sgr_last_step", "nodes", nodes, prod(&[graph.n_nodes, m]))?;
+        need("sgr_last_step", "out", out, Some(pairs))?;
+        need("sgr_last_step", "fold_bias", &step.fold_bias, Some(m))?;
+        need("sgr_last_step", "graph_bias", &step.graph_bias, Some(m))?;
         let first = self.empty(pairs * m)?;
         let query = self.empty(pairs * m)?;
         let weights = self.empty(pairs * mx)?;
@@ -354,6 +422,8 @@ impl Gpu {
         out: &Buf,
         cap: usize,
     ) -> GpuResult<()> {
+        need("sgr_score", "nodes", nodes, prod(&[graph.n_nodes, head.m]))?;
+        need("sgr_score", "out", out, Some(graph.pairs))?;
         launch!(self, sgr_score, units(graph.pairs, cap)?;
             nodes, graph.pair_start, head.eval_w, out; graph.pairs, head.m, head.eval_b)
     }
@@ -371,6 +441,10 @@ impl Gpu {
         cap: usize,
     ) -> GpuResult<()> {
         let (g, m) = (graph, head.m);
+        need("saf_score", "nodes", nodes, prod(&[g.n_nodes, m]))?;
+        need("saf_score", "gates", gates, Some(g.n_nodes))?;
+        need("saf_score", "weight", &saf.weight, Some(m))?;
+        need("saf_score", "out", out, Some(g.pairs))?;
         launch!(self, saf_gate, units(g.n_nodes, cap)?;
             nodes, saf.weight, gates; g.n_nodes, m, saf.bias, saf.scale, saf.shift)?;
         launch!(self, saf_score, units(g.pairs, cap)?;

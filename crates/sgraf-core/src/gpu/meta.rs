@@ -62,11 +62,6 @@ pub struct GraphMeta {
 }
 
 impl GraphMeta {
-    /// For each local similarity row (image-major, then word), its node.
-    pub fn local_dst_buf(&self) -> Buf {
-        self.local_dst.clone()
-    }
-
     pub fn new(gpu: &Gpu, lengths: &[usize], ni: usize) -> GpuResult<Self> {
         let nc = lengths.len();
         let nw: usize = lengths.iter().sum();
