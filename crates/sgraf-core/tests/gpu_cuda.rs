@@ -6,6 +6,10 @@
 //! are generated through wgpu (lavapipe here), or read from the folder
 //! `SGRAF_CUDA_SOURCES`. The runs on a GPU are tests/gpu_bench.rs's.
 #![cfg(feature = "cuda-kernels")]
+#![allow(
+    unsafe_code,
+    reason = "a recording Launcher implements the unsafe launch (it launches nothing)"
+)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -184,7 +188,7 @@ impl Launcher for Recording {
         buf.len
     }
 
-    fn launch(
+    unsafe fn launch(
         &self,
         kernel: &str,
         grid: Grid,

@@ -39,14 +39,19 @@ macro_rules! launch {
                 GpuResult::Ok(())
             }
             #[cfg(feature = "gpu-cuda")]
-            Runtime::Launcher(launcher) => launcher
-                .launch(
-                    stringify!($kernel),
-                    grid,
-                    &[$($buf.any()?),+],
-                    &[$(super::cuda_rt::Scalar::from($scalar)),+],
-                )
-                .map_err(GpuError::from),
+            Runtime::Launcher(launcher) => {
+                let (buffers, scalars) = (
+                    [$($buf.any()?),+],
+                    [$(super::cuda_rt::Scalar::from($scalar)),+],
+                );
+                // SAFETY: as for the wgpu launch above: each wrapper checks
+                // every buffer against what the kernel reaches
+                // (`Launcher::launch`'s contract).
+                let launched = unsafe {
+                    launcher.launch(stringify!($kernel), grid, &buffers, &scalars)
+                };
+                launched.map_err(GpuError::from)
+            }
         }
     }};
 }

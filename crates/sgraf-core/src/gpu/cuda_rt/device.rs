@@ -266,7 +266,7 @@ impl Launcher for CudaDevice {
         buf.len()
     }
 
-    fn launch(
+    unsafe fn launch(
         &self,
         kernel: &str,
         grid: Grid,
@@ -317,10 +317,10 @@ impl Launcher for CudaDevice {
             shared_mem_bytes: loaded.shared,
         };
         // SAFETY: the arguments match the generated entry point (checked
-        // at load by `ArgLayout::new` and here against the kernel's spec:
-        // buffer types and count, scalars, cube size); the kernels check
-        // every index against their scalars, which the callers derive from
-        // the buffers' lengths; the buffers outlive the launch (cudarc
+        // at load by `ArgLayout::new` and here by `check_launch`: buffer
+        // types and count, scalar kinds, cube size); every element the
+        // kernel reaches lies inside its buffers, by the caller's contract
+        // (`Launcher::launch`); the buffers outlive the launch (cudarc
         // records their use on this stream).
         unsafe { builder.launch(cfg) }.map_err(driver("cuLaunchKernel"))?;
         Ok(())

@@ -26,6 +26,11 @@
 //! `cuda-kernels` adds `device` (cudarc), and `Device::open("cuda")` then
 //! opens the GPU engine on it.
 
+#![allow(
+    unsafe_code,
+    reason = "Launcher::launch is unsafe: the kernels run unchecked on the device"
+)]
+
 pub mod args;
 #[cfg(feature = "cuda-kernels")]
 pub mod device;
@@ -100,8 +105,17 @@ pub trait Launcher: Send + Sync {
     /// Elements of `buf`.
     fn len(&self, buf: &Self::Buf) -> usize;
     /// Queues kernel `kernel` on `grid` with `buffers` then `scalars`, in
-    /// the order of its parameters.
-    fn launch(
+    /// the order of its parameters. An implementation checks what the
+    /// generated entry point declares (buffer types and count, scalar
+    /// kinds, cube size) and returns an error otherwise.
+    ///
+    /// # Safety
+    ///
+    /// The kernels run unchecked on the device: every element a kernel
+    /// reaches with these scalars (and with the indices it reads from its
+    /// layout buffers) must lie inside the buffer it reads or writes, as
+    /// `gpu::launch`'s wrappers check before each launch.
+    unsafe fn launch(
         &self,
         kernel: &str,
         grid: Grid,
@@ -125,7 +139,12 @@ pub trait DynLauncher: Send + Sync {
     fn upload(&self, x: &[f32]) -> Result<AnyBuf, CudaError>;
     fn upload_u32(&self, x: &[u32]) -> Result<AnyBuf, CudaError>;
     fn alloc(&self, n: usize) -> Result<AnyBuf, CudaError>;
-    fn launch(
+    /// [`Launcher::launch`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`Launcher::launch`].
+    unsafe fn launch(
         &self,
         kernel: &str,
         grid: Grid,
@@ -166,7 +185,7 @@ where
         Ok(std::sync::Arc::new(Launcher::alloc(self, n)?))
     }
 
-    fn launch(
+    unsafe fn launch(
         &self,
         kernel: &str,
         grid: Grid,
@@ -177,7 +196,8 @@ where
             .iter()
             .map(|b| b.downcast_ref::<L::Buf>().ok_or_else(|| foreign(kernel)))
             .collect::<Result<Vec<_>, _>>()?;
-        Launcher::launch(self, kernel, grid, &bufs, scalars)
+        // SAFETY: the caller upholds `launch`'s contract for these buffers.
+        unsafe { Launcher::launch(self, kernel, grid, &bufs, scalars) }
     }
 
     fn read(&self, buf: &AnyBuf, n: usize) -> Result<Vec<f32>, CudaError> {
