@@ -152,8 +152,17 @@ fn build_kernels_route(root: &Path) -> Result<()> {
         .current_dir(root)
         .args(["test", "-p", "sgraf-core", "--features", "gpu,cuda-kernels"])
         .args(["--test", "gpu_cuda", "--test", "gpu_bench", "--no-run"]))?;
+    // The CLI whose `--device cuda` is our kernels under the self-check.
+    run(Command::new("cargo").current_dir(root).args([
+        "build",
+        "-p",
+        "sgraf-cli",
+        "--features",
+        "gpu,cuda-kernels",
+    ]))?;
     println!(
-        "built our kernels' CUDA route (sgraf-core --features cuda-kernels); \
+        "built our kernels' CUDA route (sgraf-core --features cuda-kernels, and \
+         sgraf-cli --features gpu,cuda-kernels: `--device cuda`); \
          `cargo xtask gpu-check --nvrtc` checks and compiles every kernel here, \
          `cargo xtask gpu-check --prepare` bundles it for a GPU machine"
     );

@@ -34,16 +34,40 @@ impl Device {
         };
         match spec {
             "cpu" => Ok(Device::Cpu),
-            "cuda" => candle(candle_core::Device::new_cuda(0)),
+            "cuda" => Self::open_cuda(0, &candle, &unavailable),
             "metal" => candle(candle_core::Device::new_metal(0)),
             "wgpu" => Self::open_wgpu().map_err(unavailable),
             other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-                Some(Ok(n)) => candle(candle_core::Device::new_cuda(n)),
+                Some(Ok(n)) => Self::open_cuda(n, &candle, &unavailable),
                 _ => Err(Error::UnknownDevice {
                     found: other.to_string(),
                 }),
             },
         }
+    }
+
+    /// CUDA GPU `n`: our kernels through NVRTC and cudarc, self-checked
+    /// against the CPU engine, in builds with `cuda-kernels`; candle's
+    /// backend otherwise (`cuda-kernels` and candle's `cuda` exclude each
+    /// other).
+    #[cfg(feature = "cuda-kernels")]
+    fn open_cuda(
+        n: usize,
+        _candle: &dyn Fn(candle_core::Result<candle_core::Device>) -> Result<Device>,
+        unavailable: &dyn Fn(String) -> Error,
+    ) -> Result<Device> {
+        crate::gpu::Gpu::open(&crate::gpu::GpuDevice::Cuda(n))
+            .map(Device::Gpu)
+            .map_err(|e| unavailable(e.0))
+    }
+
+    #[cfg(not(feature = "cuda-kernels"))]
+    fn open_cuda(
+        n: usize,
+        candle: &dyn Fn(candle_core::Result<candle_core::Device>) -> Result<Device>,
+        _unavailable: &dyn Fn(String) -> Error,
+    ) -> Result<Device> {
+        candle(candle_core::Device::new_cuda(n))
     }
 
     #[cfg(feature = "gpu")]
@@ -103,7 +127,8 @@ mod tests {
             Device::open("cuda:x"),
             Err(Error::UnknownDevice { .. })
         ));
-        // This build links no CUDA (the tests run without the `cuda` feature).
+        // This build links no CUDA (the tests run without the `cuda` feature),
+        // or, with `cuda-kernels`, this machine has no CUDA driver.
         #[cfg(not(feature = "cuda"))]
         match Device::open("cuda:1") {
             Err(Error::DeviceUnavailable { device, .. }) => assert_eq!(device, "cuda:1"),

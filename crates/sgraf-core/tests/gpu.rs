@@ -39,11 +39,12 @@ fn raw_device() -> Option<Arc<Gpu>> {
 #[test]
 fn attention_and_similarity_kernels_match_cpu() {
     let Some(gpu) = raw_device() else { return };
+    let grid_cap = gpu.max_cubes_per_dim();
     let mut rng = Rng(2);
     let (ni, r, d, m) = (3, 36, 1024, 256);
     let lengths = [4usize, 1, 9, 12];
     let (nc, nw) = (lengths.len(), lengths.iter().sum::<usize>());
-    let meta = BlockMeta::new(&gpu, &lengths);
+    let meta = BlockMeta::new(&gpu, &lengths).unwrap();
 
     // Attention: LeakyReLU, per-region norms over each caption's words, softmax * 9.
     let affinity = rng.vec(ni * nw * r, 0.3);
@@ -71,9 +72,9 @@ fn attention_and_similarity_kernels_match_cpu() {
             start += len;
         }
     }
-    let g = gpu.upload(&affinity);
-    let norms = gpu.empty(ni * nc * r);
-    gpu.attention(&g, &meta, &norms, ni, r);
+    let g = gpu.upload(&affinity).unwrap();
+    let norms = gpu.empty(ni * nc * r).unwrap();
+    gpu.attention(&g, &meta, &norms, (ni, r), grid_cap).unwrap();
     close("attention", &gpu.read(&g, want.len()).unwrap(), &want, TOL);
 
     // Context: (a / (||a|| + eps) - t)^2, the words at an offset.
@@ -89,8 +90,14 @@ fn attention_and_similarity_kernels_match_cpu() {
             *a = diff * diff;
         }
     }
-    let g = gpu.upload(&context);
-    gpu.context_diff(&g, &gpu.upload(&words), (ni * nw, nw, d, w_off));
+    let g = gpu.upload(&context).unwrap();
+    gpu.context_diff(
+        &g,
+        &gpu.upload(&words).unwrap(),
+        (ni * nw, nw, d, w_off),
+        grid_cap,
+    )
+    .unwrap();
     close(
         "context_diff",
         &gpu.read(&g, want.len()).unwrap(),
@@ -111,13 +118,15 @@ fn attention_and_similarity_kernels_match_cpu() {
             }
         }
     }
-    let out = gpu.empty(want.len());
+    let out = gpu.empty(want.len()).unwrap();
     gpu.global_diff(
-        &gpu.upload(&img),
-        &gpu.upload(&cap),
+        &gpu.upload(&img).unwrap(),
+        &gpu.upload(&cap).unwrap(),
         &out,
         (ni, nc, d, c_off),
-    );
+        grid_cap,
+    )
+    .unwrap();
     close(
         "global_diff",
         &gpu.read(&out, want.len()).unwrap(),
@@ -126,7 +135,7 @@ fn attention_and_similarity_kernels_match_cpu() {
     );
 
     // Bias + l2norm, scattered to the graph nodes.
-    let graph = GraphMeta::new(&gpu, &lengths, ni);
+    let graph = GraphMeta::new(&gpu, &lengths, ni).unwrap();
     let local = rng.vec(ni * nw * m, 0.5);
     let bias = rng.vec(m, 0.5);
     let mut want = vec![f32::NAN; graph.n_nodes * m];
@@ -148,14 +157,17 @@ fn attention_and_similarity_kernels_match_cpu() {
             at += len + 1;
         }
     }
-    let nodes = gpu.upload(&vec![f32::NAN; graph.n_nodes * m]);
+    let nodes = gpu.upload(&vec![f32::NAN; graph.n_nodes * m]).unwrap();
     gpu.bias_l2norm_rows(
-        &gpu.upload(&local),
-        &gpu.upload(&bias),
-        &graph.local_dst_buf(),
+        &gpu.upload(&local).unwrap(),
+        &gpu.upload(&bias).unwrap(),
+        &graph,
+        false,
         &nodes,
         ni * nw,
-    );
+        grid_cap,
+    )
+    .unwrap();
     let got = gpu.read(&nodes, want.len()).unwrap();
     let keep: Vec<usize> = (0..want.len()).filter(|&i| !want[i].is_nan()).collect();
     assert!(keep.iter().all(|&i| !got[i].is_nan()));
@@ -208,10 +220,11 @@ fn graph_step_ref(step: &GraphStep, nodes: &[f32], lengths: &[usize], m: usize) 
 #[test]
 fn graph_kernels_match_cpu() {
     let Some(gpu) = raw_device() else { return };
+    let cap = gpu.max_cubes_per_dim();
     let mut rng = Rng(3);
     let (ni, m) = (2, 256);
     let lengths = [3usize, 1, 8];
-    let graph = GraphMeta::new(&gpu, &lengths, ni);
+    let graph = GraphMeta::new(&gpu, &lengths, ni).unwrap();
     let all_lengths: Vec<usize> = (0..ni).flat_map(|_| lengths).collect();
     let nodes = rng.unit_rows(graph.n_nodes, m);
     let step = GraphStep {
@@ -221,15 +234,24 @@ fn graph_kernels_match_cpu() {
     };
     let want = graph_step_ref(&step, &nodes, &all_lengths, m);
     let gstep = GpuStep {
-        fold_graph: gpu.upload(&step.fold_graph),
-        fold_bias: gpu.upload(&step.fold_bias),
-        graph_bias: gpu.upload(&step.graph_bias),
+        fold_graph: gpu.upload(&step.fold_graph).unwrap(),
+        fold_bias: gpu.upload(&step.fold_bias).unwrap(),
+        graph_bias: gpu.upload(&step.graph_bias).unwrap(),
     };
-    let next = gpu.empty(graph.n_nodes * m);
-    let proj = gpu.empty(graph.n_nodes * 2 * m);
-    let edges = gpu.empty(graph.n_nodes * graph.max_nodes);
-    gpu.graph_step(&gstep, &gpu.upload(&nodes), &next, &proj, &edges, &graph, m)
-        .unwrap();
+    let next = gpu.empty(graph.n_nodes * m).unwrap();
+    let proj = gpu.empty(graph.n_nodes * 2 * m).unwrap();
+    let edges = gpu.empty(graph.n_nodes * graph.max_nodes).unwrap();
+    gpu.graph_step(
+        &gstep,
+        &gpu.upload(&nodes).unwrap(),
+        &next,
+        &proj,
+        &edges,
+        &graph,
+        m,
+        cap,
+    )
+    .unwrap();
     close(
         "graph_step",
         &gpu.read(&next, want.len()).unwrap(),
@@ -251,7 +273,7 @@ fn graph_kernels_match_cpu() {
         eval_b: 0.1,
         reasoner: Reasoner::Sgr(vec![step.clone()]),
     };
-    let head = GpuHead::upload(&gpu, &cpu_head);
+    let head = GpuHead::upload(&gpu, &cpu_head).unwrap();
     let mut scores = Vec::new();
     let mut at = 0;
     for &len in &all_lengths {
@@ -259,17 +281,24 @@ fn graph_kernels_match_cpu() {
         scores.push(1.0 / (1.0 + (-x).exp()));
         at += len + 1;
     }
-    let out = gpu.empty(graph.pairs);
-    gpu.sgr_score(&next, &graph, &head, &out);
+    let out = gpu.empty(graph.pairs).unwrap();
+    gpu.sgr_score(&next, &graph, &head, &out, cap).unwrap();
     close(
         "sgr_score",
         &gpu.read(&out, graph.pairs).unwrap(),
         &scores,
         TOL,
     );
-    let out = gpu.empty(graph.pairs);
-    gpu.sgr_last_step(&gstep, &gpu.upload(&nodes), &graph, &head, &out)
-        .unwrap();
+    let out = gpu.empty(graph.pairs).unwrap();
+    gpu.sgr_last_step(
+        &gstep,
+        &gpu.upload(&nodes).unwrap(),
+        &graph,
+        &head,
+        &out,
+        cap,
+    )
+    .unwrap();
     close(
         "sgr_last_step",
         &gpu.read(&out, graph.pairs).unwrap(),
@@ -287,7 +316,7 @@ fn full_size_sgr_and_saf_scores_match_cpu() {
     for sgr in [true, false] {
         let cpu = head(sgr, &mut rng);
         let want = cpu.score(&img, &cap);
-        let on_gpu = GpuHead::upload(&gpu, &cpu);
+        let on_gpu = GpuHead::upload(&gpu, &cpu).unwrap();
         // One block; then blocks of 3 captions and 2 images (last ones short).
         for (max_captions, plan) in [
             (128, GpuPlan::default()),
@@ -295,6 +324,16 @@ fn full_size_sgr_and_saf_scores_match_cpu() {
                 3,
                 GpuPlan {
                     max_block_floats: 2 * 35 * 1024,
+                    max_cubes_per_dim: None,
+                },
+            ),
+            // The same blocks on grids of at most 9 cubes per dimension:
+            // every launch 2-D, the products in pieces.
+            (
+                3,
+                GpuPlan {
+                    max_block_floats: 2 * 35 * 1024,
+                    max_cubes_per_dim: Some(9),
                 },
             ),
             // Caption chunks of at most 25 words, one image per block.
@@ -302,6 +341,7 @@ fn full_size_sgr_and_saf_scores_match_cpu() {
                 3,
                 GpuPlan {
                     max_block_floats: 25 * 1024,
+                    max_cubes_per_dim: None,
                 },
             ),
         ] {
@@ -357,6 +397,7 @@ fn eval_metrics_and_rank_match_cpu() {
         let cpu = head(sgr, &mut rng);
         let want = cpu.score(&img, &cap);
         let got = GpuHead::upload(&gpu, &cpu)
+            .unwrap()
             .score(&gpu, &img, &cap, 8, GpuPlan::default())
             .unwrap();
         close("eval scores", &got, &want, TOL);
@@ -417,42 +458,39 @@ fn self_check_passes_and_catches_a_wrong_device() {
     );
 }
 
-/// Every kernel as CUDA C++ (CubeCL's generator), compiled for the H100 /
-/// H200 (`sm_90`) with NVRTC 13 where it is installed (`cargo xtask
-/// gpu-check --nvrtc` installs the wheel; or set `SGRAF_NVRTC`).
+/// Every kernel as CUDA C++ (`cuda_rt::sources::generate`, the one
+/// generator, as the CUDA engine loads them), compiled for the H100 / H200
+/// (`sm_90`) with NVRTC 13 where it is installed (`cargo xtask gpu-check
+/// --nvrtc` installs the wheel; or set `SGRAF_NVRTC`).
 #[cfg(feature = "gpu-cuda")]
 #[test]
 fn cuda_sources_compile_with_nvrtc() {
     use sgraf_core::gpu::cuda;
-    let Some(gpu) = raw_device() else { return };
-    let sources = cuda::cuda_sources(&gpu).expect("CUDA C++ of every kernel");
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/gpu-cuda");
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, src) in &sources {
-        std::fs::write(dir.join(format!("{name}.cu")), src).unwrap();
+    use sgraf_core::gpu::cuda_rt::sources;
+    if raw_device().is_none() {
+        return;
     }
-    println!("{} kernels as CUDA C++ in {}", sources.len(), dir.display());
+    let all = sources::generate().expect("CUDA C++ of every kernel");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/gpu-cuda");
+    sources::write_dir(&dir, &all).unwrap();
+    println!("{} kernels as CUDA C++ in {}", all.len(), dir.display());
     let Some(path) = cuda::find_nvrtc() else {
         println!("skipped: NVRTC not found (cargo xtask gpu-check --nvrtc installs nvidia-cuda-nvrtc 13.0, or set SGRAF_NVRTC)");
         return;
     };
     let nvrtc = cuda::Nvrtc::load(&path).unwrap();
     println!("NVRTC {:?} from {path}", nvrtc.version());
-    let include: Vec<String> = std::env::var("SGRAF_CUDA_INCLUDE")
-        .ok()
-        .into_iter()
-        .chain(
-            std::path::Path::new(&path)
-                .parent()
-                .and_then(|lib| lib.parent())
-                .map(|cu13| cu13.join("include").to_string_lossy().into_owned()),
-        )
-        .collect();
-    for (name, src) in &sources {
-        let ptx = nvrtc.compile(name, src, "sm_90", &include).unwrap();
+    let include = cuda::nvrtc_include(&path);
+    for k in &all {
+        let name = &k.name;
+        let ptx = nvrtc.compile(name, &k.source, "sm_90", &include).unwrap();
         assert!(ptx.ptx.contains(".target sm_90"), "{name}: no sm_90 PTX");
         std::fs::write(dir.join(format!("{name}.ptx")), &ptx.ptx).unwrap();
-        println!("{name}: {} bytes of PTX for sm_90", ptx.ptx.len());
+        println!(
+            "{name}: {} bytes of PTX for sm_90, {} bytes of shared memory",
+            ptx.ptx.len(),
+            k.shared_memory_bytes
+        );
     }
 }
 

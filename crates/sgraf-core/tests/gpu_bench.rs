@@ -320,11 +320,15 @@ fn bench_wgpu() {
         !nvidia_required() || adapter.to_ascii_lowercase().contains("nvidia"),
         "no NVIDIA GPU was found by wgpu: its adapter is {adapter:?}"
     );
+    bench_engine(&gpu, &format!("wgpu ({adapter})"));
+}
+
+/// The models on the GPU engine of `gpu` (the released data, caption
+/// blocks of 1000), against the CPU engine, and the COCO 5K report.
+fn bench_engine(gpu: &Gpu, device: &str) {
     let data = bench_data();
-    let device = format!("wgpu ({adapter})");
-    let gpu = &gpu;
-    let measured = bench_models(&device, &data, &|head| {
-        let on_gpu = GpuHead::upload(gpu, head);
+    let measured = bench_models(device, &data, &|head| {
+        let on_gpu = GpuHead::upload(gpu, head).expect("the head's weights on the device");
         let score: Scorer = Box::new(move |img: &Images, cap: &Captions| {
             on_gpu
                 .score(gpu, img, cap, 1000, GpuPlan::default())
@@ -332,119 +336,33 @@ fn bench_wgpu() {
         });
         score
     });
-    report_coco(&device, &measured);
+    report_coco(device, &measured);
 }
 
-/// Our kernels on CUDA (NVRTC + cudarc): the product kernel against the CPU
-/// on the shapes of the wgpu kernel test, then timed at the released size's
-/// local projection (`[65536, 1024] x [1024, 256]`). Under
-/// `SGRAF_REQUIRE_NVIDIA=1` a machine without a CUDA GPU fails. The whole
-/// model on CUDA waits for the engine to drive `cuda_rt::Launcher`
-/// (docs/gpu.md).
+/// The GPU engine on CUDA: our kernels compiled by NVRTC and launched
+/// through cudarc (`Device::open("cuda")` with `cuda-kernels`), opened
+/// under the first-use self-check against the CPU engine (the small and
+/// the released-size cases: a device that differs is refused, with the
+/// numbers, and this step fails), then the same models and report as
+/// `bench_wgpu`. Under `SGRAF_REQUIRE_NVIDIA=1` a machine without a CUDA GPU
+/// fails.
 #[cfg(feature = "cuda-kernels")]
 #[test]
 #[ignore]
 fn bench_cuda() {
-    use gpu_common::{close, matmul_ref, TOL};
-    use sgraf_core::gpu::cuda_rt::{grid, CudaBuf, CudaDevice, Launcher, Scalar};
-    use sgraf_core::gpu::{kernels, Strides};
     let t = Instant::now();
-    let dev = match CudaDevice::open_default(0) {
-        Ok(dev) => dev,
+    let gpu = match Gpu::open(&GpuDevice::Cuda(0)) {
+        Ok(gpu) => gpu,
         Err(e) => {
-            assert!(!nvidia_required(), "no NVIDIA GPU was found by CUDA: {e}");
+            assert!(!nvidia_required(), "CUDA: {e}");
             println!("skipped: {e}");
             return;
         }
     };
     println!(
-        "CUDA: {} ({}), every kernel compiled by NVRTC and loaded in {:.1} s",
-        dev.name(),
-        dev.arch(),
+        "CUDA: {} (every kernel compiled by NVRTC, loaded and self-checked in {:.1} s)",
+        gpu.describe(),
         t.elapsed().as_secs_f64()
     );
-    let product = |a: &CudaBuf,
-                   sa: Strides,
-                   b: &CudaBuf,
-                   sb: Strides,
-                   c: &CudaBuf,
-                   (batches, rows, cols, depth): (usize, usize, usize, usize)| {
-        let sc = Strides::rows(0, cols, rows * cols);
-        let g = grid::matmul(batches, rows, cols, kernels::TILE).unwrap();
-        let ix = Scalar::Index;
-        dev.launch(
-            "matmul",
-            g,
-            &[a, b, c],
-            &[
-                ix(rows),
-                ix(cols),
-                ix(depth),
-                ix(sa.offset),
-                ix(sa.batch),
-                ix(sa.row),
-                ix(sa.col),
-                ix(sb.offset),
-                ix(sb.batch),
-                ix(sb.row),
-                ix(sb.col),
-                ix(sc.offset),
-                ix(sc.batch),
-                ix(sc.row),
-            ],
-        )
-        .unwrap();
-    };
-    let mut rng = Rng(1);
-    for (batches, rows, cols, depth, transposed) in [
-        (1, 37, 45, 70, false),
-        (1, 130, 256, 1024, false),
-        (3, 29, 36, 1024, true),
-        (2, 65, 17, 3, false),
-    ] {
-        let a = rng.vec(5 + batches * rows * depth, 0.5);
-        let b = rng.vec(batches * cols * depth, 0.5);
-        let sa = Strides::rows(5, depth, rows * depth);
-        let sb = if transposed {
-            Strides::transposed(0, depth, cols * depth)
-        } else {
-            Strides::rows(0, cols, cols * depth)
-        };
-        let dims = (batches, rows, cols, depth);
-        let want = matmul_ref(&a, sa, &b, sb, dims);
-        let (ga, gb, gc) = (
-            dev.upload(&a).unwrap(),
-            dev.upload(&b).unwrap(),
-            dev.alloc(want.len()).unwrap(),
-        );
-        product(&ga, sa, &gb, sb, &gc, dims);
-        let got = dev.read(&gc, want.len()).unwrap();
-        close(
-            &format!("CUDA matmul {dims:?} transposed {transposed}"),
-            &got,
-            &want,
-            TOL,
-        );
-    }
-    // Timed: the local projection of 65536 words.
-    let (rows, cols, depth, reps) = (65536, 256, 1024, 20);
-    let a = dev.upload(&rng.vec(rows * depth, 0.5)).unwrap();
-    let b = dev.upload(&rng.vec(depth * cols, 0.5)).unwrap();
-    let c = dev.alloc(rows * cols).unwrap();
-    let sa = Strides::rows(0, depth, rows * depth);
-    let sb = Strides::rows(0, cols, cols * depth);
-    product(&a, sa, &b, sb, &c, (1, rows, cols, depth));
-    dev.sync().unwrap();
-    let t = Instant::now();
-    for _ in 0..reps {
-        product(&a, sa, &b, sb, &c, (1, rows, cols, depth));
-    }
-    dev.sync().unwrap();
-    let secs = t.elapsed().as_secs_f64();
-    let flop = 2.0 * (rows * cols * depth * reps) as f64;
-    println!(
-        "CUDA matmul [{rows}, {depth}] x [{depth}, {cols}], {reps} launches: {:.2} ms each, {}",
-        1e3 * secs / reps as f64,
-        tflops(flop, secs)
-    );
+    bench_engine(&gpu, &format!("CUDA ({})", gpu.adapter()));
 }

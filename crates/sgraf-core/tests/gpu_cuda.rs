@@ -6,10 +6,19 @@
 //! are generated through wgpu (lavapipe here), or read from the folder
 //! `SGRAF_CUDA_SOURCES`. The runs on a GPU are tests/gpu_bench.rs's.
 #![cfg(feature = "cuda-kernels")]
+#![allow(
+    unsafe_code,
+    reason = "a recording Launcher implements the unsafe launch (it launches nothing)"
+)]
 
-use sgraf_core::gpu;
-use sgraf_core::gpu::cuda_rt::args::{self, ArgLayout, Scalar, KERNELS};
-use sgraf_core::gpu::cuda_rt::{device, signature, sources, KernelSource};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use sgraf_core::gpu::cuda_rt::args::{self, ArgLayout, Elem, Scalar, KERNELS};
+use sgraf_core::gpu::cuda_rt::{
+    device, signature, sources, CudaError, Grid, KernelSource, Launcher,
+};
+use sgraf_core::gpu::{self, BlockMeta, Gpu, GpuDevice, GpuPlan, GraphMeta};
 
 /// The kernels' CUDA C++ (`None`, printed, where there is no way to make
 /// it), also written in folder form to target/gpu-cuda-kernels for the GPU check's
@@ -84,7 +93,7 @@ fn cuda_kernels_compile_with_nvrtc_for_sm_90() {
         return;
     };
     let nvrtc = gpu::cuda::Nvrtc::load(&path).unwrap();
-    let include = device::nvrtc_include(&path);
+    let include = gpu::cuda::nvrtc_include(&path);
     println!(
         "NVRTC {:?} from {path}, headers {include:?}",
         nvrtc.version()
@@ -125,4 +134,235 @@ fn cuda_open_without_a_driver_is_an_error() {
         matches!(err, sgraf_core::gpu::cuda_rt::CudaError::NoDriver(_)),
         "{err}"
     );
+}
+
+/// A launcher that computes nothing: it checks every launch as
+/// `CudaDevice::launch` does before handing it to the driver (the layout
+/// from the generated source: cube size, buffer types and count, scalar
+/// kinds, the packed `info_st`), checks the grid against CUDA's limits,
+/// and records it; reads return zeros.
+struct Recording {
+    layouts: HashMap<String, ArgLayout>,
+    launches: Mutex<Vec<(String, Grid)>>,
+}
+
+#[derive(Debug)]
+struct RecBuf {
+    elem: Elem,
+    len: usize,
+}
+
+impl Launcher for Recording {
+    type Buf = RecBuf;
+
+    fn describe(&self) -> String {
+        "a recording launcher".into()
+    }
+
+    fn max_buffer_floats(&self) -> usize {
+        1 << 28
+    }
+
+    fn upload(&self, x: &[f32]) -> Result<RecBuf, CudaError> {
+        Ok(RecBuf {
+            elem: Elem::F32,
+            len: x.len().max(1),
+        })
+    }
+
+    fn upload_u32(&self, x: &[u32]) -> Result<RecBuf, CudaError> {
+        Ok(RecBuf {
+            elem: Elem::U32,
+            len: x.len().max(1),
+        })
+    }
+
+    fn alloc(&self, n: usize) -> Result<RecBuf, CudaError> {
+        Ok(RecBuf {
+            elem: Elem::F32,
+            len: n.max(1),
+        })
+    }
+
+    fn len(&self, buf: &RecBuf) -> usize {
+        buf.len
+    }
+
+    unsafe fn launch(
+        &self,
+        kernel: &str,
+        grid: Grid,
+        buffers: &[&RecBuf],
+        scalars: &[Scalar],
+    ) -> Result<(), CudaError> {
+        let layout = self
+            .layouts
+            .get(kernel)
+            .unwrap_or_else(|| panic!("a launch of {kernel}, which has no generated source"));
+        let described: Vec<(Elem, usize)> = buffers.iter().map(|b| (b.elem, b.len)).collect();
+        layout.check_launch(&grid, &described, scalars)?;
+        // CUDA's grid limits: x < 2^31, y and z <= 65535.
+        assert!(
+            grid.cubes.0 >= 1 && grid.cubes.1 >= 1 && grid.cubes.2 >= 1,
+            "{kernel}: {grid:?}"
+        );
+        assert!(
+            grid.cubes.1 <= 65535 && grid.cubes.2 <= 65535,
+            "{kernel}: {grid:?}"
+        );
+        self.launches
+            .lock()
+            .unwrap()
+            .push((kernel.to_string(), grid));
+        Ok(())
+    }
+
+    fn read(&self, _buf: &RecBuf, n: usize) -> Result<Vec<f32>, CudaError> {
+        Ok(vec![0.0; n])
+    }
+
+    fn sync(&self) -> Result<(), CudaError> {
+        Ok(())
+    }
+}
+
+fn recording() -> Option<Arc<Recording>> {
+    let all = kernel_sources()?;
+    let layouts = KERNELS
+        .iter()
+        .map(|spec| {
+            let src = all.iter().find(|s| s.name == spec.name).unwrap();
+            let layout = ArgLayout::new(spec, &signature::parse(&src.source).unwrap()).unwrap();
+            (spec.name.to_string(), layout)
+        })
+        .collect();
+    Some(Arc::new(Recording {
+        layouts,
+        launches: Mutex::new(Vec::new()),
+    }))
+}
+
+/// The launches the CUDA engine makes — the same sequence as on wgpu, from
+/// `gpu::launch` and `gpu::head` — for the self-check's cases and a
+/// released-size block of the default plan, each checked against the
+/// generated signature of its kernel as the CUDA device checks it: every
+/// kernel the head uses is launched, every launch fits, and the small grid
+/// cap of the released-size case takes the 2-D path.
+#[test]
+fn cuda_engine_launches_fit_the_generated_signatures() {
+    let Some(rec) = recording() else { return };
+    let gpu = Gpu::from_launcher(GpuDevice::Cuda(0), rec.clone());
+    for sgr in [true, false] {
+        for case in [
+            gpu::self_check_case(sgr),
+            gpu::self_check_case_released(sgr),
+        ] {
+            for plan in [case.plan, GpuPlan::default()] {
+                let scores = case.device_scores(&gpu, &case.head, plan).unwrap();
+                assert_eq!(
+                    scores.len(),
+                    case.lengths.len() * case.global.len() / case.head.d
+                );
+            }
+        }
+    }
+    let launches = rec.launches.lock().unwrap();
+    let mut names: Vec<&str> = launches.iter().map(|l| l.0.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    // `sgr_score` is the tests' reference for `sgr_last_step`, not the head's.
+    let want: Vec<&str> = {
+        let mut w: Vec<&str> = KERNELS
+            .iter()
+            .map(|k| k.name)
+            .filter(|n| *n != "sgr_score")
+            .collect();
+        w.sort_unstable();
+        w
+    };
+    assert_eq!(names, want, "the kernels the head launches");
+    let two_d = launches.iter().filter(|l| l.1.cubes.1 > 1).count();
+    println!(
+        "{} launches checked against the generated signatures, {two_d} of them on 2-D grids",
+        launches.len()
+    );
+    assert!(two_d > 0, "no launch reached the 2-D grid path");
+}
+
+/// A device whose kernels compute something else is refused at opening,
+/// with the numbers.
+#[test]
+fn a_launcher_that_differs_from_the_cpu_is_refused_with_the_numbers() {
+    let Some(rec) = recording() else { return };
+    let err = Gpu::open_launcher(GpuDevice::Cuda(0), rec).unwrap_err();
+    println!("{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("self-check failed on cuda:0 on a recording launcher")
+            && msg.contains("on the device")
+            && msg.contains("on the CPU")
+            && msg.contains("refusing this device"),
+        "{msg}"
+    );
+}
+
+/// Every launch wrapper checks its buffers against what its kernel reaches
+/// before launching (the launches are unchecked on the device), and a head
+/// whose weights disagree with `d` and `m` is refused at upload.
+#[test]
+fn launch_wrappers_refuse_short_buffers_and_heads() {
+    let Some(rec) = recording() else { return };
+    let gpu = Gpu::from_launcher(GpuDevice::Cuda(0), rec);
+    let cap = gpu.max_cubes_per_dim();
+    let (ni, r) = (2, 36);
+    let lengths = [3usize, 5];
+    let meta = BlockMeta::new(&gpu, &lengths).unwrap();
+    let graph = GraphMeta::new(&gpu, &lengths, ni).unwrap();
+    let nw = 8;
+    let f = |n: usize| gpu.empty(n).unwrap();
+    assert!(gpu
+        .attention(&f(ni * nw * r), &meta, &f(ni * 2 * r), (ni, r), cap)
+        .is_ok());
+    assert!(gpu
+        .attention(&f(ni * nw * r - 1), &meta, &f(ni * 2 * r), (ni, r), cap)
+        .is_err());
+    assert!(gpu
+        .attention(&f(ni * nw * r), &meta, &f(ni * 2 * r - 1), (ni, r), cap)
+        .is_err());
+    let d = 16;
+    assert!(gpu
+        .context_diff(&f(ni * nw * d), &f((1 + nw) * d), (ni * nw, nw, d, 1), cap)
+        .is_ok());
+    assert!(gpu
+        .context_diff(&f(ni * nw * d), &f(nw * d), (ni * nw, nw, d, 1), cap)
+        .is_err());
+    assert!(gpu
+        .global_diff(
+            &f(ni * d),
+            &f(2 * d),
+            &f(ni * 2 * d - 1),
+            (ni, 2, d, 0),
+            cap
+        )
+        .is_err());
+    let m = 8;
+    let out = f(graph.n_nodes * m);
+    assert!(gpu
+        .bias_l2norm_rows(&f(ni * nw * m), &f(m), &graph, false, &out, ni * nw, cap)
+        .is_ok());
+    // More rows than the graph has words, or an output short of the nodes.
+    assert!(gpu
+        .bias_l2norm_rows(&f(ni * 9 * m), &f(m), &graph, false, &out, ni * 9, cap)
+        .is_err());
+    assert!(gpu
+        .bias_l2norm_rows(&f(ni * 2 * m), &f(m), &graph, true, &f(m), ni * 2, cap)
+        .is_err());
+    let case = gpu::self_check_case(true);
+    let mut head = case.head.clone();
+    head.local_b.pop();
+    let err = gpu::GpuHead::upload(&gpu, &head).unwrap_err();
+    assert!(err.to_string().contains("local_b"), "{err}");
+    let mut head = case.head.clone();
+    head.reasoner = sgraf_core::weights::Reasoner::Sgr(Vec::new());
+    assert!(gpu::GpuHead::upload(&gpu, &head).is_err());
 }

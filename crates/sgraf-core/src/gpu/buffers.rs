@@ -1,4 +1,5 @@
-//! Device buffers: upload, allocate, read back.
+//! Device buffers: upload, allocate, read back, on whichever runtime the
+//! [`Gpu`] drives (wgpu's CubeCL client, or a [`crate::gpu::cuda_rt::Launcher`]).
 #![allow(
     unsafe_code,
     reason = "CubeCL buffer arguments from a handle and the length it was allocated with"
@@ -7,19 +8,64 @@
 use cubecl::prelude::*;
 use cubecl::server::Handle;
 
+use super::device::Runtime;
 use super::{Gpu, GpuError, GpuResult};
 
-/// A device buffer of `len` elements.
-#[derive(Clone, Debug)]
+/// A device buffer of `len` elements, on the runtime of the [`Gpu`] that
+/// made it.
+#[derive(Clone)]
 pub struct Buf {
-    handle: Handle,
+    inner: Inner,
     len: usize,
 }
 
+#[derive(Clone)]
+enum Inner {
+    Wgpu(Handle),
+    #[cfg(feature = "gpu-cuda")]
+    Launcher(super::cuda_rt::AnyBuf),
+}
+
+impl std::fmt::Debug for Buf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let on = match &self.inner {
+            Inner::Wgpu(_) => "wgpu",
+            #[cfg(feature = "gpu-cuda")]
+            Inner::Launcher(_) => "launcher",
+        };
+        write!(f, "Buf({} elements on {on})", self.len)
+    }
+}
+
 impl Buf {
-    pub(super) fn arg(&self) -> BufferArg {
-        // SAFETY: `len` is the number of elements the handle was made with.
-        unsafe { BufferArg::from_raw_parts(self.handle.clone(), self.len) }
+    /// The wgpu handle.
+    fn handle(&self) -> GpuResult<&Handle> {
+        match &self.inner {
+            Inner::Wgpu(h) => Ok(h),
+            #[cfg(feature = "gpu-cuda")]
+            Inner::Launcher(_) => Err(GpuError(
+                "a buffer of another runtime passed to wgpu".into(),
+            )),
+        }
+    }
+
+    /// The CubeCL argument of a wgpu buffer.
+    pub(super) fn arg(&self) -> GpuResult<BufferArg> {
+        let h = self.handle()?.clone();
+        // SAFETY: `len` is the number of elements the handle was made with
+        // (every constructor below sets both together).
+        Ok(unsafe { BufferArg::from_raw_parts(h, self.len) })
+    }
+
+    /// The launcher's buffer.
+    #[cfg(feature = "gpu-cuda")]
+    pub(super) fn any(&self) -> GpuResult<&super::cuda_rt::AnyBuf> {
+        match &self.inner {
+            Inner::Launcher(b) => Ok(b),
+            Inner::Wgpu(_) => Err(GpuError(
+                "a wgpu buffer passed to another runtime's launch".into(),
+            )),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -32,50 +78,58 @@ impl Buf {
 }
 
 impl Gpu {
-    pub fn upload(&self, x: &[f32]) -> Buf {
-        let padded;
-        let data = if x.is_empty() {
-            padded = [0f32];
-            &padded[..]
-        } else {
-            x
+    pub fn upload(&self, x: &[f32]) -> GpuResult<Buf> {
+        let data = if x.is_empty() { &[0f32][..] } else { x };
+        let inner = match &self.runtime {
+            Runtime::Wgpu(client) => Inner::Wgpu(client.create_from_slice(f32::as_bytes(data))),
+            #[cfg(feature = "gpu-cuda")]
+            Runtime::Launcher(l) => Inner::Launcher(l.upload(data)?),
         };
-        Buf {
-            handle: self.client.create_from_slice(f32::as_bytes(data)),
+        Ok(Buf {
+            inner,
             len: data.len(),
-        }
+        })
     }
 
-    pub fn upload_u32(&self, x: &[u32]) -> Buf {
-        let padded;
-        let data = if x.is_empty() {
-            padded = [0u32];
-            &padded[..]
-        } else {
-            x
+    pub fn upload_u32(&self, x: &[u32]) -> GpuResult<Buf> {
+        let data = if x.is_empty() { &[0u32][..] } else { x };
+        let inner = match &self.runtime {
+            Runtime::Wgpu(client) => Inner::Wgpu(client.create_from_slice(u32::as_bytes(data))),
+            #[cfg(feature = "gpu-cuda")]
+            Runtime::Launcher(l) => Inner::Launcher(l.upload_u32(data)?),
         };
-        Buf {
-            handle: self.client.create_from_slice(u32::as_bytes(data)),
+        Ok(Buf {
+            inner,
             len: data.len(),
-        }
+        })
     }
 
-    /// An uninitialised buffer of `n` floats.
-    pub fn empty(&self, n: usize) -> Buf {
+    /// A buffer of `n` floats (at least one), its contents unspecified.
+    pub fn empty(&self, n: usize) -> GpuResult<Buf> {
         let len = n.max(1);
-        Buf {
-            handle: self.client.empty(len * 4),
-            len,
-        }
+        let bytes = len
+            .checked_mul(4)
+            .ok_or_else(|| GpuError(format!("a buffer of {n} floats overflows")))?;
+        let inner = match &self.runtime {
+            Runtime::Wgpu(client) => Inner::Wgpu(client.empty(bytes)),
+            #[cfg(feature = "gpu-cuda")]
+            Runtime::Launcher(l) => Inner::Launcher(l.alloc(len)?),
+        };
+        Ok(Buf { inner, len })
     }
 
-    /// The first `n` floats of `buf`.
+    /// The first `n` floats of `buf`, after every launch queued before.
     pub fn read(&self, buf: &Buf, n: usize) -> GpuResult<Vec<f32>> {
-        let bytes = self
-            .client
-            .read_one(buf.handle.clone())
-            .map_err(|e| GpuError(format!("reading from {}: {e:?}", self.device())))?;
-        let all = f32::from_bytes(&bytes);
-        Ok(all[..n.min(all.len())].to_vec())
+        match &self.runtime {
+            Runtime::Wgpu(client) => {
+                let bytes = client
+                    .read_one(buf.handle()?.clone())
+                    .map_err(|e| GpuError(format!("reading from {}: {e:?}", self.device())))?;
+                let all = f32::from_bytes(&bytes);
+                Ok(all[..n.min(all.len())].to_vec())
+            }
+            #[cfg(feature = "gpu-cuda")]
+            Runtime::Launcher(l) => Ok(l.read(buf.any()?, n.min(buf.len))?),
+        }
     }
 }

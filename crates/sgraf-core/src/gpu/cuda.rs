@@ -1,6 +1,6 @@
-//! The kernels as CUDA C++ (feature `gpu-cuda`): CubeCL's C++ code
-//! generator, the one its CUDA runtime feeds NVRTC, run on the kernels'
-//! definitions; and NVRTC itself, loaded at run time (`libnvrtc.so.13`, e.g.
+//! NVRTC for the kernels' CUDA C++ (feature `gpu-cuda`; the sources come
+//! from [`super::cuda_rt::sources::generate`], CubeCL's C++ code generator,
+//! the one its CUDA runtime feeds NVRTC): NVRTC loaded at run time (`libnvrtc.so.13`, e.g.
 //! from the PyPI wheel `nvidia-cuda-nvrtc` 13.0 that `cargo xtask
 //! cuda-build` installs), so that every kernel is compiled for a CUDA GPU on
 //! a machine without one.
@@ -16,63 +16,7 @@
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::Arc;
 
-use cubecl::prelude::*;
-use cubecl_cpp::shared::{CompilationOptions, CppCompiler};
-use cubecl_cpp::target::Cuda;
-
-use super::{kernels, Gpu, GpuError, GpuResult};
-
-/// Every kernel of [`kernels`] as CUDA C++ source: `(name, source)`.
-/// The definitions are taken with `gpu`'s device properties (the launches'
-/// arguments are registered against its client).
-pub fn cuda_sources(gpu: &Gpu) -> GpuResult<Vec<(&'static str, String)>> {
-    let props = gpu.client.properties_shared();
-    let target = gpu.client.target_properties_shared();
-    let b = gpu.empty(1);
-    let u = gpu.upload_u32(&[0]);
-    let one = CubeCount::Static(1, 1, 1);
-    let flat = CubeDim::new_1d(kernels::UNITS);
-    // `(name, definition)` of a kernel on dummy arguments: its buffers
-    // (`b` f32, `u` u32), `;`, its scalars.
-    macro_rules! define {
-        ($kernel:ident, $dim:expr; $($buf:ident),+; $($scalar:expr),+) => {
-            (
-                stringify!($kernel),
-                kernels::$kernel::create_dummy_kernel(
-                    props.clone(), target.clone(), one.clone(), $dim, $($buf.arg(),)+ $($scalar),+
-                )
-                .define(),
-            )
-        };
-    }
-    let defs: Vec<(&'static str, KernelDefinition)> = vec![
-        define!(matmul, CubeDim::new_2d(16, 16); b, b, b; 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-        define!(attention_norms, flat; b, u, u, b; 1, 1, 1, 1),
-        define!(attention_softmax, flat; b, u, b; 1, 1, 1, 1),
-        define!(context_diff, flat; b, b; 1, 1, 1, 0),
-        define!(global_diff, flat; b, b, b; 1, 1, 1, 0),
-        define!(bias_l2norm_rows, flat; b, b, u, b; 1, 1),
-        define!(graph_edges, flat; b, b, b, u, u, u, b; 1, 1, 1),
-        define!(graph_softmax, flat; b, u, u; 1, 1),
-        define!(graph_combine, flat; b, b, b, u, u, u, b; 1, 1, 1),
-        define!(sgr_score, flat; b, u, b, b; 1, 1, 0.0),
-        define!(saf_gate, flat; b, b, b; 1, 1, 0.0, 1.0, 0.0),
-        define!(saf_score, flat; b, b, u, u, b, b; 1, 1, 0.0),
-        define!(gather_first_nodes, flat; b, u, b; 1, 1),
-        define!(sgr_last_weights, flat; b, b, b, u, u, b; 1, 1, 1),
-        define!(sgr_last_pool, flat; b, b, u, u, b; 1, 1, 1),
-        define!(sgr_last_score, flat; b, b, b, b; 1, 1, 0.0),
-    ];
-    let options = CompilationOptions::default();
-    defs.into_iter()
-        .map(|(name, def)| {
-            let mut compiler = CppCompiler::<Cuda>::default();
-            let kernel = cubecl::Compiler::compile(&mut compiler, def, &options)
-                .map_err(|e| GpuError(format!("CUDA C++ of {name}: {e:?}")))?;
-            Ok((name, kernel.to_string()))
-        })
-        .collect()
-}
+use super::{GpuError, GpuResult};
 
 type Program = *mut c_void;
 type CreateProgram = unsafe extern "C" fn(
@@ -118,7 +62,7 @@ impl Drop for Nvrtc {
 
 /// A kernel compiled to PTX.
 pub struct Ptx {
-    pub name: &'static str,
+    pub name: String,
     pub ptx: String,
     pub log: String,
 }
@@ -191,7 +135,7 @@ impl Nvrtc {
     /// Compiles `source` for `arch` (e.g. `sm_90`), with `include` folders.
     pub fn compile(
         &self,
-        name: &'static str,
+        name: &str,
         source: &str,
         arch: &str,
         include: &[String],
@@ -246,7 +190,7 @@ impl Nvrtc {
             (self.ptx)(prog, ptx.as_mut_ptr() as *mut c_char);
             (self.destroy)(&mut prog);
             Ok(Ptx {
-                name,
+                name: name.to_string(),
                 ptx: String::from_utf8_lossy(&ptx)
                     .trim_end_matches('\0')
                     .to_string(),
@@ -282,4 +226,21 @@ pub fn find_nvrtc() -> Option<String> {
     .into_iter()
     .find(|p| std::path::Path::new(p).exists())
     .map(str::to_string)
+}
+
+/// Header folders for NVRTC: `SGRAF_CUDA_INCLUDE`, then the `include`
+/// folder beside the library's `lib` (the PyPI wheels' layout), where they
+/// exist.
+pub fn nvrtc_include(nvrtc: &str) -> Vec<String> {
+    std::env::var("SGRAF_CUDA_INCLUDE")
+        .ok()
+        .into_iter()
+        .chain(
+            std::path::Path::new(nvrtc)
+                .parent()
+                .and_then(|lib| lib.parent())
+                .map(|root| root.join("include").to_string_lossy().into_owned()),
+        )
+        .filter(|d| std::path::Path::new(d).is_dir())
+        .collect()
 }

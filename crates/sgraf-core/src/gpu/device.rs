@@ -38,9 +38,9 @@ pub enum GpuDevice {
     /// wgpu's default adapter (Vulkan, Metal or DX12): a GPU when there is
     /// one, else a software one such as lavapipe (`llvmpipe`).
     Wgpu,
-    /// The CUDA GPU of this index, through CubeCL's CUDA runtime: named for
-    /// completeness, not linked in any build of this crate (see the module
-    /// documentation); opening it says so.
+    /// The CUDA GPU of this index, our kernels compiled by NVRTC and
+    /// launched through cudarc (`cuda_rt`, feature `cuda-kernels`); in
+    /// builds without that feature opening it says so.
     Cuda(usize),
 }
 
@@ -61,24 +61,14 @@ impl GpuDevice {
     pub fn is_linked(&self) -> bool {
         match self {
             Self::Wgpu => true,
-            Self::Cuda(_) => false,
+            Self::Cuda(_) => cfg!(feature = "cuda-kernels"),
         }
     }
+}
 
-    fn cubecl(&self) -> GpuResult<cubecl::Device> {
-        let found = match self {
-            Self::Wgpu => cubecl::Device::wgpu(Default::default()),
-            Self::Cuda(i) => cubecl::Device::cuda(*i),
-        };
-        found.map_err(|e| match e {
-            cubecl::device::DeviceUnavailable::NotLinked(_) => GpuError(
-                "CubeCL's CUDA runtime is not in this build (cubecl-cuda 0.11 needs a prebuilt \
-                 LLVM); use `wgpu` (Vulkan on NVIDIA) or candle's `cuda` feature"
-                    .to_string(),
-            ),
-            other => GpuError(format!("no {self:?} device: {other:?}")),
-        })
-    }
+/// wgpu's default adapter.
+fn wgpu_device() -> GpuResult<cubecl::Device> {
+    cubecl::Device::wgpu(Default::default()).map_err(|e| GpuError(format!("no wgpu device: {e:?}")))
 }
 
 impl std::fmt::Display for GpuDevice {
@@ -92,14 +82,28 @@ impl std::fmt::Display for GpuDevice {
 
 /// Whether a wgpu adapter exists (tests skip with [`NO_ADAPTER`] otherwise).
 pub fn wgpu_available() -> bool {
-    GpuDevice::Wgpu.cubecl().is_ok()
+    wgpu_device().is_ok()
 }
 
-/// An opened device: CubeCL's client and the adapter's name.
+/// What runs the kernels: wgpu's CubeCL client, or (feature `gpu-cuda`) a
+/// [`super::cuda_rt::Launcher`] such as the CUDA device. The launch
+/// wrappers (`launch.rs`) issue each kernel to whichever it is.
+pub(super) enum Runtime {
+    Wgpu(Client),
+    #[cfg(feature = "gpu-cuda")]
+    Launcher(Arc<dyn super::cuda_rt::DynLauncher>),
+}
+
+/// An opened device: its runtime and the adapter's name.
 pub struct Gpu {
-    pub(super) client: Client,
+    pub(super) runtime: Runtime,
     device: GpuDevice,
     adapter: String,
+    /// A CPU-emulated adapter (lavapipe): the self-check's released-size
+    /// case runs there once per process only (it takes seconds on a CPU).
+    software: bool,
+    max_buffer_floats: usize,
+    max_cubes_per_dim: usize,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -135,15 +139,73 @@ impl Gpu {
     /// which say which kernel differs).
     #[doc(hidden)]
     pub fn open_unchecked(device: &GpuDevice) -> GpuResult<Arc<Gpu>> {
-        let found = device.cubecl()?;
-        let client = std::panic::catch_unwind(|| found.client())
-            .map_err(|_| GpuError(format!("cannot start {device}")))?;
-        let adapter = client.properties().identity.name.clone();
-        Ok(Arc::new(Gpu {
-            client,
-            device: device.clone(),
-            adapter,
-        }))
+        match device {
+            GpuDevice::Wgpu => {
+                let found = wgpu_device()?;
+                let client = std::panic::catch_unwind(|| found.client())
+                    .map_err(|_| GpuError(format!("cannot start {device}")))?;
+                let props = client.properties();
+                let adapter = props.identity.name.clone();
+                let software = props.identity.physical.is_none();
+                let max_buffer_floats =
+                    usize::try_from(props.memory.max_page_size / 4).unwrap_or(usize::MAX);
+                let (x, y, z) = props.hardware.max_cube_count;
+                let max_cubes_per_dim = usize::try_from(x.min(y).min(z))
+                    .unwrap_or(super::grid::MAX_CUBES_PER_DIM)
+                    .max(1);
+                Ok(Arc::new(Gpu {
+                    runtime: Runtime::Wgpu(client),
+                    device: device.clone(),
+                    adapter,
+                    software,
+                    max_buffer_floats,
+                    max_cubes_per_dim,
+                }))
+            }
+            #[cfg(feature = "cuda-kernels")]
+            GpuDevice::Cuda(i) => {
+                let dev = super::cuda_rt::CudaDevice::open_default(*i)?;
+                Ok(Self::from_launcher(device.clone(), dev))
+            }
+            #[cfg(not(feature = "cuda-kernels"))]
+            GpuDevice::Cuda(_) => Err(GpuError(format!(
+                "{device}: our kernels on CUDA are not in this build (sgraf-core's \
+                 `cuda-kernels` feature)"
+            ))),
+        }
+    }
+
+    /// A device driven by `launcher`, not self-checked (for tests; a
+    /// launcher that computes is opened through [`Self::open_launcher`]).
+    /// Grids of at most [`super::grid::MAX_CUBES_PER_DIM`] cubes per
+    /// dimension (CUDA's y and z).
+    #[cfg(feature = "gpu-cuda")]
+    #[doc(hidden)]
+    pub fn from_launcher(
+        device: GpuDevice,
+        launcher: Arc<dyn super::cuda_rt::DynLauncher>,
+    ) -> Arc<Gpu> {
+        Arc::new(Gpu {
+            adapter: launcher.describe(),
+            max_buffer_floats: launcher.max_buffer_floats(),
+            runtime: Runtime::Launcher(launcher),
+            device,
+            software: false,
+            max_cubes_per_dim: super::grid::MAX_CUBES_PER_DIM,
+        })
+    }
+
+    /// A device driven by `launcher` after the self-check against the CPU
+    /// engine, which refuses it with the numbers when they differ (not kept
+    /// in the per-process table: the caller owns the launcher).
+    #[cfg(feature = "gpu-cuda")]
+    pub fn open_launcher(
+        device: GpuDevice,
+        launcher: Arc<dyn super::cuda_rt::DynLauncher>,
+    ) -> GpuResult<Arc<Gpu>> {
+        let gpu = Self::from_launcher(device, launcher);
+        self_check(&gpu)?;
+        Ok(gpu)
     }
 
     /// The adapter (device) name, e.g. `llvmpipe (LLVM 15.0.6, 256 bits)`
@@ -164,6 +226,16 @@ impl Gpu {
     /// The most floats one buffer may hold on this device (its largest
     /// storage binding).
     pub fn max_buffer_floats(&self) -> usize {
-        (self.client.properties().memory.max_page_size / 4).min(usize::MAX as u64) as usize
+        self.max_buffer_floats
+    }
+
+    /// The most cubes a launch may have per grid dimension on this device.
+    pub fn max_cubes_per_dim(&self) -> usize {
+        self.max_cubes_per_dim
+    }
+
+    /// Whether the adapter is emulated on the CPU (lavapipe).
+    pub fn is_software(&self) -> bool {
+        self.software
     }
 }

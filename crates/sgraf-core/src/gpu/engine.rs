@@ -38,7 +38,7 @@ impl GpuEngine {
     /// Uploads the head's weights to `gpu` (opened, and self-checked, by
     /// [`Gpu::open`]) and keeps the rest for the CPU engine.
     pub fn new(gpu: Arc<Gpu>, weights: Weights) -> Result<Self> {
-        let head = GpuHead::upload(&gpu, &weights.head);
+        let head = GpuHead::upload(&gpu, &weights.head)?;
         Ok(Self {
             cpu: CpuEngine::new(weights),
             gpu,

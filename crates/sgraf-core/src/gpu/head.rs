@@ -51,6 +51,10 @@ pub struct GpuPlan {
     /// Floats of the largest per-block buffer (the attended context,
     /// `images * words * d`), at most; about a third of the block's memory.
     pub max_block_floats: usize,
+    /// Cubes per grid dimension, at most: `None` for the device's limit
+    /// ([`Gpu::max_cubes_per_dim`]); a small number makes every launch
+    /// take its 2-D or piecewise path (the self-check's released-size case).
+    pub max_cubes_per_dim: Option<usize>,
 }
 
 impl Default for GpuPlan {
@@ -59,7 +63,16 @@ impl Default for GpuPlan {
         // at the released size.
         Self {
             max_block_floats: 1 << 26,
+            max_cubes_per_dim: None,
         }
+    }
+}
+
+impl GpuPlan {
+    /// The most cubes per grid dimension on `gpu` under this plan.
+    pub fn grid_cap(&self, gpu: &Gpu) -> usize {
+        let device = gpu.max_cubes_per_dim();
+        self.max_cubes_per_dim.map_or(device, |c| c.min(device))
     }
 }
 
@@ -78,17 +91,54 @@ struct CaptionsOnDevice {
 
 impl GpuHead {
     /// Uploads a head's weights once.
-    pub fn upload(gpu: &Gpu, head: &HeadWeights) -> Self {
+    /// Every weight's length is checked against `d` and `m` first (the
+    /// kernels index them by `d` and `m`).
+    pub fn upload(gpu: &Gpu, head: &HeadWeights) -> GpuResult<Self> {
+        let (d, m) = (head.d, head.m);
+        let dm = d
+            .checked_mul(m)
+            .ok_or_else(|| GpuError(format!("head of d {d} x m {m} overflows")))?;
+        let mm2 = m
+            .checked_mul(m)
+            .and_then(|x| x.checked_mul(2))
+            .ok_or_else(|| GpuError(format!("head of m {m} overflows")))?;
+        let mut sizes = vec![
+            ("local_wt", head.local_wt.len(), dm),
+            ("local_b", head.local_b.len(), m),
+            ("global_wt", head.global_wt.len(), dm),
+            ("global_b", head.global_b.len(), m),
+            ("eval_w", head.eval_w.len(), m),
+        ];
+        match &head.reasoner {
+            Reasoner::Sgr(steps) => {
+                if steps.is_empty() {
+                    return Err(GpuError("an SGR head without steps".into()));
+                }
+                for s in steps {
+                    sizes.push(("fold_graph", s.fold_graph.len(), mm2));
+                    sizes.push(("fold_bias", s.fold_bias.len(), m));
+                    sizes.push(("graph_bias", s.graph_bias.len(), m));
+                }
+            }
+            Reasoner::Saf { weight, .. } => sizes.push(("saf weight", weight.len(), m)),
+        }
+        if let Some((name, found, want)) = sizes.into_iter().find(|(_, f, w)| f != w) {
+            return Err(GpuError(format!(
+                "head weight {name}: {want} values expected (d {d}, m {m}), {found} found"
+            )));
+        }
         let reasoner = match &head.reasoner {
             Reasoner::Sgr(steps) => GpuReasoner::Sgr(
                 steps
                     .iter()
-                    .map(|s: &GraphStep| GpuStep {
-                        fold_graph: gpu.upload(&s.fold_graph),
-                        fold_bias: gpu.upload(&s.fold_bias),
-                        graph_bias: gpu.upload(&s.graph_bias),
+                    .map(|s: &GraphStep| {
+                        Ok(GpuStep {
+                            fold_graph: gpu.upload(&s.fold_graph)?,
+                            fold_bias: gpu.upload(&s.fold_bias)?,
+                            graph_bias: gpu.upload(&s.graph_bias)?,
+                        })
                     })
-                    .collect(),
+                    .collect::<GpuResult<_>>()?,
             ),
             Reasoner::Saf {
                 weight,
@@ -96,23 +146,23 @@ impl GpuHead {
                 bn_scale,
                 bn_shift,
             } => GpuReasoner::Saf(GpuSaf {
-                weight: gpu.upload(weight),
+                weight: gpu.upload(weight)?,
                 bias: *bias,
                 scale: *bn_scale,
                 shift: *bn_shift,
             }),
         };
-        Self {
+        Ok(Self {
             d: head.d,
             m: head.m,
-            local_wt: gpu.upload(&head.local_wt),
-            local_b: gpu.upload(&head.local_b),
-            global_wt: gpu.upload(&head.global_wt),
-            global_b: gpu.upload(&head.global_b),
-            eval_w: gpu.upload(&head.eval_w),
+            local_wt: gpu.upload(&head.local_wt)?,
+            local_b: gpu.upload(&head.local_b)?,
+            global_wt: gpu.upload(&head.global_wt)?,
+            global_b: gpu.upload(&head.global_b)?,
+            eval_w: gpu.upload(&head.eval_w)?,
             eval_b: head.eval_b,
             reasoner,
-        }
+        })
     }
 
     /// Scores `[n_img, n_cap]` (image-major) of every image with every
@@ -136,16 +186,23 @@ impl GpuHead {
                 Err(GpuError(format!("invalid input: {what}")))
             }
         };
+        let words = cap
+            .lengths
+            .iter()
+            .try_fold(0usize, |a, &n| a.checked_add(n));
         check(
-            img.regions.len() == n_img * r * d,
+            n_img
+                .checked_mul(r)
+                .and_then(|x| x.checked_mul(d))
+                .is_some_and(|n| n == img.regions.len()),
             "regions are not [n_img, R, d]",
         )?;
         check(
-            cap.global.len() == n_cap * d,
+            n_cap.checked_mul(d) == Some(cap.global.len()),
             "caption globals are not [n_cap, d]",
         )?;
         check(
-            cap.words.len() == cap.lengths.iter().sum::<usize>() * d,
+            words.and_then(|w| w.checked_mul(d)) == Some(cap.words.len()),
             "packed words do not match the lengths",
         )?;
         check(cap.lengths.iter().all(|&n| n > 0), "empty caption")?;
@@ -169,6 +226,7 @@ impl GpuHead {
             )));
         }
         let limit = plan.max_block_floats.min(device_max).max(one);
+        let grid_cap = plan.grid_cap(gpu);
         // Caption chunks (uploaded once each): whole captions, their words
         // within the limit; inside, blocks of at most `max_captions`.
         let step = max_captions.max(1);
@@ -180,8 +238,8 @@ impl GpuHead {
                 s1 += 1;
             }
             let caps_on_device = CaptionsOnDevice {
-                words: gpu.upload(&cap.words[sw0 * d..sw1 * d]),
-                global: gpu.upload(&cap.global[s0 * d..s1 * d]),
+                words: gpu.upload(&cap.words[sw0 * d..sw1 * d])?,
+                global: gpu.upload(&cap.global[s0 * d..s1 * d])?,
             };
             // Blocks: (first caption, end, first word), relative to the chunk.
             let mut blocks = Vec::new();
@@ -189,23 +247,31 @@ impl GpuHead {
             while s0 + c0 < s1 {
                 let c1 = (c0 + step).min(s1 - s0);
                 let lengths = &cap.lengths[s0 + c0..s0 + c1];
-                blocks.push((c0, c1, w0, BlockMeta::new(gpu, lengths)));
+                blocks.push((c0, c1, w0, BlockMeta::new(gpu, lengths)?));
                 (c0, w0) = (c1, w0 + lengths.iter().sum::<usize>());
             }
             // Images per device block: the context `[ni, nw, d]` and the
             // regions `[ni, R, d]` within the limit.
             let widest = blocks.iter().map(|b| b.3.n_words).max().unwrap_or(1);
             let per_image = (widest.max(r) * d).max(1);
-            let group = (limit / per_image).clamp(1, n_img).min(65535);
+            let group = (limit / per_image).clamp(1, n_img);
             for i0 in (0..n_img).step_by(group) {
                 let i1 = (i0 + group).min(n_img);
                 let imgs = ImagesOnDevice {
-                    regions: gpu.upload(&img.regions[i0 * r * d..i1 * r * d]),
-                    global: gpu.upload(&img.global[i0 * d..i1 * d]),
+                    regions: gpu.upload(&img.regions[i0 * r * d..i1 * r * d])?,
+                    global: gpu.upload(&img.global[i0 * d..i1 * d])?,
                     n: i1 - i0,
                 };
                 for (c0, c1, w0, meta) in &blocks {
-                    let block = self.score_block(gpu, &imgs, r, &caps_on_device, *c0, *w0, meta)?;
+                    let block = self.score_block(
+                        gpu,
+                        &imgs,
+                        r,
+                        &caps_on_device,
+                        (*c0, *w0),
+                        meta,
+                        grid_cap,
+                    )?;
                     let (a, b) = (s0 + c0, s0 + c1);
                     for (k, row) in block.chunks(c1 - c0).enumerate() {
                         scores[(i0 + k) * n_cap + a..(i0 + k) * n_cap + b].copy_from_slice(row);
@@ -218,7 +284,8 @@ impl GpuHead {
     }
 
     /// One block: `imgs.n` images against the captions of `meta`, whose
-    /// first caption is `c0` and first word `w0` of the captions on the device.
+    /// first caption is `c0` and first word `w0` of the captions on the
+    /// device; grids of at most `cap` cubes per dimension.
     #[allow(clippy::too_many_arguments)]
     fn score_block(
         &self,
@@ -226,14 +293,14 @@ impl GpuHead {
         imgs: &ImagesOnDevice,
         r: usize,
         caps: &CaptionsOnDevice,
-        c0: usize,
-        w0: usize,
+        (c0, w0): (usize, usize),
         meta: &BlockMeta,
+        cap: usize,
     ) -> GpuResult<Vec<f32>> {
         let (d, m, ni) = (self.d, self.m, imgs.n);
         let (nc, nw) = (meta.lengths.len(), meta.n_words);
         // Word-region affinities [ni, nw, R]: words x regions^T per image.
-        let affinity = gpu.empty(ni * nw * r);
+        let affinity = gpu.empty(ni * nw * r)?;
         gpu.matmul(
             &caps.words,
             Strides::rows(w0 * d, d, 0),
@@ -242,11 +309,12 @@ impl GpuHead {
             &affinity,
             Strides::rows(0, r, nw * r),
             (ni, nw, r, d),
+            cap,
         )?;
-        let norms = gpu.empty(ni * nc * r);
-        gpu.attention(&affinity, meta, &norms, ni, r);
+        let norms = gpu.empty(ni * nc * r)?;
+        gpu.attention(&affinity, meta, &norms, (ni, r), cap)?;
         // Attended regions [ni, nw, d], then (l2norm(a) - t)^2 in place.
-        let context = gpu.empty(ni * nw * d);
+        let context = gpu.empty(ni * nw * d)?;
         gpu.matmul(
             &affinity,
             Strides::rows(0, r, nw * r),
@@ -255,11 +323,12 @@ impl GpuHead {
             &context,
             Strides::rows(0, d, nw * d),
             (ni, nw, d, r),
+            cap,
         )?;
-        gpu.context_diff(&context, &caps.words, (ni * nw, nw, d, w0));
+        gpu.context_diff(&context, &caps.words, (ni * nw, nw, d, w0), cap)?;
         // Local and global similarity vectors, straight into the graph nodes.
-        let graph = GraphMeta::new(gpu, &meta.lengths, ni);
-        let local = gpu.empty(ni * nw * m);
+        let graph = GraphMeta::new(gpu, &meta.lengths, ni)?;
+        let local = gpu.empty(ni * nw * m)?;
         gpu.matmul(
             &context,
             Strides::rows(0, d, 0),
@@ -268,12 +337,13 @@ impl GpuHead {
             &local,
             Strides::rows(0, m, 0),
             (1, ni * nw, m, d),
+            cap,
         )?;
-        let mut nodes = gpu.empty(graph.n_nodes * m);
-        gpu.bias_l2norm_rows(&local, &self.local_b, &graph.local_dst, &nodes, ni * nw);
-        let gdiff = gpu.empty(ni * nc * d);
-        gpu.global_diff(&imgs.global, &caps.global, &gdiff, (ni, nc, d, c0));
-        let global = gpu.empty(ni * nc * m);
+        let mut nodes = gpu.empty(graph.n_nodes * m)?;
+        gpu.bias_l2norm_rows(&local, &self.local_b, &graph, false, &nodes, ni * nw, cap)?;
+        let gdiff = gpu.empty(ni * nc * d)?;
+        gpu.global_diff(&imgs.global, &caps.global, &gdiff, (ni, nc, d, c0), cap)?;
+        let global = gpu.empty(ni * nc * m)?;
         gpu.matmul(
             &gdiff,
             Strides::rows(0, d, 0),
@@ -282,24 +352,27 @@ impl GpuHead {
             &global,
             Strides::rows(0, m, 0),
             (1, ni * nc, m, d),
+            cap,
         )?;
-        gpu.bias_l2norm_rows(&global, &self.global_b, &graph.global_dst, &nodes, ni * nc);
-        let out = gpu.empty(graph.pairs);
+        gpu.bias_l2norm_rows(&global, &self.global_b, &graph, true, &nodes, ni * nc, cap)?;
+        let out = gpu.empty(graph.pairs)?;
         match &self.reasoner {
             GpuReasoner::Sgr(steps) => {
-                let mut next = gpu.empty(graph.n_nodes * m);
-                let proj = gpu.empty(graph.n_nodes * 2 * m);
-                let edges = gpu.empty(graph.n_nodes * graph.max_nodes);
-                let (last, full) = steps.split_last().expect("sgr_step >= 1 is validated");
+                let mut next = gpu.empty(graph.n_nodes * m)?;
+                let proj = gpu.empty(graph.n_nodes * 2 * m)?;
+                let edges = gpu.empty(graph.n_nodes * graph.max_nodes)?;
+                let (last, full) = steps
+                    .split_last()
+                    .ok_or_else(|| GpuError("an SGR head without steps".into()))?;
                 for step in full {
-                    gpu.graph_step(step, &nodes, &next, &proj, &edges, &graph, m)?;
+                    gpu.graph_step(step, &nodes, &next, &proj, &edges, &graph, m, cap)?;
                     std::mem::swap(&mut nodes, &mut next);
                 }
-                gpu.sgr_last_step(last, &nodes, &graph, self, &out)?;
+                gpu.sgr_last_step(last, &nodes, &graph, self, &out, cap)?;
             }
             GpuReasoner::Saf(saf) => {
-                let gates = gpu.empty(graph.n_nodes);
-                gpu.saf_score(&nodes, &gates, &graph, self, saf, &out);
+                let gates = gpu.empty(graph.n_nodes)?;
+                gpu.saf_score(&nodes, &gates, &graph, self, saf, &out, cap)?;
             }
         }
         gpu.read(&out, graph.pairs)

@@ -1,7 +1,16 @@
 //! Layout metadata of a block on the device: where each caption and each
 //! graph node lies.
 
-use super::{Buf, Gpu};
+use super::{Buf, Gpu, GpuError, GpuResult};
+
+/// `n` as a kernel's u32 index, or an error naming `what`.
+fn index(n: usize, what: &str) -> GpuResult<u32> {
+    u32::try_from(n).map_err(|_| {
+        GpuError(format!(
+            "{what} {n} past the kernels' 32-bit layout indices"
+        ))
+    })
+}
 
 /// A caption block's layout: lengths, where each caption starts in the
 /// block's words, and which caption each word belongs to.
@@ -14,23 +23,27 @@ pub struct BlockMeta {
 }
 
 impl BlockMeta {
-    pub fn new(gpu: &Gpu, lengths: &[usize]) -> Self {
+    pub fn new(gpu: &Gpu, lengths: &[usize]) -> GpuResult<Self> {
         let mut start = Vec::with_capacity(lengths.len());
         let mut word_cap = Vec::new();
-        let mut at = 0u32;
+        let mut len32 = Vec::with_capacity(lengths.len());
+        let mut at = 0usize;
         for (c, &len) in lengths.iter().enumerate() {
-            start.push(at);
-            at += len as u32;
-            word_cap.extend(std::iter::repeat_n(c as u32, len));
+            start.push(index(at, "word")?);
+            len32.push(index(len, "caption length")?);
+            at = at
+                .checked_add(len)
+                .ok_or_else(|| GpuError("caption lengths overflow".into()))?;
+            word_cap.extend(std::iter::repeat_n(index(c, "caption")?, len));
         }
-        let len32: Vec<u32> = lengths.iter().map(|&n| n as u32).collect();
-        Self {
+        index(at, "word")?;
+        Ok(Self {
             lengths: lengths.to_vec(),
-            n_words: at as usize,
-            cap_start: gpu.upload_u32(&start),
-            cap_len: gpu.upload_u32(&len32),
-            word_cap: gpu.upload_u32(&word_cap),
-        }
+            n_words: at,
+            cap_start: gpu.upload_u32(&start)?,
+            cap_len: gpu.upload_u32(&len32)?,
+            word_cap: gpu.upload_u32(&word_cap)?,
+        })
     }
 }
 
@@ -49,15 +62,16 @@ pub struct GraphMeta {
 }
 
 impl GraphMeta {
-    /// For each local similarity row (image-major, then word), its node.
-    pub fn local_dst_buf(&self) -> Buf {
-        self.local_dst.clone()
-    }
-
-    pub fn new(gpu: &Gpu, lengths: &[usize], ni: usize) -> Self {
+    pub fn new(gpu: &Gpu, lengths: &[usize], ni: usize) -> GpuResult<Self> {
         let nc = lengths.len();
         let nw: usize = lengths.iter().sum();
         let per_image = nw + nc;
+        // Every node and pair index below fits the kernels' u32 indices.
+        index(
+            ni.checked_mul(per_image)
+                .ok_or_else(|| GpuError("graph nodes overflow".into()))?,
+            "graph node",
+        )?;
         let mut pair_start = Vec::with_capacity(ni * nc);
         let mut pair_nodes = Vec::with_capacity(ni * nc);
         let mut node_pair = Vec::with_capacity(ni * per_image);
@@ -73,15 +87,15 @@ impl GraphMeta {
                 at += len + 1;
             }
         }
-        Self {
+        Ok(Self {
             pairs: ni * nc,
             n_nodes: ni * per_image,
             max_nodes: lengths.iter().max().map_or(1, |n| n + 1),
-            node_pair: gpu.upload_u32(&node_pair),
-            global_dst: gpu.upload_u32(&pair_start),
-            pair_start: gpu.upload_u32(&pair_start),
-            pair_nodes: gpu.upload_u32(&pair_nodes),
-            local_dst: gpu.upload_u32(&local_dst),
-        }
+            node_pair: gpu.upload_u32(&node_pair)?,
+            global_dst: gpu.upload_u32(&pair_start)?,
+            pair_start: gpu.upload_u32(&pair_start)?,
+            pair_nodes: gpu.upload_u32(&pair_nodes)?,
+            local_dst: gpu.upload_u32(&local_dst)?,
+        })
     }
 }

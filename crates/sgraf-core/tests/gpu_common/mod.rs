@@ -1,10 +1,10 @@
 //! Test helpers shared by the GPU tests (tests/gpu.rs, tests/gpu_bench.rs,
 //! tests/gpu_cuda.rs): a seeded generator, the released-size head and data,
-//! the comparison with the CPU and the matrix product's reference.
+//! and the comparison with the CPU (the matrix product's reference is the
+//! library's `gpu::launch::matmul_ref`).
 #![allow(dead_code)]
 
 use sgraf_core::engine::{Captions, Images};
-use sgraf_core::gpu::Strides;
 use sgraf_core::weights::{GraphStep, HeadWeights, Reasoner};
 
 /// Relative tolerance of the device against the CPU engine.
@@ -58,30 +58,6 @@ pub fn close(what: &str, got: &[f32], want: &[f32], tol: f32) {
         got[worst.1],
         want[worst.1]
     );
-}
-
-/// `C[z, i, j] = sum_t A[z, i, t] B[z, t, j]` with the kernel's strides.
-pub fn matmul_ref(
-    a: &[f32],
-    sa: Strides,
-    b: &[f32],
-    sb: Strides,
-    (batches, rows, cols, depth): (usize, usize, usize, usize),
-) -> Vec<f32> {
-    let mut c = vec![0f32; batches * rows * cols];
-    for z in 0..batches {
-        for i in 0..rows {
-            for j in 0..cols {
-                let mut s = 0f64;
-                for t in 0..depth {
-                    s += a[sa.offset + z * sa.batch + i * sa.row + t * sa.col] as f64
-                        * b[sb.offset + z * sb.batch + t * sb.row + j * sb.col] as f64;
-                }
-                c[(z * rows + i) * cols + j] = s as f32;
-            }
-        }
-    }
-    c
 }
 
 /// A head at the released size (d 1024, sim_dim 256), random weights of

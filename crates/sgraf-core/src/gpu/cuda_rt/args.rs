@@ -9,7 +9,7 @@
 //! (`static_meta`).
 
 use super::signature::{elem_bytes, Signature};
-use super::CudaError;
+use super::{CudaError, Grid};
 
 /// A buffer's element type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +41,18 @@ pub enum ScalarKind {
 pub enum Scalar {
     Index(usize),
     F32(f32),
+}
+
+impl From<usize> for Scalar {
+    fn from(i: usize) -> Self {
+        Scalar::Index(i)
+    }
+}
+
+impl From<f32> for Scalar {
+    fn from(x: f32) -> Self {
+        Scalar::F32(x)
+    }
 }
 
 impl Scalar {
@@ -366,6 +378,40 @@ impl ArgLayout {
             .chunks(8)
             .map(|c| u64::from_le_bytes(pad(c)))
             .collect())
+    }
+
+    /// Checks one launch against the kernel (cube size, buffer types and
+    /// count, scalar kinds) and packs its `info_st` ([`Self::pack_info`]):
+    /// everything a runtime checks before handing the arguments over.
+    pub fn check_launch(
+        &self,
+        grid: &Grid,
+        buffers: &[(Elem, usize)],
+        scalars: &[Scalar],
+    ) -> Result<Vec<u64>, CudaError> {
+        let bad = |problem: String| CudaError::Arguments {
+            kernel: self.spec.name,
+            problem,
+        };
+        if grid.units_per_cube() != self.units {
+            return Err(bad(format!(
+                "cubes of {} units, the kernel was generated for {}",
+                grid.units_per_cube(),
+                self.units
+            )));
+        }
+        if grid.cube_count() == 0 {
+            return Err(bad(format!("an empty grid {grid:?}")));
+        }
+        let elems: Vec<Elem> = buffers.iter().map(|b| b.0).collect();
+        if elems != self.spec.buffers {
+            return Err(bad(format!(
+                "buffers {:?} expected, {elems:?} given",
+                self.spec.buffers
+            )));
+        }
+        let lens: Vec<usize> = buffers.iter().map(|b| b.1).collect();
+        self.pack_info(&lens, scalars)
     }
 
     /// Whether the kernel takes an `info_st` at all.

@@ -202,7 +202,12 @@ impl CudaDevice {
             Some(dir) => super::sources::read_dir(std::path::Path::new(&dir))?,
             None => super::sources::generate()?,
         };
-        Self::open(ordinal, &nvrtc, &nvrtc_include(&path), &sources)
+        Self::open(
+            ordinal,
+            &nvrtc,
+            &crate::gpu::cuda::nvrtc_include(&path),
+            &sources,
+        )
     }
 
     /// The GPU's name, e.g. `NVIDIA H100 80GB HBM3`.
@@ -221,25 +226,17 @@ impl CudaDevice {
     }
 }
 
-/// Header folders for NVRTC: `SGRAF_CUDA_INCLUDE`, then the `include`
-/// folder beside the library's `lib` (the PyPI wheels' layout), where they
-/// exist.
-pub fn nvrtc_include(nvrtc: &str) -> Vec<String> {
-    std::env::var("SGRAF_CUDA_INCLUDE")
-        .ok()
-        .into_iter()
-        .chain(
-            std::path::Path::new(nvrtc)
-                .parent()
-                .and_then(|lib| lib.parent())
-                .map(|root| root.join("include").to_string_lossy().into_owned()),
-        )
-        .filter(|d| std::path::Path::new(d).is_dir())
-        .collect()
-}
-
 impl Launcher for CudaDevice {
     type Buf = CudaBuf;
+
+    fn describe(&self) -> String {
+        format!("{} ({})", self.name, self.arch)
+    }
+
+    /// The device's memory in floats: CUDA has no smaller per-buffer limit.
+    fn max_buffer_floats(&self) -> usize {
+        self.memory().map_or(0, |(_, total)| total / 4)
+    }
 
     fn upload(&self, x: &[f32]) -> Result<CudaBuf, CudaError> {
         let one = [0f32];
@@ -269,7 +266,7 @@ impl Launcher for CudaDevice {
         buf.len()
     }
 
-    fn launch(
+    unsafe fn launch(
         &self,
         kernel: &str,
         grid: Grid,
@@ -288,22 +285,8 @@ impl Launcher for CudaDevice {
             kernel: spec.name,
             problem,
         };
-        if grid.units_per_cube() != loaded.layout.units {
-            return Err(bad(format!(
-                "cubes of {} units, the kernel was generated for {}",
-                grid.units_per_cube(),
-                loaded.layout.units
-            )));
-        }
-        let elems: Vec<Elem> = buffers.iter().map(|b| b.elem()).collect();
-        if elems != spec.buffers {
-            return Err(bad(format!(
-                "buffers {:?} expected, {elems:?} given",
-                spec.buffers
-            )));
-        }
-        let lens: Vec<usize> = buffers.iter().map(|b| b.len()).collect();
-        let words = loaded.layout.pack_info(&lens, scalars)?;
+        let described: Vec<(Elem, usize)> = buffers.iter().map(|b| (b.elem(), b.len())).collect();
+        let words = loaded.layout.check_launch(&grid, &described, scalars)?;
         let mut block = InfoBlock([0; INFO_WORDS]);
         let info_buf;
         let mut builder = self.stream.launch_builder(&loaded.func);
@@ -334,10 +317,10 @@ impl Launcher for CudaDevice {
             shared_mem_bytes: loaded.shared,
         };
         // SAFETY: the arguments match the generated entry point (checked
-        // at load by `ArgLayout::new` and here against the kernel's spec:
-        // buffer types and count, scalars, cube size); the kernels check
-        // every index against their scalars, which the callers derive from
-        // the buffers' lengths; the buffers outlive the launch (cudarc
+        // at load by `ArgLayout::new` and here by `check_launch`: buffer
+        // types and count, scalar kinds, cube size); every element the
+        // kernel reaches lies inside its buffers, by the caller's contract
+        // (`Launcher::launch`); the buffers outlive the launch (cudarc
         // records their use on this stream).
         unsafe { builder.launch(cfg) }.map_err(driver("cuLaunchKernel"))?;
         Ok(())

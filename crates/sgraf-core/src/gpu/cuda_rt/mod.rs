@@ -1,4 +1,4 @@
-//! Our kernels on CUDA (cargo feature `cuda-kernels`): the same CubeCL
+//! Our kernels on CUDA: the same CubeCL
 //! definitions as the wgpu engine ([`crate::gpu::kernels`]), written as
 //! CUDA C++ by CubeCL's C++ generator ([`sources`]), compiled at run time by
 //! NVRTC for the GPU's architecture ([`crate::gpu::cuda::Nvrtc`]) and
@@ -19,17 +19,30 @@
 //!
 //! The engine reaches a runtime through [`Launcher`]: buffers, launches by
 //! kernel name with [`Grid`] and [`Scalar`]s, read-back.
-//! [`device::CudaDevice`] implements it for CUDA.
+//! `device::CudaDevice` implements it for CUDA.
+//!
+//! Features: `gpu-cuda` brings the generated sources, their signatures, the
+//! argument layouts and [`Launcher`] (nothing of CUDA is linked);
+//! `cuda-kernels` adds `device` (cudarc), and `Device::open("cuda")` then
+//! opens the GPU engine on it.
+
+#![allow(
+    unsafe_code,
+    reason = "Launcher::launch is unsafe: the kernels run unchecked on the device"
+)]
 
 pub mod args;
+#[cfg(feature = "cuda-kernels")]
 pub mod device;
-pub mod grid;
 pub mod signature;
 pub mod sources;
 
+/// Grid planning, shared with the wgpu launches.
+pub use crate::gpu::grid;
+pub use crate::gpu::grid::Grid;
 pub use args::{Elem, Scalar};
+#[cfg(feature = "cuda-kernels")]
 pub use device::{CudaBuf, CudaDevice};
-pub use grid::Grid;
 pub use sources::KernelSource;
 
 /// What the CUDA route could not do.
@@ -54,9 +67,6 @@ pub enum CudaError {
         kernel: &'static str,
         problem: String,
     },
-    /// A launch too large for one grid.
-    #[error("launch too large: {0}")]
-    Grid(String),
     /// The kernels' CUDA C++ could not be generated.
     #[error("generating the kernels' CUDA C++: {0}")]
     Generate(String),
@@ -71,18 +81,21 @@ impl From<CudaError> for crate::gpu::GpuError {
     }
 }
 
-/// What the GPU engine needs of a runtime, so that one engine (its block
-/// planning, its sequence of launches, its self-check) drives wgpu and
-/// CUDA alike. Buffers are f32 unless made by [`Launcher::upload_u32`].
-///
-/// Wiring (not done in this module): the engine's `Gpu` methods (`matmul`,
-/// `attention`, `graph_step`, ...) call `launch` with a kernel's name, its
-/// [`Grid`] (from [`grid`]) and its buffers and scalars in the order of the
-/// kernel's parameters; the wgpu implementation maps each name to that
-/// kernel's `launch_unchecked` with [`Scalar::Index`] as `usize`.
+/// What the GPU engine needs of a runtime other than wgpu's CubeCL
+/// client, so that one engine (its block planning, its sequence of
+/// launches in `gpu::launch` and `gpu::head`, its self-check) drives wgpu
+/// and CUDA alike: `gpu::Gpu` holds either a CubeCL client or a launcher
+/// ([`crate::gpu::Gpu::from_launcher`]), and each launch wrapper issues the
+/// same kernel, grid, buffers and scalars to whichever it holds. Buffers are
+/// f32 unless made by [`Launcher::upload_u32`].
+/// [`device::CudaDevice`] implements it for CUDA.
 pub trait Launcher: Send + Sync {
     type Buf: Send + Sync;
 
+    /// The device's name, for logs and errors (e.g. `NVIDIA H100 80GB HBM3`).
+    fn describe(&self) -> String;
+    /// The most floats one buffer may hold.
+    fn max_buffer_floats(&self) -> usize;
     /// A buffer holding `x` (one zero when `x` is empty).
     fn upload(&self, x: &[f32]) -> Result<Self::Buf, CudaError>;
     /// A buffer holding `x` as u32 (one zero when `x` is empty).
@@ -92,8 +105,17 @@ pub trait Launcher: Send + Sync {
     /// Elements of `buf`.
     fn len(&self, buf: &Self::Buf) -> usize;
     /// Queues kernel `kernel` on `grid` with `buffers` then `scalars`, in
-    /// the order of its parameters.
-    fn launch(
+    /// the order of its parameters. An implementation checks what the
+    /// generated entry point declares (buffer types and count, scalar
+    /// kinds, cube size) and returns an error otherwise.
+    ///
+    /// # Safety
+    ///
+    /// The kernels run unchecked on the device: every element a kernel
+    /// reaches with these scalars (and with the indices it reads from its
+    /// layout buffers) must lie inside the buffer it reads or writes, as
+    /// `gpu::launch`'s wrappers check before each launch.
+    unsafe fn launch(
         &self,
         kernel: &str,
         grid: Grid,
@@ -104,4 +126,84 @@ pub trait Launcher: Send + Sync {
     fn read(&self, buf: &Self::Buf, n: usize) -> Result<Vec<f32>, CudaError>;
     /// Waits for every queued launch.
     fn sync(&self) -> Result<(), CudaError>;
+}
+
+/// A launcher's buffer with its type erased (what `gpu::Buf` holds).
+pub type AnyBuf = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+
+/// [`Launcher`] with its buffer type erased, so that `gpu::Gpu` can hold
+/// any launcher; every [`Launcher`] is one.
+pub trait DynLauncher: Send + Sync {
+    fn describe(&self) -> String;
+    fn max_buffer_floats(&self) -> usize;
+    fn upload(&self, x: &[f32]) -> Result<AnyBuf, CudaError>;
+    fn upload_u32(&self, x: &[u32]) -> Result<AnyBuf, CudaError>;
+    fn alloc(&self, n: usize) -> Result<AnyBuf, CudaError>;
+    /// [`Launcher::launch`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`Launcher::launch`].
+    unsafe fn launch(
+        &self,
+        kernel: &str,
+        grid: Grid,
+        buffers: &[&AnyBuf],
+        scalars: &[Scalar],
+    ) -> Result<(), CudaError>;
+    fn read(&self, buf: &AnyBuf, n: usize) -> Result<Vec<f32>, CudaError>;
+}
+
+fn foreign(what: &str) -> CudaError {
+    CudaError::Arguments {
+        kernel: "launcher",
+        problem: format!("{what}: a buffer of another launcher"),
+    }
+}
+
+impl<L: Launcher> DynLauncher for L
+where
+    L::Buf: 'static,
+{
+    fn describe(&self) -> String {
+        Launcher::describe(self)
+    }
+
+    fn max_buffer_floats(&self) -> usize {
+        Launcher::max_buffer_floats(self)
+    }
+
+    fn upload(&self, x: &[f32]) -> Result<AnyBuf, CudaError> {
+        Ok(std::sync::Arc::new(Launcher::upload(self, x)?))
+    }
+
+    fn upload_u32(&self, x: &[u32]) -> Result<AnyBuf, CudaError> {
+        Ok(std::sync::Arc::new(Launcher::upload_u32(self, x)?))
+    }
+
+    fn alloc(&self, n: usize) -> Result<AnyBuf, CudaError> {
+        Ok(std::sync::Arc::new(Launcher::alloc(self, n)?))
+    }
+
+    unsafe fn launch(
+        &self,
+        kernel: &str,
+        grid: Grid,
+        buffers: &[&AnyBuf],
+        scalars: &[Scalar],
+    ) -> Result<(), CudaError> {
+        let bufs = buffers
+            .iter()
+            .map(|b| b.downcast_ref::<L::Buf>().ok_or_else(|| foreign(kernel)))
+            .collect::<Result<Vec<_>, _>>()?;
+        // SAFETY: the caller upholds `launch`'s contract for these buffers.
+        unsafe { Launcher::launch(self, kernel, grid, &bufs, scalars) }
+    }
+
+    fn read(&self, buf: &AnyBuf, n: usize) -> Result<Vec<f32>, CudaError> {
+        let buf = buf
+            .downcast_ref::<L::Buf>()
+            .ok_or_else(|| foreign("read"))?;
+        Launcher::read(self, buf, n)
+    }
 }
