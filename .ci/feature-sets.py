@@ -21,8 +21,10 @@ COMMANDS = {
     "cli": ["build", "-p", "sgraf-cli"],
     "xtask": ["build", "-p", "xtask"],
     "python": ["build", "-p", "sgraf-python"],
-    "cuda-rt": ["test", "--no-run", "-p", "sgraf-core", "--features", "gpu,cuda-kernels", "--lib"],
-    "gpu-cli": ["test", "--no-run", "-p", "sgraf-cli", "--features", "gpu", "--test", "gpu_cli"],
+    "gpu": ["test", "--no-run", "-p", "sgraf-core", "--features", "gpu,cuda-kernels",
+            "--lib", "--test", "gpu", "--test", "gpu_cuda"],
+    "gpu-cli": ["test", "--no-run", "-p", "sgraf-cli", "--features", "gpu,cuda-kernels",
+                "--test", "gpu_cli"],
 }
 
 
