@@ -124,6 +124,19 @@ fn rcar_ensembles_through_the_library() {
         let col: f32 = i.attention.iter().map(|row| row[r]).sum();
         assert!((col - 1.0).abs() < 1e-5, "region {r}: {col}");
     }
+    // The mean attention averages one direction only: here t2i's alone.
+    assert_eq!(
+        why.direction,
+        sgraf::core::AttentionDirection::WordsOverRegions
+    );
+    assert_eq!(why.attention, t.attention);
+    let only_i2t = Sgraf::load(&[&i2t], &Device::Cpu).unwrap();
+    let why_i2t = only_i2t.explain(&feats[..per], CAPTIONS[1]).unwrap();
+    assert_eq!(
+        why_i2t.direction,
+        sgraf::core::AttentionDirection::RegionsOverWords
+    );
+    assert_eq!(why_i2t.attention, i.attention);
 
     // The index records both models; ranking through it scores as score.
     let dir = root.join("images");
