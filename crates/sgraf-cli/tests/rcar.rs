@@ -184,6 +184,18 @@ fn rcar_ensembles_through_the_library() {
         "rsum {}",
         report.rsum
     );
+    // The same recalls as the metrics of the ensemble's own score matrix
+    // of the split's images and captions.
+    let caps = std::fs::read_to_string(precomp().join("test_caps.txt")).unwrap();
+    let caps: Vec<&str> = caps.lines().collect();
+    let (shape, feats) = features();
+    let m = all.score(&feats, &caps).unwrap();
+    assert_eq!((m.n_images, m.n_captions), (shape[0], caps.len()));
+    let want = sgraf::retrieval::metrics::metrics(&m.values, m.n_images, m.n_captions);
+    assert_eq!(
+        (report.i2t, report.t2i, report.rsum),
+        (want.i2t, want.t2i, want.rsum)
+    );
 
     // A vocabulary that differs in a shared id is refused, typed.
     let other = root.join("other");
@@ -272,7 +284,18 @@ fn rcar_on_the_command_line() {
         "eval", "-m", &t2i, "-m", &i2t, "--data", &data, "--split", "test", "--json",
     ]))
     .unwrap();
-    assert!(eval["rsum"].as_f64().unwrap().is_finite(), "{eval}");
+    // Exactly the library's evaluation of the same models and split.
+    let lib = sgraf::evaluate(
+        &Sgraf::load(&[&t2i, &i2t], &Device::Cpu).unwrap(),
+        &precomp(),
+        &sgraf::EvalOptions {
+            split: "test".into(),
+            ..sgraf::EvalOptions::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(eval, lib.to_json());
     let dir = root.join("images");
     image_files(&dir, 4);
     let d = dir.display().to_string();
