@@ -440,7 +440,8 @@ fn ensembles_across_families() {
 fn unusable_sizes_are_refused() {
     let good = RcarConfig::released(sgraf_core::rcar::AttnType::T2i, 10);
     good.validate().unwrap();
-    let cases: [(&str, fn(&mut RcarConfig)); 6] = [
+    type Edit = fn(&mut RcarConfig);
+    let cases: [(&str, Edit); 6] = [
         ("embed_size", |c| c.embed_size = 1),
         ("embed_size", |c| c.embed_size = 0),
         ("sim_dim", |c| c.sim_dim = 1),
