@@ -8,10 +8,11 @@
 //! ([`crate::rcar`]) defines the model; the parity tests hold both to the
 //! upstream fixtures.
 //!
-//! Each rayon worker takes one image row of the score matrix and runs every
-//! caption against it, pair by pair, with single-threaded GEMMs and scratch
-//! buffers of `[max(L, R), max(2m, d)]` floats: memory is bounded by one
-//! pair whatever `n_img * n_cap` is.
+//! Each rayon work item is one image against a block of captions, scored
+//! pair by pair with single-threaded GEMMs and per-worker scratch buffers
+//! of `[max(L, R), max(2m, d)]` floats: memory is bounded by one pair per
+//! worker whatever `n_img * n_cap` is, and one image against many captions
+//! still runs on every core.
 
 use rayon::prelude::*;
 
