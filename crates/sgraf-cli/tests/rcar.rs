@@ -351,6 +351,15 @@ fn rcar_on_the_command_line() {
         e["words"].as_array().unwrap().len(),
         e["attention"].as_array().unwrap().len()
     );
+    // t2i's words over regions is the mean's direction; each model says its own.
+    assert_eq!(e["direction"], "words_over_regions", "{e}");
+    let dirs: Vec<&Value> = e["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["direction"])
+        .collect();
+    assert_eq!(dirs, ["words_over_regions", "regions_over_words"]);
 
     // train does not start from an RCAR folder: it says what is missing.
     let out = run(&[

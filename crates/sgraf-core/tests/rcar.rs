@@ -561,3 +561,33 @@ fn cpu_head_scores_do_not_depend_on_the_split() {
         }
     }
 }
+
+/// Both engines take packed words through one check: a caption without
+/// words is refused alike (the CPU engine's caption_globals once let it by).
+#[test]
+fn engines_refuse_the_same_packed_words() {
+    use sgraf_core::cpu::rcar::RcarCpuEngine;
+    use sgraf_core::rcar::engine::RcarCandleEngine;
+    use sgraf_core::rcar::weights::RcarWeights;
+    use sgraf_core::{Error, ScoringEngine};
+    let model = RcarModel::from_folder(fixtures().join("t2i_coop_rcar2"), &Device::Cpu).unwrap();
+    let d = model.config().embed_size;
+    let cpu = RcarCpuEngine::new(RcarWeights::from_model(&model).unwrap());
+    let candle = RcarCandleEngine::new(model);
+    let engines: [&dyn ScoringEngine; 2] = [&cpu, &candle];
+    let words = vec![0.1f32; 2 * d];
+    for e in engines {
+        assert_eq!(e.caption_globals(&words, &[1, 1]).unwrap().len(), 2 * d);
+        for lengths in [&[2, 0][..], &[1][..], &[3][..]] {
+            assert!(
+                matches!(e.caption_globals(&words, lengths), Err(Error::Input(_))),
+                "{} {lengths:?}",
+                e.describe()
+            );
+        }
+        assert!(matches!(
+            e.caption_globals(&words, &[usize::MAX, 2]),
+            Err(Error::SizeOverflow { .. })
+        ));
+    }
+}
