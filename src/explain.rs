@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use candle_core::Tensor;
 use serde_json::{json, Value};
-use sgraf_core::Explanation;
+use sgraf_core::{AttentionDirection, Explanation};
 use sgraf_retrieval::Scorer;
 
 /// One model's part of an explanation.
@@ -30,11 +30,16 @@ pub struct QueryExplanation {
     /// The query's tokens as the model reads them (`<start>`, `<end>`,
     /// `<unk>` for words outside the vocabulary).
     pub words: Vec<String>,
-    /// `[words][regions]`: the mean over the models of their attention
-    /// between words and regions (each model's [`Explanation::attention`]);
-    /// each row sums to 1 when every model's words attend over the regions
-    /// (SGR, SAF, RCAR t2i).
+    /// `[words][regions]`: the mean attention between words and regions of
+    /// the models that run in [`Self::direction`] (each model's
+    /// [`Explanation::attention`]); a model of the other direction is in
+    /// [`Self::models`] only, as a row-normalised matrix and a
+    /// column-normalised one have no meaningful mean.
     pub attention: Vec<Vec<f32>>,
+    /// Which way [`Self::attention`] runs: words over regions (each row sums
+    /// to 1) when any model runs so (SGR, SAF, RCAR t2i), regions over words
+    /// (each column sums to 1) when every model is RCAR i2t.
+    pub direction: AttentionDirection,
     /// The regions' boxes `[x1, y1, x2, y2]` in the photo's pixels, when known.
     pub boxes: Option<Vec<[f32; 4]>>,
     /// The photo's `[width, height]`, when known.
@@ -78,26 +83,59 @@ pub fn explain(scorer: &Scorer, features: Vec<f32>, query: &str) -> Result<Query
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let n = models.len() as f32;
-    let score = models.iter().map(|p| p.explanation.score).sum::<f32>() / n;
-    let mut attention = vec![vec![0f32; r]; ids.len()];
-    for p in &models {
-        for (acc, row) in attention.iter_mut().zip(&p.explanation.attention) {
-            for (a, w) in acc.iter_mut().zip(row) {
-                *a += w / n;
-            }
-        }
-    }
+    let score = models.iter().map(|p| p.explanation.score).sum::<f32>() / models.len() as f32;
+    let (attention, direction) = mean_attention(&models, ids.len(), r);
     Ok(QueryExplanation {
         file: String::new(),
         query: query.to_string(),
         score,
         words,
         attention,
+        direction,
         boxes: None,
         image_size: None,
         models,
     })
+}
+
+/// The mean `[words][regions]` attention of the models of one direction
+/// (words over regions when any model runs so), and that direction.
+fn mean_attention(
+    models: &[ModelPart],
+    words: usize,
+    regions: usize,
+) -> (Vec<Vec<f32>>, AttentionDirection) {
+    let direction = if models
+        .iter()
+        .any(|p| p.explanation.direction == AttentionDirection::WordsOverRegions)
+    {
+        AttentionDirection::WordsOverRegions
+    } else {
+        AttentionDirection::RegionsOverWords
+    };
+    let same: Vec<&ModelPart> = models
+        .iter()
+        .filter(|p| p.explanation.direction == direction)
+        .collect();
+    let n = same.len() as f32;
+    let mut attention = vec![vec![0f32; regions]; words];
+    for p in same {
+        for (acc, row) in attention.iter_mut().zip(&p.explanation.attention) {
+            for (a, w) in acc.iter_mut().zip(row) {
+                *a += w / n;
+            }
+        }
+    }
+    (attention, direction)
+}
+
+/// `"words_over_regions"` or `"regions_over_words"`: a direction as JSON
+/// and Python name it.
+pub fn direction_name(d: AttentionDirection) -> &'static str {
+    match d {
+        AttentionDirection::WordsOverRegions => "words_over_regions",
+        AttentionDirection::RegionsOverWords => "regions_over_words",
+    }
 }
 
 /// The largest photo side a sidecar may claim (pixels).
@@ -193,6 +231,7 @@ impl QueryExplanation {
             "score": self.score,
             "words": self.words,
             "attention": self.attention,
+            "direction": direction_name(self.direction),
             "boxes": self.boxes,
             "image_size": self.image_size,
             "saf_weights": saf.and_then(|p| p.explanation.saf_weights.clone()),
@@ -202,6 +241,7 @@ impl QueryExplanation {
                 "module": p.module,
                 "score": p.explanation.score,
                 "attention": p.explanation.attention,
+                "direction": direction_name(p.explanation.direction),
                 "saf_weights": p.explanation.saf_weights,
             })).collect::<Vec<_>>(),
         })

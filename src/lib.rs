@@ -101,7 +101,7 @@ pub mod vocab;
 
 pub use error::{Error, Result};
 pub use evaluate::{evaluate, EvalOptions, EvalReport, Evaluation, Recall};
-pub use explain::{explain, QueryExplanation};
+pub use explain::{direction_name, explain, QueryExplanation};
 pub use extract::{extract, ExtractOptions, ExtractReport, Extracted};
 pub use folder::{
     display_name, feature_names, index_dir, index_folder, photo_of, stamps, Folder, FolderOptions,

@@ -85,7 +85,11 @@ fn retrieval_kind(e: &sgraf::retrieval::Error) -> &'static str {
         E::Candle(_) => "ComputeError",
         E::Data(_) => "DataError",
         E::Tokenizer(_) => "TokenizerError",
-        E::VocabularyMismatch { .. } | E::NoShortlist { .. } | E::Invalid(_) => "InvalidInputError",
+        // Models that cannot be ensembled (or indexed) together are the
+        // models' fault, whichever layer finds it: sgraf-core's
+        // `VocabularyMismatch` is a ModelError too (`E::Model(_)`).
+        E::VocabularyMismatch { .. } | E::EmbeddingSizeMismatch { .. } => "ModelError",
+        E::NoShortlist { .. } | E::Invalid(_) => "InvalidInputError",
     }
 }
 

@@ -244,6 +244,7 @@ impl Sgraf {
             query: why.query,
             words: why.words,
             attention: attention.into_pyarray(py).unbind(),
+            direction: sgraf::direction_name(why.direction).to_string(),
             model_scores: why
                 .models
                 .iter()
@@ -329,10 +330,13 @@ struct Explanation {
     query: String,
     /// The query's tokens as the models read them (`<start>`, `<end>`, `<unk>`).
     words: Vec<String>,
-    /// float32 `[words, regions]`: the attention between words and regions
-    /// (the mean over the models; rows sum to 1 when every model's words
-    /// attend over the regions: SGR, SAF, RCAR t2i).
+    /// float32 `[words, regions]`: the attention between words and regions,
+    /// the mean over the models that run in `direction`.
     attention: Py<PyArray2<f32>>,
+    /// `"words_over_regions"` (each row of `attention` sums to 1: any SGR,
+    /// SAF or RCAR t2i model) or `"regions_over_words"` (each column sums
+    /// to 1: only RCAR i2t models).
+    direction: String,
     /// `(module, score)` of each model ("SGR", "SAF", "RCAR t2i", "RCAR i2t").
     model_scores: Vec<(String, f32)>,
 }

@@ -124,6 +124,19 @@ fn rcar_ensembles_through_the_library() {
         let col: f32 = i.attention.iter().map(|row| row[r]).sum();
         assert!((col - 1.0).abs() < 1e-5, "region {r}: {col}");
     }
+    // The mean attention averages one direction only: here t2i's alone.
+    assert_eq!(
+        why.direction,
+        sgraf::core::AttentionDirection::WordsOverRegions
+    );
+    assert_eq!(why.attention, t.attention);
+    let only_i2t = Sgraf::load(&[&i2t], &Device::Cpu).unwrap();
+    let why_i2t = only_i2t.explain(&feats[..per], CAPTIONS[1]).unwrap();
+    assert_eq!(
+        why_i2t.direction,
+        sgraf::core::AttentionDirection::RegionsOverWords
+    );
+    assert_eq!(why_i2t.attention, i.attention);
 
     // The index records both models; ranking through it scores as score.
     let dir = root.join("images");
@@ -170,6 +183,18 @@ fn rcar_ensembles_through_the_library() {
         report.rsum.is_finite() && report.rsum > 0.0,
         "rsum {}",
         report.rsum
+    );
+    // The same recalls as the metrics of the ensemble's own score matrix
+    // of the split's images and captions.
+    let caps = std::fs::read_to_string(precomp().join("test_caps.txt")).unwrap();
+    let caps: Vec<&str> = caps.lines().collect();
+    let (shape, feats) = features();
+    let m = all.score(&feats, &caps).unwrap();
+    assert_eq!((m.n_images, m.n_captions), (shape[0], caps.len()));
+    let want = sgraf::retrieval::metrics::metrics(&m.values, m.n_images, m.n_captions);
+    assert_eq!(
+        (report.i2t, report.t2i, report.rsum),
+        (want.i2t, want.t2i, want.rsum)
     );
 
     // A vocabulary that differs in a shared id is refused, typed.
@@ -259,7 +284,18 @@ fn rcar_on_the_command_line() {
         "eval", "-m", &t2i, "-m", &i2t, "--data", &data, "--split", "test", "--json",
     ]))
     .unwrap();
-    assert!(eval["rsum"].as_f64().unwrap().is_finite(), "{eval}");
+    // Exactly the library's evaluation of the same models and split.
+    let lib = sgraf::evaluate(
+        &Sgraf::load(&[&t2i, &i2t], &Device::Cpu).unwrap(),
+        &precomp(),
+        &sgraf::EvalOptions {
+            split: "test".into(),
+            ..sgraf::EvalOptions::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(eval, lib.to_json());
     let dir = root.join("images");
     image_files(&dir, 4);
     let d = dir.display().to_string();
@@ -315,6 +351,15 @@ fn rcar_on_the_command_line() {
         e["words"].as_array().unwrap().len(),
         e["attention"].as_array().unwrap().len()
     );
+    // t2i's words over regions is the mean's direction; each model says its own.
+    assert_eq!(e["direction"], "words_over_regions", "{e}");
+    let dirs: Vec<&Value> = e["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["direction"])
+        .collect();
+    assert_eq!(dirs, ["words_over_regions", "regions_over_words"]);
 
     // train does not start from an RCAR folder: it says what is missing.
     let out = run(&[

@@ -6,7 +6,7 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 
-use crate::engine::{Captions, EngineKind, Images, ScoringEngine};
+use crate::engine::{check_words, rows, size_product, Captions, EngineKind, Images, ScoringEngine};
 use crate::image_encoder::ImageEncoder;
 use crate::similarity::{CaptionSide, ImageSide, SimilarityHead};
 use crate::text_encoder::TextEncoder;
@@ -56,17 +56,6 @@ impl CandleEngine {
         Ok(Tensor::from_slice(data, shape, &self.device)?.to_dtype(self.dtype)?)
     }
 
-    /// `n` rows of `width` values each in `data`, or an input error.
-    fn rows(&self, data: &[f32], width: usize, what: &str) -> Result<usize> {
-        if width == 0 || !data.len().is_multiple_of(width) {
-            return Err(Error::Input(format!(
-                "{what}: {} values are not rows of {width}",
-                data.len()
-            )));
-        }
-        Ok(data.len() / width)
-    }
-
     /// Captions packed to their lengths `[sum(lengths), d]` -> the padded
     /// form the layers take, `[n, longest, d]` with zeros past each end.
     fn padded(&self, words: &[f32], lengths: &[usize]) -> Result<Tensor> {
@@ -79,19 +68,6 @@ impl CandleEngine {
             at += n * d;
         }
         self.tensor(&out, &[lengths.len(), longest, d])
-    }
-
-    fn check_words(&self, words: &[f32], lengths: &[usize]) -> Result<()> {
-        let total = lengths.iter().sum::<usize>() * self.cfg.embed_size;
-        if words.len() != total || lengths.contains(&0) {
-            return Err(Error::Input(format!(
-                "packed words hold {} values; {} non-empty captions of lengths summing to {} need {total}",
-                words.len(),
-                lengths.len(),
-                lengths.iter().sum::<usize>()
-            )));
-        }
-        Ok(())
     }
 }
 
@@ -106,14 +82,22 @@ impl ScoringEngine for CandleEngine {
 
     fn encode_images(&self, features: &[f32]) -> Result<Vec<f32>> {
         let (r, k) = (self.cfg.num_regions, self.cfg.img_dim);
-        let n = self.rows(features, r * k, "region features")?;
+        let n = rows(
+            features,
+            size_product("region features", &[r, k])?,
+            "region features",
+        )?;
         let x = self.tensor(features, &[n, r, k])?;
         f32s(&self.img_enc.forward(&x)?)
     }
 
     fn image_globals(&self, regions: &[f32]) -> Result<Vec<f32>> {
         let (r, d) = (self.cfg.num_regions, self.cfg.embed_size);
-        let n = self.rows(regions, r * d, "region embeddings")?;
+        let n = rows(
+            regions,
+            size_product("region embeddings", &[r, d])?,
+            "region embeddings",
+        )?;
         let mut out = Vec::with_capacity(n * d);
         for s in (0..n).step_by(GLOBAL_BLOCK) {
             let k = GLOBAL_BLOCK.min(n - s);
@@ -129,7 +113,7 @@ impl ScoringEngine for CandleEngine {
     }
 
     fn caption_globals(&self, words: &[f32], lengths: &[usize]) -> Result<Vec<f32>> {
-        self.check_words(words, lengths)?;
+        check_words(words, lengths, self.cfg.embed_size)?;
         if lengths.is_empty() {
             return Ok(Vec::new());
         }
@@ -140,15 +124,15 @@ impl ScoringEngine for CandleEngine {
     /// Blocks of captions, each against blocks of images, sized by `plan`.
     fn score(&self, images: &Images, captions: &Captions, plan: &ShardPlan) -> Result<Vec<f32>> {
         let (r, d) = (self.cfg.num_regions, self.cfg.embed_size);
-        let n_img = self.rows(images.global, d, "image global vectors")?;
-        if images.regions.len() != n_img * r * d {
+        let n_img = rows(images.global, d, "image global vectors")?;
+        let want = size_product("region embeddings", &[n_img, r, d])?;
+        if images.regions.len() != want {
             return Err(Error::Input(format!(
-                "regions hold {} values; {n_img} images of {r} x {d} need {}",
+                "regions hold {} values; {n_img} images of {r} x {d} need {want}",
                 images.regions.len(),
-                n_img * r * d
             )));
         }
-        self.check_words(captions.words, captions.lengths)?;
+        check_words(captions.words, captions.lengths, d)?;
         let n_cap = captions.lengths.len();
         if n_img == 0 || n_cap == 0 {
             return Ok(vec![0.0; n_img * n_cap]);

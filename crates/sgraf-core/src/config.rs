@@ -107,11 +107,10 @@ impl Config {
         let path = path.as_ref();
         match ModelConfig::from_file(path)? {
             ModelConfig::Sgraf(cfg) => Ok(cfg),
-            other => Err(Error::Config(format!(
-                "{} describes an {} model, not SGR or SAF",
-                path.display(),
-                other.architecture()
-            ))),
+            other => Err(Error::WrongArchitecture {
+                expected: Architecture::Sgraf,
+                found: other.architecture(),
+            }),
         }
     }
 

@@ -18,7 +18,7 @@
 //! per caption and per pair, not how; a family without global vectors
 //! (RCAR) returns zeros of the `[n, d]` layout, which its head never reads.
 
-use crate::{Result, ShardPlan};
+use crate::{Error, Result, ShardPlan};
 
 /// Images prepared for scoring, as plain slices.
 pub struct Images<'a> {
@@ -78,4 +78,101 @@ pub trait ScoringEngine: Send + Sync + std::fmt::Debug {
     /// Scores `[n_img, n_cap]` (image-major) of every image with every
     /// caption, in blocks bounded by `plan` whatever `n_img * n_cap` is.
     fn score(&self, images: &Images, captions: &Captions, plan: &ShardPlan) -> Result<Vec<f32>>;
+}
+
+/// The product of sizes that come from a file or a caller (`what` names
+/// it): an overflow is [`Error::SizeOverflow`], never a wrap or a panic.
+/// Every engine computes its buffer sizes here.
+pub fn size_product(what: &str, factors: &[usize]) -> Result<usize> {
+    factors.iter().try_fold(1usize, |acc, &f| {
+        acc.checked_mul(f).ok_or_else(|| Error::SizeOverflow {
+            what: what.to_string(),
+        })
+    })
+}
+
+/// The sum of sizes that come from a file or a caller, as [`size_product`].
+pub fn size_sum(what: &str, terms: &[usize]) -> Result<usize> {
+    terms.iter().try_fold(0usize, |acc, &t| {
+        acc.checked_add(t).ok_or_else(|| Error::SizeOverflow {
+            what: what.to_string(),
+        })
+    })
+}
+
+/// How many rows of `width` values `data` holds, or an input error.
+pub fn rows(data: &[f32], width: usize, what: &str) -> Result<usize> {
+    if width == 0 || !data.len().is_multiple_of(width) {
+        return Err(Error::Input(format!(
+            "{what}: {} values are not rows of {width}",
+            data.len()
+        )));
+    }
+    Ok(data.len() / width)
+}
+
+/// Checks words packed to their captions' lengths, `[sum(lengths), d]`:
+/// every caption has at least one word and the values fill exactly
+/// `sum(lengths)` rows of `d`. Returns `sum(lengths)`. The one check of
+/// every engine that takes packed words.
+pub fn check_words(words: &[f32], lengths: &[usize], d: usize) -> Result<usize> {
+    let n_words = size_sum("the captions' lengths", lengths)?;
+    let total = size_product("the packed words", &[n_words, d])?;
+    if let Some(c) = lengths.iter().position(|&n| n == 0) {
+        return Err(Error::Input(format!(
+            "caption {c} has no words: every caption needs at least one"
+        )));
+    }
+    if words.len() != total {
+        return Err(Error::Input(format!(
+            "packed words hold {} values; {} captions of lengths summing to {n_words} need {total}",
+            words.len(),
+            lengths.len(),
+        )));
+    }
+    Ok(n_words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_overflow_into_an_error() {
+        assert_eq!(size_product("x", &[3, 4, 5]).unwrap(), 60);
+        assert_eq!(size_sum("x", &[3, 4, 5]).unwrap(), 12);
+        assert!(matches!(
+            size_product("x", &[usize::MAX, 2]),
+            Err(Error::SizeOverflow { .. })
+        ));
+        assert!(matches!(
+            size_sum("x", &[usize::MAX, 1]),
+            Err(Error::SizeOverflow { .. })
+        ));
+    }
+
+    #[test]
+    fn packed_words_are_checked_once() {
+        assert_eq!(check_words(&[0.0; 6], &[1, 2], 2).unwrap(), 3);
+        // A zero-length caption, a wrong count, an overflowing sum.
+        assert!(matches!(
+            check_words(&[0.0; 4], &[2, 0], 2),
+            Err(Error::Input(_))
+        ));
+        assert!(matches!(
+            check_words(&[0.0; 5], &[1, 2], 2),
+            Err(Error::Input(_))
+        ));
+        assert!(matches!(
+            check_words(&[], &[usize::MAX, 1], 1),
+            Err(Error::SizeOverflow { .. })
+        ));
+        assert!(matches!(
+            check_words(&[], &[usize::MAX / 2 + 1], 2),
+            Err(Error::SizeOverflow { .. })
+        ));
+        assert!(matches!(rows(&[0.0; 5], 2, "x"), Err(Error::Input(_))));
+        assert!(matches!(rows(&[0.0; 4], 0, "x"), Err(Error::Input(_))));
+        assert_eq!(rows(&[0.0; 4], 2, "x").unwrap(), 2);
+    }
 }

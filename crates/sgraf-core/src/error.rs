@@ -23,6 +23,11 @@ pub enum Error {
     #[error("invalid input: {0}")]
     Input(String),
 
+    /// A size computed from a file or a caller's input (a buffer's length,
+    /// a sum of caption lengths) that does not fit in `usize`.
+    #[error("the size of {what} overflows this machine's address space")]
+    SizeOverflow { what: String },
+
     /// A model of the other family where one family is needed (e.g. the
     /// SGR / SAF layers of an RCAR model).
     #[error("expected an {expected} model, found an {found} model")]

@@ -63,9 +63,8 @@ impl ShardPlan {
 /// The candle layers of one model, by family.
 #[derive(Clone, Debug)]
 pub enum Layers {
-    /// SGR or SAF.
+    /// SGR or SAF; their config is the model's ([`SgrafModel::config`]).
     Sgraf {
-        cfg: Config,
         img_enc: ImageEncoder,
         txt_enc: TextEncoder,
         sim_enc: SimilarityHead,
@@ -131,7 +130,6 @@ impl SgrafModel {
             img_enc: ImageEncoder::load(vb.pp("img_enc"), cfg)?,
             txt_enc: TextEncoder::load(vb.pp("txt_enc"), cfg)?,
             sim_enc: SimilarityHead::load(vb.pp("sim_enc"), cfg)?,
-            cfg: cfg.clone(),
         };
         Ok(Self::on_candle(
             cfg.clone().into(),
@@ -166,7 +164,7 @@ impl SgrafModel {
         device: candle_core::Device,
         dtype: DType,
     ) -> Self {
-        let engine = Self::candle_engine_of(&layers, &device, dtype);
+        let engine = Self::candle_engine_of(&cfg, &layers, &device, dtype);
         Self {
             cfg,
             layers,
@@ -180,17 +178,20 @@ impl SgrafModel {
     /// The model's own layers as an engine: they read the parameters at
     /// every call.
     fn candle_engine_of(
+        cfg: &ModelConfig,
         layers: &Layers,
         device: &candle_core::Device,
         dtype: DType,
     ) -> Arc<dyn ScoringEngine> {
-        match layers {
-            Layers::Sgraf {
-                cfg,
-                img_enc,
-                txt_enc,
-                sim_enc,
-            } => Arc::new(CandleEngine::new(
+        match (layers, cfg) {
+            (
+                Layers::Sgraf {
+                    img_enc,
+                    txt_enc,
+                    sim_enc,
+                },
+                ModelConfig::Sgraf(cfg),
+            ) => Arc::new(CandleEngine::new(
                 img_enc.clone(),
                 txt_enc.clone(),
                 sim_enc.clone(),
@@ -198,12 +199,17 @@ impl SgrafModel {
                 device.clone(),
                 dtype,
             )),
-            Layers::Rcar(m) => Arc::new(RcarCandleEngine::new(m.clone())),
+            (Layers::Rcar(m), _) => Arc::new(RcarCandleEngine::new(m.clone())),
+            // `load` and `from_rcar`, the only constructors, build the
+            // layers and the config of one family together.
+            (Layers::Sgraf { .. }, ModelConfig::Rcar(_)) => {
+                unreachable!("SGR / SAF layers are built with their own config")
+            }
         }
     }
 
     fn candle_engine(&self) -> Arc<dyn ScoringEngine> {
-        Self::candle_engine_of(&self.layers, &self.device, self.dtype)
+        Self::candle_engine_of(&self.cfg, &self.layers, &self.device, self.dtype)
     }
 
     fn with_engine(self, engine: Arc<dyn ScoringEngine>) -> Self {

@@ -37,12 +37,13 @@ pub struct Weights {
 
 impl Weights {
     /// The parameters' current values (converted to float32); a model whose
-    /// parameters change afterwards (training) must be read again.
-    pub fn from_model(model: &SgrafModel) -> Result<Self> {
-        let sgraf = |e: crate::Error| candle_core::Error::Msg(e.to_string());
-        let head = model.similarity_head().map_err(sgraf)?;
+    /// parameters change afterwards (training) must be read again. An RCAR
+    /// model is [`crate::Error::WrongArchitecture`] (its weights are
+    /// [`crate::rcar::weights::RcarWeights`]).
+    pub fn from_model(model: &SgrafModel) -> crate::Result<Self> {
+        let head = model.similarity_head()?;
         Ok(Self {
-            image: image_encoder(model.image_encoder().map_err(sgraf)?)?,
+            image: image_encoder(model.image_encoder()?)?,
             text: text_encoder(model.text_encoder())?,
             visual: visual_sa(head.visual_self_attention())?,
             textual: TextSaWeights {

@@ -196,19 +196,41 @@ fn folders_say_which_model_they_hold() {
             found: sgraf_core::Architecture::Rcar
         })
     ));
-    let err = sgraf_core::Config::from_file(fx.join("t2i_coop_rcar2/config.json"))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("RCAR model, not SGR or SAF"), "{err}");
+    // SGRAF's plain weights of an RCAR model: the typed error, kept as it is.
+    assert!(matches!(
+        sgraf_core::weights::Weights::from_model(&model),
+        Err(sgraf_core::Error::WrongArchitecture {
+            expected: sgraf_core::Architecture::Sgraf,
+            found: sgraf_core::Architecture::Rcar
+        })
+    ));
+    let err = sgraf_core::Config::from_file(fx.join("t2i_coop_rcar2/config.json")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            sgraf_core::Error::WrongArchitecture {
+                expected: sgraf_core::Architecture::Sgraf,
+                found: sgraf_core::Architecture::Rcar
+            }
+        ),
+        "{err}"
+    );
     let sgr = fx.join("../sgr");
     assert_eq!(
         sgraf_core::Architecture::of_file(sgr.join("config.json")).unwrap(),
         sgraf_core::Architecture::Sgraf
     );
-    let err = RcarModel::from_folder(&sgr, &Device::Cpu)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("SGRAF model, not RCAR"), "{err}");
+    let err = RcarModel::from_folder(&sgr, &Device::Cpu).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            sgraf_core::Error::WrongArchitecture {
+                expected: sgraf_core::Architecture::Rcar,
+                found: sgraf_core::Architecture::Sgraf
+            }
+        ),
+        "{err}"
+    );
 }
 
 /// Captions `[n, L, d]` -> packed to their true lengths `[sum(lengths), d]`.
@@ -311,16 +333,18 @@ fn released_size_cpu_heads_match_upstream() {
         let cap = &inputs["cap_emb"];
         let packed = pack(&f32s(cap), cap.dim(1).unwrap(), d, &lens);
         let global = vec![0f32; lens.len() * d];
-        let scores = w.score(
-            &f32s(img),
-            n_img,
-            r,
-            &sgraf_core::Captions {
-                words: &packed,
-                global: &global,
-                lengths: &lens,
-            },
-        );
+        let scores = w
+            .score(
+                &f32s(img),
+                n_img,
+                r,
+                &sgraf_core::Captions {
+                    words: &packed,
+                    global: &global,
+                    lengths: &lens,
+                },
+            )
+            .unwrap();
         let got = Tensor::from_vec(scores, (n_img, lens.len()), &Device::Cpu).unwrap();
         let diff = assert_close(
             &format!("released-size {tag} cpu scores"),
@@ -407,5 +431,163 @@ fn ensembles_across_families() {
             found,
         }) => assert_eq!((expected, found), (c.vocab_size(), c.vocab_size() + 1)),
         other => panic!("expected VocabularyMismatch, found {other:?}"),
+    }
+}
+
+/// Sizes the engines divide or chunk by are refused by the config, never
+/// reached as a zero chunk (embed_size 1: the image MLP's hidden size 0).
+#[test]
+fn unusable_sizes_are_refused() {
+    let good = RcarConfig::released(sgraf_core::rcar::AttnType::T2i, 10);
+    good.validate().unwrap();
+    type Edit = fn(&mut RcarConfig);
+    let cases: [(&str, Edit); 6] = [
+        ("embed_size", |c| c.embed_size = 1),
+        ("embed_size", |c| c.embed_size = 0),
+        ("sim_dim", |c| c.sim_dim = 1),
+        ("word_dim", |c| c.word_dim = 0),
+        ("num_regions", |c| c.num_regions = 0),
+        ("img_dim", |c| c.img_dim = 0),
+    ];
+    for (name, edit) in cases {
+        let mut cfg = good.clone();
+        edit(&mut cfg);
+        match cfg.validate() {
+            Err(sgraf_core::Error::Config(msg)) => assert!(msg.contains(name), "{msg}"),
+            other => panic!("{name}: expected a config error, found {other:?}"),
+        }
+    }
+}
+
+fn captions<'a>(words: &'a [f32], lengths: &'a [usize]) -> sgraf_core::Captions<'a> {
+    sgraf_core::Captions {
+        words,
+        global: &[],
+        lengths,
+    }
+}
+
+/// The released-size t2i head of `fixtures/rcar/head` on the CPU.
+fn cpu_head() -> (RcarConfig, sgraf_core::rcar::weights::RcarHeadWeights) {
+    let dir = fixtures().join("head");
+    let cfg = RcarConfig::from_file(dir.join("t2i_coop_rcar2.json")).unwrap();
+    let weights = dir.join("t2i_coop_rcar2.safetensors");
+    // SAFETY: a read-only map of a test fixture nobody writes during the test.
+    let vb = unsafe {
+        VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu).unwrap()
+    };
+    let head = sgraf_core::rcar::RcarHead::load(vb, &cfg).unwrap();
+    let w = sgraf_core::rcar::weights::RcarHeadWeights::from_head(&head, &cfg).unwrap();
+    (cfg, w)
+}
+
+/// The public CPU head checks its slices before reading them: short
+/// regions, short words, a zero-length caption and overflowing sizes are
+/// typed errors, not panics.
+#[test]
+fn cpu_head_checks_its_inputs() {
+    use sgraf_core::Error;
+    let (cfg, w) = cpu_head();
+    let (d, r) = (cfg.embed_size, 3);
+    let lens = [2usize, 1];
+    let words = vec![0.1f32; 3 * d];
+    let regions = vec![0.1f32; 2 * r * d];
+    let ok = w.score(&regions, 2, r, &captions(&words, &lens)).unwrap();
+    assert_eq!(ok.len(), 4);
+    let input = |res: sgraf_core::Result<Vec<f32>>| matches!(res, Err(Error::Input(_)));
+    // More images than the regions hold, fewer.
+    assert!(input(w.score(&regions, 3, r, &captions(&words, &lens))));
+    assert!(input(w.score(
+        &regions[..r * d],
+        2,
+        r,
+        &captions(&words, &lens)
+    )));
+    // Words short of the lengths; a caption without words.
+    assert!(input(w.score(
+        &regions,
+        2,
+        r,
+        &captions(&words[..d], &lens)
+    )));
+    assert!(input(w.score(&regions, 2, r, &captions(&words, &[3, 0]))));
+    assert!(matches!(
+        w.score(&regions, usize::MAX, r, &captions(&words, &lens)),
+        Err(Error::SizeOverflow { .. })
+    ));
+    assert!(matches!(
+        w.score(&regions, 2, r, &captions(&words, &[usize::MAX, 2])),
+        Err(Error::SizeOverflow { .. })
+    ));
+}
+
+/// One image against many captions is split over (image, caption block)
+/// work items: every score is bit-identical to the pair scored alone.
+#[test]
+fn cpu_head_scores_do_not_depend_on_the_split() {
+    let (cfg, w) = cpu_head();
+    let d = cfg.embed_size;
+    let inputs = load(&fixtures().join("head").join("inputs.safetensors"));
+    let lens = lengths(&inputs["lengths"]);
+    let img = &inputs["img_emb"];
+    let (n_img, r, _) = img.dims3().unwrap();
+    let cap = &inputs["cap_emb"];
+    let packed = pack(&f32s(cap), cap.dim(1).unwrap(), d, &lens);
+    // Enough captions for several blocks: the fixture's, repeated.
+    let (mut words, mut many) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        words.extend_from_slice(&packed);
+        many.extend_from_slice(&lens);
+    }
+    let regions = f32s(img);
+    let all = w
+        .score(&regions, n_img, r, &captions(&words, &many))
+        .unwrap();
+    for i in 0..n_img {
+        let one = &regions[i * r * d..(i + 1) * r * d];
+        let row = w.score(one, 1, r, &captions(&words, &many)).unwrap();
+        assert_eq!(row, all[i * many.len()..(i + 1) * many.len()]);
+        let mut at = 0;
+        for (c, &len) in many.iter().enumerate() {
+            let alone = w
+                .score(one, 1, r, &captions(&words[at * d..(at + len) * d], &[len]))
+                .unwrap();
+            assert_eq!(
+                alone[0].to_bits(),
+                row[c].to_bits(),
+                "image {i} caption {c}"
+            );
+            at += len;
+        }
+    }
+}
+
+/// Both engines take packed words through one check: a caption without
+/// words is refused alike (the CPU engine's caption_globals once let it by).
+#[test]
+fn engines_refuse_the_same_packed_words() {
+    use sgraf_core::cpu::rcar::RcarCpuEngine;
+    use sgraf_core::rcar::engine::RcarCandleEngine;
+    use sgraf_core::rcar::weights::RcarWeights;
+    use sgraf_core::{Error, ScoringEngine};
+    let model = RcarModel::from_folder(fixtures().join("t2i_coop_rcar2"), &Device::Cpu).unwrap();
+    let d = model.config().embed_size;
+    let cpu = RcarCpuEngine::new(RcarWeights::from_model(&model).unwrap());
+    let candle = RcarCandleEngine::new(model);
+    let engines: [&dyn ScoringEngine; 2] = [&cpu, &candle];
+    let words = vec![0.1f32; 2 * d];
+    for e in engines {
+        assert_eq!(e.caption_globals(&words, &[1, 1]).unwrap().len(), 2 * d);
+        for lengths in [&[2, 0][..], &[1][..], &[3][..]] {
+            assert!(
+                matches!(e.caption_globals(&words, lengths), Err(Error::Input(_))),
+                "{} {lengths:?}",
+                e.describe()
+            );
+        }
+        assert!(matches!(
+            e.caption_globals(&words, &[usize::MAX, 2]),
+            Err(Error::SizeOverflow { .. })
+        ));
     }
 }

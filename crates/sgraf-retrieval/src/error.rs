@@ -16,6 +16,14 @@ pub enum Error {
     /// cheap first pass orders images by them.
     #[error("a shortlist orders images by the models' global vectors, and none of these models has them ({models}); rank without a shortlist")]
     NoShortlist { models: String },
+    /// Models that embed in different sizes in one index: an index stores
+    /// one embedding size (model 0's, `expected`) for all its models.
+    #[error("an index stores one embedding size for all its models: model 0 embeds in {expected} dimensions, model {model} in {found}")]
+    EmbeddingSizeMismatch {
+        model: usize,
+        expected: usize,
+        found: usize,
+    },
     /// Inputs that do not fit the models or each other.
     #[error("{0}")]
     Invalid(String),

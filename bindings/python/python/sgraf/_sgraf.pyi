@@ -80,9 +80,12 @@ class Explanation:
     words: list[str]
     """The query's tokens as the models read them (`<start>`, `<end>`, `<unk>`)."""
     attention: npt.NDArray[np.float32]
-    """`[words, regions]`: each word's attention over the regions (rows sum to 1)."""
+    """`[words, regions]`: the mean attention of the models that run in `direction`."""
+    direction: Literal["words_over_regions", "regions_over_words"]
+    """`"words_over_regions"` (rows of `attention` sum to 1: any SGR, SAF or RCAR t2i
+    model) or `"regions_over_words"` (columns sum to 1: only RCAR i2t models)."""
     model_scores: list[tuple[str, float]]
-    """`(module, score)` of each model ("SGR", "SAF")."""
+    """`(module, score)` of each model ("SGR", "SAF", "RCAR t2i", "RCAR i2t")."""
 
 @final
 class Detector:

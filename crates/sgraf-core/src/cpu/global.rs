@@ -91,7 +91,7 @@ fn project(out: &mut [f32], x: &[f32], n: usize, wt: &[f32], d: usize) {
 }
 
 /// `m [d]` = the mean of the rows (of `d`) of `rows`.
-fn mean_rows(m: &mut [f32], rows: &[f32], d: usize) {
+pub(super) fn mean_rows(m: &mut [f32], rows: &[f32], d: usize) {
     m.fill(0.0);
     for row in rows.chunks(d) {
         for (m, x) in m.iter_mut().zip(row) {

@@ -8,17 +8,19 @@
 //! ([`crate::rcar`]) defines the model; the parity tests hold both to the
 //! upstream fixtures.
 //!
-//! Each rayon worker takes one image row of the score matrix and runs every
-//! caption against it, pair by pair, with single-threaded GEMMs and scratch
-//! buffers of `[max(L, R), max(2m, d)]` floats: memory is bounded by one
-//! pair whatever `n_img * n_cap` is.
+//! Each rayon work item is one image against a block of captions, scored
+//! pair by pair with single-threaded GEMMs and per-worker scratch buffers
+//! of `[max(L, R), max(2m, d)]` floats: memory is bounded by one pair per
+//! worker whatever `n_img * n_cap` is, and one image against many captions
+//! still runs on every core.
 
 use rayon::prelude::*;
 
+use super::global::mean_rows;
 use super::head::attention_rows;
 use super::kernels::{self, dot, softmax, Plain};
 use super::{grow, l2_normalize, sigmoid};
-use crate::engine::{Captions, EngineKind, Images, ScoringEngine};
+use crate::engine::{check_words, rows, size_product, Captions, EngineKind, Images, ScoringEngine};
 use crate::gemm::{matmul, MatMut, MatRef, Threads};
 use crate::ops::NORM_EPS;
 use crate::rcar::weights::{LinearWeights, RcarHeadWeights, RcarImageWeights, RcarWeights};
@@ -43,17 +45,6 @@ impl RcarCpuEngine {
     fn d(&self) -> usize {
         self.w.head.d
     }
-
-    /// `n` rows of `width` values in `data`, or an input error.
-    fn rows(data: &[f32], width: usize, what: &str) -> Result<usize> {
-        if width == 0 || !data.len().is_multiple_of(width) {
-            return Err(Error::Input(format!(
-                "{what}: {} values are not rows of {width}",
-                data.len()
-            )));
-        }
-        Ok(data.len() / width)
-    }
 }
 
 impl ScoringEngine for RcarCpuEngine {
@@ -72,7 +63,8 @@ impl ScoringEngine for RcarCpuEngine {
     /// RCAR reads no global vectors: zeros `[n_img, d]`, so that image
     /// sides and index rows keep one layout for every model family.
     fn image_globals(&self, regions: &[f32]) -> Result<Vec<f32>> {
-        let n = Self::rows(regions, self.w.n_regions * self.d(), "region embeddings")?;
+        let width = size_product("region embeddings", &[self.w.n_regions, self.d()])?;
+        let n = rows(regions, width, "region embeddings")?;
         Ok(vec![0.0; n * self.d()])
     }
 
@@ -82,35 +74,17 @@ impl ScoringEngine for RcarCpuEngine {
 
     /// Zeros `[n_cap, d]`, as [`Self::image_globals`].
     fn caption_globals(&self, words: &[f32], lengths: &[usize]) -> Result<Vec<f32>> {
-        let total = lengths.iter().sum::<usize>() * self.d();
-        if words.len() != total {
-            return Err(Error::Input(format!(
-                "packed words hold {} values; captions of lengths summing to {} need {total}",
-                words.len(),
-                lengths.iter().sum::<usize>()
-            )));
-        }
+        check_words(words, lengths, self.d())?;
         Ok(vec![0.0; lengths.len() * self.d()])
     }
 
     /// Memory is bounded by one pair per worker ([`RcarHeadWeights::score`]),
     /// so the plan's blocks are not needed.
     fn score(&self, images: &Images, captions: &Captions, _plan: &ShardPlan) -> Result<Vec<f32>> {
-        let d = self.d();
         let r = images.n_regions;
-        let n_img = Self::rows(images.regions, r * d, "region embeddings")?;
-        if captions.words.len() != captions.lengths.iter().sum::<usize>() * d
-            || captions.lengths.contains(&0)
-        {
-            return Err(Error::Input(format!(
-                "packed words hold {} values; {} non-empty captions of lengths summing to {} need {}",
-                captions.words.len(),
-                captions.lengths.len(),
-                captions.lengths.iter().sum::<usize>(),
-                captions.lengths.iter().sum::<usize>() * d
-            )));
-        }
-        Ok(self.w.head.score(images.regions, n_img, r, captions))
+        let width = size_product("region embeddings", &[r, self.d()])?;
+        let n_img = rows(images.regions, width, "region embeddings")?;
+        self.w.head.score(images.regions, n_img, r, captions)
     }
 }
 
@@ -210,16 +184,39 @@ struct State {
     smooth: f32,
 }
 
+/// Captions per work item of [`RcarHeadWeights::score`]: one image against
+/// many captions still spreads over every core.
+const CAPTION_BLOCK: usize = 8;
+
 impl RcarHeadWeights {
     /// Scores `[n_img, n_cap]` (image-major) of region embeddings
     /// `regions [n_img, R, d]` with every caption (packed words; the
-    /// global vectors are not read), on the rayon thread pool.
-    pub fn score(&self, regions: &[f32], n_img: usize, r: usize, cap: &Captions) -> Vec<f32> {
+    /// global vectors are not read), on the rayon thread pool: each work
+    /// item is one image against a block of [`CAPTION_BLOCK`] captions, so
+    /// one image against many captions runs on every core. Every pair is
+    /// computed alone, whatever the item, so the scores do not depend on the
+    /// split.
+    pub fn score(
+        &self,
+        regions: &[f32],
+        n_img: usize,
+        r: usize,
+        cap: &Captions,
+    ) -> Result<Vec<f32>> {
         let (d, n_cap) = (self.d, cap.lengths.len());
-        let mut out = vec![0f32; n_img * n_cap];
-        if n_img == 0 || n_cap == 0 {
-            return out;
+        let want = size_product("region embeddings", &[n_img, r, d])?;
+        if regions.len() != want {
+            return Err(Error::Input(format!(
+                "regions hold {} values; {n_img} images of {r} x {d} need {want}",
+                regions.len()
+            )));
         }
+        check_words(cap.words, cap.lengths, d)?;
+        let mut out = vec![0f32; size_product("the score matrix", &[n_img, n_cap])?];
+        if n_img == 0 || n_cap == 0 {
+            return Ok(out);
+        }
+        // Sums of lengths checked above: no overflow.
         let starts: Vec<usize> = cap
             .lengths
             .iter()
@@ -231,9 +228,14 @@ impl RcarHeadWeights {
             .collect();
         out.par_chunks_mut(n_cap)
             .enumerate()
-            .for_each_init(Scratch::default, |s, (i, row)| {
+            .flat_map(|(i, row)| {
+                row.par_chunks_mut(CAPTION_BLOCK)
+                    .enumerate()
+                    .map(move |(b, block)| (i, b * CAPTION_BLOCK, block))
+            })
+            .for_each_init(Scratch::default, |s, (i, c0, block)| {
                 let img = &regions[i * r * d..(i + 1) * r * d];
-                for (c, v) in row.iter_mut().enumerate() {
+                for (c, v) in (c0..).zip(block.iter_mut()) {
                     let len = cap.lengths[c];
                     let words = &cap.words[starts[c] * d..(starts[c] + len) * d];
                     *v = match self.attn_type {
@@ -242,7 +244,7 @@ impl RcarHeadWeights {
                     };
                 }
             });
-        out
+        Ok(out)
     }
 
     /// One query `[lq, d]` against one context `[ls, d]` -> the score
@@ -256,7 +258,7 @@ impl RcarHeadWeights {
         match self.regulator {
             Regulator::OnlyRar => {
                 self.alignment(0, query, lq, context, ls, &st, s);
-                mean_rows(&s.mid, lq, m, &mut s.hig);
+                mean_rows(grow(&mut s.hig, m), &s.mid[..lq * m], m);
                 for rar in 0..self.rar.len() {
                     self.aggregate(rar, lq, s);
                 }
@@ -281,7 +283,7 @@ impl RcarHeadWeights {
                 for step in 0..self.rar.len() {
                     self.alignment(step, query, lq, context, ls, &st, s);
                     if step == 0 {
-                        mean_rows(&s.mid, lq, m, &mut s.hig);
+                        mean_rows(grow(&mut s.hig, m), &s.mid[..lq * m], m);
                     }
                     // The RCR of step k reads step k's alignment vectors and
                     // feeds the alignment of step k + 1.
@@ -431,19 +433,5 @@ impl RcarHeadWeights {
     /// `sigmoid(sim_eval_w . hig)`.
     fn eval_score(&self, hig: &[f32]) -> f32 {
         sigmoid(dot::<Plain>(&hig[..self.m], &self.eval.w) + self.eval.b)
-    }
-}
-
-/// The mean of `rows` rows of width `m` of `x`, into `out [m]`.
-fn mean_rows(x: &[f32], rows: usize, m: usize, out: &mut Vec<f32>) {
-    let out = grow(out, m);
-    out.fill(0.0);
-    for row in x[..rows * m].chunks(m) {
-        for (o, v) in out.iter_mut().zip(row) {
-            *o += v;
-        }
-    }
-    for o in out.iter_mut() {
-        *o /= rows as f32;
     }
 }

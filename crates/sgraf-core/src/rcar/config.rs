@@ -176,11 +176,10 @@ impl RcarConfig {
         let path = path.as_ref();
         match ModelConfig::from_file(path)? {
             ModelConfig::Rcar(cfg) => Ok(cfg),
-            other => Err(Error::Config(format!(
-                "{} describes an {} model, not RCAR",
-                path.display(),
-                other.architecture()
-            ))),
+            other => Err(Error::WrongArchitecture {
+                expected: Architecture::Rcar,
+                found: other.architecture(),
+            }),
         }
     }
 
@@ -233,6 +232,15 @@ impl RcarConfig {
             if value == 0 {
                 return Err(Error::Config(format!("{name} must be positive, found 0")));
             }
+        }
+        // The image encoder's MLP branch is Linear(img_dim, d / 2) (upstream
+        // `embed_size // 2`), and the CPU engine walks its output in rows of
+        // d / 2: d >= 2. An odd d is upstream's floor, as here.
+        if self.embed_size < 2 {
+            return Err(Error::Config(format!(
+                "embed_size must be at least 2 (the image MLP's hidden size is embed_size / 2), found {}",
+                self.embed_size
+            )));
         }
         // The RCR's smoothing MLP is Linear(m, m / 2): m >= 2.
         if self.sim_dim < 2 {

@@ -6,9 +6,9 @@
 use candle_core::Tensor;
 
 use crate::candle_engine::f32s;
-use crate::engine::{Captions, EngineKind, Images, ScoringEngine};
+use crate::engine::{check_words, rows, size_product, Captions, EngineKind, Images, ScoringEngine};
 use crate::rcar::RcarModel;
-use crate::{Error, Result, ShardPlan};
+use crate::{Result, ShardPlan};
 
 /// One RCAR model's candle layers (shared tensors: cloning is cheap).
 #[derive(Clone, Debug)]
@@ -29,30 +29,6 @@ impl RcarCandleEngine {
     fn tensor(&self, data: &[f32], shape: &[usize]) -> Result<Tensor> {
         Ok(Tensor::from_slice(data, shape, self.model.device())?.to_dtype(self.model.dtype())?)
     }
-
-    /// `n` rows of `width` values each in `data`, or an input error.
-    fn rows(data: &[f32], width: usize, what: &str) -> Result<usize> {
-        if width == 0 || !data.len().is_multiple_of(width) {
-            return Err(Error::Input(format!(
-                "{what}: {} values are not rows of {width}",
-                data.len()
-            )));
-        }
-        Ok(data.len() / width)
-    }
-
-    fn check_words(&self, words: &[f32], lengths: &[usize]) -> Result<()> {
-        let total = lengths.iter().sum::<usize>() * self.d();
-        if words.len() != total || lengths.contains(&0) {
-            return Err(Error::Input(format!(
-                "packed words hold {} values; {} non-empty captions of lengths summing to {} need {total}",
-                words.len(),
-                lengths.len(),
-                lengths.iter().sum::<usize>()
-            )));
-        }
-        Ok(())
-    }
 }
 
 impl ScoringEngine for RcarCandleEngine {
@@ -71,7 +47,11 @@ impl ScoringEngine for RcarCandleEngine {
     fn encode_images(&self, features: &[f32]) -> Result<Vec<f32>> {
         let cfg = self.model.config();
         let (r, k) = (cfg.num_regions, cfg.img_dim);
-        let n = Self::rows(features, r * k, "region features")?;
+        let n = rows(
+            features,
+            size_product("region features", &[r, k])?,
+            "region features",
+        )?;
         f32s(
             &self
                 .model
@@ -81,9 +61,12 @@ impl ScoringEngine for RcarCandleEngine {
 
     /// RCAR reads no global vectors: zeros `[n_img, d]`, as the CPU engine's.
     fn image_globals(&self, regions: &[f32]) -> Result<Vec<f32>> {
-        let n = Self::rows(
+        let n = rows(
             regions,
-            self.model.config().num_regions * self.d(),
+            size_product(
+                "region embeddings",
+                &[self.model.config().num_regions, self.d()],
+            )?,
             "region embeddings",
         )?;
         Ok(vec![0.0; n * self.d()])
@@ -95,7 +78,7 @@ impl ScoringEngine for RcarCandleEngine {
     }
 
     fn caption_globals(&self, words: &[f32], lengths: &[usize]) -> Result<Vec<f32>> {
-        self.check_words(words, lengths)?;
+        check_words(words, lengths, self.d())?;
         Ok(vec![0.0; lengths.len() * self.d()])
     }
 
@@ -103,8 +86,12 @@ impl ScoringEngine for RcarCandleEngine {
     /// largest intermediate is `[n_img, max(L, R), d]`.
     fn score(&self, images: &Images, captions: &Captions, _plan: &ShardPlan) -> Result<Vec<f32>> {
         let (r, d) = (images.n_regions, self.d());
-        let n_img = Self::rows(images.regions, r * d, "region embeddings")?;
-        self.check_words(captions.words, captions.lengths)?;
+        let n_img = rows(
+            images.regions,
+            size_product("region embeddings", &[r, d])?,
+            "region embeddings",
+        )?;
+        check_words(captions.words, captions.lengths, d)?;
         let n_cap = captions.lengths.len();
         if n_img == 0 || n_cap == 0 {
             return Ok(vec![0.0; n_img * n_cap]);

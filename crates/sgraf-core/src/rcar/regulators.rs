@@ -8,10 +8,12 @@
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
+// The LeakyReLU on the query-context affinities (`encoders.py:300`) is
+// SCAN's, as SGRAF's: one slope for both families (the CPU engine's
+// `attention_rows` applies it to both).
+use crate::attention::LEAKY_SLOPE;
 use crate::ops::{dropout_t, l2norm, softmax_last, xavier_linear, NORM_EPS};
 
-/// Negative slope of the LeakyReLU on the query-context affinities (`encoders.py:300`).
-pub const LEAKY_SLOPE: f64 = 0.1;
 /// Dropout inside each aggregation regulator (`encoders.py:230`).
 pub const RAR_DROPOUT: f32 = 0.4;
 

@@ -271,17 +271,24 @@ pub fn index_models(dir: &Path) -> Result<Option<Vec<ModelSpec>>> {
 /// The `(regions, d)` of every model's rows: an index stores one
 /// embedding size for all its models.
 fn index_shape(scorer: &Scorer) -> Result<(usize, usize)> {
-    let cfg = scorer.config();
-    let (regions, dim) = (cfg.num_regions(), cfg.embed_size());
-    for (i, m) in scorer.models().iter().enumerate() {
-        if m.config().embed_size() != dim {
-            return Err(Error::Invalid(format!(
-                "an index stores one embedding size for all its models: model 0 embeds in {dim} dimensions, model {i} in {}",
-                m.config().embed_size()
-            )));
-        }
+    let dim = one_embed_size(scorer.models().iter().map(|m| m.config().embed_size()))?;
+    Ok((scorer.config().num_regions(), dim))
+}
+
+/// The one embedding size of models embedding in `sizes` (model 0's), or
+/// [`Error::EmbeddingSizeMismatch`] naming the first model that differs.
+fn one_embed_size(mut sizes: impl Iterator<Item = usize>) -> Result<usize> {
+    let Some(expected) = sizes.next() else {
+        return Err(Error::Invalid("an index needs at least one model".into()));
+    };
+    match (1..).zip(sizes).find(|&(_, d)| d != expected) {
+        Some((model, found)) => Err(Error::EmbeddingSizeMismatch {
+            model,
+            expected,
+            found,
+        }),
+        None => Ok(expected),
     }
-    Ok((regions, dim))
 }
 
 /// Brings `dir`'s index up to date with `names` (the folder's feature files;
@@ -783,4 +790,26 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
         bb += y * y;
     }
     ab / (aa.sqrt() * bb.sqrt()).max(1e-12)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_of_an_index_embed_in_one_size() {
+        assert_eq!(one_embed_size([1024, 1024].into_iter()).unwrap(), 1024);
+        assert!(matches!(
+            one_embed_size([1024, 1024, 512].into_iter()),
+            Err(Error::EmbeddingSizeMismatch {
+                model: 2,
+                expected: 1024,
+                found: 512
+            })
+        ));
+        assert!(matches!(
+            one_embed_size(std::iter::empty()),
+            Err(Error::Invalid(_))
+        ));
+    }
 }
