@@ -19,7 +19,7 @@
 //! # fn main() -> sgraf::Result<()> {
 //! let sgraf = Sgraf::load(&["tests/fixtures/sgr", "tests/fixtures/saf"], &Device::Cpu)?;
 //! let (shape, features) = sgraf::load_npy("tests/fixtures/precomp/test_ims.npy")?;
-//! assert_eq!(shape[1..], [36, sgraf.config().img_dim]);
+//! assert_eq!(shape[1..], [36, sgraf.config().img_dim()]);
 //! let scores = sgraf.score(&features, &["A man riding a bike on the street.", "Two dogs playing in the snow."])?;
 //! assert_eq!((scores.n_images, scores.n_captions), (shape[0], 2));
 //! assert!(scores.values.iter().all(|s| s.is_finite()));
