@@ -315,7 +315,7 @@ pub struct TrainArgs {
     /// Run folder: best/ and last/ model folders, state/, metrics.jsonl, tb/ (TensorBoard events).
     #[arg(long, required_unless_present = "resume")]
     pub out: Option<PathBuf>,
-    /// Start from this model (folder or Hub id): fine-tuning.
+    /// Start from this model (folder or Hub id): fine-tuning; an RCAR folder trains RCAR.
     #[arg(long)]
     pub init: Option<String>,
     /// Vocabulary JSON (default: the --init model's, else built from the training captions).
@@ -327,15 +327,20 @@ pub struct TrainArgs {
     /// Captions per batch.
     #[arg(long, default_value_t = TrainOptions::default().batch_size)]
     pub batch_size: usize,
-    /// Default 40 (SGR) / 30 (SAF); 20 on COCO.
+    /// Default 40 (SGR) / 30 (SAF); 20 on COCO; RCAR 40, 25 on COCO.
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Adam's learning rate at the start.
     #[arg(long, default_value_t = TrainOptions::default().learning_rate)]
     pub learning_rate: f64,
-    /// Epochs between learning-rate decays (x0.1); default 30 (SGR) / 20 (SAF), 10 on COCO.
+    /// Epochs between learning-rate decays (x0.1); default 30 (SGR) / 20 (SAF), 10 on COCO;
+    /// RCAR 30, 15 on COCO.
     #[arg(long)]
     pub lr_update: Option<usize>,
+    /// Epochs summing the loss over all negatives before the hardest one (RCAR's
+    /// --vse_mean_warmup_epochs); default 0 (SGR, SAF), RCAR 3, 5 on COCO.
+    #[arg(long)]
+    pub warmup_epochs: Option<usize>,
     /// Margin of the triplet ranking loss.
     #[arg(long, default_value_t = TrainOptions::default().margin)]
     pub margin: f64,

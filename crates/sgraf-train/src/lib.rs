@@ -1,5 +1,6 @@
 //! Training SGRAF as the published recipe does (shared/SPEC.md, "Training
-//! recipe"): hardest-negative triplet loss, Adam, gradient clipping, a step
+//! recipe"), and RCAR from an RCAR model folder as its `train.py` does
+//! (AdamW, the warm-up, caption augmentation: [`augment`]): hardest-negative triplet loss, Adam, gradient clipping, a step
 //! learning-rate schedule, validation on `dev` after every epoch keeping the
 //! best rsum; from scratch or from any model folder (fine-tuning). Each run
 //! logs to `metrics.jsonl` and to TensorBoard event files in `RUN/tb/`.
@@ -7,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod adam;
+pub mod augment;
 pub mod error;
 pub mod init;
 pub mod loss;

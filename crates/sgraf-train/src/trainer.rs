@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Module as _, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
-use sgraf_core::{Config, Module, SgrafModel};
+use sgraf_core::{Config, Layers, ModelConfig, Module, SgrafModel};
 use sgraf_data::Precomp;
 use sgraf_retrieval::{Metrics, Scorer};
 use sgraf_text::{CaptionTokenizer, Vocab};
 
 use crate::adam::{clip_grad_norm, Adam};
+use crate::augment::{caption_rng, mask_caption};
 use crate::error::io;
 use crate::metrics_log::{self, Record, StepRecord, ValidationRecord};
 use crate::tensorboard::{step_scalars, validation_scalars, EventFile};
@@ -60,6 +61,11 @@ pub struct TrainOptions {
     /// Train in float64 instead of float32 (exact checks against a reference).
     #[serde(default)]
     pub float64: bool,
+    /// Epochs whose loss sums over the negatives before the hardest
+    /// negative takes over (upstream RCAR's `vse_mean_warmup_epochs`).
+    /// Default: 0 (SGR, SAF); RCAR 3, 5 on COCO (its `train_*.sh`).
+    #[serde(default)]
+    pub warmup_epochs: Option<usize>,
 }
 
 impl Default for TrainOptions {
@@ -92,6 +98,7 @@ impl Default for TrainOptions {
             vocab_threshold: 4,
             checkpoint_step: 1000,
             float64: false,
+            warmup_epochs: None,
         }
     }
 }
@@ -186,7 +193,7 @@ pub enum Event<'a> {
 pub struct Trainer {
     run: PathBuf,
     state: RunState,
-    cfg: Config,
+    cfg: ModelConfig,
     varmap: VarMap,
     model: SgrafModel,
     tokenizer: CaptionTokenizer,
@@ -215,33 +222,79 @@ fn coco(data: &Path) -> bool {
     data.to_string_lossy().to_lowercase().contains("coco")
 }
 
+/// AdamW's weight decay in RCAR's `train.py:60` (PyTorch's default).
+const RCAR_WEIGHT_DECAY: f64 = 0.01;
+
+/// What differs between the families' training, in one place: defaults of
+/// the schedule, the optimizer, the parameters it steps, and (in
+/// [`Trainer::train_step`]) the forward pass and the caption augmentation.
 impl TrainOptions {
-    fn epochs_for(&self, module: Module) -> usize {
-        self.epochs.unwrap_or(match (coco(&self.data), module) {
-            (true, _) => 20,
-            (false, Module::Sgr) => 40,
-            (false, Module::Saf) => 30,
+    /// SGRAF: 40 (SGR) / 30 (SAF), 20 on COCO; RCAR: 40, 25 on COCO
+    /// (`train_*.sh`).
+    fn epochs_for(&self, cfg: &ModelConfig) -> usize {
+        self.epochs.unwrap_or(match (coco(&self.data), cfg) {
+            (true, ModelConfig::Rcar(_)) => 25,
+            (false, ModelConfig::Rcar(_)) => 40,
+            (true, ModelConfig::Sgraf(_)) => 20,
+            (false, ModelConfig::Sgraf(c)) => match c.module {
+                Module::Sgr => 40,
+                Module::Saf => 30,
+            },
         })
     }
 
-    fn lr_update_for(&self, module: Module) -> usize {
-        self.lr_update.unwrap_or(match (coco(&self.data), module) {
-            (true, _) => 10,
-            (false, Module::Sgr) => 30,
-            (false, Module::Saf) => 20,
+    /// SGRAF: 30 (SGR) / 20 (SAF), 10 on COCO; RCAR: 30, 15 on COCO.
+    fn lr_update_for(&self, cfg: &ModelConfig) -> usize {
+        self.lr_update.unwrap_or(match (coco(&self.data), cfg) {
+            (true, ModelConfig::Rcar(_)) => 15,
+            (false, ModelConfig::Rcar(_)) => 30,
+            (true, ModelConfig::Sgraf(_)) => 10,
+            (false, ModelConfig::Sgraf(c)) => match c.module {
+                Module::Sgr => 30,
+                Module::Saf => 20,
+            },
         })
+    }
+
+    fn warmup_for(&self, cfg: &ModelConfig) -> usize {
+        self.warmup_epochs.unwrap_or(match (coco(&self.data), cfg) {
+            (_, ModelConfig::Sgraf(_)) => 0,
+            (true, ModelConfig::Rcar(_)) => 5,
+            (false, ModelConfig::Rcar(_)) => 3,
+        })
+    }
+
+    /// The loss of an epoch: summed over the negatives during the warm-up
+    /// (`train.py:92-93` switches to the hardest one after it), then as
+    /// `max_violation` says.
+    fn max_violation_at(&self, cfg: &ModelConfig, epoch: usize) -> bool {
+        epoch >= self.warmup_for(cfg) && self.max_violation
     }
 }
 
-fn trainable(varmap: &VarMap) -> Vec<(String, Var)> {
+/// The parameters the optimizer steps: not BatchNorm's running statistics
+/// (buffers), nor RCAR's stored but unused `img_enc.mlp.bns.1`, which
+/// PyTorch's AdamW skips (no gradient, so no decay either).
+fn trainable(varmap: &VarMap, cfg: &ModelConfig) -> Vec<(String, Var)> {
+    let rcar = matches!(cfg, ModelConfig::Rcar(_));
     let data = varmap.data().lock().expect("varmap");
     let mut vars: Vec<(String, Var)> = data
         .iter()
         .filter(|(k, _)| !k.ends_with("running_mean") && !k.ends_with("running_var"))
+        .filter(|(k, _)| !(rcar && k.starts_with("img_enc.mlp.bns.1.")))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     vars
+}
+
+/// Adam for SGRAF (`train.py` of SGRAF), AdamW for RCAR.
+fn optimizer(varmap: &VarMap, cfg: &ModelConfig, lr: f64) -> Result<Adam> {
+    let params = trainable(varmap, cfg);
+    match cfg {
+        ModelConfig::Sgraf(_) => Adam::new(params, lr),
+        ModelConfig::Rcar(_) => Adam::adamw(params, lr, RCAR_WEIGHT_DECAY),
+    }
 }
 
 fn all_vars(varmap: &VarMap) -> Vec<(String, Var)> {
@@ -352,19 +405,15 @@ impl Trainer {
         let (regions, img_dim) = train.image_shape();
         // The model's shape and vocabulary.
         let start = resume_from.clone().or_else(|| o.init.clone());
-        let (cfg, tokenizer) = match &start {
+        let (cfg, tokenizer): (ModelConfig, _) = match &start {
             Some(dir) => {
-                let path = dir.join(sgraf_core::CONFIG_FILE);
-                if sgraf_core::Architecture::of_file(&path)? == sgraf_core::Architecture::Rcar {
-                    return Err(TrainError::RcarNotTrainable { path });
-                }
-                let cfg = Config::from_file(&path)?;
+                let cfg = ModelConfig::from_file(dir.join(sgraf_core::CONFIG_FILE))?;
                 if let Some(m) = o.module {
-                    if m != cfg.module {
+                    if cfg.as_sgraf().map(|c| c.module) != Some(m) {
                         return Err(invalid(format!(
                             "--module {m} but {} is a {} model",
                             dir.display(),
-                            cfg.module
+                            cfg.name()
                         )));
                     }
                 }
@@ -399,27 +448,33 @@ impl Trainer {
                 cfg.num_layers = o.num_layers;
                 cfg.data_name = o.data.file_name().map(|n| n.to_string_lossy().into_owned());
                 cfg.validate()?;
-                (cfg, CaptionTokenizer::from_vocab(&vocab))
+                (cfg.into(), CaptionTokenizer::from_vocab(&vocab))
             }
         };
-        if (cfg.num_regions, cfg.img_dim) != (regions, img_dim) {
+        if (cfg.num_regions(), cfg.img_dim()) != (regions, img_dim) {
             return Err(invalid(format!(
                 "the model reads {} regions of {} features, {} holds {regions} of {img_dim}",
-                cfg.num_regions,
-                cfg.img_dim,
+                cfg.num_regions(),
+                cfg.img_dim(),
                 o.data.display()
             )));
         }
         let varmap = VarMap::new();
         let dtype = if o.float64 { DType::F64 } else { DType::F32 };
         let vb = VarBuilder::from_varmap(&varmap, dtype, &Device::Cpu);
-        let mut model = SgrafModel::load(vb, &cfg)?;
+        let mut model = SgrafModel::load_config(vb, &cfg)?;
         model.set_dropout(o.dropout);
-        match &start {
-            Some(dir) => load_into(&varmap, &dir.join(sgraf_core::WEIGHTS_FILE))?,
-            None => crate::init::initialize(&all_vars(&varmap), &cfg, o.seed)?,
+        match (&start, &cfg) {
+            (Some(dir), _) => load_into(&varmap, &dir.join(sgraf_core::WEIGHTS_FILE))?,
+            (None, ModelConfig::Sgraf(c)) => {
+                crate::init::initialize(&all_vars(&varmap), c, o.seed)?
+            }
+            // Only a model folder starts an RCAR run (above).
+            (None, ModelConfig::Rcar(_)) => {
+                return Err(invalid("an RCAR run starts from an RCAR model folder"))
+            }
         }
-        let mut adam = Adam::new(trainable(&varmap), o.learning_rate)?;
+        let mut adam = optimizer(&varmap, &cfg, o.learning_rate)?;
         if resume_from.is_some() {
             adam.load(&run.join("state/optimizer.safetensors"), state.step)?;
         }
@@ -443,7 +498,7 @@ impl Trainer {
         })
     }
 
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &ModelConfig {
         &self.cfg
     }
 
@@ -457,8 +512,7 @@ impl Trainer {
 
     /// Steps the run will have taken when it ends.
     pub fn planned_steps(&self) -> u64 {
-        let all =
-            (self.state.options.epochs_for(self.cfg.module) * self.batches_per_epoch()) as u64;
+        let all = (self.state.options.epochs_for(&self.cfg) * self.batches_per_epoch()) as u64;
         self.state.options.max_steps.map_or(all, |m| m.min(all))
     }
 
@@ -509,7 +563,7 @@ impl Trainer {
 
     /// The learning rate of an epoch: decayed x0.1 every `lr_update` epochs.
     pub fn lr_at(&self, epoch: usize) -> f64 {
-        let every = self.state.options.lr_update_for(self.cfg.module).max(1);
+        let every = self.state.options.lr_update_for(&self.cfg).max(1);
         self.state.options.learning_rate * 0.1f64.powi((epoch / every) as i32)
     }
 
@@ -517,31 +571,50 @@ impl Trainer {
     /// and the gradient norm before clipping.
     pub fn train_step(&mut self, captions: &[usize]) -> Result<(f64, f64)> {
         let o = &self.state.options;
-        // Longest caption first, as the published data loader orders a batch.
-        let mut order = captions.to_vec();
-        order.sort_by_key(|&k| std::cmp::Reverse(self.ids[k].len()));
-        let lengths: Vec<usize> = order.iter().map(|&k| self.ids[k].len()).collect();
+        // RCAR masks, replaces and deletes words at train time; SGRAF
+        // reads the captions as they are.
+        let tokens: Vec<std::borrow::Cow<[u32]>> = captions
+            .iter()
+            .map(|&k| match self.cfg {
+                ModelConfig::Rcar(_) => {
+                    let mut rng = caption_rng(o.seed, self.state.step, k);
+                    mask_caption(&self.ids[k], self.cfg.vocab_size(), &mut rng).into()
+                }
+                ModelConfig::Sgraf(_) => self.ids[k].as_slice().into(),
+            })
+            .collect();
+        // Longest caption first, as the published data loaders order a batch.
+        let mut order: Vec<usize> = (0..captions.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(tokens[i].len()));
+        let lengths: Vec<usize> = order.iter().map(|&i| tokens[i].len()).collect();
         let max_len = lengths.iter().copied().max().unwrap_or(1);
+        let (regions, img_dim) = (self.cfg.num_regions(), self.cfg.img_dim());
         let mut ids = vec![0u32; order.len() * max_len];
-        let mut feats = Vec::with_capacity(order.len() * self.cfg.num_regions * self.cfg.img_dim);
-        for (row, &k) in order.iter().enumerate() {
-            ids[row * max_len..row * max_len + lengths[row]].copy_from_slice(&self.ids[k]);
-            feats.extend(self.train.images.rows(self.train.row_of_caption(k), 1)?);
+        let mut feats = Vec::with_capacity(order.len() * regions * img_dim);
+        for (row, &i) in order.iter().enumerate() {
+            ids[row * max_len..row * max_len + lengths[row]].copy_from_slice(&tokens[i]);
+            let image = self.train.row_of_caption(captions[i]);
+            feats.extend(self.train.images.rows(image, 1)?);
         }
         let b = order.len();
         let dev = Device::Cpu;
         let dtype = if o.float64 { DType::F64 } else { DType::F32 };
-        let images = Tensor::from_vec(feats, (b, self.cfg.num_regions, self.cfg.img_dim), &dev)?
-            .to_dtype(dtype)?;
+        let images = Tensor::from_vec(feats, (b, regions, img_dim), &dev)?.to_dtype(dtype)?;
         let ids = Tensor::from_vec(ids, (b, max_len), &dev)?;
 
-        let img = self.model.image_encoder()?.forward(&images)?;
-        let cap = self.model.text_encoder().forward_t(&ids, &lengths, true)?;
-        let head = self.model.similarity_head()?;
-        let image_side = head.image_side(&img, true)?;
-        let caption_side = head.caption_side(&cap, &lengths, true)?;
-        let scores = head.score_block(&image_side, &caption_side, true)?;
-        let loss = contrastive_loss(&scores, o.margin, o.max_violation)?;
+        let scores = match self.model.layers() {
+            Layers::Rcar(m) => m.forward_t(&images, &ids, &lengths, true)?,
+            Layers::Sgraf { .. } => {
+                let img = self.model.image_encoder()?.forward(&images)?;
+                let cap = self.model.text_encoder().forward_t(&ids, &lengths, true)?;
+                let head = self.model.similarity_head()?;
+                let image_side = head.image_side(&img, true)?;
+                let caption_side = head.caption_side(&cap, &lengths, true)?;
+                head.score_block(&image_side, &caption_side, true)?
+            }
+        };
+        let max_violation = o.max_violation_at(&self.cfg, self.state.epoch);
+        let loss = contrastive_loss(&scores, o.margin, max_violation)?;
         let grads = loss.backward()?;
         let grads = self.adam.grads(&grads)?;
         let (norm, grads) = clip_grad_norm(&grads, o.grad_clip)?;
@@ -616,7 +689,7 @@ impl Trainer {
     /// epoch, keeping `best/` (highest rsum) and `last/`.
     pub fn run(&mut self, on_event: &mut dyn FnMut(Event)) -> Result<()> {
         sgraf_core::rng::set_dropout_state(self.state.dropout_rng);
-        let epochs = self.state.options.epochs_for(self.cfg.module);
+        let epochs = self.state.options.epochs_for(&self.cfg);
         let batches = self.batches_per_epoch();
         if self.tb.is_none() {
             self.tb = Some(EventFile::create(&self.tensorboard_dir(), wall_time())?);
@@ -683,5 +756,35 @@ impl Trainer {
             self.checkpoint()?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sgraf_core::rcar::{AttnType, RcarConfig};
+
+    #[test]
+    fn each_family_gets_its_upstream_schedule() {
+        let rcar: ModelConfig = RcarConfig::released(AttnType::T2i, 10).into();
+        let sgr: ModelConfig = Config::released(Module::Sgr, 10).into();
+        let mut o = TrainOptions {
+            data: "data/f30k_precomp".into(),
+            ..TrainOptions::default()
+        };
+        let schedule = |o: &TrainOptions, c: &ModelConfig| {
+            (o.epochs_for(c), o.lr_update_for(c), o.warmup_for(c))
+        };
+        // train_f30k_*.sh; SGRAF's published recipe.
+        assert_eq!(schedule(&o, &rcar), (40, 30, 3));
+        assert_eq!(schedule(&o, &sgr), (40, 30, 0));
+        assert!(!o.max_violation_at(&rcar, 2) && o.max_violation_at(&rcar, 3));
+        assert!(o.max_violation_at(&sgr, 0));
+        o.data = "data/coco_precomp".into();
+        assert_eq!(schedule(&o, &rcar), (25, 15, 5));
+        assert!(!o.max_violation_at(&rcar, 4) && o.max_violation_at(&rcar, 5));
+        o.warmup_epochs = Some(0);
+        o.max_violation = false;
+        assert!(!o.max_violation_at(&rcar, 10));
     }
 }

@@ -18,6 +18,7 @@ impl TrainArgs {
             epochs: self.epochs,
             learning_rate: self.learning_rate,
             lr_update: self.lr_update,
+            warmup_epochs: self.warmup_epochs,
             margin: self.margin,
             max_violation: !self.no_max_violation,
             grad_clip: self.grad_clip,
