@@ -440,6 +440,17 @@ fn rcar_trains_on_the_command_line() {
     assert_eq!(weights("a"), weights("b"));
     let other = train_rcar(&i2t, &root.join("c"), "4", &one);
     assert_ne!(a, other);
+    // Stopped after 2 steps and resumed, it ends where the straight run does
+    // (the masks follow the step, not the process).
+    let split = train_rcar(
+        &i2t,
+        &root.join("e"),
+        "3",
+        &["--epochs", "1", "--max-steps", "2"],
+    );
+    assert_eq!(split, a[..2]);
+    ok(&["train", "--resume", &root.join("e").display().to_string()]);
+    assert_eq!(weights("a"), weights("e"));
 
     // The loss goes down: 10 epochs of t2i on the fixture, the mean loss of
     // the last epoch well below the first's (36 = every pair at the margin;
