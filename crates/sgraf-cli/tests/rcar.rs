@@ -437,6 +437,19 @@ fn rcar_trains_on_the_command_line() {
     let again = train_rcar(&i2t, &root.join("b"), "3", &one);
     assert_eq!(a, again);
     let weights = |run: &str| std::fs::read(root.join(run).join("last/model.safetensors")).unwrap();
+    // AdamW steps every parameter but the MLP's unused BatchNorm, which
+    // PyTorch's skips (no gradient): its decay would change it.
+    let tensors = |dir: &Path| {
+        candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap()
+    };
+    let (start, trained) = (tensors(Path::new(&i2t)), tensors(&root.join("a/last")));
+    let flat = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for (name, t) in &start {
+        let same = flat(t) == flat(&trained[name]);
+        let unused = name.starts_with("img_enc.mlp.bns.1.");
+        assert_eq!(same, unused, "{name}: unchanged {same}");
+    }
     assert_eq!(weights("a"), weights("b"));
     let other = train_rcar(&i2t, &root.join("c"), "4", &one);
     assert_ne!(a, other);
