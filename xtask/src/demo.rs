@@ -78,7 +78,7 @@ pub fn demo(dir: &Path, epochs: usize) -> Result<()> {
     );
 
     for t in &mut trainers {
-        let module = t.config().module;
+        let module = t.config().name();
         let began = Instant::now();
         println!(
             "\nTraining {module} for {epochs} epochs ({} steps)...",
