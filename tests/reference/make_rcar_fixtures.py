@@ -13,6 +13,7 @@ upstream code computes. It was written against commit
 numpy and safetensors; the test suite never runs it.
 
 Output (tests/fixtures/rcar/ unless --out):
+    eval.json                 upstream's i2t/t2i recalls (lib/evaluation.py) on a tie-free score matrix
     inputs.safetensors        images [n_img, 36, img_dim] f32, ids [n_cap, L] i64, lengths [n_cap] i64
     <tag>/config.json         our model config ("model": "RCAR", the RCAR options)
     <tag>/model.safetensors   weights under upstream names, prefixed img_enc./txt_enc./sim_enc.
@@ -350,6 +351,30 @@ def write_full(up, out, gen):
     save_file(expected, os.path.join(out, "expected.safetensors"))
 
 
+# --- evaluation ----------------------------------------------------------------
+
+def write_eval(up, out):
+    """Upstream's recalls (lib/evaluation.py i2t and t2i, 5 captions per
+    image) on a tie-free random score matrix [12, 60]: eval.json holds the
+    matrix (row-major) and both directions' (r1, r5, r10, medr, meanr)."""
+    import numpy as np
+    from lib import evaluation
+    gen = torch.Generator().manual_seed(5)
+    n_img = 12
+    sims = torch.rand(n_img, 5 * n_img, generator=gen, dtype=torch.float64).float()
+    # Pull each image's own captions up a little so the recalls are not all 0.
+    for i in range(n_img):
+        sims[i, 5 * i:5 * i + 5] += 0.3 * torch.rand(5, generator=gen)
+    flat = sims.flatten().tolist()
+    assert len(set(flat)) == len(flat), "the matrix must be tie-free"
+    i2t = evaluation.i2t(n_img, sims.numpy().astype(np.float64))
+    t2i = evaluation.t2i(n_img, sims.numpy().astype(np.float64))
+    with open(os.path.join(out, "eval.json"), "w") as f:
+        json.dump({"n_img": n_img, "n_cap": 5 * n_img, "scores": flat,
+                   "i2t": [float(v) for v in i2t], "t2i": [float(v) for v in t2i]}, f)
+    print(f"eval: i2t {i2t}, t2i {t2i}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("upstream", help="a checkout of github.com/Paranioar/RCAR")
@@ -371,6 +396,7 @@ def main():
     write_head(up, out, gen)
     write_checkpoints(up, out, gen)
     write_train(up, out)
+    write_eval(up, out)
     print(f"wrote {os.path.abspath(out)}")
 
 

@@ -88,3 +88,43 @@ fn any_number_of_captions_per_image() {
     assert_eq!((m.i2t.r1, m.t2i.r1), (100.0 / 3.0, 100.0 / 3.0));
     assert_eq!((m.i2t.r5, m.t2i.r5), (100.0, 100.0));
 }
+
+/// The recalls of upstream RCAR's own `lib/evaluation.py` (`i2t`, `t2i`,
+/// five captions per image) on a tie-free random score matrix, written by
+/// tests/reference/make_rcar_fixtures.py (`eval.json`).
+#[test]
+fn recalls_equal_upstream_rcar_evaluation() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/rcar/eval.json");
+    let fixture: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let n_img = fixture["n_img"].as_u64().unwrap() as usize;
+    let n_cap = fixture["n_cap"].as_u64().unwrap() as usize;
+    let scores: Vec<f32> = fixture["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let m = metrics(&scores, n_img, n_cap);
+    let upstream = |dir: &str| -> Vec<f64> {
+        fixture[dir]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    for (dir, ours) in [("i2t", m.i2t), ("t2i", m.t2i)] {
+        let ours = [ours.r1, ours.r5, ours.r10, ours.medr, ours.meanr];
+        let theirs = upstream(dir);
+        // Not all 100 or all 0: the fixture tells a wrong rank apart.
+        assert!(theirs[0] > 0.0 && theirs[2] < 100.0, "{dir}: {theirs:?}");
+        for (name, (a, b)) in ["r1", "r5", "r10", "medr", "meanr"]
+            .iter()
+            .zip(ours.iter().zip(&theirs))
+        {
+            assert!((a - b).abs() < 1e-9, "{dir} {name}: ours {a}, upstream {b}");
+        }
+    }
+}
