@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_e2e import random_captions  # noqa: E402
+from bench_e2e import random_captions, vocabulary  # noqa: E402
 from bench_reference import sgemm_gflops  # noqa: E402
 from make_rcar_fixtures import RELEASED, TINY_EVAL_SCALE, import_upstream, make_opt, randomize_  # noqa: E402
 from make_tokenizer_fixtures import tokenize  # noqa: E402
@@ -46,29 +46,13 @@ BATCH = 128  # opt.batch_size, the test loader's batch size
 SHARD = 100  # evalrank's shard_size
 
 
-def vocabulary(size):
-    """upstream lib/vocab.py serialize_vocab's layout: `size` words, <mask> not included."""
-    words = ["<pad>", "<start>", "<end>", "<unk>"] + [f"w{i}" for i in range(size - 4)]
-    return {"word2idx": {w: i for i, w in enumerate(words)},
-            "idx2word": {str(i): w for i, w in enumerate(words)}, "idx": size}
-
-
-class Vocab:
-    """What upstream's deserialize_vocab returns, for process_caption."""
-
-    def __init__(self, d):
-        self.word2idx, self.idx = d["word2idx"], d["idx"]
-
-    def __call__(self, word):
-        return self.word2idx.get(word, self.word2idx["<unk>"])
-
-
 def prepare(up, args, attn):
     """The checkpoint, vocabulary, features and captions (once per DIR)."""
     ckpt = os.path.join(args.dir, f"rcar_{attn}.pth")
     vocab_path = os.path.join(args.dir, "vocab.json")
-    words = RELEASED["vocab_size"] - 1  # train.py adds <mask>: vocab_size = words + 1
-    vocab = vocabulary(words)
+    # upstream lib/vocab.py serialize_vocab's layout, without the <mask> that
+    # train.py appends (vocab_size = words + 1).
+    vocab = vocabulary(RELEASED["vocab_size"] - 1)
     if not os.path.exists(vocab_path):
         with open(vocab_path, "w") as f:
             json.dump(vocab, f)
@@ -86,7 +70,7 @@ def prepare(up, args, attn):
         np.save(feats_path, (torch.rand(args.images, 36, RELEASED["img_dim"], generator=gen) * 2.0).numpy())
         with open(caps_path, "w") as f:
             f.write("\n".join(random_captions(args.captions, vocab, gen)) + "\n")
-    return ckpt, vocab, feats_path, caps_path
+    return ckpt, vocab_path, feats_path, caps_path
 
 
 class Loader:
@@ -105,11 +89,12 @@ class Loader:
             yield images, targets, lengths, list(ids)
 
 
-def score(up, ckpt, vocab, feats_path, caps_path, out_path):
+def score(up, ckpt, vocab_path, feats_path, caps_path, out_path):
     """Upstream's evaluation path (evalrank without the recalls), from the
     files to the written matrix."""
     from lib.datasets import image_caption
     from lib import evaluation
+    from lib.vocab import deserialize_vocab
 
     with torch.no_grad():
         state = torch.load(ckpt, weights_only=False)
@@ -121,7 +106,7 @@ def score(up, ckpt, vocab, feats_path, caps_path, out_path):
         with open(caps_path) as f:
             captions = [line.strip() for line in f if line.strip()]
         per_image = len(captions) // len(feats)
-        voc = Vocab(vocab)
+        voc = deserialize_vocab(vocab_path)
         # PrecompRegionDataset.__getitem__: (image, caption ids, index, image index).
         items = [(torch.Tensor(np.array(feats[c // per_image])), image_caption.process_caption(voc, text),
                   c, c // per_image) for c, text in enumerate(captions)]
@@ -152,7 +137,7 @@ def main():
     import nltk
     nltk.tokenize = type(sys)("nltk.tokenize")
     nltk.tokenize.word_tokenize = tokenize
-    ckpt, vocab, feats_path, caps_path = prepare(up, args, args.attn)
+    ckpt, vocab_path, feats_path, caps_path = prepare(up, args, args.attn)
     if args.prepare_only:
         print(json.dumps({"prepared": args.dir}))
         return
@@ -160,7 +145,7 @@ def main():
     secs = float("inf")
     for _ in range(max(1, args.repeat)):
         start = time.perf_counter()
-        score(up, ckpt, vocab, feats_path, caps_path, out_path)
+        score(up, ckpt, vocab_path, feats_path, caps_path, out_path)
         secs = min(secs, time.perf_counter() - start)
     pairs = args.images * args.captions
     print(json.dumps({
