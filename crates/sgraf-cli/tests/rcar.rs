@@ -169,16 +169,7 @@ fn rcar_ensembles_through_the_library() {
     }
 
     // Evaluation on the fixture split (10 images, 5 captions each).
-    let report = sgraf::evaluate(
-        &all,
-        &precomp(),
-        &sgraf::EvalOptions {
-            split: "test".into(),
-            ..sgraf::EvalOptions::default()
-        },
-        &mut |_| {},
-    )
-    .unwrap();
+    let report = evaluate_test_split(&all);
     assert!(
         report.rsum.is_finite() && report.rsum > 0.0,
         "rsum {}",
@@ -285,16 +276,7 @@ fn rcar_on_the_command_line() {
     ]))
     .unwrap();
     // Exactly the library's evaluation of the same models and split.
-    let lib = sgraf::evaluate(
-        &Sgraf::load(&[&t2i, &i2t], &Device::Cpu).unwrap(),
-        &precomp(),
-        &sgraf::EvalOptions {
-            split: "test".into(),
-            ..sgraf::EvalOptions::default()
-        },
-        &mut |_| {},
-    )
-    .unwrap();
+    let lib = evaluate_test_split(&Sgraf::load(&[&t2i, &i2t], &Device::Cpu).unwrap());
     assert_eq!(eval, lib.to_json());
     let dir = root.join("images");
     image_files(&dir, 4);
@@ -489,4 +471,18 @@ fn rcar_trains_on_the_command_line() {
     let (first, last) = (mean(&losses[..5]), mean(&losses[45..]));
     assert!(last < 0.8 * first, "loss per epoch: {losses:?}");
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// The library's evaluation of `models` on the fixture split "test".
+fn evaluate_test_split(models: &Sgraf) -> sgraf::EvalReport {
+    sgraf::evaluate(
+        models,
+        &precomp(),
+        &sgraf::EvalOptions {
+            split: "test".into(),
+            ..sgraf::EvalOptions::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap()
 }
