@@ -72,10 +72,26 @@ fn attention_and_similarity_kernels_match_cpu() {
             start += len;
         }
     }
-    let g = gpu.upload(&affinity).unwrap();
+    // On the device the layout is [nw, ni, R]: a word's rows for every
+    // image side by side.
+    let to_device = |x: &[f32]| {
+        let mut out = vec![0f32; x.len()];
+        for k in 0..ni {
+            for w in 0..nw {
+                out[(w * ni + k) * r..][..r].copy_from_slice(&x[(k * nw + w) * r..][..r]);
+            }
+        }
+        out
+    };
+    let g = gpu.upload(&to_device(&affinity)).unwrap();
     let norms = gpu.empty(ni * nc * r).unwrap();
     gpu.attention(&g, &meta, &norms, (ni, r), grid_cap).unwrap();
-    close("attention", &gpu.read(&g, want.len()).unwrap(), &want, TOL);
+    close(
+        "attention",
+        &gpu.read(&g, want.len()).unwrap(),
+        &to_device(&want),
+        TOL,
+    );
 
     // Context: (a / (||a|| + eps) - t)^2, the words at an offset.
     let w_off = 2;
@@ -281,30 +297,35 @@ fn graph_kernels_match_cpu() {
         scores.push(1.0 / (1.0 + (-x).exp()));
         at += len + 1;
     }
-    let out = gpu.empty(graph.pairs).unwrap();
-    gpu.sgr_score(&next, &graph, &head, &out, cap).unwrap();
-    close(
-        "sgr_score",
-        &gpu.read(&out, graph.pairs).unwrap(),
-        &scores,
-        TOL,
-    );
-    let out = gpu.empty(graph.pairs).unwrap();
+    // Written from an offset, as a block writes into its share of a
+    // buffer of several blocks; the elements before stay untouched.
+    let off = 3;
+    let before = vec![-1.0f32; off];
+    let mut padded = before.clone();
+    padded.resize(off + graph.pairs, -1.0);
+    let out = gpu.upload(&padded).unwrap();
+    gpu.sgr_score(&next, &graph, &head, (&out, off), cap)
+        .unwrap();
+    let got = gpu.read(&out, off + graph.pairs).unwrap();
+    assert_eq!(got[..off], before[..], "sgr_score wrote before its offset");
+    close("sgr_score", &got[off..], &scores, TOL);
+    let out = gpu.upload(&padded).unwrap();
     gpu.sgr_last_step(
         &gstep,
         &gpu.upload(&nodes).unwrap(),
         &graph,
         &head,
-        &out,
+        (&out, off),
         cap,
     )
     .unwrap();
-    close(
-        "sgr_last_step",
-        &gpu.read(&out, graph.pairs).unwrap(),
-        &scores,
-        TOL,
+    let got = gpu.read(&out, off + graph.pairs).unwrap();
+    assert_eq!(
+        got[..off],
+        before[..],
+        "sgr_last_step wrote before its offset"
     );
+    close("sgr_last_step", &got[off..], &scores, TOL);
 }
 
 #[test]

@@ -120,16 +120,70 @@ impl Gpu {
 
     /// The first `n` floats of `buf`, after every launch queued before.
     pub fn read(&self, buf: &Buf, n: usize) -> GpuResult<Vec<f32>> {
-        match &self.runtime {
+        self.read_start(buf, n)?.finish()
+    }
+
+    /// Starts reading the first `n` floats of `buf` once the launches
+    /// queued before have run, and returns without waiting: what is queued
+    /// after this runs while the copy travels, and
+    /// [`PendingRead::finish`] waits for it. On wgpu the copy is recorded
+    /// and submitted here. A launcher (CUDA) reads here, waiting: its copy
+    /// is ordered on its one stream, so a copy waited for later would also
+    /// wait for the launches queued after it.
+    pub fn read_start(&self, buf: &Buf, n: usize) -> GpuResult<PendingRead<'_>> {
+        let n = n.min(buf.len);
+        let inner = match &self.runtime {
             Runtime::Wgpu(client) => {
-                let bytes = client
-                    .read_one(buf.handle()?.clone())
-                    .map_err(|e| GpuError(format!("reading from {}: {e:?}", self.device())))?;
-                let all = f32::from_bytes(&bytes);
-                Ok(all[..n.min(all.len())].to_vec())
+                PendingInner::Wgpu(Box::pin(client.read_async(vec![buf.handle()?.clone()])))
             }
             #[cfg(feature = "gpu-cuda")]
-            Runtime::Launcher(l) => Ok(l.read(buf.any()?, n.min(buf.len))?),
+            Runtime::Launcher(l) => PendingInner::Done(l.read(buf.any()?, n)?),
+        };
+        Ok(PendingRead {
+            inner,
+            n,
+            device: self.device().to_string(),
+        })
+    }
+}
+
+type ReadFuture<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<Vec<cubecl::bytes::Bytes>, cubecl::server::ServerError>,
+            > + Send
+            + 'a,
+    >,
+>;
+
+/// A read-back started by [`Gpu::read_start`].
+pub struct PendingRead<'a> {
+    inner: PendingInner<'a>,
+    n: usize,
+    device: String,
+}
+
+enum PendingInner<'a> {
+    Wgpu(ReadFuture<'a>),
+    #[cfg(feature = "gpu-cuda")]
+    Done(Vec<f32>),
+}
+
+impl PendingRead<'_> {
+    /// Waits for the copy: the floats read.
+    pub fn finish(self) -> GpuResult<Vec<f32>> {
+        match self.inner {
+            PendingInner::Wgpu(read) => {
+                let bytes = cubecl::future::block_on(read)
+                    .map_err(|e| GpuError(format!("reading from {}: {e:?}", self.device)))?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| GpuError(format!("reading from {}: no data", self.device)))?;
+                let all = f32::from_bytes(&bytes);
+                Ok(all[..self.n.min(all.len())].to_vec())
+            }
+            #[cfg(feature = "gpu-cuda")]
+            PendingInner::Done(v) => Ok(v),
         }
     }
 }

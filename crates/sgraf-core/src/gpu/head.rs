@@ -3,7 +3,7 @@
 
 use super::launch::Strides;
 use super::meta::{BlockMeta, GraphMeta};
-use super::{Buf, Gpu, GpuError, GpuResult};
+use super::{Buf, Gpu, GpuError, GpuResult, PendingRead};
 use crate::engine::{Captions, Images};
 use crate::weights::{GraphStep, HeadWeights, Reasoner};
 
@@ -73,6 +73,30 @@ impl GpuPlan {
     pub fn grid_cap(&self, gpu: &Gpu) -> usize {
         let device = gpu.max_cubes_per_dim();
         self.max_cubes_per_dim.map_or(device, |c| c.min(device))
+    }
+}
+
+/// Where an image group's scores go: images `i0..i0 + ni` against the
+/// blocks `(c0, c1)` of the caption chunk starting at `s0`, the blocks'
+/// `[ni, c1 - c0]` one after another in what was read.
+struct Placement {
+    i0: usize,
+    ni: usize,
+    s0: usize,
+    blocks: Vec<(usize, usize)>,
+}
+
+impl Placement {
+    /// Copies `read` into the rows of `scores` `[n_img, n_cap]`.
+    fn place(&self, read: &[f32], scores: &mut [f32], n_cap: usize) {
+        for &(c0, c1) in &self.blocks {
+            let block = &read[self.ni * c0..self.ni * c1];
+            let (a, b) = (self.s0 + c0, self.s0 + c1);
+            for (k, row) in block.chunks(c1 - c0).enumerate() {
+                let at = (self.i0 + k) * n_cap;
+                scores[at + a..at + b].copy_from_slice(row);
+            }
+        }
     }
 }
 
@@ -227,6 +251,7 @@ impl GpuHead {
         }
         let limit = plan.max_block_floats.min(device_max).max(one);
         let grid_cap = plan.grid_cap(gpu);
+        let mut pending: Option<(PendingRead, Placement)> = None;
         // Caption chunks (uploaded once each): whole captions, their words
         // within the limit; inside, blocks of at most `max_captions`.
         let step = max_captions.max(1);
@@ -251,10 +276,12 @@ impl GpuHead {
                 (c0, w0) = (c1, w0 + lengths.iter().sum::<usize>());
             }
             // Images per device block: the context `[ni, nw, d]` and the
-            // regions `[ni, R, d]` within the limit.
+            // regions `[ni, R, d]` within the limit, and the scores of all
+            // the chunk's blocks `[ni, chunk]` too.
             let widest = blocks.iter().map(|b| b.3.n_words).max().unwrap_or(1);
             let per_image = (widest.max(r) * d).max(1);
-            let group = (limit / per_image).clamp(1, n_img);
+            let chunk = s1 - s0;
+            let group = (limit / per_image).min(limit / chunk).clamp(1, n_img);
             for i0 in (0..n_img).step_by(group) {
                 let i1 = (i0 + group).min(n_img);
                 let imgs = ImagesOnDevice {
@@ -262,30 +289,46 @@ impl GpuHead {
                     global: gpu.upload(&img.global[i0 * d..i1 * d])?,
                     n: i1 - i0,
                 };
-                for (c0, c1, w0, meta) in &blocks {
-                    let block = self.score_block(
+                // Each block's scores `[ni, c1 - c0]` at `ni * c0` of one
+                // buffer: one read-back per image group, not per block.
+                let out = gpu.empty(imgs.n * chunk)?;
+                for (c0, _, w0, meta) in &blocks {
+                    self.score_block(
                         gpu,
                         &imgs,
                         r,
                         &caps_on_device,
                         (*c0, *w0),
                         meta,
+                        (&out, imgs.n * c0),
                         grid_cap,
                     )?;
-                    let (a, b) = (s0 + c0, s0 + c1);
-                    for (k, row) in block.chunks(c1 - c0).enumerate() {
-                        scores[(i0 + k) * n_cap + a..(i0 + k) * n_cap + b].copy_from_slice(row);
-                    }
+                }
+                // The read travels while the next group's work runs; the
+                // previous group's scores are placed meanwhile.
+                let done = Placement {
+                    i0,
+                    ni: imgs.n,
+                    s0,
+                    blocks: blocks.iter().map(|b| (b.0, b.1)).collect(),
+                };
+                let read = gpu.read_start(&out, imgs.n * chunk)?;
+                if let Some((read, at)) = pending.replace((read, done)) {
+                    at.place(&read.finish()?, &mut scores, n_cap);
                 }
             }
             (s0, sw0) = (s1, sw1);
         }
+        if let Some((read, at)) = pending.take() {
+            at.place(&read.finish()?, &mut scores, n_cap);
+        }
         Ok(scores)
     }
 
-    /// One block: `imgs.n` images against the captions of `meta`, whose
-    /// first caption is `c0` and first word `w0` of the captions on the
-    /// device; grids of at most `cap` cubes per dimension.
+    /// One block, queued: `imgs.n` images against the captions of `meta`,
+    /// whose first caption is `c0` and first word `w0` of the captions on
+    /// the device; its scores `[ni, nc]` into `out` from `out_off` on;
+    /// grids of at most `cap` cubes per dimension.
     #[allow(clippy::too_many_arguments)]
     fn score_block(
         &self,
@@ -295,29 +338,38 @@ impl GpuHead {
         caps: &CaptionsOnDevice,
         (c0, w0): (usize, usize),
         meta: &BlockMeta,
+        out: (&Buf, usize),
         cap: usize,
-    ) -> GpuResult<Vec<f32>> {
+    ) -> GpuResult<()> {
         let (d, m, ni) = (self.d, self.m, imgs.n);
         let (nc, nw) = (meta.lengths.len(), meta.n_words);
-        // Word-region affinities [ni, nw, R]: words x regions^T per image.
+        // Word-region affinities [nw, ni, R]: one product, the words
+        // against all the images' regions (`[ni * R, d]`, transposed).
         let affinity = gpu.empty(ni * nw * r)?;
         gpu.matmul(
             &caps.words,
             Strides::rows(w0 * d, d, 0),
             &imgs.regions,
-            Strides::transposed(0, d, r * d),
+            Strides::transposed(0, d, 0),
             &affinity,
-            Strides::rows(0, r, nw * r),
-            (ni, nw, r, d),
+            Strides::rows(0, ni * r, 0),
+            (1, nw, ni * r, d),
             cap,
         )?;
         let norms = gpu.empty(ni * nc * r)?;
         gpu.attention(&affinity, meta, &norms, (ni, r), cap)?;
         // Attended regions [ni, nw, d], then (l2norm(a) - t)^2 in place.
         let context = gpu.empty(ni * nw * d)?;
+        // Image k's attention `[nw, R]` is rows `ni * R` apart in [nw, ni, R].
+        let attention = Strides {
+            offset: 0,
+            batch: r,
+            row: ni * r,
+            col: 1,
+        };
         gpu.matmul(
             &affinity,
-            Strides::rows(0, r, nw * r),
+            attention,
             &imgs.regions,
             Strides::rows(0, d, r * d),
             &context,
@@ -355,7 +407,6 @@ impl GpuHead {
             cap,
         )?;
         gpu.bias_l2norm_rows(&global, &self.global_b, &graph, true, &nodes, ni * nc, cap)?;
-        let out = gpu.empty(graph.pairs)?;
         match &self.reasoner {
             GpuReasoner::Sgr(steps) => {
                 let mut next = gpu.empty(graph.n_nodes * m)?;
@@ -368,13 +419,13 @@ impl GpuHead {
                     gpu.graph_step(step, &nodes, &next, &proj, &edges, &graph, m, cap)?;
                     std::mem::swap(&mut nodes, &mut next);
                 }
-                gpu.sgr_last_step(last, &nodes, &graph, self, &out, cap)?;
+                gpu.sgr_last_step(last, &nodes, &graph, self, out, cap)?;
             }
             GpuReasoner::Saf(saf) => {
                 let gates = gpu.empty(graph.n_nodes)?;
-                gpu.saf_score(&nodes, &gates, &graph, self, saf, &out, cap)?;
+                gpu.saf_score(&nodes, &gates, &graph, self, saf, out, cap)?;
             }
         }
-        gpu.read(&out, graph.pairs)
+        Ok(())
     }
 }

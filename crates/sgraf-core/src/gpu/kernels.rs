@@ -30,6 +30,18 @@ const UNITS_USIZE: usize = UNITS as usize;
 /// Output tile of the matrix product: `TILE x TILE`, `TILE_K` deep.
 pub const TILE: u32 = 64;
 pub const TILE_K: u32 = 16;
+/// The padded row of the product's shared tiles (see [`matmul`]).
+const TILE_ROW: usize = 66;
+/// Units per group of the per-item kernels (a node's or a pair's dot
+/// products): a group takes one item, its lanes read consecutive features
+/// (coalesced: neighbouring units read neighbouring floats, where one unit
+/// per item would read `m` floats apart), and the partial sums meet in
+/// [`group_sum`].
+pub const GROUP: u32 = 32;
+/// Groups per cube of [`UNITS`].
+pub const GROUPS: u32 = UNITS / GROUP;
+const GROUP_USIZE: usize = GROUP as usize;
+const GROUPS_USIZE: usize = GROUPS as usize;
 
 #[cube]
 fn sigmoid(x: f32) -> f32 {
@@ -107,16 +119,6 @@ fn exp_normalize(x: &mut [f32], row: usize, n: usize, max: f32) {
     }
 }
 
-/// `sum_e a[a_off + e] b[e]` over `e < n`.
-#[cube]
-fn dot(a: &[f32], a_off: usize, b: &[f32], n: usize) -> f32 {
-    let mut sum = 0.0f32;
-    for e in 0..n {
-        sum += a[a_off + e] * b[e];
-    }
-    sum
-}
-
 /// `init + sum_j w[w_row + j] x[(start + j) stride + col]` over the `n`
 /// nodes of a pair.
 #[cube]
@@ -134,6 +136,29 @@ fn weighted_nodes(
     let mut sum = init;
     for j in 0..n {
         sum += w[w_row + j] * x[(start + j) * stride + col];
+    }
+    sum
+}
+
+/// The item (a node or a pair) and the lane of `unit` in a per-item
+/// kernel's cube: [`GROUPS`] items per cube, [`GROUP`] lanes each.
+#[cube]
+fn group_item(unit: usize) -> (usize, usize) {
+    (
+        CUBE_POS * GROUPS_USIZE + unit / GROUP_USIZE,
+        unit % GROUP_USIZE,
+    )
+}
+
+/// A lane's share of `sum_t a[a_off + t] b[t]` over `t < n`: the `t`
+/// congruent to `lane` modulo [`GROUP`] (summed over the group by [`group_sum`]).
+#[cube]
+fn lane_dot(a: &[f32], a_off: usize, b: &[f32], n: usize, lane: usize) -> f32 {
+    let mut sum = 0.0f32;
+    let mut t = lane;
+    while t < n {
+        sum += a[a_off + t] * b[t];
+        t += GROUP_USIZE;
     }
     sum
 }
@@ -167,8 +192,13 @@ pub fn matmul(
     c_si: usize,
 ) {
     // Shared tiles: As[t][i] (transposed) and Bs[t][j], TILE_K x TILE each.
-    let mut a_tile = Shared::<[f32]>::new_slice(1024usize);
-    let mut b_tile = Shared::<[f32]>::new_slice(1024usize);
+    // As's rows are padded to 66 floats: a warp stores rows `i` and `i + 1`
+    // at 16 consecutive `t` each, into banks `2t + i` and `2t + i + 1`
+    // (mod 32): 32 different banks, where rows of 64 put each half-warp in
+    // one bank (a 16-way conflict). The reads, one `t` and two `i` per
+    // warp, stay broadcasts.
+    let mut a_tile = Shared::<[f32]>::new_slice(1056usize);
+    let mut b_tile = Shared::<[f32]>::new_slice(1056usize);
     let tx = UNIT_POS_X as usize;
     let ty = UNIT_POS_Y as usize;
     let tid = ty * 16 + tx;
@@ -192,14 +222,22 @@ pub fn matmul(
             let kk = idx % 16;
             let i = i0 + row;
             let t = t0 + kk;
-            a_tile[kk * 64 + row] =
+            a_tile[kk * TILE_ROW + row] =
                 read_or_zero(a, i < rows && t < depth, a_base + i * a_si + t * a_st);
-            // B: 16 rows x 64 columns; consecutive units take consecutive j.
-            let kb = idx / 64;
-            let col = idx % 64;
+            // B: 16 rows x 64 columns. Consecutive units take consecutive
+            // j where B is row-major, consecutive t where it is transposed
+            // (the regions of the affinity product, rows `d` floats apart):
+            // the reads stay contiguous either way, and the padded rows keep
+            // the stores conflict-free either way (as for As).
+            let mut kb = idx / 64;
+            let mut col = idx % 64;
+            if b_sj != 1usize {
+                kb = idx % 16;
+                col = idx / 16;
+            }
             let j = j0 + col;
             let tb = t0 + kb;
-            b_tile[kb * 64 + col] =
+            b_tile[kb * TILE_ROW + col] =
                 read_or_zero(b, j < cols && tb < depth, b_base + tb * b_st + j * b_sj);
         }
         sync_cube();
@@ -209,8 +247,8 @@ pub fn matmul(
             let mut b_reg = Array::<f32>::new(4usize);
             #[unroll]
             for q in 0..4usize {
-                a_reg[q] = a_tile[kk * 64 + ty + q * 16];
-                b_reg[q] = b_tile[kk * 64 + tx + q * 16];
+                a_reg[q] = a_tile[kk * TILE_ROW + ty + q * 16];
+                b_reg[q] = b_tile[kk * TILE_ROW + tx + q * 16];
             }
             #[unroll]
             for u in 0..4usize {
@@ -258,7 +296,7 @@ pub fn attention_norms(
         let len = cap_len[c] as usize;
         let mut sum = 0.0f32;
         for w in 0..len {
-            let v = affinity[(k * nw + start + w) * regions + r];
+            let v = affinity[((start + w) * ni + k) * regions + r];
             let v = f32::max(v, v * LEAKY);
             sum += v * v;
         }
@@ -266,8 +304,8 @@ pub fn attention_norms(
     }
 }
 
-/// Step 2 of the attention, one unit per (image, word), in place:
-/// `A[k, w, :] = softmax_r(SMOOTH * LeakyReLU(A[k, w, r]) / norms[k, c(w), r])`.
+/// Step 2 of the attention, one unit per (word, image), in place:
+/// `A[w, k, :] = softmax_r(SMOOTH * LeakyReLU(A[w, k, r]) / norms[k, c(w), r])`.
 #[cube(launch_unchecked, create_dummy_kernel)]
 pub fn attention_softmax(
     affinity: &mut [f32],
@@ -280,8 +318,8 @@ pub fn attention_softmax(
 ) {
     let pos = ABSOLUTE_POS;
     if pos < ni * nw {
-        let w = pos % nw;
-        let k = pos / nw;
+        let k = pos % ni;
+        let w = pos / ni;
         let c = word_cap[w] as usize;
         let row = pos * regions;
         let norm_row = (k * nc + c) * regions;
@@ -380,42 +418,45 @@ pub fn bias_l2norm_rows(
     }
 }
 
-/// Graph edges, one cube per node `i`:
-/// `edges[i, j] = (proj[i, :m] + fold_bias) . nodes[j]` for the nodes `j`
-/// of its pair (`proj` `[nodes, 2m]`). The cube's 256 units are 8 groups of
-/// 32: a group takes one `j` at a time, its lanes read consecutive features
-/// (coalesced), and the 32 partial sums meet in shared memory.
+/// Edge logits, one cube per row `i` of `q` (a graph node's projection,
+/// or in SGR's last step a pair's query):
+/// `edges[i, j] = (q[i * q_stride + t] + fold_bias[t]) . nodes[j]` over
+/// `t < m`, for the nodes `j` of the row's pair `row_pair[i]`. The cube's
+/// 256 units are [`GROUPS`] groups of [`GROUP`]: a group takes one `j` at a
+/// time, its lanes read consecutive features (coalesced), and the partial
+/// sums meet in shared memory.
 #[cube(launch_unchecked, create_dummy_kernel)]
 #[allow(clippy::too_many_arguments)]
 pub fn graph_edges(
-    proj: &[f32],
+    q: &[f32],
     fold_bias: &[f32],
     nodes: &[f32],
-    node_pair: &[u32],
+    row_pair: &[u32],
     pair_start: &[u32],
     pair_nodes: &[u32],
     edges: &mut [f32],
-    n_nodes: usize,
+    n_rows: usize,
     max_nodes: usize,
     m: usize,
+    q_stride: usize,
 ) {
     let mut partial = Shared::<[f32]>::new_slice(256usize);
     let i = CUBE_POS;
     // Uniform per cube: every unit takes the same branch and loop count.
-    if i < n_nodes {
+    if i < n_rows {
         let unit = UNIT_POS as usize;
-        let lane = unit % 32;
-        let group = unit / 32;
-        let (start, n) = pair_span(pair_start, pair_nodes, node_pair[i] as usize);
-        let rounds = n.div_ceil(8);
+        let lane = unit % GROUP_USIZE;
+        let group = unit / GROUP_USIZE;
+        let (start, n) = pair_span(pair_start, pair_nodes, row_pair[i] as usize);
+        let rounds = n.div_ceil(GROUPS_USIZE);
         for round in 0..rounds {
-            let j = round * 8 + group;
+            let j = round * GROUPS_USIZE + group;
             let mut sum = 0.0f32;
             if j < n {
                 let mut t = lane;
                 while t < m {
-                    sum += (proj[i * 2 * m + t] + fold_bias[t]) * nodes[(start + j) * m + t];
-                    t += 32;
+                    sum += (q[i * q_stride + t] + fold_bias[t]) * nodes[(start + j) * m + t];
+                    t += GROUP_USIZE;
                 }
             }
             let total = group_sum(&mut partial, sum, unit, lane, 5u32);
@@ -427,18 +468,18 @@ pub fn graph_edges(
     }
 }
 
-/// Row softmax of the edges, one unit per node.
+/// Row softmax of the edges (over the row's pair's nodes), one unit per row.
 #[cube(launch_unchecked, create_dummy_kernel)]
 pub fn graph_softmax(
     edges: &mut [f32],
-    node_pair: &[u32],
+    row_pair: &[u32],
     pair_nodes: &[u32],
-    n_nodes: usize,
+    n_rows: usize,
     max_nodes: usize,
 ) {
     let i = ABSOLUTE_POS;
-    if i < n_nodes {
-        let n = pair_nodes[node_pair[i] as usize] as usize;
+    if i < n_rows {
+        let n = pair_nodes[row_pair[i] as usize] as usize;
         let row = i * max_nodes;
         let mut max = f32::new(-3.0e38);
         for j in 0..n {
@@ -483,7 +524,9 @@ pub fn graph_combine(
     }
 }
 
-/// SGR's score, one unit per pair: `sigmoid(eval_w . nodes[first node] + eval_b)`.
+/// SGR's score, a group per pair: `out[out_off + p] =
+/// sigmoid(eval_w . nodes[first node] + eval_b)` (a block's scores land at
+/// their place in a buffer of several blocks: one read-back for them all).
 #[cube(launch_unchecked, create_dummy_kernel)]
 pub fn sgr_score(
     nodes: &[f32],
@@ -492,16 +535,24 @@ pub fn sgr_score(
     out: &mut [f32],
     pairs: usize,
     m: usize,
+    out_off: usize,
     eval_b: f32,
 ) {
-    let p = ABSOLUTE_POS;
+    let mut partial = Shared::<[f32]>::new_slice(256usize);
+    let unit = UNIT_POS as usize;
+    let (p, lane) = group_item(unit);
+    let mut sum = 0.0f32;
     if p < pairs {
-        let sum = dot(nodes, pair_start[p] as usize * m, eval_w, m);
-        out[p] = sigmoid(sum + eval_b);
+        sum = lane_dot(nodes, pair_start[p] as usize * m, eval_w, m, lane);
+    }
+    // Every unit reaches the barriers of the sum, inside or past the pairs.
+    let total = group_sum(&mut partial, sum, unit, lane, 5u32);
+    if lane == 0 && p < pairs {
+        out[out_off + p] = sigmoid(total + eval_b);
     }
 }
 
-/// SAF's gates, one unit per node: `sigmoid(BN(w . node + b))`, the
+/// SAF's gates, a group per node: `sigmoid(BN(w . node + b))`, the
 /// BatchNorm folded into `scale`, `shift`.
 #[cube(launch_unchecked, create_dummy_kernel)]
 #[allow(clippy::too_many_arguments)]
@@ -515,15 +566,22 @@ pub fn saf_gate(
     scale: f32,
     shift: f32,
 ) {
-    let i = ABSOLUTE_POS;
+    let mut partial = Shared::<[f32]>::new_slice(256usize);
+    let unit = UNIT_POS as usize;
+    let (i, lane) = group_item(unit);
+    let mut sum = 0.0f32;
     if i < n_nodes {
-        let sum = dot(nodes, i * m, weight, m);
-        gates[i] = sigmoid((sum + bias) * scale + shift);
+        sum = lane_dot(nodes, i * m, weight, m, lane);
+    }
+    let total = group_sum(&mut partial, sum, unit, lane, 5u32);
+    if lane == 0 && i < n_nodes {
+        gates[i] = sigmoid((total + bias) * scale + shift);
     }
 }
 
-/// SAF's score, one unit per pair: `beta = l1norm(gates)`, pooled
-/// `s = sum_j beta_j node_j`, `sigmoid(eval_w . l2norm(s) + eval_b)`.
+/// SAF's score, a group per pair: `beta = l1norm(gates)`, pooled
+/// `s = sum_j beta_j node_j` (the lanes taking the features `e`),
+/// `out[out_off + p] = sigmoid(eval_w . l2norm(s) + eval_b)`.
 #[cube(launch_unchecked, create_dummy_kernel)]
 #[allow(clippy::too_many_arguments)]
 pub fn saf_score(
@@ -535,9 +593,17 @@ pub fn saf_score(
     out: &mut [f32],
     pairs: usize,
     m: usize,
+    out_off: usize,
     eval_b: f32,
 ) {
-    let p = ABSOLUTE_POS;
+    // Two sums, two slots each: the second sum's stores cannot meet the
+    // first's last reads.
+    let mut dots = Shared::<[f32]>::new_slice(256usize);
+    let mut squares = Shared::<[f32]>::new_slice(256usize);
+    let unit = UNIT_POS as usize;
+    let (p, lane) = group_item(unit);
+    let mut dot = 0.0f32;
+    let mut square = 0.0f32;
     if p < pairs {
         let (start, n) = pair_span(pair_start, pair_nodes, p);
         let mut total = 0.0f32;
@@ -545,17 +611,21 @@ pub fn saf_score(
             total += f32::abs(gates[start + j]);
         }
         total += EPS;
-        let mut dot = 0.0f32;
-        let mut square = 0.0f32;
-        for e in 0..m {
+        let mut e = lane;
+        while e < m {
             let mut s = 0.0f32;
             for j in 0..n {
                 s += gates[start + j] / total * nodes[(start + j) * m + e];
             }
             dot += s * eval_w[e];
             square += s * s;
+            e += GROUP_USIZE;
         }
-        out[p] = sigmoid(dot / (f32::sqrt(square) + EPS) + eval_b);
+    }
+    let dot = group_sum(&mut dots, dot, unit, lane, 5u32);
+    let square = group_sum(&mut squares, square, unit, lane, 5u32);
+    if lane == 0 && p < pairs {
+        out[out_off + p] = sigmoid(dot / (f32::sqrt(square) + EPS) + eval_b);
     }
 }
 
@@ -578,40 +648,10 @@ pub fn gather_first_nodes(
     }
 }
 
-/// Step 2 (after `query = first M`), one unit per pair: the global node's
-/// edge weights `softmax_j((query + fold_bias) . node_j)` into `weights`
-/// `[pairs, max_nodes]`.
-#[cube(launch_unchecked, create_dummy_kernel)]
-#[allow(clippy::too_many_arguments)]
-pub fn sgr_last_weights(
-    query: &[f32],
-    fold_bias: &[f32],
-    nodes: &[f32],
-    pair_start: &[u32],
-    pair_nodes: &[u32],
-    weights: &mut [f32],
-    pairs: usize,
-    max_nodes: usize,
-    m: usize,
-) {
-    let p = ABSOLUTE_POS;
-    if p < pairs {
-        let (start, n) = pair_span(pair_start, pair_nodes, p);
-        let row = p * max_nodes;
-        let mut max = f32::new(-3.0e38);
-        for j in 0..n {
-            let mut sum = 0.0f32;
-            for t in 0..m {
-                sum += (query[p * m + t] + fold_bias[t]) * nodes[(start + j) * m + t];
-            }
-            weights[row + j] = sum;
-            max = f32::max(max, sum);
-        }
-        exp_normalize(weights, row, n, max);
-    }
-}
-
-/// Step 3, one unit per (pair, feature): `pooled[p] = sum_j weights[p, j] node_j`.
+/// Step 3 (after `query = first M` and the global node's edge weights
+/// `softmax_j((query + fold_bias) . node_j)` into `weights`, by
+/// [`graph_edges`] and [`graph_softmax`]), one unit per (pair, feature):
+/// `pooled[p] = sum_j weights[p, j] node_j`.
 #[cube(launch_unchecked, create_dummy_kernel)]
 #[allow(clippy::too_many_arguments)]
 pub fn sgr_last_pool(
@@ -633,8 +673,8 @@ pub fn sgr_last_pool(
     }
 }
 
-/// Step 4 (after `x = pooled W_g^T`), one unit per pair:
-/// `sigmoid(eval_w . ReLU(x + graph_bias) + eval_b)`.
+/// Step 4 (after `x = pooled W_g^T`), a group per pair:
+/// `out[out_off + p] = sigmoid(eval_w . ReLU(x + graph_bias) + eval_b)`.
 #[cube(launch_unchecked, create_dummy_kernel)]
 pub fn sgr_last_score(
     x: &[f32],
@@ -643,14 +683,22 @@ pub fn sgr_last_score(
     out: &mut [f32],
     pairs: usize,
     m: usize,
+    out_off: usize,
     eval_b: f32,
 ) {
-    let p = ABSOLUTE_POS;
+    let mut partial = Shared::<[f32]>::new_slice(256usize);
+    let unit = UNIT_POS as usize;
+    let (p, lane) = group_item(unit);
+    let mut sum = 0.0f32;
     if p < pairs {
-        let mut sum = 0.0f32;
-        for e in 0..m {
+        let mut e = lane;
+        while e < m {
             sum += f32::max(x[p * m + e] + graph_bias[e], 0.0f32) * eval_w[e];
+            e += GROUP_USIZE;
         }
-        out[p] = sigmoid(sum + eval_b);
+    }
+    let total = group_sum(&mut partial, sum, unit, lane, 5u32);
+    if lane == 0 && p < pairs {
+        out[out_off + p] = sigmoid(total + eval_b);
     }
 }

@@ -91,6 +91,12 @@ fn rows(n: usize, cap: usize) -> GpuResult<Grid> {
     grid::cubes(n, kernels::UNITS, cap)
 }
 
+/// [`kernels::GROUPS`] items (nodes or pairs) per cube of
+/// [`kernels::UNITS`], at most `cap` cubes per dimension.
+fn groups(n: usize, cap: usize) -> GpuResult<Grid> {
+    grid::cubes(n.div_ceil(kernels::GROUPS as usize), kernels::UNITS, cap)
+}
+
 /// One matrix operand: `offset + batch * batch_stride + row * row_stride + col * col_stride`.
 #[derive(Clone, Copy, Debug)]
 pub struct Strides {
@@ -219,7 +225,7 @@ impl Gpu {
     }
 
     /// `norms` then the softmax of [`kernels::attention_norms`] and
-    /// [`kernels::attention_softmax`], in place on `affinity` `[ni, nw, R]`.
+    /// [`kernels::attention_softmax`], in place on `affinity` `[nw, ni, R]`.
     pub fn attention(
         &self,
         affinity: &Buf,
@@ -353,26 +359,28 @@ impl Gpu {
         )?;
         let (g, mx) = (graph, graph.max_nodes);
         launch!(self, graph_edges, rows(n, cap)?;
-            proj, step.fold_bias, nodes, g.node_pair, g.pair_start, g.pair_nodes, edges; n, mx, m)?;
+            proj, step.fold_bias, nodes, g.node_pair, g.pair_start, g.pair_nodes, edges; n, mx, m, 2 * m)?;
         launch!(self, graph_softmax, units(n, cap)?; edges, g.node_pair, g.pair_nodes; n, mx)?;
         launch!(self, graph_combine, units(n * m, cap)?;
             edges, proj, step.graph_bias, g.node_pair, g.pair_start, g.pair_nodes, next; n, mx, m)
     }
 
     /// The last SGR step, on the global nodes only, and the scores:
-    /// `h_0 = sum_j softmax_j((n_0 M + c) . n_j) n_j`, `ReLU(W_g h_0 + b_g)`.
+    /// `h_0 = sum_j softmax_j((n_0 M + c) . n_j) n_j`, `ReLU(W_g h_0 + b_g)`,
+    /// into `out` from element `out_off` on.
+    #[allow(clippy::too_many_arguments)]
     pub fn sgr_last_step(
         &self,
         step: &GpuStep,
         nodes: &Buf,
         graph: &GraphMeta,
         head: &GpuHead,
-        out: &Buf,
+        (out, out_off): (&Buf, usize),
         cap: usize,
     ) -> GpuResult<()> {
         let (pairs, m, mx) = (graph.pairs, head.m, graph.max_nodes);
         need("sgr_last_step", "nodes", nodes, prod(&[graph.n_nodes, m]))?;
-        need("sgr_last_step", "out", out, Some(pairs))?;
+        need("sgr_last_step", "out", out, out_off.checked_add(pairs))?;
         need("sgr_last_step", "fold_bias", &step.fold_bias, Some(m))?;
         need("sgr_last_step", "graph_bias", &step.graph_bias, Some(m))?;
         let first = self.empty(pairs * m)?;
@@ -398,8 +406,11 @@ impl Gpu {
             (1, pairs, m, m),
             cap,
         )?;
-        launch!(self, sgr_last_weights, units(pairs, cap)?;
-            query, step.fold_bias, nodes, g.pair_start, g.pair_nodes, weights; pairs, mx, m)?;
+        // The global node's edge weights, each pair's row of `query`
+        // against its nodes: the graph's edge kernels, a row per pair.
+        launch!(self, graph_edges, rows(pairs, cap)?;
+            query, step.fold_bias, nodes, g.pair_ids, g.pair_start, g.pair_nodes, weights; pairs, mx, m, m)?;
+        launch!(self, graph_softmax, units(pairs, cap)?; weights, g.pair_ids, g.pair_nodes; pairs, mx)?;
         launch!(self, sgr_last_pool, units(pairs * m, cap)?;
             weights, nodes, g.pair_start, g.pair_nodes, first; pairs, mx, m)?;
         // The W_g^T half.
@@ -413,8 +424,8 @@ impl Gpu {
             (1, pairs, m, m),
             cap,
         )?;
-        launch!(self, sgr_last_score, units(pairs, cap)?;
-            query, step.graph_bias, head.eval_w, out; pairs, m, head.eval_b)
+        launch!(self, sgr_last_score, groups(pairs, cap)?;
+            query, step.graph_bias, head.eval_w, out; pairs, m, out_off, head.eval_b)
     }
 
     /// SGR's scores from the nodes after a full last step (the reference
@@ -424,16 +435,16 @@ impl Gpu {
         nodes: &Buf,
         graph: &GraphMeta,
         head: &GpuHead,
-        out: &Buf,
+        (out, out_off): (&Buf, usize),
         cap: usize,
     ) -> GpuResult<()> {
         need("sgr_score", "nodes", nodes, prod(&[graph.n_nodes, head.m]))?;
-        need("sgr_score", "out", out, Some(graph.pairs))?;
-        launch!(self, sgr_score, units(graph.pairs, cap)?;
-            nodes, graph.pair_start, head.eval_w, out; graph.pairs, head.m, head.eval_b)
+        need("sgr_score", "out", out, out_off.checked_add(graph.pairs))?;
+        launch!(self, sgr_score, groups(graph.pairs, cap)?;
+            nodes, graph.pair_start, head.eval_w, out; graph.pairs, head.m, out_off, head.eval_b)
     }
 
-    /// SAF's gates and scores.
+    /// SAF's gates and scores, into `out` from element `out_off` on.
     #[allow(clippy::too_many_arguments)]
     pub fn saf_score(
         &self,
@@ -442,18 +453,18 @@ impl Gpu {
         graph: &GraphMeta,
         head: &GpuHead,
         saf: &GpuSaf,
-        out: &Buf,
+        (out, out_off): (&Buf, usize),
         cap: usize,
     ) -> GpuResult<()> {
         let (g, m) = (graph, head.m);
         need("saf_score", "nodes", nodes, prod(&[g.n_nodes, m]))?;
         need("saf_score", "gates", gates, Some(g.n_nodes))?;
         need("saf_score", "weight", &saf.weight, Some(m))?;
-        need("saf_score", "out", out, Some(g.pairs))?;
-        launch!(self, saf_gate, units(g.n_nodes, cap)?;
+        need("saf_score", "out", out, out_off.checked_add(g.pairs))?;
+        launch!(self, saf_gate, groups(g.n_nodes, cap)?;
             nodes, saf.weight, gates; g.n_nodes, m, saf.bias, saf.scale, saf.shift)?;
-        launch!(self, saf_score, units(g.pairs, cap)?;
-            nodes, gates, g.pair_start, g.pair_nodes, head.eval_w, out; g.pairs, m, head.eval_b)
+        launch!(self, saf_score, groups(g.pairs, cap)?;
+            nodes, gates, g.pair_start, g.pair_nodes, head.eval_w, out; g.pairs, m, out_off, head.eval_b)
     }
 }
 
@@ -510,11 +521,13 @@ mod tests {
         }
         let gpu = Gpu::open_unchecked(&GpuDevice::Wgpu).expect("a wgpu client");
         println!("running on {}", gpu.describe());
-        // Plain, transposed B, batched with offsets; sizes off the 64 x 16 tiles.
-        let cases: [(usize, usize, usize, usize, bool); 4] = [
+        // Plain, transposed B, batched with offsets; sizes off the 64 x 16
+        // tiles; the affinity's shape (words against 3 images' 36 regions).
+        let cases: [(usize, usize, usize, usize, bool); 5] = [
             (1, 37, 45, 70, false),
             (1, 130, 256, 1024, false),
             (3, 29, 36, 1024, true),
+            (1, 29, 3 * 36, 1024, true),
             (2, 65, 17, 3, false),
         ];
         for (k, (batches, rows, cols, depth, transposed)) in cases.into_iter().enumerate() {

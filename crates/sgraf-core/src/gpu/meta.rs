@@ -55,6 +55,9 @@ pub struct GraphMeta {
     pub n_nodes: usize,
     pub max_nodes: usize,
     pub(super) node_pair: Buf,
+    /// `0..pairs`: the pair of each row of a per-pair edge matrix (SGR's
+    /// last step runs the graph's edge kernels a row per pair).
+    pub(super) pair_ids: Buf,
     pub(super) pair_start: Buf,
     pub(super) pair_nodes: Buf,
     pub(super) local_dst: Buf,
@@ -92,6 +95,7 @@ impl GraphMeta {
             n_nodes: ni * per_image,
             max_nodes: lengths.iter().max().map_or(1, |n| n + 1),
             node_pair: gpu.upload_u32(&node_pair)?,
+            pair_ids: gpu.upload_u32(&(0..(ni * nc) as u32).collect::<Vec<_>>())?,
             global_dst: gpu.upload_u32(&pair_start)?,
             pair_start: gpu.upload_u32(&pair_start)?,
             pair_nodes: gpu.upload_u32(&pair_nodes)?,

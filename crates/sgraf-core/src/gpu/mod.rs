@@ -46,7 +46,7 @@ pub mod launch;
 pub mod meta;
 pub mod self_check;
 
-pub use buffers::Buf;
+pub use buffers::{Buf, PendingRead};
 pub use device::{wgpu_available, Gpu, GpuDevice, GpuError, GpuResult, NO_ADAPTER};
 pub use engine::GpuEngine;
 pub use head::{GpuHead, GpuPlan, GpuReasoner, GpuSaf, GpuStep};

@@ -112,7 +112,7 @@ pub const KERNELS: &[KernelSpec] = &[
     KernelSpec {
         name: "graph_edges",
         buffers: &[Bf, Bf, Bf, Bu, Bu, Bu, Bf],
-        scalars: &[I, I, I],
+        scalars: &[I, I, I, I],
     },
     KernelSpec {
         name: "graph_softmax",
@@ -127,7 +127,7 @@ pub const KERNELS: &[KernelSpec] = &[
     KernelSpec {
         name: "sgr_score",
         buffers: &[Bf, Bu, Bf, Bf],
-        scalars: &[I, I, S],
+        scalars: &[I, I, I, S],
     },
     KernelSpec {
         name: "saf_gate",
@@ -137,17 +137,12 @@ pub const KERNELS: &[KernelSpec] = &[
     KernelSpec {
         name: "saf_score",
         buffers: &[Bf, Bf, Bu, Bu, Bf, Bf],
-        scalars: &[I, I, S],
+        scalars: &[I, I, I, S],
     },
     KernelSpec {
         name: "gather_first_nodes",
         buffers: &[Bf, Bu, Bf],
         scalars: &[I, I],
-    },
-    KernelSpec {
-        name: "sgr_last_weights",
-        buffers: &[Bf, Bf, Bf, Bu, Bu, Bf],
-        scalars: &[I, I, I],
     },
     KernelSpec {
         name: "sgr_last_pool",
@@ -157,7 +152,7 @@ pub const KERNELS: &[KernelSpec] = &[
     KernelSpec {
         name: "sgr_last_score",
         buffers: &[Bf, Bf, Bf, Bf],
-        scalars: &[I, I, S],
+        scalars: &[I, I, I, S],
     },
 ];
 
@@ -439,10 +434,10 @@ mod tests {
     /// As CubeCL 0.11 writes it (tests/gpu_cuda.rs checks the real sources).
     const SGR_SCORE: &str = r#"
 struct info_st {
-    uint32_t scalars_usize[2];
+    uint32_t scalars_usize[4];
 float scalars_f32[2];uint32_t static_meta[4];
 };
-extern "C" __global__ void __launch_bounds__(256)  sgr_score_b70811d6(float const* const __restrict__ v1, uint32_t const* const __restrict__ v5, float const* const __restrict__ v9, float * const __restrict__ v13, info_st const* const __restrict__ v62) {
+extern "C" __global__ void __launch_bounds__(256)  sgr_score_f1db348b(float const* const __restrict__ v1, uint32_t const* const __restrict__ v5, float const* const __restrict__ v9, float * const __restrict__ v13, info_st const* const __restrict__ v175) {
 }
 "#;
 
@@ -451,24 +446,35 @@ extern "C" __global__ void __launch_bounds__(256)  sgr_score_b70811d6(float cons
         let layout =
             ArgLayout::new(spec("sgr_score").unwrap(), &parse(SGR_SCORE).unwrap()).unwrap();
         assert!(!layout.info_by_value && layout.has_info());
-        assert_eq!(layout.entry, "sgr_score_b70811d6");
+        assert_eq!(layout.entry, "sgr_score_f1db348b");
         assert_eq!(layout.units, 256);
         let words = layout
             .pack_info(
                 &[10, 3, 256, 7],
-                &[Scalar::Index(7), Scalar::Index(256), Scalar::F32(0.5)],
+                &[
+                    Scalar::Index(7),
+                    Scalar::Index(256),
+                    Scalar::Index(5),
+                    Scalar::F32(0.5),
+                ],
             )
             .unwrap();
-        // usize group [7, 256], f32 group [0.5, pad], meta [10, 3, 256, 7].
+        // usize group [7, 256, 5, pad], f32 group [0.5, pad], meta [10, 3, 256, 7].
         let w = |lo: u32, hi: u32| lo as u64 | (hi as u64) << 32;
         assert_eq!(
             words,
-            [w(7, 256), w(0.5f32.to_bits(), 0), w(10, 3), w(256, 7)]
+            [
+                w(7, 256),
+                w(5, 0),
+                w(0.5f32.to_bits(), 0),
+                w(10, 3),
+                w(256, 7)
+            ]
         );
         // By value under `__grid_constant__`, the same words.
         let by_value = SGR_SCORE.replace(
-            "info_st const* const __restrict__ v62",
-            "__grid_constant__ info_st const v62",
+            "info_st const* const __restrict__ v175",
+            "__grid_constant__ info_st const v175",
         );
         let layout =
             ArgLayout::new(spec("sgr_score").unwrap(), &parse(&by_value).unwrap()).unwrap();
@@ -481,25 +487,21 @@ extern "C" __global__ void __launch_bounds__(256)  sgr_score_b70811d6(float cons
         let sig = parse(SGR_SCORE).unwrap();
         let layout = ArgLayout::new(s, &sig).unwrap();
         // Wrong scalar kinds or counts, wrong buffer count, an index past u32.
+        let one = Scalar::Index(1);
+        assert!(layout.pack_info(&[1, 1, 1, 1], &[one]).is_err());
         assert!(layout
-            .pack_info(&[1, 1, 1, 1], &[Scalar::Index(1)])
-            .is_err());
-        assert!(layout
-            .pack_info(
-                &[1, 1, 1],
-                &[Scalar::Index(1), Scalar::Index(1), Scalar::F32(0.0)]
-            )
+            .pack_info(&[1, 1, 1], &[one, one, one, Scalar::F32(0.0)])
             .is_err());
         assert!(layout
             .pack_info(
                 &[1, 1, 1, 1],
-                &[Scalar::F32(1.0), Scalar::Index(1), Scalar::F32(0.0)]
+                &[Scalar::F32(1.0), one, one, Scalar::F32(0.0)]
             )
             .is_err());
         assert!(matches!(
             layout.pack_info(
                 &[1, 1, 1, 1],
-                &[Scalar::Index(1 << 33), Scalar::Index(1), Scalar::F32(0.0)]
+                &[Scalar::Index(1 << 33), one, one, Scalar::F32(0.0)]
             ),
             Err(CudaError::Arguments { .. })
         ));
@@ -509,11 +511,11 @@ extern "C" __global__ void __launch_bounds__(256)  sgr_score_b70811d6(float cons
                 "uint32_t const* const __restrict__ v5",
                 "float const* const __restrict__ v5",
             ),
-            ("uint32_t scalars_usize[2]", "uint32_t scalars_usize[4]"),
+            ("uint32_t scalars_usize[4]", "uint32_t scalars_usize[2]"),
             ("uint32_t static_meta[4]", "uint32_t static_meta[6]"),
             ("float scalars_f32[2];", ""),
-            ("sgr_score_b70811d6(", "sgr_scorex("),
-            ("sgr_score_b70811d6(", "sgr_score_xyz("),
+            ("sgr_score_f1db348b(", "sgr_scorex("),
+            ("sgr_score_f1db348b(", "sgr_score_xyz("),
         ] {
             let changed = parse(&SGR_SCORE.replace(from, to)).unwrap();
             assert!(ArgLayout::new(s, &changed).is_err(), "{from} -> {to}");

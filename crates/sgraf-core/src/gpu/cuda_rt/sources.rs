@@ -71,16 +71,15 @@ pub fn generate() -> Result<Vec<KernelSource>, CudaError> {
         define!(context_diff, flat; b, b; 1, 1, 1, 0),
         define!(global_diff, flat; b, b, b; 1, 1, 1, 0),
         define!(bias_l2norm_rows, flat; b, b, u, b; 1, 1),
-        define!(graph_edges, flat; b, b, b, u, u, u, b; 1, 1, 1),
+        define!(graph_edges, flat; b, b, b, u, u, u, b; 1, 1, 1, 1),
         define!(graph_softmax, flat; b, u, u; 1, 1),
         define!(graph_combine, flat; b, b, b, u, u, u, b; 1, 1, 1),
-        define!(sgr_score, flat; b, u, b, b; 1, 1, 0.0),
+        define!(sgr_score, flat; b, u, b, b; 1, 1, 0, 0.0),
         define!(saf_gate, flat; b, b, b; 1, 1, 0.0, 1.0, 0.0),
-        define!(saf_score, flat; b, b, u, u, b, b; 1, 1, 0.0),
+        define!(saf_score, flat; b, b, u, u, b, b; 1, 1, 0, 0.0),
         define!(gather_first_nodes, flat; b, u, b; 1, 1),
-        define!(sgr_last_weights, flat; b, b, b, u, u, b; 1, 1, 1),
         define!(sgr_last_pool, flat; b, b, u, u, b; 1, 1, 1),
-        define!(sgr_last_score, flat; b, b, b, b; 1, 1, 0.0),
+        define!(sgr_last_score, flat; b, b, b, b; 1, 1, 0, 0.0),
     ];
     let options = CompilationOptions::default();
     defs.into_iter()
