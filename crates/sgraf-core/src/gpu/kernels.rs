@@ -278,7 +278,6 @@ pub fn matmul(
 /// Step 1 of the attention, one unit per (image, caption, region):
 /// `norms[k, c, r] = ||LeakyReLU(A[k, words of c, r])|| + eps`.
 #[cube(launch_unchecked, create_dummy_kernel)]
-#[allow(clippy::too_many_arguments)]
 pub fn attention_norms(
     affinity: &[f32],
     cap_start: &[u32],
@@ -286,7 +285,6 @@ pub fn attention_norms(
     norms: &mut [f32],
     ni: usize,
     nc: usize,
-    nw: usize,
     regions: usize,
 ) {
     let pos = ABSOLUTE_POS;

@@ -238,7 +238,7 @@ impl Gpu {
         need("attention", "affinity", affinity, prod(&[ni, nw, regions]))?;
         need("attention", "norms", norms, prod(&[ni, nc, regions]))?;
         launch!(self, attention_norms, units(ni * nc * regions, cap)?;
-            affinity, meta.cap_start, meta.cap_len, norms; ni, nc, nw, regions)?;
+            affinity, meta.cap_start, meta.cap_len, norms; ni, nc, regions)?;
         launch!(self, attention_softmax, units(ni * nw, cap)?;
             affinity, meta.word_cap, norms; ni, nc, nw, regions)
     }

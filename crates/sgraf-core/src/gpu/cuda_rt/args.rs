@@ -87,7 +87,7 @@ pub const KERNELS: &[KernelSpec] = &[
     KernelSpec {
         name: "attention_norms",
         buffers: &[Bf, Bu, Bu, Bf],
-        scalars: &[I, I, I, I],
+        scalars: &[I, I, I],
     },
     KernelSpec {
         name: "attention_softmax",

@@ -66,7 +66,7 @@ pub fn generate() -> Result<Vec<KernelSource>, CudaError> {
     }
     let defs: Vec<(&'static str, KernelDefinition)> = vec![
         define!(matmul, CubeDim::new_2d(16, 16); b, b, b; 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-        define!(attention_norms, flat; b, u, u, b; 1, 1, 1, 1),
+        define!(attention_norms, flat; b, u, u, b; 1, 1, 1),
         define!(attention_softmax, flat; b, u, b; 1, 1, 1, 1),
         define!(context_diff, flat; b, b; 1, 1, 1, 0),
         define!(global_diff, flat; b, b, b; 1, 1, 1, 0),
