@@ -348,13 +348,14 @@ fn full_size_sgr_and_saf_scores_match_cpu() {
                     max_cubes_per_dim: None,
                 },
             ),
-            // The same blocks on grids of at most 9 cubes per dimension:
-            // every launch 2-D, the products in pieces.
+            // The same blocks on grids of at most 5 cubes per dimension:
+            // every launch 2-D, the products in pieces (1024 columns are 8
+            // tiles of 128).
             (
                 3,
                 GpuPlan {
                     max_block_floats: 2 * 35 * 1024,
-                    max_cubes_per_dim: Some(9),
+                    max_cubes_per_dim: Some(5),
                 },
             ),
             // Caption chunks of at most 25 words, one image per block.

@@ -282,11 +282,18 @@ fn cuda_engine_launches_fit_the_generated_signatures() {
     };
     assert_eq!(names, want, "the kernels the head launches");
     let two_d = launches.iter().filter(|l| l.1.cubes.1 > 1).count();
+    // The product's z is its batch; every other kernel's is the 3-D path.
+    let three_d = launches
+        .iter()
+        .filter(|l| l.0 != "matmul" && l.1.cubes.2 > 1)
+        .count();
     println!(
-        "{} launches checked against the generated signatures, {two_d} of them on 2-D grids",
+        "{} launches checked against the generated signatures, {two_d} of them on 2-D grids, \
+         {three_d} on 3-D grids",
         launches.len()
     );
     assert!(two_d > 0, "no launch reached the 2-D grid path");
+    assert!(three_d > 0, "no launch reached the 3-D grid path");
 }
 
 /// A device whose kernels compute something else is refused at opening,

@@ -41,9 +41,10 @@ fn cap_ok(cap: usize) -> GpuResult<u32> {
     }
 }
 
-/// `cubes` cubes of `per_cube` units (1-D), laid out 2-D past `cap`: the
-/// kernels read the linear cube position and check it against their row
-/// count, so the last row of cubes may run past `cubes`.
+/// `cubes` cubes of `per_cube` units (1-D), laid out 2-D past `cap`, 3-D
+/// past `cap * cap`: the kernels read the linear cube position and check
+/// it against their row count, so the last row (or layer) of cubes may run
+/// past `cubes`.
 pub fn cubes(cubes: usize, per_cube: u32, cap: usize) -> GpuResult<Grid> {
     cap_ok(cap)?;
     if per_cube == 0 {
@@ -51,14 +52,16 @@ pub fn cubes(cubes: usize, per_cube: u32, cap: usize) -> GpuResult<Grid> {
     }
     let cubes = cubes.max(1);
     let x = cubes.min(cap);
-    let y = cubes.div_ceil(x);
-    if y > cap {
+    let rest = cubes.div_ceil(x);
+    let y = rest.min(cap);
+    let z = rest.div_ceil(y);
+    if z > cap {
         return Err(GpuError(format!(
-            "a launch of {cubes} cubes of {per_cube} units, more than {cap} x {cap} in one grid"
+            "a launch of {cubes} cubes of {per_cube} units, more than {cap} x {cap} x {cap} in one grid"
         )));
     }
     Ok(Grid {
-        cubes: (x as u32, y as u32, 1),
+        cubes: (x as u32, y as u32, z as u32),
         units: (per_cube, 1, 1),
     })
 }
@@ -95,7 +98,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn units_cover_n_and_go_2d_past_the_cap() {
+    fn units_cover_n_and_go_2d_then_3d_past_the_cap() {
         for cap in [MAX_CUBES_PER_DIM, 7] {
             for n in [
                 0usize,
@@ -106,23 +109,29 @@ mod tests {
                 7 * 256 + 1,
                 49 * 256,
                 cap * 256 + 1,
+                50 * 256,
+                343 * 256,
             ] {
                 let g = units(n, 256, cap).unwrap();
-                assert!(g.cubes.0 as usize <= cap && g.cubes.1 as usize <= cap);
+                let (x, y, z) = g.cubes;
+                assert!(x as usize <= cap && y as usize <= cap && z as usize <= cap);
                 let covered = g.cube_count() * g.units_per_cube() as u64;
                 assert!(covered >= n as u64, "{n}: {g:?}");
-                // Never more than one extra row of cubes.
+                // Never more than one extra layer of cubes, nor a row
+                // beyond what the first layer needs.
                 assert!(
-                    covered < n as u64 + (g.cubes.0 as u64 + 1) * 256,
+                    covered < n as u64 + (x as u64 * y as u64 + 1) * 256,
                     "{n}: {g:?}"
                 );
+                assert!(z == 1 || y as usize == cap, "{n}: {g:?}");
             }
         }
         assert_eq!(units(257, 256, 65535).unwrap().cubes, (2, 1, 1));
         assert_eq!(units(65536 * 256, 256, 65535).unwrap().cubes, (65535, 2, 1));
         assert_eq!(units(8 * 256, 256, 7).unwrap().cubes, (7, 2, 1));
+        assert_eq!(units(50 * 256, 256, 7).unwrap().cubes, (7, 7, 2));
         assert!(units(usize::MAX / 2, 256, 65535).is_err());
-        assert!(units(50 * 256, 256, 7).is_err());
+        assert!(units(344 * 256, 256, 7).is_err());
         assert!(units(1, 0, 7).is_err());
         assert!(units(1, 256, 0).is_err());
     }

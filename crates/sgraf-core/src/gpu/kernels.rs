@@ -28,10 +28,10 @@ pub const UNITS: u32 = 256;
 /// row by it.
 const UNITS_USIZE: usize = UNITS as usize;
 /// Output tile of the matrix product: `TILE x TILE`, `TILE_K` deep.
-pub const TILE: u32 = 64;
+pub const TILE: u32 = 128;
 pub const TILE_K: u32 = 16;
 /// The padded row of the product's shared tiles (see [`matmul`]).
-const TILE_ROW: usize = 66;
+const TILE_ROW: usize = 130;
 /// Units per group of the per-item kernels (a node's or a pair's dot
 /// products): a group takes one item, its lanes read consecutive features
 /// (coalesced: neighbouring units read neighbouring floats, where one unit
@@ -168,8 +168,9 @@ fn lane_dot(a: &[f32], a_off: usize, b: &[f32], n: usize, lane: usize) -> f32 {
 /// `A[z, i, t] = a[a_off + z a_sb + i a_si + t a_st]`,
 /// `B[z, t, j] = b[b_off + z b_sb + t b_st + j b_sj]`,
 /// `C[z, i, j] = c[c_off + z c_sb + i c_si + j]`.
-/// Cubes of 16 x 16 units, each unit computing 4 x 4 outputs of a 64 x 64
-/// tile through shared memory.
+/// Cubes of 16 x 16 units, each unit computing 8 x 8 outputs of a
+/// 128 x 128 tile through shared memory: per step of `t`, 16 shared loads
+/// feed 64 multiply-adds (a 4 x 4 share would need 8 for 16).
 #[cube(launch_unchecked, create_dummy_kernel)]
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
@@ -191,32 +192,32 @@ pub fn matmul(
     c_sb: usize,
     c_si: usize,
 ) {
-    // Shared tiles: As[t][i] (transposed) and Bs[t][j], TILE_K x TILE each.
-    // As's rows are padded to 66 floats: a warp stores rows `i` and `i + 1`
-    // at 16 consecutive `t` each, into banks `2t + i` and `2t + i + 1`
-    // (mod 32): 32 different banks, where rows of 64 put each half-warp in
-    // one bank (a 16-way conflict). The reads, one `t` and two `i` per
-    // warp, stay broadcasts.
-    let mut a_tile = Shared::<[f32]>::new_slice(1056usize);
-    let mut b_tile = Shared::<[f32]>::new_slice(1056usize);
+    // Shared tiles: As[t][i] (transposed) and Bs[t][j], TILE_K x TILE each,
+    // their rows padded to TILE_ROW = 130 floats: a warp stores rows `i`
+    // and `i + 1` at 16 consecutive `t` each, into banks `2t + i` and
+    // `2t + i + 1` (mod 32), 32 different banks, where rows of 128 put each
+    // half-warp in one bank (a 16-way conflict). The reads, one `t` and two
+    // `i` per warp for A, 16 consecutive `j` for B, stay conflict-free.
+    let mut a_tile = Shared::<[f32]>::new_slice(2080usize);
+    let mut b_tile = Shared::<[f32]>::new_slice(2080usize);
     let tx = UNIT_POS_X as usize;
     let ty = UNIT_POS_Y as usize;
     let tid = ty * 16 + tx;
     let z = CUBE_POS_Z as usize;
-    let i0 = CUBE_POS_Y as usize * 64;
-    let j0 = CUBE_POS_X as usize * 64;
+    let i0 = CUBE_POS_Y as usize * 128;
+    let j0 = CUBE_POS_X as usize * 128;
     let a_base = a_off + z * a_sb;
     let b_base = b_off + z * b_sb;
-    let mut acc = Array::<f32>::new(16usize);
+    let mut acc = Array::<f32>::new(64usize);
     #[unroll]
-    for q in 0..16usize {
+    for q in 0..64usize {
         acc[q] = 0.0f32;
     }
     let mut t0 = 0usize;
     while t0 < depth {
         #[unroll]
-        for l in 0..4usize {
-            // A: 64 rows x 16 columns; consecutive units take consecutive t.
+        for l in 0..8usize {
+            // A: 128 rows x 16 columns; consecutive units take consecutive t.
             let idx = tid + l * 256;
             let row = idx / 16;
             let kk = idx % 16;
@@ -224,13 +225,13 @@ pub fn matmul(
             let t = t0 + kk;
             a_tile[kk * TILE_ROW + row] =
                 read_or_zero(a, i < rows && t < depth, a_base + i * a_si + t * a_st);
-            // B: 16 rows x 64 columns. Consecutive units take consecutive
+            // B: 16 rows x 128 columns. Consecutive units take consecutive
             // j where B is row-major, consecutive t where it is transposed
             // (the regions of the affinity product, rows `d` floats apart):
             // the reads stay contiguous either way, and the padded rows keep
             // the stores conflict-free either way (as for As).
-            let mut kb = idx / 64;
-            let mut col = idx % 64;
+            let mut kb = idx / 128;
+            let mut col = idx % 128;
             if b_sj != 1usize {
                 kb = idx % 16;
                 col = idx / 16;
@@ -243,18 +244,18 @@ pub fn matmul(
         sync_cube();
         #[unroll]
         for kk in 0..16usize {
-            let mut a_reg = Array::<f32>::new(4usize);
-            let mut b_reg = Array::<f32>::new(4usize);
+            let mut a_reg = Array::<f32>::new(8usize);
+            let mut b_reg = Array::<f32>::new(8usize);
             #[unroll]
-            for q in 0..4usize {
+            for q in 0..8usize {
                 a_reg[q] = a_tile[kk * TILE_ROW + ty + q * 16];
                 b_reg[q] = b_tile[kk * TILE_ROW + tx + q * 16];
             }
             #[unroll]
-            for u in 0..4usize {
+            for u in 0..8usize {
                 #[unroll]
-                for v in 0..4usize {
-                    acc[u * 4 + v] += a_reg[u] * b_reg[v];
+                for v in 0..8usize {
+                    acc[u * 8 + v] += a_reg[u] * b_reg[v];
                 }
             }
         }
@@ -263,13 +264,13 @@ pub fn matmul(
     }
     let c_base = c_off + z * c_sb;
     #[unroll]
-    for u in 0..4usize {
+    for u in 0..8usize {
         #[unroll]
-        for v in 0..4usize {
+        for v in 0..8usize {
             let i = i0 + ty + u * 16;
             let j = j0 + tx + v * 16;
             if i < rows && j < cols {
-                c[c_base + i * c_si + j] = acc[u * 4 + v];
+                c[c_base + i * c_si + j] = acc[u * 8 + v];
             }
         }
     }

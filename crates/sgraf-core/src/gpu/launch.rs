@@ -521,7 +521,7 @@ mod tests {
         }
         let gpu = Gpu::open_unchecked(&GpuDevice::Wgpu).expect("a wgpu client");
         println!("running on {}", gpu.describe());
-        // Plain, transposed B, batched with offsets; sizes off the 64 x 16
+        // Plain, transposed B, batched with offsets; sizes off the 128 x 16
         // tiles; the affinity's shape (words against 3 images' 36 regions).
         let cases: [(usize, usize, usize, usize, bool); 5] = [
             (1, 37, 45, 70, false),

@@ -2,11 +2,12 @@
 //! device and by the CPU engine.
 //!
 //! Two sizes: a small one (d 40, m 24, 6 regions: every product one
-//! partial tile), and the released size (d 1024, m 256, 36 regions, 75
-//! words in a block of 5 captions: more than one tile in every dimension
-//! of the products, in two image blocks, with grids of at most
-//! [`SELF_CHECK_GRID_CAP`] cubes per dimension, so every launch takes its
-//! 2-D path and the larger products are launched in pieces). The released
+//! partial tile), and the released size (d 1024, m 256, 36 regions, 132
+//! words in a block of 5 captions: more than one tile in every dimension of
+//! the word products, in two image blocks, with grids of at most
+//! [`SELF_CHECK_GRID_CAP`] cubes per dimension, so every larger launch
+//! takes its 2-D or 3-D path and the larger products are launched in
+//! pieces). The released
 //! size costs milliseconds on a GPU and runs at every first use; on a
 //! CPU-emulated adapter (lavapipe) it takes seconds and runs once per process.
 
@@ -22,9 +23,9 @@ use crate::weights::{GraphStep, HeadWeights, Reasoner};
 pub const SELF_CHECK_TOLERANCE: f32 = 1e-4;
 
 /// Cubes per grid dimension in the released-size case: small enough that
-/// its launches go 2-D (up to 160 cubes) and its 1024-wide products take
-/// two pieces (16 tiles of 64 columns).
-pub const SELF_CHECK_GRID_CAP: usize = 15;
+/// its launches go 2-D past 7 cubes and 3-D past 49 (up to 274), and its
+/// 1024-wide products take two pieces (8 tiles of 128 columns).
+pub const SELF_CHECK_GRID_CAP: usize = 7;
 
 /// A fixed input: a head, its image and caption sides, and how they are
 /// cut into blocks.
@@ -212,13 +213,14 @@ pub fn self_check_case(sgr: bool) -> SelfCheckCase {
 }
 
 /// The released size (d 1024, m 256, 36 regions), SGR or SAF: 3 images of
-/// unit-norm regions, 5 captions of 75 words in one block (two row tiles
-/// of the word products), two image blocks, grids of at most
+/// unit-norm regions, 5 captions of 132 words in one block (two row tiles
+/// of the word products; the affinity's columns, 2 images' 72 regions, are
+/// its one single tile), two image blocks, grids of at most
 /// [`SELF_CHECK_GRID_CAP`] cubes per dimension; weights of about the
 /// trained models' scale.
 pub fn self_check_case_released(sgr: bool) -> SelfCheckCase {
     let (d, m, r) = (1024, 256, 36);
-    let lengths = vec![17usize, 12, 23, 9, 14];
+    let lengths = vec![30usize, 21, 38, 17, 26];
     let n_words: usize = lengths.iter().sum();
     let mut rnd = generator(0x5eed_1024);
     let n_img = 3;
@@ -231,7 +233,7 @@ pub fn self_check_case_released(sgr: bool) -> SelfCheckCase {
         2.0 * (6.0 / (i + o) as f32).sqrt()
     });
     let plan = GpuPlan {
-        // Two images per block: [2, 75, 1024] of context.
+        // Two images per block: [2, 132, 1024] of context.
         max_block_floats: 2 * n_words * d,
         max_cubes_per_dim: Some(SELF_CHECK_GRID_CAP),
     };
