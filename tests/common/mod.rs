@@ -1,5 +1,6 @@
 //! Loading the fixtures written by `tests/reference/make_fixtures.py`.
-#![allow(dead_code)]
+// Every test binary includes this module and uses a part of it.
+#![allow(dead_code, unused_imports)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -7,11 +8,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 
 /// Parity tolerance on float32 outputs (absolute).
-pub const TOL: f32 = 1e-5;
-
-pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+pub const TOL: f64 = 1e-5;
 
 pub struct Fixture {
     pub dir: PathBuf,
@@ -59,25 +56,12 @@ impl Fixture {
     }
 }
 
-/// Largest absolute difference of two same-shape tensors.
-pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shapes differ");
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
+pub use sgraf_testkit::{fixtures, max_abs_diff};
 
+/// [`sgraf_testkit::assert_close`] at the parity tolerance [`TOL`].
 #[track_caller]
 pub fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
-    let diff = max_abs_diff(got, want);
-    assert!(diff <= TOL, "{what}: max abs difference {diff:e} > {TOL:e}");
+    sgraf_testkit::assert_close(what, got, want, TOL);
 }
 
 /// Image embeddings, caption embeddings and scores of the model `tag`

@@ -81,13 +81,7 @@ fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
 }
 
 fn assert_close(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    let diff = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    assert!(diff <= 1e-5, "{what}: max abs difference {diff:e}");
+    sgraf_testkit::assert_close_f32(what, got, want, 1e-5);
 }
 
 #[test]

@@ -4,15 +4,12 @@
 //! upstream's own parser), scored against upstream's scores; broken ones
 //! refused, one error each, nothing left behind.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::Device;
 use sgraf_convert::{convert, verify, ConvertError, ModelConfig};
 use sgraf_core::rcar::{AttnType, RcarModel, Regulator};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
+use sgraf_testkit::{fixtures, max_abs_diff};
 
 fn scratch(name: &str) -> PathBuf {
     let dir =
@@ -64,14 +61,7 @@ fn converts_the_released_layout_and_scores_like_upstream() {
     let scores = model
         .score(&expected["images"], &expected["ids"], &lengths)
         .unwrap();
-    let diff = (scores - &expected["scores"])
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = max_abs_diff(&scores, &expected["scores"]);
     assert!(
         diff <= 1e-5,
         "converted model vs upstream: max |diff| {diff:e}"

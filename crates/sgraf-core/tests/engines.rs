@@ -5,6 +5,7 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use sgraf_core::{Config, EngineKind, Module, SgrafModel};
+use sgraf_testkit::max_abs_diff_f32;
 
 fn config(module: Module) -> Config {
     Config {
@@ -52,14 +53,6 @@ fn scores(model: &SgrafModel) -> Vec<f32> {
         .unwrap()
 }
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
-}
-
 #[test]
 fn freezing_picks_the_engine_and_both_agree() {
     for module in [Module::Sgr, Module::Saf] {
@@ -69,7 +62,7 @@ fn freezing_picks_the_engine_and_both_agree() {
         assert_eq!(cpu.engine().kind(), EngineKind::Cpu, "frozen f32: CPU");
         let back = cpu.clone().with_cpu_kernels(false).unwrap();
         assert_eq!(back.engine().kind(), EngineKind::Candle);
-        let diff = max_diff(&scores(&candle), &scores(&cpu));
+        let diff = max_abs_diff_f32(&scores(&candle), &scores(&cpu));
         assert!(diff < 1e-5, "{module}: engines differ by {diff:e}");
     }
     // float64 stays on candle: the CPU engine is float32.
@@ -91,10 +84,13 @@ fn a_frozen_model_keeps_the_weights_it_was_frozen_with() {
     // The candle engine reads the parameters at every call; the frozen CPU
     // engine does not read them again.
     let changed = scores(&live);
-    assert!(max_diff(&before, &changed) > 1e-4, "the change matters");
+    assert!(
+        max_abs_diff_f32(&before, &changed) > 1e-4,
+        "the change matters"
+    );
     assert_eq!(scores(&frozen), before);
     let refrozen = frozen.freeze().unwrap();
-    assert!(max_diff(&scores(&refrozen), &changed) < 1e-5);
+    assert!(max_abs_diff_f32(&scores(&refrozen), &changed) < 1e-5);
 }
 
 /// The device is the model's own: `place` picks its engine, and refuses
@@ -111,7 +107,7 @@ fn placing_picks_the_engine_per_model() {
     assert_eq!(on_candle.engine().kind(), EngineKind::Candle);
     // Two models of one process keep their own engines.
     assert_eq!(on_cpu.engine().kind(), EngineKind::Cpu);
-    let diff = max_diff(&scores(&on_cpu), &scores(&on_candle));
+    let diff = max_abs_diff_f32(&scores(&on_cpu), &scores(&on_candle));
     assert!(diff < 1e-5, "engines differ by {diff:e}");
     let (_vars, f64_model) = model(Module::Sgr, DType::F64);
     match f64_model.place(&sgraf_core::Device::Cpu) {

@@ -2,14 +2,9 @@
 //! its score equals `score` (the CPU fast path) and its attention rows are
 //! distributions over the regions.
 
-use std::path::{Path, PathBuf};
-
 use candle_core::{Device, Tensor};
 use sgraf_core::SgrafModel;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
+use sgraf_testkit::fixtures;
 
 /// A few images of the fixture features `[10, 36, 40]`.
 fn images() -> Tensor {

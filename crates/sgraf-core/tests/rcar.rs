@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use sgraf_core::rcar::{RcarConfig, RcarModel};
+use sgraf_testkit::assert_close;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/rcar")
+    sgraf_testkit::fixtures().join("rcar")
 }
 
 fn load(path: &Path) -> HashMap<String, Tensor> {
@@ -28,25 +29,6 @@ fn lengths(t: &Tensor) -> Vec<usize> {
         .into_iter()
         .map(|n| n as usize)
         .collect()
-}
-
-/// Largest absolute difference; panics above `tol` or on a shape mismatch.
-fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f64) -> f64 {
-    assert_eq!(got.dims(), want.dims(), "{what}: shape");
-    let got = got.to_dtype(DType::F64).unwrap();
-    let want = want.to_dtype(DType::F64).unwrap();
-    let diff = (got - want)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap();
-    assert!(diff <= tol, "{what}: max |diff| {diff:e} > {tol:e}");
-    diff
 }
 
 const TAGS: [&str; 10] = [

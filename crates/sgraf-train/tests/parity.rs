@@ -4,11 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
+use sgraf_testkit::{fixtures, max_abs, max_abs_diff};
 use sgraf_train::{TrainOptions, Trainer};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("sgraf-train-{}-{name}", std::process::id()));
@@ -47,22 +44,9 @@ fn assert_weights(got: &Path, want: &Path) {
     let got = candle_core::safetensors::load(got, &dev).unwrap();
     let want = candle_core::safetensors::load(want, &dev).unwrap();
     assert_eq!(got.len(), want.len());
-    let max = |t: &candle_core::Tensor| {
-        t.abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_dtype(candle_core::DType::F64)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    };
     for (name, w) in &want {
-        let g = got[name].to_dtype(w.dtype()).unwrap();
-        let diff = max(&(&g - w).unwrap());
-        let scale = max(w);
+        let diff = max_abs_diff(&got[name], w);
+        let scale = max_abs(w);
         assert!(
             diff <= 1e-5 * scale,
             "{name}: max difference {diff:e}, largest value {scale:e}"
@@ -174,17 +158,11 @@ fn resume_continues_exactly() {
     let b =
         candle_core::safetensors::load(split.join("last/model.safetensors"), &Device::Cpu).unwrap();
     for (name, t) in &a {
-        let diff = (t - &b[name])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert_eq!(diff, 0.0, "{name} differs after resuming");
+        assert_eq!(
+            max_abs_diff(t, &b[name]),
+            0.0,
+            "{name} differs after resuming"
+        );
     }
     let (la, lb) = (logged(&straight), logged(&split));
     assert_eq!(la.len(), 4);

@@ -11,29 +11,17 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use sgraf_core::rcar::{RcarConfig, RcarModel};
+use sgraf_testkit::max_abs;
 use sgraf_train::adam::clip_grad_norm;
 use sgraf_train::loss::contrastive_loss;
 use sgraf_train::Adam;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/rcar")
+    sgraf_testkit::fixtures().join("rcar")
 }
 
 fn load(path: &Path) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(path, &Device::Cpu).unwrap()
-}
-
-fn max_abs(t: &Tensor) -> f64 {
-    t.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
 }
 
 fn vars(varmap: &VarMap) -> Vec<(String, Var)> {

@@ -7,7 +7,7 @@
 //! `SGRAF_WRITE_TB_FIXTURE=1 cargo test -p sgraf-train --test tensorboard`
 //! and then run `python3 tests/reference/make_tb_fixtures.py`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use sgraf_core::Module;
 use sgraf_retrieval::metrics::{Metrics, Recall};
@@ -22,7 +22,7 @@ const FIXTURE: &str = "events.out.tfevents.1700000000.sgraf-fixture";
 const T0: f64 = 1_700_000_000.125;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tb")
+    sgraf_testkit::fixtures().join("tb")
 }
 
 /// Two short epochs (3 + 2 steps, the last batch smaller) with the lr

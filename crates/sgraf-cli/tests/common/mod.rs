@@ -1,13 +1,11 @@
 //! Helpers every test of the command line shares.
-#![allow(dead_code)]
+// Every test binary includes this module and uses a part of it.
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The committed fixtures (tests/fixtures of the workspace).
-pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
+pub use sgraf_testkit::fixtures;
 
 /// An empty scratch folder of this test binary and process.
 pub fn scratch(name: &str) -> PathBuf {
