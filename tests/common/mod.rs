@@ -1,6 +1,8 @@
 //! Loading the fixtures written by `tests/reference/make_fixtures.py`.
 #![allow(dead_code)]
 
+pub mod detector;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

@@ -24,6 +24,12 @@ const WHEELS: &[&str] = &[
     "nvidia-cuda-nvrtc==13.0.88",
 ];
 
+/// tests/gpu_extract.rs built with candle's `cuda` (stripped), which the
+/// GPU check's bundle carries when it is there.
+pub const GPU_EXTRACT: &str = "target/cuda/gpu-extract";
+/// The commit `GPU_EXTRACT` was built from (`git rev-parse --short HEAD`).
+pub const GPU_EXTRACT_COMMIT: &str = "target/cuda/gpu-extract.commit";
+
 /// `(link name, versioned file prefix)` of the libraries to expose as `libX.so`.
 const LIBS: &[&str] = &["cublas", "cublasLt", "curand", "nvrtc", "cudart"];
 
@@ -188,21 +194,27 @@ pub fn cuda_build(compute_cap: &str, kernels_only: bool) -> Result<()> {
         cu13.join("bin").display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    run(Command::new("cargo")
-        .current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "sgraf-cli",
-            "--features",
-            "cuda",
-        ])
-        .args(["--target-dir", "target/cuda"])
-        .env("PATH", path)
-        .env("CUDA_HOME", &link)
-        .env("CUDA_PATH", &link)
-        .env("CUDA_COMPUTE_CAP", compute_cap))?;
+    // The environment of both builds: nvcc on PATH, the link folder
+    // (libraries and the driver stub) as CUDA's home, the architecture.
+    let cuda_env = |cmd: &mut Command| {
+        cmd.current_dir(&root)
+            .env("PATH", &path)
+            .env("CUDA_HOME", &link)
+            .env("CUDA_PATH", &link)
+            .env("CUDA_COMPUTE_CAP", compute_cap);
+    };
+    let mut cli = Command::new("cargo");
+    cli.args([
+        "build",
+        "--release",
+        "-p",
+        "sgraf-cli",
+        "--features",
+        "cuda",
+    ])
+    .args(["--target-dir", "target/cuda"]);
+    cuda_env(&mut cli);
+    run(&mut cli)?;
     // Stripped, the binary fits the 64 MiB that a device machine's run can carry.
     let built = root.join("target/cuda/release/sgraf-cli");
     let bin = root.join("target/cuda/sgraf-cli");
@@ -214,6 +226,28 @@ pub fn cuda_build(compute_cap: &str, kernels_only: bool) -> Result<()> {
          needs libcuda.so.1 (the driver), libcublas.so.13, libcublasLt.so.13, libcurand.so.10, \
          libcudart.so.13, libfontconfig.so.1 and libfreetype.so.6 on the library path",
         bin.display()
+    );
+    // `extract --device cuda` against the CPU (tests/gpu_extract.rs), for
+    // the GPU check's bundle: the same build, as a test executable.
+    let mut tests = Command::new("cargo");
+    tests
+        .args(["test", "--release", "-p", "sgraf", "--features", "cuda"])
+        .args(["--test", "gpu_extract", "--no-run"])
+        .args(["--target-dir", "target/cuda"]);
+    cuda_env(&mut tests);
+    let test = crate::gpu_check::test_executable(&mut tests, "gpu_extract")?;
+    let exe = root.join(GPU_EXTRACT);
+    std::fs::copy(&test, &exe)?;
+    run(Command::new("strip").arg(&exe))?;
+    std::fs::write(
+        root.join(GPU_EXTRACT_COMMIT),
+        crate::bench::git_head() + "\n",
+    )?;
+    let mib = std::fs::metadata(&exe)?.len() as f64 / (1 << 20) as f64;
+    println!(
+        "built {} ({mib:.0} MiB, stripped): the detector on candle's CUDA backend against \
+         the CPU, which `cargo xtask gpu-check --prepare` now carries (same libraries)",
+        exe.display()
     );
     Ok(())
 }

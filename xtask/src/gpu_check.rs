@@ -194,19 +194,18 @@ const DEBS: &[&str] = &[
 /// The bundle's limit: what a device machine's run can carry.
 const MAX_BYTES: u64 = 64 << 20;
 
-/// Builds the test target `test` of sgraf-core with `features`; its executable.
-fn build_tests(root: &Path, features: &str, test: &str) -> Result<PathBuf> {
-    let out = Command::new("cargo")
-        .current_dir(root)
-        .args(["test", "-p", "sgraf-core", "--features", features])
-        .args(["--test", test, "--no-run", "--message-format=json"])
+/// Runs `cmd` (a `cargo test ... --no-run`) with JSON messages (compiler
+/// errors rendered on stderr);
+/// the executable of its test target `test`.
+pub(crate) fn test_executable(cmd: &mut Command, test: &str) -> Result<PathBuf> {
+    // Cargo's progress and errors show as it builds; the JSON is parsed.
+    let out = cmd
+        .arg("--message-format=json-render-diagnostics")
+        .stderr(std::process::Stdio::inherit())
         .output()
         .context("running cargo test --no-run")?;
     if !out.status.success() {
-        bail!(
-            "building sgraf-core's test {test} with features {features} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("{cmd:?} failed with {} (its errors are above)", out.status);
     }
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -214,6 +213,17 @@ fn build_tests(root: &Path, features: &str, test: &str) -> Result<PathBuf> {
         .filter(|v| v["target"]["name"] == test && v["profile"]["test"] == true)
         .find_map(|v| v["executable"].as_str().map(PathBuf::from))
         .with_context(|| format!("cargo did not report the executable of test {test}"))
+}
+
+/// Builds the test target `test` of sgraf-core with `features`; its executable.
+fn build_tests(root: &Path, features: &str, test: &str) -> Result<PathBuf> {
+    test_executable(
+        Command::new("cargo")
+            .current_dir(root)
+            .args(["test", "-p", "sgraf-core", "--features", features])
+            .args(["--test", test, "--no-run"]),
+        test,
+    )
 }
 
 /// The shared libraries of [`DEBS`] (downloaded once into `cache`) in `lib`.
