@@ -29,6 +29,9 @@ const WHEELS: &[&str] = &[
 pub const GPU_EXTRACT: &str = "target/cuda/gpu-extract";
 /// The commit `GPU_EXTRACT` was built from (`git rev-parse --short HEAD`).
 pub const GPU_EXTRACT_COMMIT: &str = "target/cuda/gpu-extract.commit";
+/// `libcurand.so.10` for `GPU_EXTRACT` where the system has none (see
+/// [`curand_stand_in`]).
+pub const CURAND_STAND_IN: &str = "target/cuda/curand-stand-in/libcurand.so.10";
 
 /// `(link name, versioned file prefix)` of the libraries to expose as `libX.so`.
 const LIBS: &[&str] = &["cublas", "cublasLt", "curand", "nvrtc", "cudart"];
@@ -249,5 +252,63 @@ pub fn cuda_build(compute_cap: &str, kernels_only: bool) -> Result<()> {
          the CPU, which `cargo xtask gpu-check --prepare` now carries (same libraries)",
         exe.display()
     );
+    curand_stand_in(&exe, &root.join(CURAND_STAND_IN))?;
+    println!(
+        "built {} for machines without cuRAND (PyTorch's cu13 wheels bring none)",
+        root.join(CURAND_STAND_IN).display()
+    );
     Ok(())
+}
+
+/// `libcurand.so.10` for the executable `exe` where the real one is
+/// missing: candle opens a cuRAND generator with every CUDA device (cudarc's
+/// `CudaRng::new`: create, set the stream, seed; destroy on drop), and the
+/// detector draws no random numbers. So those four succeed (a generator
+/// handle that points at nothing) and every other cuRAND function `exe`
+/// imports returns CURAND_STATUS_NOT_INITIALIZED: drawing numbers fails
+/// with an error, never gives wrong ones. Its symbols carry the real
+/// library's version node, as `exe`'s imports ask.
+fn curand_stand_in(exe: &Path, out: &Path) -> Result<()> {
+    const SET_UP: [&str; 4] = [
+        "curandCreateGenerator",
+        "curandSetStream",
+        "curandSetPseudoRandomGeneratorSeed",
+        "curandDestroyGenerator",
+    ];
+    let nm = Command::new("nm")
+        .args(["-D", "--undefined-only"])
+        .arg(exe)
+        .output()
+        .context("running nm")?;
+    if !nm.status.success() {
+        bail!("nm -D {} failed", exe.display());
+    }
+    let imports: Vec<String> = String::from_utf8_lossy(&nm.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .map(|s| s.split('@').next().unwrap_or(s).to_string())
+        .filter(|s| s.starts_with("curand") && !SET_UP.contains(&s.as_str()))
+        .collect();
+    let mut c = String::from(
+        "/* libcurand.so.10 stand-in (cargo xtask cuda-build): a generator is set up, none draws. */\n\
+         static char generator;\n\
+         int curandCreateGenerator(void **g, int kind) { (void)kind; if (!g) return 101; *g = &generator; return 0; }\n\
+         int curandSetStream(void *g, void *stream) { (void)g; (void)stream; return 0; }\n\
+         int curandSetPseudoRandomGeneratorSeed(void *g, unsigned long long seed) { (void)g; (void)seed; return 0; }\n\
+         int curandDestroyGenerator(void *g) { (void)g; return 0; }\n",
+    );
+    for name in imports {
+        c += &format!("int {name}(void) {{ return 101; /* CURAND_STATUS_NOT_INITIALIZED */ }}\n");
+    }
+    let dir = out.parent().context("the stand-in's folder")?;
+    std::fs::create_dir_all(dir)?;
+    let (src, map) = (dir.join("curand.c"), dir.join("curand.map"));
+    std::fs::write(&src, c)?;
+    std::fs::write(&map, "libcurand.so.10 { global: *; };\n")?;
+    run(Command::new("gcc")
+        .args(["-shared", "-fPIC", "-O2", "-Wl,-soname,libcurand.so.10"])
+        .arg(format!("-Wl,--version-script={}", map.display()))
+        .arg("-o")
+        .arg(out)
+        .arg(&src))
 }

@@ -149,6 +149,15 @@ for n in libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libcudart.so.13; do
     if [ -z "$found" ]; then cuda_missing="$cuda_missing $n"; continue; fi
     case ":$cuda_path:" in *":$found:"*) ;; *) cuda_path="${cuda_path:+$cuda_path:}$found" ;; esac
 done
+# cuRAND alone missing (PyTorch's cu13 wheels bring none): the bundle's
+# stand-in, which sets a generator up and draws nothing (see xtask/src/cuda.rs).
+curand_note=""
+if [ "$cuda_missing" = " libcurand.so.10" ] && [ -e "$work/curand/libcurand.so.10" ]; then
+    cuda_path="${cuda_path:+$cuda_path:}$work/curand"
+    cuda_missing=""
+    curand_note=" (cuRAND stand-in)"
+    echo "no libcurand.so.10 in $cuda_dirs: the extract step uses the bundle's stand-in (candle sets up a cuRAND generator with every CUDA device; the detector draws no random numbers, and a draw would fail)"
+fi
 if [ -z "$cuda_missing" ]; then
     say "CUDA 13 libraries for candle: $cuda_path"
 else
@@ -188,7 +197,7 @@ step "benchmark, CUDA (our kernels, NVRTC + cudarc)" 80 "$work/gpu-bench" --igno
 # The detector on candle's CUDA backend (a full-size random detector loaded
 # as `extract --device cuda` loads it) against the CPU's every core: photos/s
 # of both, the same boxes, the features within 1e-4.
-extract="extract, candle CUDA vs $(nproc)-core CPU"
+extract="extract, candle CUDA vs $(nproc)-core CPU$curand_note"
 if [ ! -e "$work/gpu-extract" ]; then
     missing "$extract" "not in the bundle: cargo xtask cuda-build, then gpu-check --prepare"
 elif [ -n "$cuda_missing" ]; then
@@ -418,6 +427,11 @@ fn carry_extract(root: &Path, stage: &Path) -> Result<String> {
     }
     std::fs::copy(&exe, stage.join("gpu-extract"))
         .with_context(|| format!("copying {}", exe.display()))?;
+    let curand = root.join(crate::cuda::CURAND_STAND_IN);
+    if curand.is_file() {
+        std::fs::create_dir_all(stage.join("curand"))?;
+        std::fs::copy(&curand, stage.join("curand/libcurand.so.10"))?;
+    }
     let built = std::fs::read_to_string(root.join(crate::cuda::GPU_EXTRACT_COMMIT))
         .unwrap_or_default()
         .trim()
@@ -608,7 +622,9 @@ mod tests {
         };
         exe(&bin.join("nvidia-smi"), "#!/bin/sh\necho 'NVIDIA H200'\n");
         for (name, text) in exes {
-            exe(&payload.join(name), text);
+            let at = payload.join(name);
+            std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+            exe(&at, text);
         }
         let script = write_script(&dir).unwrap();
         run(Command::new("tar")
@@ -675,7 +691,7 @@ mod tests {
         text.lines()
             .rev()
             .find(|l| {
-                l.trim_start().starts_with("extract, candle CUDA vs ") && l.contains("-core CPU: ")
+                l.trim_start().starts_with("extract, candle CUDA vs ") && l.contains("-core CPU")
             })
             .unwrap_or_else(|| panic!("no result line for the extract step in:\n{text}"))
             .trim()
@@ -779,6 +795,30 @@ mod tests {
             "no `{want}` in:\n{text}"
         );
         assert!(!text.contains("the extract check ran"), "{text}");
+
+        // cuRAND alone missing: the bundle's stand-in goes on the step's
+        // library path, and the step says so in its name.
+        let no_curand = FakeCudaLibs::new("no-curand", &[CUDA_LIBS[0], CUDA_LIBS[1], CUDA_LIBS[3]]);
+        let show = "#!/bin/sh\necho \"extract libs: $LD_LIBRARY_PATH\"\nexit 0\n";
+        let (_, text) = run_bundle(
+            "extract-curand",
+            &[
+                ("gpu-bench", ok),
+                ("gpu-tests", ok),
+                ("gpu-extract", show),
+                ("curand/libcurand.so.10", ""),
+            ],
+            &[("SGRAF_CUDA_LIBS", no_curand.path())],
+        );
+        assert!(
+            extract_result(&text).ends_with("-core CPU (cuRAND stand-in): passed"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("extract libs: {}:", no_curand.path())),
+            "{text}"
+        );
+        assert!(text.contains("/curand:"), "{text}");
 
         // A bundle prepared without `cargo xtask cuda-build`.
         let (passed, text) = run_bundle(
