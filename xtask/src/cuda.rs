@@ -1,6 +1,7 @@
 //! `cargo xtask cuda-build`: our kernels' CUDA route (sgraf-core
 //! `--features cuda-kernels`, nothing of CUDA needed to build), then
-//! `sgraf-cli --features cuda` (candle's CUDA backend) on a machine
+//! `sgraf-cli --features cuda` (candle's CUDA backend) and the detector's
+//! check on it (tests/gpu_extract.rs, for the GPU check's bundle) on a machine
 //! without a GPU or a CUDA install, following ../shared/CUDA-BUILD.md:
 //! CUDA 13.0 wheels from PyPI for nvcc and the libraries, a link stub for
 //! the driver (the real `libcuda.so.1` replaces it at run time), and an
