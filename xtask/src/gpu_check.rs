@@ -137,7 +137,7 @@ fi
 if [ -n "${SGRAF_CUDA_LIBS:-}" ]; then
     cuda_dirs=$(echo "$SGRAF_CUDA_LIBS" | tr ':' ' ')
 else
-    cuda_dirs="/usr/local/cuda/lib64 /usr/local/nvidia/lib64 $(python3 -c 'import site, sysconfig; print(" ".join(p + "/nvidia/cu13/lib" for p in [sysconfig.get_paths()["purelib"]] + site.getsitepackages()))' 2>/dev/null)"
+    cuda_dirs="/usr/local/cuda/lib64 /usr/local/nvidia/lib64 $(python3 -c 'import site, sysconfig; print(" ".join(dict.fromkeys(p + "/nvidia/cu13/lib" for p in [sysconfig.get_paths()["purelib"]] + site.getsitepackages())))' 2>/dev/null)"
 fi
 cuda_path=""
 cuda_missing=""
