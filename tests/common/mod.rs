@@ -2,6 +2,8 @@
 // Every test binary includes this module and uses a part of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod detector;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::Device;
-use sgraf_vision::{BgrImage, BoxPolicy, Detector, DetectorConfig};
+use sgraf_vision::boxes::BBox;
+use sgraf_vision::{regions_difference, BgrImage, BoxPolicy, Detector, DetectorConfig};
 
 pub fn bench_extract(images: usize, out: Option<PathBuf>, repeat: usize) -> Result<()> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -53,17 +54,12 @@ pub fn bench_extract(images: usize, out: Option<PathBuf>, repeat: usize) -> Resu
     for (i, got) in results.iter().enumerate() {
         let f: Vec<f32> = want[&format!("features{i}")].flatten_all()?.to_vec1()?;
         let b: Vec<f32> = want[&format!("boxes{i}")].flatten_all()?.to_vec1()?;
-        let gb: Vec<f32> = got.boxes.iter().flatten().copied().collect();
-        if gb.len() == b.len() && gb.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-2) {
+        let b: Vec<BBox> = b.chunks(4).map(|c| [c[0], c[1], c[2], c[3]]).collect();
+        if let Some(d) = regions_difference(&got.boxes, &got.features, &b, &f) {
             same_boxes += 1;
-            let scale = f.iter().fold(1f32, |m, v| m.max(v.abs()));
-            let d = got
-                .features
-                .iter()
-                .zip(&f)
-                .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
-                / scale;
-            diff = diff.max(d);
+            if d.is_nan() || d > diff {
+                diff = d; // a NaN stays (f32::max would drop it)
+            }
         }
     }
     let torch_rate = r["images_per_second"].as_f64().unwrap_or(0.0);

@@ -1,6 +1,7 @@
 //! `cargo xtask cuda-build`: our kernels' CUDA route (sgraf-core
 //! `--features cuda-kernels`, nothing of CUDA needed to build), then
-//! `sgraf-cli --features cuda` (candle's CUDA backend) on a machine
+//! `sgraf-cli --features cuda` (candle's CUDA backend) and the detector's
+//! check on it (tests/gpu_extract.rs, for the GPU check's bundle) on a machine
 //! without a GPU or a CUDA install, following ../shared/CUDA-BUILD.md:
 //! CUDA 13.0 wheels from PyPI for nvcc and the libraries, a link stub for
 //! the driver (the real `libcuda.so.1` replaces it at run time), and an
@@ -23,6 +24,15 @@ const WHEELS: &[&str] = &[
     "nvidia-curand==10.4.0.35",
     "nvidia-cuda-nvrtc==13.0.88",
 ];
+
+/// tests/gpu_extract.rs built with candle's `cuda` (stripped), which the
+/// GPU check's bundle carries when it is there.
+pub const GPU_EXTRACT: &str = "target/cuda/gpu-extract";
+/// The commit `GPU_EXTRACT` was built from (`git rev-parse --short HEAD`).
+pub const GPU_EXTRACT_COMMIT: &str = "target/cuda/gpu-extract.commit";
+/// `libcurand.so.10` for `GPU_EXTRACT` where the system has none (see
+/// [`curand_stand_in`]).
+pub const CURAND_STAND_IN: &str = "target/cuda/curand-stand-in/libcurand.so.10";
 
 /// `(link name, versioned file prefix)` of the libraries to expose as `libX.so`.
 const LIBS: &[&str] = &["cublas", "cublasLt", "curand", "nvrtc", "cudart"];
@@ -188,21 +198,27 @@ pub fn cuda_build(compute_cap: &str, kernels_only: bool) -> Result<()> {
         cu13.join("bin").display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    run(Command::new("cargo")
-        .current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "sgraf-cli",
-            "--features",
-            "cuda",
-        ])
-        .args(["--target-dir", "target/cuda"])
-        .env("PATH", path)
-        .env("CUDA_HOME", &link)
-        .env("CUDA_PATH", &link)
-        .env("CUDA_COMPUTE_CAP", compute_cap))?;
+    // The environment of both builds: nvcc on PATH, the link folder
+    // (libraries and the driver stub) as CUDA's home, the architecture.
+    let cuda_env = |cmd: &mut Command| {
+        cmd.current_dir(&root)
+            .env("PATH", &path)
+            .env("CUDA_HOME", &link)
+            .env("CUDA_PATH", &link)
+            .env("CUDA_COMPUTE_CAP", compute_cap);
+    };
+    let mut cli = Command::new("cargo");
+    cli.args([
+        "build",
+        "--release",
+        "-p",
+        "sgraf-cli",
+        "--features",
+        "cuda",
+    ])
+    .args(["--target-dir", "target/cuda"]);
+    cuda_env(&mut cli);
+    run(&mut cli)?;
     // Stripped, the binary fits the 64 MiB that a device machine's run can carry.
     let built = root.join("target/cuda/release/sgraf-cli");
     let bin = root.join("target/cuda/sgraf-cli");
@@ -215,5 +231,85 @@ pub fn cuda_build(compute_cap: &str, kernels_only: bool) -> Result<()> {
          libcudart.so.13, libfontconfig.so.1 and libfreetype.so.6 on the library path",
         bin.display()
     );
+    // `extract --device cuda` against the CPU (tests/gpu_extract.rs), for
+    // the GPU check's bundle: the same build, as a test executable.
+    let mut tests = Command::new("cargo");
+    tests
+        .args(["test", "--release", "-p", "sgraf", "--features", "cuda"])
+        .args(["--test", "gpu_extract", "--no-run"])
+        .args(["--target-dir", "target/cuda"]);
+    cuda_env(&mut tests);
+    let test = crate::gpu_check::test_executable(&mut tests, "gpu_extract")?;
+    let exe = root.join(GPU_EXTRACT);
+    std::fs::copy(&test, &exe)?;
+    run(Command::new("strip").arg(&exe))?;
+    std::fs::write(
+        root.join(GPU_EXTRACT_COMMIT),
+        crate::bench::git_head() + "\n",
+    )?;
+    let mib = std::fs::metadata(&exe)?.len() as f64 / (1 << 20) as f64;
+    println!(
+        "built {} ({mib:.0} MiB, stripped): the detector on candle's CUDA backend against \
+         the CPU, which `cargo xtask gpu-check --prepare` now carries (same libraries)",
+        exe.display()
+    );
+    curand_stand_in(&exe, &root.join(CURAND_STAND_IN))?;
+    println!(
+        "built {} for machines without cuRAND (PyTorch's cu13 wheels bring none)",
+        root.join(CURAND_STAND_IN).display()
+    );
     Ok(())
+}
+
+/// `libcurand.so.10` for the executable `exe` where the real one is
+/// missing: candle opens a cuRAND generator with every CUDA device (cudarc's
+/// `CudaRng::new`: create, set the stream, seed; destroy on drop), and the
+/// detector draws no random numbers. So those four succeed (a generator
+/// handle that points at nothing) and every other cuRAND function `exe`
+/// imports returns CURAND_STATUS_NOT_INITIALIZED: drawing numbers fails
+/// with an error, never gives wrong ones. Its symbols carry the real
+/// library's version node, as `exe`'s imports ask.
+fn curand_stand_in(exe: &Path, out: &Path) -> Result<()> {
+    const SET_UP: [&str; 4] = [
+        "curandCreateGenerator",
+        "curandSetStream",
+        "curandSetPseudoRandomGeneratorSeed",
+        "curandDestroyGenerator",
+    ];
+    let nm = Command::new("nm")
+        .args(["-D", "--undefined-only"])
+        .arg(exe)
+        .output()
+        .context("running nm")?;
+    if !nm.status.success() {
+        bail!("nm -D {} failed", exe.display());
+    }
+    let imports: Vec<String> = String::from_utf8_lossy(&nm.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .map(|s| s.split('@').next().unwrap_or(s).to_string())
+        .filter(|s| s.starts_with("curand") && !SET_UP.contains(&s.as_str()))
+        .collect();
+    let mut c = String::from(
+        "/* libcurand.so.10 stand-in (cargo xtask cuda-build): a generator is set up, none draws. */\n\
+         static char generator;\n\
+         int curandCreateGenerator(void **g, int kind) { (void)kind; if (!g) return 101; *g = &generator; return 0; }\n\
+         int curandSetStream(void *g, void *stream) { (void)g; (void)stream; return 0; }\n\
+         int curandSetPseudoRandomGeneratorSeed(void *g, unsigned long long seed) { (void)g; (void)seed; return 0; }\n\
+         int curandDestroyGenerator(void *g) { (void)g; return 0; }\n",
+    );
+    for name in imports {
+        c += &format!("int {name}(void) {{ return 101; /* CURAND_STATUS_NOT_INITIALIZED */ }}\n");
+    }
+    let dir = out.parent().context("the stand-in's folder")?;
+    std::fs::create_dir_all(dir)?;
+    let (src, map) = (dir.join("curand.c"), dir.join("curand.map"));
+    std::fs::write(&src, c)?;
+    std::fs::write(&map, "libcurand.so.10 { global: *; };\n")?;
+    run(Command::new("gcc")
+        .args(["-shared", "-fPIC", "-O2", "-Wl,-soname,libcurand.so.10"])
+        .arg(format!("-Wl,--version-script={}", map.display()))
+        .arg("-o")
+        .arg(out)
+        .arg(&src))
 }

@@ -8,7 +8,9 @@
 //!   packs them with what a bare GPU container lacks: the Vulkan loader
 //!   (Debian's `libvulkan1`) and the GL dispatch libraries NVIDIA's Vulkan
 //!   driver opens (`libglvnd0`, `libglx0`, `libegl1`, X11's client
-//!   libraries), and the kernels' CUDA C++ where it was generated here.
+//!   libraries), the kernels' CUDA C++ where it was generated here, and
+//!   tests/gpu_extract.rs built with candle's `cuda` where `cargo xtask
+//!   cuda-build` built it (else it warns: the extract step then fails).
 //!   Carry `target/gpu-check` and run `bash target/gpu-check/run.sh` there.
 //! - `cargo xtask gpu-check` (on the GPU machine, with a Rust toolchain):
 //!   the same, then `run.sh`.
@@ -20,8 +22,8 @@
 //! `run.sh` ([`RUN_SH`]) fails at once, saying so, unless `nvidia-smi`
 //! names an NVIDIA GPU; then the benchmark on wgpu (Vulkan on the NVIDIA
 //! driver, never another adapter) and on CUDA (our kernels through NVRTC and
-//! the driver API), then the tests, each step with its own timeout, in five
-//! minutes at most.
+//! the driver API), the detector on candle's CUDA backend against the CPU,
+//! then the tests, each step with its own timeout, in five minutes at most.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,9 +36,10 @@ use crate::cuda::run;
 /// without an NVIDIA GPU it fails in a second (the test below runs it).
 pub const RUN_SH: &str = r#"#!/usr/bin/env bash
 # sgraf GPU check (written by `cargo xtask gpu-check --prepare`): only an
-# NVIDIA GPU passes it. Benchmark first (wgpu on the NVIDIA Vulkan driver,
-# then CUDA), then the tests; each step has its own timeout and prints as it
-# finishes; 5 minutes at most in all.
+# NVIDIA GPU passes it. Benchmarks first (wgpu on the NVIDIA Vulkan driver,
+# then CUDA, then the detector on candle's CUDA), then the tests; each step
+# has its own timeout (285 s in all) and prints as it finishes; 5 minutes at
+# most in all.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
@@ -127,7 +130,41 @@ else
 fi
 [ -d "$work/cuda" ] && export SGRAF_CUDA_SOURCES="$work/cuda"
 
-# 5. The steps. The benchmark first, then the tests.
+# 5. candle's CUDA backend for the extract step: CUDA 13's cuBLAS, cuBLASLt,
+#    cuRAND and runtime from the toolkit, the driver's folder or a PyTorch
+#    cu13 wheel (site-packages/nvidia/cu13/lib); SGRAF_CUDA_LIBS (folders,
+#    colon-separated) replaces that search. On that step's library path only.
+if [ -n "${SGRAF_CUDA_LIBS:-}" ]; then
+    cuda_dirs=$(echo "$SGRAF_CUDA_LIBS" | tr ':' ' ')
+else
+    cuda_dirs="/usr/local/cuda/lib64 /usr/local/nvidia/lib64 $(python3 -c 'import site, sysconfig; print(" ".join(dict.fromkeys(p + "/nvidia/cu13/lib" for p in [sysconfig.get_paths()["purelib"]] + site.getsitepackages())))' 2>/dev/null)"
+fi
+cuda_path=""
+cuda_missing=""
+for n in libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libcudart.so.13; do
+    found=""
+    for d in $cuda_dirs; do
+        if [ -e "$d/$n" ]; then found=$d; break; fi
+    done
+    if [ -z "$found" ]; then cuda_missing="$cuda_missing $n"; continue; fi
+    case ":$cuda_path:" in *":$found:"*) ;; *) cuda_path="${cuda_path:+$cuda_path:}$found" ;; esac
+done
+# cuRAND alone missing (PyTorch's cu13 wheels bring none): the bundle's
+# stand-in, which sets a generator up and draws nothing (see xtask/src/cuda.rs).
+curand_note=""
+if [ "$cuda_missing" = " libcurand.so.10" ] && [ -e "$work/curand/libcurand.so.10" ]; then
+    cuda_path="${cuda_path:+$cuda_path:}$work/curand"
+    cuda_missing=""
+    curand_note=" (cuRAND stand-in)"
+    echo "no libcurand.so.10 in $cuda_dirs: the extract step uses the bundle's stand-in (candle sets up a cuRAND generator with every CUDA device; the detector draws no random numbers, and a draw would fail)"
+fi
+if [ -z "$cuda_missing" ]; then
+    say "CUDA 13 libraries for candle: $cuda_path"
+else
+    echo "no CUDA 13 runtime library$cuda_missing in $cuda_dirs: the extract step fails"
+fi
+
+# 6. The steps. The benchmarks first, then the tests.
 export SGRAF_REQUIRE_NVIDIA=1 SGRAF_GPU_NAME="$gpu"
 failed=()
 results=()
@@ -146,19 +183,36 @@ missing() { # NAME WHY
     results+=("$1: FAILED ($2)")
     failed+=("$1 ($2)")
 }
-# Each model's device time and its CPU comparison, short enough for the
-# 5 minutes (the defaults are 20 s and 12 s).
-export SGRAF_BENCH_GPU_SECONDS=${SGRAF_BENCH_GPU_SECONDS:-15} SGRAF_BENCH_CPU_SECONDS=${SGRAF_BENCH_CPU_SECONDS:-10}
+# Each model's (and the detector's) device time and its CPU comparison,
+# short enough for the 5 minutes (the defaults are 20 s and 12 s).
+export SGRAF_BENCH_GPU_SECONDS=${SGRAF_BENCH_GPU_SECONDS:-12} SGRAF_BENCH_CPU_SECONDS=${SGRAF_BENCH_CPU_SECONDS:-8}
 if [ -n "$vulkan" ]; then
-    step "benchmark, wgpu on NVIDIA Vulkan" 95 "$work/gpu-bench" --ignored --exact bench_wgpu --test-threads 1 --nocapture
+    step "benchmark, wgpu on NVIDIA Vulkan" 80 "$work/gpu-bench" --ignored --exact bench_wgpu --test-threads 1 --nocapture
 else
     missing "benchmark, wgpu on NVIDIA Vulkan" "no NVIDIA Vulkan driver"
 fi
 # Our kernels on CUDA: NVRTC-compiled, launched through cudarc, opened under
 # the first-use self-check against the CPU engine, then the same benchmark.
-step "benchmark, CUDA (our kernels, NVRTC + cudarc)" 95 "$work/gpu-bench" --ignored --exact bench_cuda --test-threads 1 --nocapture
+step "benchmark, CUDA (our kernels, NVRTC + cudarc)" 80 "$work/gpu-bench" --ignored --exact bench_cuda --test-threads 1 --nocapture
+# The detector on candle's CUDA backend (a full-size random detector loaded
+# as `extract --device cuda` loads it) against the CPU's every core: photos/s
+# of both, the same boxes, the features within 1e-4.
+extract="extract, candle CUDA vs $(nproc)-core CPU$curand_note"
+if [ ! -e "$work/gpu-extract" ]; then
+    missing "$extract" "not in the bundle: cargo xtask cuda-build, then gpu-check --prepare"
+elif [ -n "$cuda_missing" ]; then
+    missing "$extract" "no${cuda_missing} in ${cuda_dirs}"
+else
+    extract_path="$cuda_path:$LD_LIBRARY_PATH"
+    unresolved=$(LD_LIBRARY_PATH="$extract_path" ldd "$work/gpu-extract" 2>/dev/null | awk '/not found/ {print $1}' | sort -u | tr '\n' ' ')
+    if [ -n "$unresolved" ]; then
+        missing "$extract" "libraries not found: ${unresolved% }"
+    else
+        step "$extract" 65 env LD_LIBRARY_PATH="$extract_path" "$work/gpu-extract" --ignored --exact extract_cuda_vs_cpu --test-threads 1 --nocapture
+    fi
+fi
 if [ -n "$vulkan" ]; then
-    step "tests, wgpu on NVIDIA Vulkan" 70 "$work/gpu-tests" --test-threads 1 --nocapture
+    step "tests, wgpu on NVIDIA Vulkan" 60 "$work/gpu-tests" --test-threads 1 --nocapture
 else
     missing "tests, wgpu on NVIDIA Vulkan" "no NVIDIA Vulkan driver"
 fi
@@ -194,19 +248,18 @@ const DEBS: &[&str] = &[
 /// The bundle's limit: what a device machine's run can carry.
 const MAX_BYTES: u64 = 64 << 20;
 
-/// Builds the test target `test` of sgraf-core with `features`; its executable.
-fn build_tests(root: &Path, features: &str, test: &str) -> Result<PathBuf> {
-    let out = Command::new("cargo")
-        .current_dir(root)
-        .args(["test", "-p", "sgraf-core", "--features", features])
-        .args(["--test", test, "--no-run", "--message-format=json"])
+/// Runs `cmd` (a `cargo test ... --no-run`) with JSON messages (compiler
+/// errors rendered on stderr);
+/// the executable of its test target `test`.
+pub(crate) fn test_executable(cmd: &mut Command, test: &str) -> Result<PathBuf> {
+    // Cargo's progress and errors show as it builds; the JSON is parsed.
+    let out = cmd
+        .arg("--message-format=json-render-diagnostics")
+        .stderr(std::process::Stdio::inherit())
         .output()
         .context("running cargo test --no-run")?;
     if !out.status.success() {
-        bail!(
-            "building sgraf-core's test {test} with features {features} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("{cmd:?} failed with {} (its errors are above)", out.status);
     }
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -214,6 +267,17 @@ fn build_tests(root: &Path, features: &str, test: &str) -> Result<PathBuf> {
         .filter(|v| v["target"]["name"] == test && v["profile"]["test"] == true)
         .find_map(|v| v["executable"].as_str().map(PathBuf::from))
         .with_context(|| format!("cargo did not report the executable of test {test}"))
+}
+
+/// Builds the test target `test` of sgraf-core with `features`; its executable.
+fn build_tests(root: &Path, features: &str, test: &str) -> Result<PathBuf> {
+    test_executable(
+        Command::new("cargo")
+            .current_dir(root)
+            .args(["test", "-p", "sgraf-core", "--features", features])
+            .args(["--test", test, "--no-run"]),
+        test,
+    )
 }
 
 /// The shared libraries of [`DEBS`] (downloaded once into `cache`) in `lib`.
@@ -296,6 +360,7 @@ fn prepare(root: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     stripped(&tests, &stage.join("gpu-tests"))?;
     stripped(&bench, &stage.join("gpu-bench"))?;
+    let extract = carry_extract(root, &stage)?;
     carried_libraries(&root.join("target/gpu-check-debs"), &stage.join("lib"))?;
     // The kernels' CUDA C++, where the NVRTC check wrote it (it needs a wgpu
     // adapter to generate): the CUDA step needs no Vulkan driver then.
@@ -328,7 +393,7 @@ fn prepare(root: &Path) -> Result<PathBuf> {
         );
     }
     println!(
-        "prepared {} ({mib:.1} MiB; {}): on a machine with an NVIDIA GPU run \
+        "prepared {} ({mib:.1} MiB; {}; {extract}): on a machine with an NVIDIA GPU run \
          `bash target/gpu-check/run.sh` (carry target/gpu-check)",
         dir.display(),
         if cu > 0 {
@@ -337,7 +402,53 @@ fn prepare(root: &Path) -> Result<PathBuf> {
             "no CUDA C++ carried: the CUDA step generates it through wgpu".into()
         }
     );
+    if extract.starts_with("NO") {
+        eprintln!(
+            "\nWARNING: the bundle has NO extract step (candle's CUDA backend against the CPU): \
+             {} is missing. Run `cargo xtask cuda-build` (downloads the CUDA 13.0 wheels, \
+             about 1.2 GB, and builds candle with CUDA: 10-15 minutes on 2 cores), then \
+             `cargo xtask gpu-check --prepare` again; run.sh reports that step FAILED until then.\n",
+            crate::cuda::GPU_EXTRACT
+        );
+    }
     Ok(script)
+}
+
+/// tests/gpu_extract.rs as `cargo xtask cuda-build` built it with candle's
+/// `cuda` (stripped; gzip in the payload), into `stage`. Not built here:
+/// that build downloads 1.2 GB of CUDA wheels and takes 10-15 minutes, more
+/// than a `--prepare` for the other steps should cost; without it run.sh
+/// reports the step FAILED, and [`prepare`] says so loudly. What it says of
+/// the executable (or its absence).
+fn carry_extract(root: &Path, stage: &Path) -> Result<String> {
+    let exe = root.join(crate::cuda::GPU_EXTRACT);
+    if !exe.is_file() {
+        return Ok(format!("NO extract step ({} missing)", exe.display()));
+    }
+    std::fs::copy(&exe, stage.join("gpu-extract"))
+        .with_context(|| format!("copying {}", exe.display()))?;
+    let curand = root.join(crate::cuda::CURAND_STAND_IN);
+    if curand.is_file() {
+        std::fs::create_dir_all(stage.join("curand"))?;
+        std::fs::copy(&curand, stage.join("curand/libcurand.so.10"))?;
+    }
+    let built = std::fs::read_to_string(root.join(crate::cuda::GPU_EXTRACT_COMMIT))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let head = crate::bench::git_head();
+    if built != head {
+        eprintln!(
+            "WARNING: {} was built from commit {}, HEAD is {head}: rerun `cargo xtask cuda-build` \
+             if the detector or the test changed since",
+            exe.display(),
+            if built.is_empty() { "unknown" } else { &built }
+        );
+    }
+    let mib = std::fs::metadata(&exe)?.len() as f64 / (1 << 20) as f64;
+    Ok(format!(
+        "extract step carried ({mib:.0} MiB before compression, commit {built})"
+    ))
 }
 
 fn dir_size(dir: &Path) -> Result<u64> {
@@ -495,18 +606,12 @@ mod tests {
         assert!(text.contains("gpu-check FAILED: cannot unpack"), "{text}");
     }
 
-    /// With a GPU named and a payload whose CUDA benchmark fails, on a
-    /// machine without NVIDIA's Vulkan driver (this one): every step is
-    /// reported on its own line — wgpu's as failed for the missing driver,
-    /// CUDA's with its exit code — and the script fails; nothing is skipped.
-    #[test]
-    fn run_sh_reports_wgpu_and_cuda_separately_and_fails() {
-        if has_nvidia_gpu() {
-            println!("skipped: this machine has an NVIDIA GPU (run the bundle instead)");
-            return;
-        }
+    /// Runs run.sh with `nvidia-smi` naming an H200 and a payload of the
+    /// given executables (`(name, shell script)`), with `env` set; whether
+    /// it passed, and what it printed.
+    fn run_bundle(tag: &str, exes: &[(&str, &str)], env: &[(&str, &str)]) -> (bool, String) {
         let dir =
-            std::env::temp_dir().join(format!("sgraf-gpu-check-steps-{}", std::process::id()));
+            std::env::temp_dir().join(format!("sgraf-gpu-check-{tag}-{}", std::process::id()));
         let (bin, payload) = (dir.join("bin"), dir.join("payload"));
         std::fs::create_dir_all(&bin).unwrap();
         std::fs::create_dir_all(payload.join("lib")).unwrap();
@@ -516,40 +621,217 @@ mod tests {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
         };
         exe(&bin.join("nvidia-smi"), "#!/bin/sh\necho 'NVIDIA H200'\n");
-        // The benchmark: CUDA refuses the device (as a failed self-check would).
-        exe(
-            &payload.join("gpu-bench"),
-            "#!/bin/sh\ncase \"$*\" in *bench_cuda*) echo 'self-check failed'; exit 1;; esac\nexit 0\n",
-        );
-        exe(&payload.join("gpu-tests"), "#!/bin/sh\nexit 0\n");
+        for (name, text) in exes {
+            let at = payload.join(name);
+            std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+            exe(&at, text);
+        }
         let script = write_script(&dir).unwrap();
         run(Command::new("tar")
             .arg("-czf")
             .arg(dir.join("payload.tar.gz"))
             .arg("-C")
             .arg(&payload)
-            .args(["gpu-bench", "gpu-tests", "lib"]))
+            .arg("."))
         .unwrap();
         let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-        let out = Command::new("bash")
-            .arg(&script)
+        let mut cmd = Command::new("bash");
+        cmd.arg(&script)
             .env("PATH", path)
             .env_remove("VK_ICD_FILENAMES")
-            .output()
-            .unwrap();
+            .env_remove("SGRAF_CUDA_LIBS");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
         println!("{text}");
-        assert!(!out.status.success(), "{text}");
+        assert!(!text.to_lowercase().contains("skipped"), "{text}");
+        (out.status.success(), text)
+    }
+
+    /// A folder holding (empty) files of the CUDA 13 libraries candle's
+    /// CUDA backend needs, for `SGRAF_CUDA_LIBS`; removed on drop.
+    struct FakeCudaLibs(PathBuf);
+
+    impl FakeCudaLibs {
+        fn new(tag: &str, names: &[&str]) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("sgraf-fake-cuda-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            for n in names {
+                std::fs::write(dir.join(n), b"").unwrap();
+            }
+            Self(dir)
+        }
+
+        fn path(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for FakeCudaLibs {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const CUDA_LIBS: [&str; 4] = [
+        "libcublas.so.13",
+        "libcublasLt.so.13",
+        "libcurand.so.10",
+        "libcudart.so.13",
+    ];
+
+    /// The line of run.sh's results for the extract step (its name holds
+    /// the machine's core count).
+    fn extract_result(text: &str) -> &str {
+        text.lines()
+            .rev()
+            .find(|l| {
+                l.trim_start().starts_with("extract, candle CUDA vs ") && l.contains("-core CPU")
+            })
+            .unwrap_or_else(|| panic!("no result line for the extract step in:\n{text}"))
+            .trim()
+    }
+
+    /// With a GPU named and a payload whose CUDA benchmark and extract
+    /// step fail, on a machine without NVIDIA's Vulkan driver (this one):
+    /// every step is reported on its own line — wgpu's as failed for the
+    /// missing driver, CUDA's and the extract's with their exit codes — and
+    /// the script fails naming each; nothing is skipped. The extract step
+    /// runs the detector's check with the CUDA libraries' folder first on
+    /// its library path.
+    #[test]
+    fn run_sh_reports_wgpu_cuda_and_extract_separately_and_fails() {
+        if has_nvidia_gpu() {
+            println!("skipped: this machine has an NVIDIA GPU (run the bundle instead)");
+            return;
+        }
+        let libs = FakeCudaLibs::new("all", &CUDA_LIBS);
+        let (passed, text) = run_bundle(
+            "steps",
+            &[
+                // CUDA refuses the device (as a failed self-check would).
+                (
+                    "gpu-bench",
+                    "#!/bin/sh\ncase \"$*\" in *bench_cuda*) echo 'self-check failed'; exit 1;; esac\nexit 0\n",
+                ),
+                ("gpu-tests", "#!/bin/sh\nexit 0\n"),
+                (
+                    "gpu-extract",
+                    "#!/bin/sh\necho \"extract args: $*\"\necho \"extract libs: $LD_LIBRARY_PATH\"\necho 'same boxes: 3/4'\nexit 3\n",
+                ),
+            ],
+            &[("SGRAF_CUDA_LIBS", libs.path())],
+        );
+        assert!(!passed, "{text}");
         for line in [
             "benchmark, wgpu on NVIDIA Vulkan: FAILED (no NVIDIA Vulkan driver)",
             "benchmark, CUDA (our kernels, NVRTC + cudarc): FAILED (exit 1)",
             "tests, wgpu on NVIDIA Vulkan: FAILED (no NVIDIA Vulkan driver)",
+            "extract args: --ignored --exact extract_cuda_vs_cpu --test-threads 1 --nocapture",
+            &format!("extract libs: {}:", libs.path()),
             "gpu-check FAILED: on NVIDIA H200",
         ] {
             assert!(text.contains(line), "no `{line}` in:\n{text}");
         }
-        assert!(!text.to_lowercase().contains("skipped"), "{text}");
+        assert!(extract_result(&text).ends_with("FAILED (exit 3)"), "{text}");
+        let summary = text
+            .lines()
+            .find(|l| l.starts_with("gpu-check FAILED: on NVIDIA H200"))
+            .unwrap();
+        assert!(summary.contains("-core CPU (exit 3)"), "{summary}");
+    }
+
+    /// The extract step on its own: passed (and not among the failures)
+    /// when its check passes; FAILED with the reason when the CUDA 13
+    /// libraries are missing or the bundle lacks the executable.
+    #[test]
+    fn run_sh_extract_step_passes_or_says_what_is_missing() {
+        if has_nvidia_gpu() {
+            println!("skipped: this machine has an NVIDIA GPU (run the bundle instead)");
+            return;
+        }
+        let ok = "#!/bin/sh\nexit 0\n";
+        let all = FakeCudaLibs::new("ok", &CUDA_LIBS);
+        let (_, text) = run_bundle(
+            "extract-ok",
+            &[("gpu-bench", ok), ("gpu-tests", ok), ("gpu-extract", ok)],
+            &[("SGRAF_CUDA_LIBS", all.path())],
+        );
+        assert!(
+            extract_result(&text).ends_with("-core CPU: passed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("benchmark, CUDA (our kernels, NVRTC + cudarc): passed"),
+            "{text}"
+        );
+        let summary = text
+            .lines()
+            .find(|l| l.starts_with("gpu-check FAILED: on NVIDIA H200"))
+            .unwrap_or_else(|| panic!("wgpu has no driver here: the script must fail\n{text}"));
+        assert!(!summary.contains("extract"), "{summary}");
+
+        // cuRAND and the runtime missing: the step fails, naming them; the
+        // check itself never runs.
+        let some = FakeCudaLibs::new("some", &CUDA_LIBS[..2]);
+        let never = "#!/bin/sh\necho 'the extract check ran'\nexit 0\n";
+        let (passed, text) = run_bundle(
+            "extract-libs",
+            &[("gpu-bench", ok), ("gpu-tests", ok), ("gpu-extract", never)],
+            &[("SGRAF_CUDA_LIBS", some.path())],
+        );
+        assert!(!passed, "{text}");
+        let want = format!(
+            "FAILED (no libcurand.so.10 libcudart.so.13 in {})",
+            some.path()
+        );
+        assert!(
+            extract_result(&text).ends_with(&want),
+            "no `{want}` in:\n{text}"
+        );
+        assert!(!text.contains("the extract check ran"), "{text}");
+
+        // cuRAND alone missing: the bundle's stand-in goes on the step's
+        // library path, and the step says so in its name.
+        let no_curand = FakeCudaLibs::new("no-curand", &[CUDA_LIBS[0], CUDA_LIBS[1], CUDA_LIBS[3]]);
+        let show = "#!/bin/sh\necho \"extract libs: $LD_LIBRARY_PATH\"\nexit 0\n";
+        let (_, text) = run_bundle(
+            "extract-curand",
+            &[
+                ("gpu-bench", ok),
+                ("gpu-tests", ok),
+                ("gpu-extract", show),
+                ("curand/libcurand.so.10", ""),
+            ],
+            &[("SGRAF_CUDA_LIBS", no_curand.path())],
+        );
+        assert!(
+            extract_result(&text).ends_with("-core CPU (cuRAND stand-in): passed"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("extract libs: {}:", no_curand.path())),
+            "{text}"
+        );
+        assert!(text.contains("/curand:"), "{text}");
+
+        // A bundle prepared without `cargo xtask cuda-build`.
+        let (passed, text) = run_bundle(
+            "extract-none",
+            &[("gpu-bench", ok), ("gpu-tests", ok)],
+            &[("SGRAF_CUDA_LIBS", all.path())],
+        );
+        assert!(!passed, "{text}");
+        assert!(
+            extract_result(&text).ends_with(
+                "FAILED (not in the bundle: cargo xtask cuda-build, then gpu-check --prepare)"
+            ),
+            "{text}"
+        );
     }
 }

@@ -121,7 +121,9 @@ enum Task {
     /// at run time, so nothing CUDA is needed to build; its tests and
     /// benchmark, which the GPU check's bundle carries), then sgraf-cli with
     /// candle's `--features cuda` (downloads the CUDA 13.0 wheels, about
-    /// 1.2 GB, into target/cuda-toolchain; binary: target/cuda/release/sgraf-cli).
+    /// 1.2 GB, into target/cuda-toolchain; binary: target/cuda/release/sgraf-cli)
+    /// and the detector's CUDA check for the GPU check's bundle
+    /// (tests/gpu_extract.rs: target/cuda/gpu-extract).
     CudaBuild {
         /// CUDA compute capability to compile candle's kernels for (90: H100/H200).
         #[arg(long, default_value = "90")]

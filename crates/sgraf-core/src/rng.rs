@@ -26,6 +26,13 @@ impl SplitMix64 {
         lo + (hi - lo) * self.next_f32()
     }
 
+    /// Standard normal (Box-Muller, one draw of each pair).
+    pub fn normal(&mut self) -> f32 {
+        let u1 = self.next_f32().max(1e-7);
+        let u2 = self.next_f32();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+    }
+
     /// Uniform in `0..n`.
     pub fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize

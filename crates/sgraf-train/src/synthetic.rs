@@ -50,13 +50,6 @@ impl Default for Synthetic {
     }
 }
 
-fn gaussian(rng: &mut SplitMix64) -> f32 {
-    // Box-Muller.
-    let u1 = rng.next_f32().max(1e-7);
-    let u2 = rng.next_f32();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
-}
-
 impl Synthetic {
     /// Writes `{train,dev,test}_ims.npy` and `{...}_caps.txt` into `dir`.
     /// Returns, per split, each image's concept names (for display).
@@ -66,7 +59,7 @@ impl Synthetic {
         // Zero-mean prototypes: well apart in cosine, so concepts are separable.
         let prototypes: Vec<Vec<f32>> = CONCEPTS
             .iter()
-            .map(|_| (0..self.img_dim).map(|_| gaussian(&mut rng)).collect())
+            .map(|_| (0..self.img_dim).map(|_| rng.normal()).collect())
             .collect();
         let mut all = Vec::new();
         for (split, n) in [
@@ -93,12 +86,12 @@ impl Synthetic {
                     match owner[slot] {
                         Some(c) => {
                             for p in &prototypes[c] {
-                                feats.push(p + gaussian(&mut rng) * 0.3);
+                                feats.push(p + rng.normal() * 0.3);
                             }
                         }
                         None => {
                             for _ in 0..self.img_dim {
-                                feats.push((gaussian(&mut rng) * 0.3).abs());
+                                feats.push((rng.normal() * 0.3).abs());
                             }
                         }
                     }

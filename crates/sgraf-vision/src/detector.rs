@@ -587,6 +587,38 @@ impl Detector {
     }
 }
 
+/// How far an extraction of one photo is from a reference extraction of it:
+/// `None` when they kept other boxes (another count, or a coordinate more
+/// than 0.01 pixel apart), else the largest feature difference over the
+/// reference features' scale, max(1, max |reference|).
+pub fn regions_difference(
+    boxes: &[BBox],
+    features: &[f32],
+    reference_boxes: &[BBox],
+    reference_features: &[f32],
+) -> Option<f32> {
+    let same_boxes = boxes.len() == reference_boxes.len()
+        && boxes
+            .iter()
+            .flatten()
+            .zip(reference_boxes.iter().flatten())
+            .all(|(x, y)| (x - y).abs() < 1e-2);
+    if !same_boxes || features.len() != reference_features.len() {
+        return None;
+    }
+    let scale = reference_features.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let mut diff = 0f32;
+    for (x, y) in features.iter().zip(reference_features) {
+        let d = (x - y).abs();
+        if d.is_nan() {
+            // `f32::max` would drop it: a NaN is a difference, never a match.
+            return Some(f32::NAN);
+        }
+        diff = diff.max(d);
+    }
+    Some(diff / scale)
+}
+
 /// The region selection's result: indices into the proposals, their boxes
 /// in original-image pixels, and every proposal's confidence.
 #[derive(Clone, Debug, PartialEq)]
@@ -646,4 +678,26 @@ pub fn features_tensor(r: &Regions, device: &Device) -> Result<Tensor> {
         (r.len(), r.feature_dim),
         device,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_difference_needs_the_same_boxes_and_sees_nan() {
+        let b = [[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 20.0, 30.0]];
+        let f = [1.0, -4.0, 2.0, 0.5];
+        assert_eq!(regions_difference(&b, &f, &b, &f), Some(0.0));
+        // Relative to max(1, max |reference|) = 4.
+        let g = [1.0, -4.0, 2.2, 0.5];
+        let d = regions_difference(&b, &g, &b, &f).unwrap();
+        assert!((d - 0.05).abs() < 1e-6, "{d}");
+        let mut moved = b;
+        moved[1][2] += 0.02;
+        assert_eq!(regions_difference(&moved, &f, &b, &f), None);
+        assert_eq!(regions_difference(&b[..1], &f[..2], &b, &f), None);
+        let nan = [1.0, f32::NAN, 2.0, 0.5];
+        assert!(regions_difference(&b, &nan, &b, &f).unwrap().is_nan());
+    }
 }

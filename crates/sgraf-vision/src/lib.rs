@@ -25,6 +25,8 @@ pub mod roi_pool;
 pub mod store;
 
 pub use config::{weight_shapes, BoxPolicy, DetectorConfig};
-pub use detector::{select, Detection, Detector, Proposals, Regions, Selection, ANCHORS};
+pub use detector::{
+    regions_difference, select, Detection, Detector, Proposals, Regions, Selection, ANCHORS,
+};
 pub use error::{Error, Result};
 pub use preprocess::{is_image_path, BgrImage};
