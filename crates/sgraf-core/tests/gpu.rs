@@ -455,6 +455,19 @@ fn eval_metrics_and_rank_match_cpu() {
     }
 }
 
+/// The released-size case's second plan, which `self_check` runs at first
+/// use on a GPU only (seconds on lavapipe): all 4 images in one block (the
+/// affinity's 144 columns two tiles), launches on 3-D grids.
+#[test]
+fn released_size_case_in_one_wide_block_matches_cpu() {
+    let Some(gpu) = raw_device() else { return };
+    for sgr in [true, false] {
+        let case = gpu::self_check_case_released_wide(sgr);
+        let worst = case.check(&gpu, "wide released-size case").unwrap();
+        println!("released size, 4 images per block, sgr {sgr}: largest difference {worst:e}");
+    }
+}
+
 #[test]
 fn self_check_passes_and_catches_a_wrong_device() {
     let Some(gpu) = device() else { return };

@@ -256,6 +256,7 @@ fn cuda_engine_launches_fit_the_generated_signatures() {
         for case in [
             gpu::self_check_case(sgr),
             gpu::self_check_case_released(sgr),
+            gpu::self_check_case_released_wide(sgr),
         ] {
             for plan in [case.plan, GpuPlan::default()] {
                 let scores = case.device_scores(&gpu, &case.head, plan).unwrap();

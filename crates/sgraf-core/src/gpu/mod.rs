@@ -53,6 +53,6 @@ pub use head::{GpuHead, GpuPlan, GpuReasoner, GpuSaf, GpuStep};
 pub use launch::Strides;
 pub use meta::{BlockMeta, GraphMeta};
 pub use self_check::{
-    self_check, self_check_case, self_check_case_released, SelfCheckCase, SELF_CHECK_GRID_CAP,
-    SELF_CHECK_TOLERANCE,
+    self_check, self_check_case, self_check_case_released, self_check_case_released_wide,
+    SelfCheckCase, SELF_CHECK_GRID_CAP, SELF_CHECK_TOLERANCE, SELF_CHECK_WIDE_GRID_CAP,
 };

@@ -27,6 +27,11 @@ pub const SELF_CHECK_TOLERANCE: f32 = 1e-4;
 /// 1024-wide products take two pieces (8 tiles of 128 columns).
 pub const SELF_CHECK_GRID_CAP: usize = 7;
 
+/// Cubes per grid dimension in the released-size case's second plan
+/// ([`self_check_case_released_wide`]): blocks of 4 images need up to 548
+/// cubes, within 9 x 9 x 9.
+pub const SELF_CHECK_WIDE_GRID_CAP: usize = 9;
+
 /// A fixed input: a head, its image and caption sides, and how they are
 /// cut into blocks.
 pub struct SelfCheckCase {
@@ -212,10 +217,11 @@ pub fn self_check_case(sgr: bool) -> SelfCheckCase {
     }
 }
 
-/// The released size (d 1024, m 256, 36 regions), SGR or SAF: 3 images of
+/// The released size (d 1024, m 256, 36 regions), SGR or SAF: 4 images of
 /// unit-norm regions, 5 captions of 132 words in one block (two row tiles
 /// of the word products; the affinity's columns, 2 images' 72 regions, are
-/// its one single tile), two image blocks, grids of at most
+/// one tile here, two in [`self_check_case_released_wide`]), two image
+/// blocks, grids of at most
 /// [`SELF_CHECK_GRID_CAP`] cubes per dimension; weights of about the
 /// trained models' scale.
 pub fn self_check_case_released(sgr: bool) -> SelfCheckCase {
@@ -223,7 +229,7 @@ pub fn self_check_case_released(sgr: bool) -> SelfCheckCase {
     let lengths = vec![30usize, 21, 38, 17, 26];
     let n_words: usize = lengths.iter().sum();
     let mut rnd = generator(0x5eed_1024);
-    let n_img = 3;
+    let n_img = 4;
     let regions = unit_rows(&mut rnd, n_img * r, d);
     let global = unit_rows(&mut rnd, n_img, d);
     let words = unit_rows(&mut rnd, n_words, d);
@@ -250,6 +256,22 @@ pub fn self_check_case_released(sgr: bool) -> SelfCheckCase {
     }
 }
 
+/// The released-size case in one block of its 4 images, so that the
+/// affinity's 144 columns are two tiles, on grids of at most
+/// [`SELF_CHECK_WIDE_GRID_CAP`] cubes per dimension (the larger launches
+/// 3-D). Run at first use on a GPU (milliseconds); on a CPU-emulated
+/// adapter, where it costs seconds per process, `tests/gpu.rs` runs it.
+pub fn self_check_case_released_wide(sgr: bool) -> SelfCheckCase {
+    let mut case = self_check_case_released(sgr);
+    let n_words: usize = case.lengths.iter().sum();
+    let n_img = case.global.len() / case.head.d;
+    case.plan = GpuPlan {
+        max_block_floats: n_img * n_words * case.head.d,
+        max_cubes_per_dim: Some(SELF_CHECK_WIDE_GRID_CAP),
+    };
+    case
+}
+
 /// Whether this process has run the released-size case on a CPU-emulated
 /// adapter.
 static RELEASED_ON_SOFTWARE: AtomicBool = AtomicBool::new(false);
@@ -271,6 +293,11 @@ pub fn self_check(gpu: &Gpu) -> GpuResult<f32> {
             let model = if sgr { "SGR" } else { "SAF" };
             let case = self_check_case_released(sgr);
             worst = worst.max(case.check(gpu, &format!("released-size {model}"))?);
+            if !gpu.is_software() {
+                let wide = self_check_case_released_wide(sgr);
+                let label = format!("released-size {model}, 4 images per block");
+                worst = worst.max(wide.check(gpu, &label)?);
+            }
         }
     }
     Ok(worst)
