@@ -142,7 +142,7 @@ impl Gpu {
         Ok(PendingRead {
             inner,
             n,
-            device: self.device().to_string(),
+            gpu: self,
         })
     }
 }
@@ -160,7 +160,7 @@ type ReadFuture<'a> = std::pin::Pin<
 pub struct PendingRead<'a> {
     inner: PendingInner<'a>,
     n: usize,
-    device: String,
+    gpu: &'a Gpu,
 }
 
 enum PendingInner<'a> {
@@ -175,10 +175,12 @@ impl PendingRead<'_> {
         match self.inner {
             PendingInner::Wgpu(read) => {
                 let bytes = cubecl::future::block_on(read)
-                    .map_err(|e| GpuError(format!("reading from {}: {e:?}", self.device)))?
+                    .map_err(|e| GpuError(format!("reading from {}: {e:?}", self.gpu.device())))?
                     .into_iter()
                     .next()
-                    .ok_or_else(|| GpuError(format!("reading from {}: no data", self.device)))?;
+                    .ok_or_else(|| {
+                        GpuError(format!("reading from {}: no data", self.gpu.device()))
+                    })?;
                 let all = f32::from_bytes(&bytes);
                 Ok(all[..self.n.min(all.len())].to_vec())
             }

@@ -77,19 +77,22 @@ impl GpuPlan {
 }
 
 /// Where an image group's scores go: images `i0..i0 + ni` against the
-/// blocks `(c0, c1)` of the caption chunk starting at `s0`, the blocks'
-/// `[ni, c1 - c0]` one after another in what was read.
+/// `chunk` captions from `s0` on, in blocks of `step` captions (the last
+/// one shorter), the blocks' `[ni, c1 - c0]` one after another in what
+/// was read.
 struct Placement {
     i0: usize,
     ni: usize,
     s0: usize,
-    blocks: Vec<(usize, usize)>,
+    chunk: usize,
+    step: usize,
 }
 
 impl Placement {
     /// Copies `read` into the rows of `scores` `[n_img, n_cap]`.
     fn place(&self, read: &[f32], scores: &mut [f32], n_cap: usize) {
-        for &(c0, c1) in &self.blocks {
+        for c0 in (0..self.chunk).step_by(self.step) {
+            let c1 = (c0 + self.step).min(self.chunk);
             let block = &read[self.ni * c0..self.ni * c1];
             let (a, b) = (self.s0 + c0, self.s0 + c1);
             for (k, row) in block.chunks(c1 - c0).enumerate() {
@@ -266,19 +269,20 @@ impl GpuHead {
                 words: gpu.upload(&cap.words[sw0 * d..sw1 * d])?,
                 global: gpu.upload(&cap.global[s0 * d..s1 * d])?,
             };
-            // Blocks: (first caption, end, first word), relative to the chunk.
+            // Blocks: (first caption, first word, layout), relative to the chunk;
+            // each ends where the next begins (`step` captions apart).
             let mut blocks = Vec::new();
             let (mut c0, mut w0) = (0, 0);
             while s0 + c0 < s1 {
                 let c1 = (c0 + step).min(s1 - s0);
                 let lengths = &cap.lengths[s0 + c0..s0 + c1];
-                blocks.push((c0, c1, w0, BlockMeta::new(gpu, lengths)?));
+                blocks.push((c0, w0, BlockMeta::new(gpu, lengths)?));
                 (c0, w0) = (c1, w0 + lengths.iter().sum::<usize>());
             }
             // Images per device block: the context `[ni, nw, d]` and the
             // regions `[ni, R, d]` within the limit, and the scores of all
             // the chunk's blocks `[ni, chunk]` too.
-            let widest = blocks.iter().map(|b| b.3.n_words).max().unwrap_or(1);
+            let widest = blocks.iter().map(|b| b.2.n_words).max().unwrap_or(1);
             let per_image = (widest.max(r) * d).max(1);
             let chunk = s1 - s0;
             let group = (limit / per_image).min(limit / chunk).clamp(1, n_img);
@@ -292,7 +296,7 @@ impl GpuHead {
                 // Each block's scores `[ni, c1 - c0]` at `ni * c0` of one
                 // buffer: one read-back per image group, not per block.
                 let out = gpu.empty(imgs.n * chunk)?;
-                for (c0, _, w0, meta) in &blocks {
+                for (c0, w0, meta) in &blocks {
                     self.score_block(
                         gpu,
                         &imgs,
@@ -310,7 +314,8 @@ impl GpuHead {
                     i0,
                     ni: imgs.n,
                     s0,
-                    blocks: blocks.iter().map(|b| (b.0, b.1)).collect(),
+                    chunk,
+                    step,
                 };
                 let read = gpu.read_start(&out, imgs.n * chunk)?;
                 if let Some((read, at)) = pending.replace((read, done)) {
