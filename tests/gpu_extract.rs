@@ -65,15 +65,7 @@ fn cpu_threads() -> usize {
 }
 
 fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|n| n.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
+    sgraf_testkit::cpu_name().unwrap_or_else(|| "unknown CPU".into())
 }
 
 /// What one detector did: photos/s over the timed rounds, and the regions

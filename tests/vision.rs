@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use sgraf_convert::{convert_detector, ConvertError};
+use sgraf_testkit::f32s;
 use sgraf_vision::boxes::BBox;
 use sgraf_vision::preprocess::resize_linear;
 use sgraf_vision::{select, BgrImage, BoxPolicy, Detector, DetectorConfig, Error};
@@ -27,15 +28,6 @@ fn meta() -> serde_json::Value {
 
 fn tensors(name: &str) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(dir().join(name), &Device::Cpu).unwrap()
-}
-
-fn f32s(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(candle_core::DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
 }
 
 /// Max |a - b| over max(1, max |b|): float32 noise of a deep network

@@ -168,15 +168,7 @@ pub fn bench(quick: bool, out: Option<PathBuf>, repeat: Option<usize>) -> Result
 }
 
 pub fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|n| n.trim().to_string())
-        })
-        .unwrap_or_default()
+    sgraf_testkit::cpu_name().unwrap_or_default()
 }
 
 pub fn git_head() -> String {

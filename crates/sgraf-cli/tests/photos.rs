@@ -9,6 +9,7 @@ use common::{detector, fixtures, run, scratch};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use sgraf_testkit::f32s;
 
 fn ok(args: &[&str]) -> (String, String) {
     let out = run(args);
@@ -70,11 +71,7 @@ fn extract_writes_the_reference_regions_and_skips_what_it_cannot_read() {
     for (name, rel) in [("wide", "wide"), ("tall", "sub/tall")] {
         let npy = sgraf::data::Npy::open(out.join(format!("{rel}.npy"))).unwrap();
         assert_eq!(npy.shape(), &[36, 40], "{name}");
-        let f: Vec<f32> = want[&format!("{name}_features")]
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let f = f32s(&want[&format!("{name}_features")]);
         let d = max_rel_diff(&npy.to_vec().unwrap(), &f);
         assert!(d < 1e-4, "{name}: features differ by {d}");
         let meta: Value =
@@ -92,11 +89,7 @@ fn extract_writes_the_reference_regions_and_skips_what_it_cannot_read() {
                     .map(|x| x.as_f64().unwrap() as f32)
             })
             .collect();
-        let b: Vec<f32> = want[&format!("{name}_boxes")]
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let b = f32s(&want[&format!("{name}_boxes")]);
         assert!(max_rel_diff(&boxes, &b) < 1e-5, "{name}: boxes");
         assert_eq!(meta["objects"].as_array().unwrap().len(), 36);
         assert!(meta.get("attrs").is_none(), "no attribute head");

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use common::{fixtures, rcar_models, run, scratch};
 use serde_json::Value;
 use sgraf::{Device, Sgraf};
+use sgraf_testkit::f32s;
 
 fn precomp() -> PathBuf {
     fixtures().join("precomp")
@@ -426,9 +427,8 @@ fn rcar_trains_on_the_command_line() {
             .unwrap()
     };
     let (start, trained) = (tensors(Path::new(&i2t)), tensors(&root.join("a/last")));
-    let flat = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     for (name, t) in &start {
-        let same = flat(t) == flat(&trained[name]);
+        let same = f32s(t) == f32s(&trained[name]);
         let unused = name.starts_with("img_enc.mlp.bns.1.");
         assert_eq!(same, unused, "{name}: unchanged {same}");
     }

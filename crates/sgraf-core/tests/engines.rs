@@ -5,7 +5,7 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use sgraf_core::{Config, EngineKind, Module, SgrafModel};
-use sgraf_testkit::max_abs_diff_f32;
+use sgraf_testkit::{f32s, max_abs_diff_f32};
 
 fn config(module: Module) -> Config {
     Config {
@@ -44,13 +44,7 @@ fn inputs() -> (Tensor, Tensor, Vec<usize>) {
 
 fn scores(model: &SgrafModel) -> Vec<f32> {
     let (images, ids, lengths) = inputs();
-    let s = model.score(&images, &ids, &lengths).unwrap();
-    s.to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
+    f32s(&model.score(&images, &ids, &lengths).unwrap())
 }
 
 #[test]

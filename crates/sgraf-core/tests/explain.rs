@@ -4,7 +4,7 @@
 
 use candle_core::{Device, Tensor};
 use sgraf_core::SgrafModel;
-use sgraf_testkit::fixtures;
+use sgraf_testkit::{f32s, fixtures};
 
 /// A few images of the fixture features `[10, 36, 40]`.
 fn images() -> Tensor {
@@ -27,7 +27,7 @@ fn check(model_dir: &str, saf: bool) {
     for ids in captions {
         let t = Tensor::from_vec(ids.to_vec(), (1, ids.len()), &Device::Cpu).unwrap();
         let want = model.score(&images, &t, &[ids.len()]).unwrap();
-        let want: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
+        let want = f32s(&want);
         for (i, want) in want.iter().enumerate() {
             let e = model
                 .explain(&images.narrow(0, i, 1).unwrap(), ids)

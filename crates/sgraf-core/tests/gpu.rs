@@ -573,12 +573,7 @@ fn small_model(module: sgraf_core::Module) -> SmallModel {
 
 impl SmallModel {
     fn scores(&self, m: &sgraf_core::SgrafModel) -> Vec<f32> {
-        m.score(&self.images, &self.ids, &self.lengths)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap()
+        sgraf_testkit::f32s(&m.score(&self.images, &self.ids, &self.lengths).unwrap())
     }
 }
 

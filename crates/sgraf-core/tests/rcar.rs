@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use sgraf_core::rcar::{RcarConfig, RcarModel};
-use sgraf_testkit::assert_close;
+use sgraf_testkit::{assert_close, f32s};
 
 fn fixtures() -> PathBuf {
     sgraf_testkit::fixtures().join("rcar")
@@ -222,15 +222,6 @@ fn pack(words: &[f32], padded: usize, d: usize, lengths: &[usize]) -> Vec<f32> {
         out.extend_from_slice(&words[c * padded * d..(c * padded + n) * d]);
     }
     out
-}
-
-fn f32s(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
 }
 
 #[test]

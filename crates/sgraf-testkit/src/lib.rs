@@ -1,6 +1,8 @@
-//! What the workspace's tests share, in one place (a dev-dependency of the
-//! crates whose tests use it, never a dependency): where the committed
-//! fixtures are, and how far a result is from the one expected.
+//! What the workspace's tests and benchmarks share, in one place (a
+//! dev-dependency of the crates whose tests use it, and of `xtask`; never a
+//! library's dependency): where the committed fixtures are, a tensor's
+//! values, how far a result is from the one expected, and the CPU a result
+//! names.
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +11,24 @@ use candle_core::{DType, Tensor};
 /// The committed fixtures: the workspace's `tests/fixtures`.
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+/// The values of `t`, flattened, as float32.
+pub fn f32s(t: &Tensor) -> Vec<f32> {
+    t.to_dtype(DType::F32)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1())
+        .expect("a tensor's values as float32")
+}
+
+/// The CPU's model name (`/proc/cpuinfo`), which every benchmark result
+/// names; `None` where it cannot be read.
+pub fn cpu_name() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|n| n.trim().to_string())
 }
 
 /// The largest absolute value of `t`, in float64.
@@ -70,6 +90,7 @@ mod tests {
         let b = Tensor::new(&[1f64, -2.5, 3.0], &Device::Cpu).unwrap();
         assert_eq!(max_abs_diff(&a, &b), 0.5);
         assert_eq!(max_abs(&a), 3.0);
+        assert_eq!(f32s(&b), [1.0, -2.5, 3.0]);
         assert_eq!(assert_close("a", &a, &b, 0.5), 0.5);
         let far = std::panic::AssertUnwindSafe(|| assert_close("a", &a, &b, 0.4));
         assert!(std::panic::catch_unwind(far).is_err());
