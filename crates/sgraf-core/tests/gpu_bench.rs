@@ -258,7 +258,8 @@ fn bench_models<'a>(
         let cpu_s = t.elapsed().as_secs_f64();
         let cpu_rate = cpu_pairs / cpu_s;
         println!(
-            "{module} on the CPU engine ({} threads): {i0} x {done} pairs in {cpu_s:.2} s: {cpu_rate:.0} pairs/s; {device} / CPU = {:.1}x; largest difference {worst:e}",
+            "{module} on the CPU engine ({}, {} threads): {i0} x {done} pairs in {cpu_s:.2} s: {cpu_rate:.0} pairs/s; {device} / CPU = {:.1}x; largest difference {worst:e}",
+            sgraf_testkit::cpu_name().unwrap_or_else(|| "unknown CPU".into()),
             threads(),
             gpu_rate / cpu_rate
         );
